@@ -1,0 +1,1 @@
+"""The HTTP surfaces: /v1 (the seed's contract) and, later, /v2 (native)."""

@@ -1,0 +1,189 @@
+"""/v1: the seed server's routes, JSON shapes, status codes and messages, with its bugs fixed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response
+
+from .. import ids, operations
+from ..codec import spaces as space_codec
+from ..codec import v1 as codec
+from ..envs import CreateRequest
+from ..errors import InvalidValue, NotSupported, UnknownInstance
+from .common import json_body, json_response, optional_param, required_param, worker
+
+bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
+
+
+def _checked_id(instance_id: str) -> str:
+    # A string that is not an id of ours is unknown, whatever it holds: it never reaches anything else.
+    if ids.parse(instance_id) is None:
+        raise UnknownInstance(instance_id[:100])
+    return instance_id
+
+
+def _optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = optional_param(body, name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidValue(name, f"expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _optional_bool(body: dict[str, Any], name: str) -> bool | None:
+    value = optional_param(body, name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidValue(name, f"expected true or false, got {value!r}")
+    return value
+
+
+@bp.post("/")
+def env_create() -> Response:
+    w = worker()
+    body = json_body(required=True)
+    kwargs = optional_param(body, "kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise InvalidValue("kwargs", "expected an object")
+    req = CreateRequest(
+        env_id=required_param(body, "env_id"),
+        max_episode_steps=_optional_int(body, "max_episode_steps", 1, w.settings.max_episode_steps_limit),
+        auto_reset=bool(_optional_bool(body, "auto_reset")),
+        disable_env_checker=_optional_bool(body, "disable_env_checker"),
+        kwargs=kwargs,
+    )
+    record = w.create(req, w.ttl_for(optional_param(body, "ttl")))
+    return json_response({"instance_id": record.instance_id})
+
+
+@bp.get("/")
+def env_list_all() -> Response:
+    return json_response({"all_envs": {r.instance_id: r.env_id for r in worker().registry.snapshot()}})
+
+
+@bp.get("/<instance_id>/")
+def env_get_id(instance_id: str) -> Response:
+    return json_response({"id": worker().registry.get(_checked_id(instance_id)).env_id})
+
+
+@bp.post("/<instance_id>/reset/")
+def env_reset(instance_id: str) -> Response:
+    body = json_body()
+    seed = operations.parse_seed(optional_param(body, "seed"))
+    options = operations.parse_options(optional_param(body, "options"))
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        obs, info = operations.reset(record, seed, options)
+        return json_response({"observation": codec.encode_observation(obs), "info": info})
+
+
+@bp.post("/<instance_id>/step/")
+def env_step(instance_id: str) -> Response:
+    body = json_body(required=True)
+    action = required_param(body, "action")
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        obs, reward, terminated, truncated, info = operations.step(record, action)
+        return json_response(
+            {
+                "observation": codec.encode_observation(obs),
+                "reward": reward,
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated or truncated,
+                "info": info,
+            }
+        )
+
+
+@bp.get("/<instance_id>/render/")
+def env_render(instance_id: str) -> Response:
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        if record.env.render_mode is None:
+            raise NotSupported(
+                f"Instance_id {instance_id} was created without a render_mode; create it with "
+                'kwargs {"render_mode": "rgb_array"} or "ansi"'
+            )
+        return json_response({"render_frame": codec.encode_frame(operations.render(record))})
+
+
+@bp.get("/<instance_id>/action_space/")
+def env_action_space_info(instance_id: str) -> Response:
+    record = worker().registry.get(_checked_id(instance_id))
+    return json_response({"info": space_codec.describe(record.env.action_space)})
+
+
+@bp.get("/<instance_id>/action_space/sample/")
+def env_action_space_sample(instance_id: str) -> Response:
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        return json_response({"action": operations.sample_action(record)})
+
+
+@bp.get("/<instance_id>/action_space/contains/<path:action>/")
+def env_action_space_contains(instance_id: str, action: str) -> Response:
+    try:
+        value = orjson.loads(action)  # "1", "[0.5, -1]", "{\"a\": 1}"; anything else is a Text action
+    except orjson.JSONDecodeError:
+        value = action
+    record = worker().registry.get(_checked_id(instance_id))
+    return json_response({"member": operations.action_contains(record, value)})
+
+
+@bp.post("/<instance_id>/action_space/contains/")
+def env_action_space_contains_body(instance_id: str) -> Response:
+    """Additive: the same check with the action in a JSON body, for Dict, Tuple and Text actions."""
+    value = required_param(json_body(required=True), "action")
+    record = worker().registry.get(_checked_id(instance_id))
+    return json_response({"member": operations.action_contains(record, value)})
+
+
+@bp.post("/<instance_id>/observation_space/contains/")
+def env_observation_space_contains(instance_id: str) -> Response:
+    """The seed's check: do the given properties match the space's description (not: is this an obs)."""
+    body = json_body(required=True)
+    record = worker().registry.get(_checked_id(instance_id))
+    info = space_codec.describe(record.env.observation_space)
+    member = all(key in info and info[key] == value for key, value in body.items())
+    return json_response({"member": member})
+
+
+@bp.get("/<instance_id>/observation_space/")
+def env_observation_space_info(instance_id: str) -> Response:
+    record = worker().registry.get(_checked_id(instance_id))
+    return json_response({"info": space_codec.describe(record.env.observation_space)})
+
+
+@bp.get("/<instance_id>/transitions/")
+def env_get_transitions(instance_id: str) -> Response:
+    record = worker().registry.get(_checked_id(instance_id))
+    return json_response({"transitions": operations.transitions(record)})
+
+
+@bp.post("/<instance_id>/episodes/")
+def env_episode_samples(instance_id: str) -> Response:
+    w = worker()
+    body = json_body(required=True)
+    count = required_param(body, "count")
+    limit = w.settings.episodes_max_count
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= limit:
+        raise InvalidValue(
+            "count", f"expected an integer from 0 to {limit} (GYMSERVE_EPISODES_MAX_COUNT), got {count!r}"
+        )
+    seed = operations.parse_seed(optional_param(body, "seed"))
+    with w.registry.use(_checked_id(instance_id)) as record:
+        eps = operations.episodes(record, count, seed, w.settings.episodes_max_steps)
+        return json_response(
+            {"episodes": [[{"s": codec.encode_observation(obs), "r": reward} for obs, reward in ep] for ep in eps]}
+        )
+
+
+@bp.delete("/<instance_id>/")
+def env_close(instance_id: str) -> Response:
+    worker().close(_checked_id(instance_id))
+    return Response("", status=200)
+
+
+@bp.post("/<instance_id>/close/")
+def env_close_legacy(instance_id: str) -> Response:
+    """The older gym-http-api clients close with POST .../close/; answer them too."""
+    return env_close(instance_id)

@@ -1,0 +1,61 @@
+"""The `gymserve` command: `gymserve serve` runs gunicorn with gymserve's config; `--version`; `settings`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .settings import PREFIX, Settings, SettingsError, describe
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {
+        k: v
+        for k, v in {"host": args.host, "port": args.port, "workers": args.workers, "threads": args.threads}.items()
+        if v is not None
+    }
+    env = dict(os.environ)
+    env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
+    try:
+        Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
+    except SettingsError as exc:
+        print(f"gymserve: bad setting: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:gymserve.gunicorn_conf", "gymserve.app:create_app()"]
+    # exec: gunicorn's master takes this process's PID, so signals from docker/kubernetes reach it.
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def _settings_table(_: argparse.Namespace) -> int:
+    print("| variable | default | meaning |\n|---|---|---|")  # noqa: T201
+    for row in describe():
+        default = row["default"] if row["default"] != "" else "(derived)"
+        print(f"| `{row['variable']}` | `{default}` | {row['help']} |")  # noqa: T201
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gymserve", description="Serve Gymnasium environments over HTTP.")
+    parser.add_argument("--version", action="version", version=f"gymserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server under gunicorn")
+    serve.add_argument("--host", help=f"bind address ({PREFIX}HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help=f"TCP port ({PREFIX}PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help=f"worker processes ({PREFIX}WORKERS)")
+    serve.add_argument("--threads", type=int, help=f"threads per worker ({PREFIX}THREADS)")
+    serve.set_defaults(func=_serve)
+    table = sub.add_parser("settings", help="print every GYMSERVE_* setting with its default")
+    table.set_defaults(func=_settings_table)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

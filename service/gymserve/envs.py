@@ -1,0 +1,122 @@
+"""Which envs may be created, with which arguments, and creating them through gymnasium.make."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
+from gymnasium.wrappers import Autoreset
+
+from .errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
+from .settings import Settings
+
+# Registered ids only: letters, digits and the separators Gymnasium uses. No "module:Env" form,
+# which would make gymnasium.make import an arbitrary module.
+ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
+_MAKE_ARGS = frozenset({"render_mode"})
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    env_id: str
+    max_episode_steps: int | None = None
+    auto_reset: bool = False
+    disable_env_checker: bool | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+def _gymnasium_family(spec: gym.envs.registration.EnvSpec) -> bool:
+    return isinstance(spec.entry_point, str) and spec.entry_point.startswith("gymnasium.envs.")
+
+
+@contextmanager
+def _dependencies_of(env_id: str) -> Iterator[None]:
+    """A missing optional dependency (MuJoCo, Box2D, jax) is the server's gap, not a malformed id: say which."""
+    try:
+        yield
+    except gym.error.DependencyNotInstalled as exc:
+        why = str(exc)
+    except ImportError as exc:
+        why = f"the module '{exc.name}' is not installed"
+    else:
+        return
+    raise MissingDependency(
+        f"Environment '{env_id}' needs a dependency that is not installed on this server: {why}",
+        details={"field": "env_id"},
+    )
+
+
+class EnvFactory:
+    """Creates envs from the allowlist, refusing anything that could run code of the client's choosing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        patterns = settings.allowed_env_patterns
+        self.allowed: frozenset[str] = frozenset(
+            env_id
+            for env_id, spec in gym.envs.registry.items()
+            if ":" not in env_id
+            and (any(fnmatch.fnmatchcase(env_id, p) for p in patterns) if patterns else _gymnasium_family(spec))
+        )
+
+    def malformed(self, env_id: object) -> MalformedEnvId:
+        return MalformedEnvId(f"Attempted to look up malformed environment ID '{env_id}'", details={"field": "env_id"})
+
+    def check_env_id(self, env_id: object) -> str:
+        if not isinstance(env_id, str) or not ENV_ID_PATTERN.fullmatch(env_id):
+            raise self.malformed(env_id)
+        if env_id not in gym.envs.registry:
+            raise self.malformed(env_id)
+        if env_id not in self.allowed:
+            raise EnvNotAllowed(
+                f"env_id '{env_id}' is not allowed on this server (see GYMSERVE_ALLOWED_ENVS)",
+                details={"field": "env_id"},
+            )
+        return env_id
+
+    def _check_kwargs(self, env_id: str, kwargs: dict[str, Any]) -> None:
+        entry_point = gym.spec(env_id).entry_point
+        with _dependencies_of(env_id):
+            creator: Any = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        params = inspect.signature(creator).parameters
+        accepted = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        for key in kwargs:
+            if key not in accepted | _MAKE_ARGS:
+                raise InvalidValue(
+                    f"kwargs.{key}",
+                    f"'{env_id}' takes no argument '{key}' (it takes: {', '.join(sorted(accepted | _MAKE_ARGS))})",
+                )
+        if "render_mode" in kwargs:
+            mode = kwargs["render_mode"]
+            modes = (
+                [m for m in creator.metadata.get("render_modes", []) if m != "human"]
+                if hasattr(creator, "metadata")
+                else []
+            )
+            if mode not in modes:
+                raise InvalidValue("kwargs.render_mode", f"{mode!r} is not available on a server; use one of {modes}")
+
+    def make(self, req: CreateRequest) -> gym.Env[Any, Any]:
+        env_id = self.check_env_id(req.env_id)
+        kwargs = dict(req.kwargs or {})
+        self._check_kwargs(env_id, kwargs)
+        try:
+            with _dependencies_of(env_id):
+                env = gym.make(
+                    env_id,
+                    max_episode_steps=req.max_episode_steps,
+                    disable_env_checker=req.disable_env_checker,
+                    **kwargs,
+                )
+        except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as exc:
+            raise InvalidValue("kwargs", f"rejected by '{env_id}': {type(exc).__name__}: {exc}") from None
+        if req.auto_reset:
+            env = Autoreset(env)
+        return env

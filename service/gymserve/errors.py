@@ -1,0 +1,130 @@
+"""The one error hierarchy: each error knows its HTTP status, a machine-readable code and a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GymServeError(Exception):
+    """Base of every error a client may see. `status` is the native (/v2) status; /v1 uses `v1_status`."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self, message: str, *, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    @property
+    def v1_status(self) -> int:
+        """The seed answered 400 for every client error; keep that, except where the status is the point."""
+        return self.status if self.status in (413, 415, 429, 503) or self.status >= 500 else 400
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class BadRequest(GymServeError):
+    """The request body or a parameter is malformed, missing or of the wrong type."""
+
+
+class MissingParameter(BadRequest):
+    code = "missing_parameter"
+
+    def __init__(self, name: str) -> None:
+        # The seed's exact words: clients match on them.
+        super().__init__(f"A required request parameter '{name}' was not provided", details={"field": name})
+
+
+class InvalidValue(BadRequest):
+    """A value was understood but is not acceptable (wrong type, shape, dtype, range)."""
+
+    status = 422
+    code = "invalid_value"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", details={"field": field})
+
+
+class InvalidAction(InvalidValue):
+    code = "invalid_action"
+
+
+class MalformedEnvId(BadRequest):
+    code = "unknown_env_id"
+
+
+class EnvNotAllowed(BadRequest):
+    status = 403
+    code = "env_not_allowed"
+
+
+class MissingDependency(BadRequest):
+    code = "missing_dependency"
+
+
+class EnvFailed(BadRequest):
+    """The environment itself raised while handling a request that passed validation."""
+
+    status = 422
+    code = "env_error"
+
+
+class UnknownInstance(GymServeError):
+    status = 404
+    code = "unknown_instance"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"Instance_id {instance_id} unknown", details={"instance_id": instance_id})
+
+
+class InstanceLost(GymServeError):
+    status = 410
+    code = "instance_lost"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"Instance_id {instance_id} unknown: the env was lost with its worker, which is no longer "
+            "running; create a new env",
+            details={"instance_id": instance_id},
+        )
+
+
+class ResetNeeded(GymServeError):
+    status = 409
+    code = "reset_needed"
+
+
+class NotSupported(BadRequest):
+    status = 422
+    code = "not_supported"
+
+
+class PayloadTooLarge(GymServeError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unavailable(GymServeError):
+    """The server cannot take this request now; Retry-After says when to try again."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
+
+
+class CapacityExceeded(Unavailable):
+    code = "capacity_exceeded"
+
+
+class Draining(Unavailable):
+    code = "draining"

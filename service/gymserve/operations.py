@@ -1,0 +1,114 @@
+"""What a client can do to an env it holds: native values in and out, env failures made into errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import gymnasium as gym
+
+from .codec import spaces as space_codec
+from .errors import EnvFailed, InvalidValue, NotSupported, ResetNeeded
+from .registry import EnvRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+StepResult = tuple[Any, float, bool, bool, dict[str, Any]]
+
+
+def _guarded(record: EnvRecord, what: str, call: Callable[[], T]) -> T:
+    """Run an env call; the env's own exceptions become a clear 4xx instead of a 500."""
+    try:
+        return call()
+    except gym.error.ResetNeeded:
+        raise ResetNeeded(
+            f"Instance_id {record.instance_id}: call reset before {what}", details={"instance_id": record.instance_id}
+        ) from None
+    except Exception as exc:
+        log.warning("env %s (%s) raised during %s: %r", record.env_id, record.instance_id, what, exc)
+        raise EnvFailed(
+            f"the environment '{record.env_id}' raised {type(exc).__name__} during {what}: {str(exc)[:200]}"
+        ) from None
+
+
+def parse_seed(value: Any, field: str = "seed") -> int | None:
+    """A seed is a non-negative integer (or an integer string, which the seed server accepted)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidValue(field, f"expected an integer from 0 to 2**63-1, got {value!r}")
+    return value
+
+
+def parse_options(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise InvalidValue("options", "expected an object")
+
+
+def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seed, options=options))
+    record.episodes += 1
+    return obs, info
+
+
+def step(record: EnvRecord, action: Any, field: str = "action") -> StepResult:
+    native = space_codec.from_json(record.env.action_space, action, field)
+    obs, reward, terminated, truncated, info = _guarded(record, "step", lambda: record.env.step(native))
+    record.steps += 1
+    return obs, float(reward), bool(terminated), bool(truncated), info
+
+
+def render(record: EnvRecord) -> Any:
+    return _guarded(record, "render", record.env.render)
+
+
+def sample_action(record: EnvRecord) -> Any:
+    return space_codec.to_jsonable(_guarded(record, "sample", record.env.action_space.sample))
+
+
+def action_contains(record: EnvRecord, value: Any) -> bool:
+    try:
+        space_codec.from_json(record.env.action_space, value, "action")
+    except InvalidValue:
+        return False
+    return True
+
+
+def transitions(record: EnvRecord) -> Any:
+    table = getattr(record.env.unwrapped, "P", None)
+    if table is None:
+        raise NotSupported(
+            f"'{record.env_id}' has no transition table (only tabular envs such as "
+            "FrozenLake, Taxi and CliffWalking do)"
+        )
+    return space_codec.to_jsonable(table)
+
+
+def episodes(record: EnvRecord, count: int, seed: int | None, max_steps: int) -> list[list[tuple[Any, float]]]:
+    """Run `count` episodes with random actions; each is [(obs, reward), ...] starting at (reset obs, 0)."""
+    result: list[list[tuple[Any, float]]] = []
+    budget = max_steps
+    for n in range(count):
+        obs, _ = reset(record, seed if n == 0 else None, None)
+        episode: list[tuple[Any, float]] = [(obs, 0.0)]
+        result.append(episode)
+        done = False
+        while not done:
+            if budget == 0:
+                raise InvalidValue(
+                    "count",
+                    f"the episodes took more than the server's limit of {max_steps} "
+                    "steps in one request (GYMSERVE_EPISODES_MAX_STEPS); ask for fewer",
+                )
+            budget -= 1
+            action = record.env.action_space.sample()
+            obs, reward, terminated, truncated, _ = _guarded(record, "step", partial(record.env.step, action))
+            record.steps += 1
+            episode.append((obs, float(reward)))
+            done = bool(terminated or truncated)
+    return result

@@ -1,0 +1,130 @@
+"""The envs this worker owns: lookup, per-env locks, idle TTL and capacity."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from .errors import CapacityExceeded, UnknownInstance
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class EnvRecord:
+    """One live env and what the server knows about it."""
+
+    instance_id: str
+    env_id: str
+    env: gym.Env[Any, Any]
+    ttl: float
+    created_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    steps: int = 0
+    episodes: int = 0
+    closed: bool = False
+
+    def idle_seconds(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.last_used
+
+    def expired(self, now: float) -> bool:
+        return self.ttl > 0 and now - self.last_used > self.ttl
+
+
+class Registry:
+    """Thread-safe map of instance id to EnvRecord with a bounded size."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._records: dict[str, EnvRecord] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def full(self) -> bool:
+        return len(self._records) + self._reserved >= self.settings.max_envs_per_worker
+
+    @contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Hold a place for an env being created, so that concurrent creates cannot overshoot capacity."""
+        with self._lock:
+            if self.full:
+                raise CapacityExceeded(
+                    f"this worker holds its maximum of {self.settings.max_envs_per_worker} envs; "
+                    "close some or retry later",
+                    retry_after=self.settings.retry_after_seconds,
+                    details={"limit": self.settings.max_envs_per_worker},
+                )
+            self._reserved += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved -= 1
+
+    def add(self, record: EnvRecord) -> None:
+        with self._lock:
+            self._records[record.instance_id] = record
+
+    def get(self, instance_id: str) -> EnvRecord:
+        record = self._records.get(instance_id)
+        if record is None:
+            raise UnknownInstance(instance_id)
+        return record
+
+    @contextmanager
+    def use(self, instance_id: str) -> Iterator[EnvRecord]:
+        """The record, locked for this request alone, its idle clock restarted."""
+        record = self.get(instance_id)
+        with record.lock:
+            if record.closed:
+                raise UnknownInstance(instance_id)
+            record.last_used = time.monotonic()
+            yield record
+            record.last_used = time.monotonic()
+
+    def pop(self, instance_id: str) -> EnvRecord:
+        """Remove and close an env; waits for a request in flight on it to finish."""
+        record = self.get(instance_id)
+        with record.lock:
+            if record.closed:
+                raise UnknownInstance(instance_id)
+            with self._lock:
+                self._records.pop(instance_id, None)
+            record.closed = True
+            _close_quietly(record.env)
+        return record
+
+    def snapshot(self) -> list[EnvRecord]:
+        with self._lock:
+            return list(self._records.values())
+
+    def expired(self, now: float | None = None) -> list[EnvRecord]:
+        now = time.monotonic() if now is None else now
+        return [r for r in self.snapshot() if r.expired(now)]
+
+    def close_all(self) -> int:
+        records = self.snapshot()
+        for record in records:
+            with suppress(UnknownInstance):
+                self.pop(record.instance_id)
+        return len(records)
+
+
+def _close_quietly(env: gym.Env[Any, Any]) -> None:
+    try:
+        env.close()
+    except Exception:  # an env that fails to close must not keep the others alive or crash a worker
+        log.exception("closing an env failed")

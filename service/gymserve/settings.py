@@ -1,0 +1,150 @@
+"""Typed settings read from GYMSERVE_* variables: the one home of every default, limit and timeout."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PREFIX = "GYMSERVE_"
+
+
+class SettingsError(ValueError):
+    """A GYMSERVE_* variable has a value that cannot be used; the message names the variable."""
+
+
+def _setting(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices})
+
+
+def _default_node_id() -> str:
+    # The first DNS label of the host name: the pod name on Kubernetes, the container id in compose.
+    label = socket.gethostname().split(".")[0].lower()
+    label = re.sub(r"[^a-z0-9-]", "-", label).strip("-")[:63]
+    return label or "node"
+
+
+NODE_ID_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the server. Each field is read from GYMSERVE_<FIELD NAME IN UPPER CASE>."""
+
+    # --- listening and the worker model ---
+    host: str = _setting("127.0.0.1", "Address gunicorn binds to (use 0.0.0.0 in a container).")
+    port: int = _setting(8000, "TCP port gunicorn binds to.", minimum=1)
+    workers: int = _setting(1, "gunicorn worker processes; each holds its own envs.", minimum=1)
+    threads: int = _setting(8, "Threads per worker (gthread); requests on different envs run in parallel.", minimum=1)
+    log_level: str = _setting(
+        "info", "Log level of gunicorn and gymserve.", choices=("debug", "info", "warning", "error", "critical")
+    )
+    node_id: str = _setting("", "Replica name carried in instance ids (default: the host name's first label).")
+    runtime_dir: str = _setting("", "Directory for the workers' private Unix sockets (default: a fresh temp dir).")
+
+    # --- which envs may be created ---
+    allowed_envs: str = _setting(
+        "",
+        "Comma-separated env ids or fnmatch patterns that may be created "
+        "(default: every env Gymnasium itself registers).",
+    )
+    max_episode_steps_limit: int = _setting(100_000, "Largest max_episode_steps a create may ask for.", minimum=1)
+
+    # --- request bounds ---
+    max_body_bytes: int = _setting(1_048_576, "Largest request body in bytes (413 beyond).", minimum=64)
+    episodes_max_count: int = _setting(100, "Most episodes one /episodes request may run.", minimum=1)
+    episodes_max_steps: int = _setting(100_000, "Most env steps one /episodes request may take in total.", minimum=1)
+
+    # --- lifecycle ---
+    env_ttl_seconds: float = _setting(
+        900.0, "Idle time after which an env is closed by the reaper (0 disables the TTL).", minimum=0
+    )
+    env_ttl_max_seconds: float = _setting(86_400.0, "Largest idle TTL a create may ask for.", minimum=0)
+    reaper_interval_seconds: float = _setting(5.0, "How often each worker looks for expired envs.", minimum=0.05)
+    max_envs_per_worker: int = _setting(2_000, "Live envs one worker may hold (503 beyond).", minimum=1)
+    max_envs: int = _setting(4_000, "Live envs the whole replica may hold (503 beyond).", minimum=1)
+    drain_seconds: float = _setting(20.0, "After SIGTERM: how long steps on existing envs keep working.", minimum=0)
+    forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
+    retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            object.__setattr__(self, "node_id", _default_node_id())
+        if not re.fullmatch(NODE_ID_PATTERN, self.node_id):
+            raise SettingsError(
+                f"{PREFIX}NODE_ID={self.node_id!r}: use lowercase letters, digits and '-', "
+                "at most 63 characters, starting and ending with a letter or digit"
+            )
+        if self.env_ttl_max_seconds and self.env_ttl_seconds > self.env_ttl_max_seconds:
+            raise SettingsError(
+                f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "
+                f"{PREFIX}ENV_TTL_MAX_SECONDS={self.env_ttl_max_seconds}"
+            )
+
+    @property
+    def allowed_env_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.allowed_envs.split(",") if p.strip())
+
+    @property
+    def graceful_timeout_seconds(self) -> float:
+        """gunicorn's graceful_timeout: the drain window plus time to close envs and answer in-flight steps."""
+        return self.drain_seconds + 5.0
+
+    @property
+    def stop_grace_seconds(self) -> float:
+        """What an orchestrator should wait after SIGTERM before SIGKILL (compose, Kubernetes)."""
+        return self.graceful_timeout_seconds + 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = PREFIX + f.name.upper()
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+                continue
+            raw = environ.get(var)
+            if raw is None:
+                continue
+            values[f.name] = _parse(var, raw, f.type)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for f in fields(self):
+            var = PREFIX + f.name.upper()
+            value = getattr(self, f.name)
+            minimum = f.metadata["minimum"]
+            if minimum is not None and value < minimum:
+                raise SettingsError(f"{var}={value!r}: must be at least {minimum}")
+            choices = f.metadata["choices"]
+            if choices and value not in choices:
+                raise SettingsError(f"{var}={value!r}: must be one of {', '.join(choices)}")
+
+    def as_environ(self) -> dict[str, str]:
+        """These settings as GYMSERVE_* variables, for handing them to a child process."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
+def _parse(var: str, raw: str, type_name: Any) -> Any:
+    kind = type_name if isinstance(type_name, str) else type_name.__name__
+    try:
+        return _PARSERS[kind](raw.strip())
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r}: expected {'a number' if kind == 'float' else 'an integer'}") from None
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every setting with its variable, default and help, for the README table and `gymserve settings`."""
+    return [
+        {"variable": PREFIX + f.name.upper(), "default": f.default, "help": f.metadata["help"]}
+        for f in fields(Settings)
+    ]
