@@ -1,0 +1,70 @@
+"""`gymserve serve` as a process: start-up with defaults, bad settings, version, SIGTERM after rendering."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "gymserve.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("gymserve ")
+
+
+def test_bad_setting_fails_at_start_naming_the_variable():
+    out = subprocess.run(
+        [sys.executable, "-m", "gymserve.cli", "serve"],
+        capture_output=True,
+        text=True,
+        env={"GYMSERVE_WORKERS": "none", "PATH": ""},
+        timeout=30,
+    )
+    assert out.returncode == 2 and "GYMSERVE_WORKERS" in out.stderr
+
+
+def test_sigterm_stops_the_server_even_after_an_rgb_array_render(make_server):
+    """SDL (pygame) would swallow SIGTERM after an rgb_array render; the worker must still stop."""
+    srv = make_server()
+    iid = requests.post(
+        srv.url + "/v1/envs/", json={"env_id": "CartPole-v1", "kwargs": {"render_mode": "rgb_array"}}
+    ).json()["instance_id"]
+    requests.post(f"{srv.url}/v1/envs/{iid}/reset/", json={"seed": 0})
+    assert requests.get(f"{srv.url}/v1/envs/{iid}/render/").status_code == 200
+    srv.signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=40) == 0
+    assert "was sent SIGKILL" not in srv.log() and "Worker exiting" in srv.log()
+
+
+_RENDER_THEN_WAIT = """
+import time
+from gymserve.app import create_app
+client = create_app().test_client()
+iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "kwargs": {"render_mode": "rgb_array"}}).json
+iid = iid["instance_id"]
+client.post(f"/v1/envs/{iid}/reset/", json={})
+assert client.get(f"/v1/envs/{iid}/render/").status_code == 200
+print("rendered", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_plain_process_that_rendered_still_dies_on_sigterm():
+    """Without gunicorn's handlers SIGTERM is SIG_DFL, which SDL would replace (the seed's defect)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _RENDER_THEN_WAIT],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GYMSERVE_NODE_ID": "t"},
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "rendered"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == -signal.SIGTERM
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -1,0 +1,68 @@
+"""The app's error handling and health endpoints, through Flask's test client."""
+
+import logging
+
+from gymserve.app import create_app
+from gymserve.settings import Settings
+
+
+def test_unexpected_exception_is_a_generic_500_that_leaks_nothing(client, app, caplog):
+    def boom():
+        raise RuntimeError("secret internals /srv/path")
+
+    app.add_url_rule("/boom", view_func=boom)
+    with caplog.at_level(logging.ERROR):
+        resp = client.get("/boom")
+    assert resp.status_code == 500
+    assert resp.json == {"message": "internal server error", "code": "internal"}
+    assert "secret" not in resp.get_data(as_text=True)
+    assert "secret internals" in caplog.text  # logged with its traceback for the operator
+
+
+def test_unknown_route_and_wrong_method_answer_json(client):
+    resp = client.get("/v1/nope/")
+    assert resp.status_code == 404 and resp.json["code"] == "not_found"
+    resp = client.put("/v1/envs/")
+    assert resp.status_code == 405 and resp.json["code"] == "method_not_allowed"
+
+
+def test_body_over_the_limit_is_413_naming_the_setting():
+    app = create_app(Settings.from_env({"GYMSERVE_MAX_BODY_BYTES": "100"}, node_id="test"))
+    resp = app.test_client().post("/v1/envs/", data=b"{" + b" " * 200 + b"}")
+    assert resp.status_code == 413 and "GYMSERVE_MAX_BODY_BYTES" in resp.json["message"]
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["status"] == "ready"
+
+
+def test_readyz_fails_while_full_and_existing_envs_stay_reachable():
+    app = create_app(Settings.from_env({"GYMSERVE_MAX_ENVS_PER_WORKER": "1"}, node_id="test"))
+    client = app.test_client()
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    full = client.post("/v1/envs/", json={"env_id": "CartPole-v1"})
+    assert full.status_code == 503 and full.headers["Retry-After"] and full.json["code"] == "capacity_exceeded"
+    assert client.get("/readyz").status_code == 503
+    assert client.post(f"/v1/envs/{iid}/reset/", json={}).status_code == 200
+    client.delete(f"/v1/envs/{iid}/")
+    assert client.get("/readyz").status_code == 200
+
+
+def test_draining_worker_refuses_creates_but_steps_existing_envs(app, client):
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    client.post(f"/v1/envs/{iid}/reset/", json={"seed": 1})
+    app.extensions["gymserve"].draining.set()
+    resp = client.post("/v1/envs/", json={"env_id": "CartPole-v1"})
+    assert resp.status_code == 503 and resp.json["code"] == "draining" and "Retry-After" in resp.headers
+    assert client.get("/readyz").json["reasons"] == ["draining"]
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 200
+
+
+def test_ttl_per_create_is_capped_by_the_server_maximum(app, client):
+    app.extensions["gymserve"].settings  # noqa: B018 - defaults: ttl max 86400
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "ttl": 10**9}).json["instance_id"]
+    assert app.extensions["gymserve"].registry.get(iid).ttl == 86_400
+    bad = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "ttl": "long"})
+    assert bad.status_code == 400 and bad.json["details"]["field"] == "ttl"

@@ -1,0 +1,79 @@
+"""The env allowlist and argument checks: nothing of the client's choosing reaches gymnasium.make unchecked."""
+
+import pytest
+
+from gymserve.envs import CreateRequest, EnvFactory
+from gymserve.errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
+from gymserve.settings import Settings
+
+
+@pytest.fixture
+def factory():
+    return EnvFactory(Settings.from_env({}))
+
+
+def test_default_allowlist_is_gymnasiums_own_families(factory):
+    assert {"CartPole-v1", "FrozenLake-v1", "Blackjack-v1", "Ant-v4"} <= factory.allowed
+    assert "GymV26Environment-v0" not in factory.allowed  # needs shimmy: not a Gymnasium family
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "gymnasium.envs.classic_control:CartPoleEnv",
+        "os:system",
+        "NoSuchEnv-v0",
+        "",
+        42,
+        None,
+        "../../etc/passwd",
+        "x" * 500,
+    ],
+)
+def test_module_form_unknown_and_odd_ids_are_malformed(factory, env_id):
+    with pytest.raises(MalformedEnvId, match="malformed environment ID"):
+        factory.check_env_id(env_id)
+
+
+def test_allowlist_patterns_restrict_creates():
+    factory = EnvFactory(Settings.from_env({"GYMSERVE_ALLOWED_ENVS": "CartPole-*"}))
+    factory.check_env_id("CartPole-v1")
+    with pytest.raises(EnvNotAllowed, match="GYMSERVE_ALLOWED_ENVS"):
+        factory.check_env_id("FrozenLake-v1")
+
+
+def test_missing_optional_dependency_names_it_and_how_to_install(factory):
+    pytest.importorskip("gymnasium")
+    try:
+        import mujoco  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependency, match=r"MuJoCo.*pip install"):
+            factory.make(CreateRequest("Ant-v4"))
+    else:
+        factory.make(CreateRequest("Ant-v4")).close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"render_mode": "human"}, "kwargs.render_mode"),
+        ({"render_mode": "pixels"}, "kwargs.render_mode"),
+        ({"not_an_arg": 1}, "kwargs.not_an_arg"),
+        ({"map_name": "no-such-map"}, "kwargs"),
+    ],
+)
+def test_bad_kwargs_are_refused_before_or_by_make(factory, kwargs, field):
+    with pytest.raises(InvalidValue) as err:
+        factory.make(CreateRequest("FrozenLake-v1", kwargs=kwargs))
+    assert err.value.details["field"] == field
+
+
+def test_auto_reset_wraps_the_env_so_it_resets_itself(factory):
+    env = factory.make(CreateRequest("CartPole-v1", auto_reset=True, max_episode_steps=2))
+    env.reset(seed=0)
+    env.step(0)
+    *_, truncated, _ = env.step(0)
+    assert truncated
+    _, reward, terminated, truncated, _ = env.step(0)  # Autoreset: this step is the reset
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    env.close()
