@@ -82,9 +82,10 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(tmp_path: Path, workers: int = 1, ready_timeout: float = 30, **settings: Any) -> Server:
+def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **settings: Any) -> Server:
     port = free_port()
     env = dict(os.environ)
+    settings.setdefault("drain_seconds", 1)  # tests stop servers that still hold envs: keep that short
     env.update({f"GYMSERVE_{k.upper()}": str(v) for k, v in settings.items()})
     env.update(
         GYMSERVE_HOST="127.0.0.1",
@@ -106,19 +107,19 @@ def start_server(tmp_path: Path, workers: int = 1, ready_timeout: float = 30, **
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gymserve exited with {proc.returncode}:\n{server.log()}")
-        try:
-            if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
+        try:  # ready when every worker has its socket up, so that tests can rely on all of them
+            if requests.get(server.url + "/readyz", timeout=1).json().get("workers") == workers:
                 return server
         except requests.ConnectionError:
             pass
         time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"gymserve did not answer /healthz within {ready_timeout}s:\n{server.log()}")
+    raise RuntimeError(f"gymserve did not have {workers} workers ready within {ready_timeout}s:\n{server.log()}")
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real single-worker `gymserve serve` for the whole session (tests must not depend on its state)."""
+    """One real two-worker `gymserve serve` for the whole session (tests must not depend on its state)."""
     srv = start_server(tmp_path_factory.mktemp("server"))
     yield srv
     srv.stop()

@@ -97,6 +97,13 @@ class InstanceLost(GymServeError):
         )
 
 
+class OwnerTimeout(GymServeError):
+    """The worker that holds the env did not answer a forwarded request in time."""
+
+    status = 504
+    code = "owner_timeout"
+
+
 class ResetNeeded(GymServeError):
     status = 409
     code = "reset_needed"

@@ -6,8 +6,17 @@ Use it as `gunicorn -c python:gymserve.gunicorn_conf 'gymserve.app:create_app()'
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import threading
+import time
+from typing import Any
 
+from gymserve import routing
+from gymserve.peer_server import start_peer_server
+from gymserve.reaper import Reaper
 from gymserve.settings import Settings
 
 _settings = Settings.from_env()
@@ -40,3 +49,86 @@ accesslog = None  # one line per step would cost more than the step; use the met
 proc_name = "gymserve"
 # gunicorn 25+ opens a control socket in $HOME by default; a server of shared envs needs none.
 control_socket_disable = True
+
+
+# --- Server hooks: sticky routing, TTL reaper and graceful drain ---
+# Hooks run in the master (on_starting, pre_fork, child_exit, on_exit) or in a worker (post_fork,
+# post_worker_init, worker_exit). https://docs.gunicorn.org/en/stable/settings.html#server-hooks
+
+_replica: routing.Replica | None = None
+_made_runtime_dir = not _settings.runtime_dir
+
+
+def on_starting(server: Any) -> None:
+    """Master, before any fork: the socket directory and the shared live-env counts."""
+    global _replica
+    # Room for workers added later with SIGTTIN; a slot is reused by the worker that replaces a dead one.
+    _replica = routing.make_replica(_settings.runtime_dir, slots=_settings.workers + 8)
+    server.log.info("gymserve: node %s, worker sockets in %s", _settings.node_id, _replica.runtime_dir)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master: give the new worker the lowest free slot; its generation is gunicorn's unique worker age."""
+    assert _replica is not None
+    taken = {getattr(w, "gymserve_slot", -1) for w in server.WORKERS.values()}
+    free = [slot for slot in range(_replica.slots) if slot not in taken]
+    if not free:
+        raise RuntimeError(f"no free worker slot: at most {_replica.slots} workers per replica")
+    worker.gymserve_slot = free[0]
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    assert _replica is not None
+    routing.adopt(routing.WorkerSlot(_replica, worker.gymserve_slot, worker.age))
+    server.log.info("gymserve: worker pid %d has slot %d generation %d", worker.pid, worker.gymserve_slot, worker.age)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, app loaded: open the private socket, start the reaper, and make SIGTERM drain."""
+    assert _replica is not None
+    core = worker.wsgi.extensions["gymserve"]
+    worker.gymserve_peer = start_peer_server(worker.wsgi, _replica.socket_path(worker.gymserve_slot))
+    worker.gymserve_reaper = Reaper(core)
+    worker.gymserve_reaper.start()
+
+    def drain(sig: int, frame: Any) -> None:
+        if core.draining.is_set():
+            return
+        core.draining.set()  # /readyz fails and creates are refused from now on
+        worker.log.info("gymserve: draining %d envs for up to %.0fs", len(core.registry), _settings.drain_seconds)
+        threading.Thread(target=_exit_after_drain, args=(worker, core), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, drain)
+
+
+def _exit_after_drain(worker: Any, core: Any) -> None:
+    deadline = time.monotonic() + _settings.drain_seconds
+    while len(core.registry) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.handle_exit(signal.SIGTERM, None)  # gunicorn's own graceful exit: finish in-flight requests
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker, on its way out: close every env it still holds."""
+    app = getattr(worker, "wsgi", None)
+    if app is None or not hasattr(app, "extensions"):
+        return
+    reaper = getattr(worker, "gymserve_reaper", None)
+    if reaper is not None:
+        reaper.stop()
+    closed = app.extensions["gymserve"].registry.close_all()
+    server.log.info("gymserve: worker exiting, closed %d envs", closed)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after a worker died for any reason: free its slot; its envs are gone."""
+    if _replica is None or not hasattr(worker, "gymserve_slot"):
+        return
+    _replica.set_count(worker.gymserve_slot, 0)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_replica.socket_path(worker.gymserve_slot))
+
+
+def on_exit(server: Any) -> None:
+    if _replica is not None and _made_runtime_dir:
+        shutil.rmtree(_replica.runtime_dir, ignore_errors=True)

@@ -17,15 +17,14 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     w = worker()
-    reasons = []
-    if w.draining.is_set():
-        reasons.append("draining")
-    if w.registry.full:
-        reasons.append("full")
+    reasons = w.not_ready_reasons()
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
-        "envs": len(w.registry),
-        "capacity": w.settings.max_envs_per_worker,
+        "worker_envs": len(w.registry),
+        "worker_capacity": w.settings.max_envs_per_worker,
+        "replica_envs": w.replica_envs(),
+        "replica_capacity": w.settings.max_envs,
+        "workers": len(w.replica.live_slots()) if w.replica else 1,
     }
     return json_response(body, 503 if reasons else 200)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +43,9 @@ class EnvRecord:
 class Registry:
     """Thread-safe map of instance id to EnvRecord with a bounded size."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_count: Callable[[int], None] | None = None) -> None:
         self.settings = settings
+        self.on_count = on_count  # told the number of live and reserved envs after every change
         self._records: dict[str, EnvRecord] = {}
         self._reserved = 0
         self._lock = threading.Lock()
@@ -68,11 +69,13 @@ class Registry:
                     details={"limit": self.settings.max_envs_per_worker},
                 )
             self._reserved += 1
+            self._publish()
         try:
             yield
         finally:
             with self._lock:
                 self._reserved -= 1
+                self._publish()
 
     def add(self, record: EnvRecord) -> None:
         with self._lock:
@@ -101,11 +104,30 @@ class Registry:
         with record.lock:
             if record.closed:
                 raise UnknownInstance(instance_id)
-            with self._lock:
-                self._records.pop(instance_id, None)
-            record.closed = True
-            _close_quietly(record.env)
+            self._close(record)
         return record
+
+    def pop_if_expired(self, instance_id: str) -> bool:
+        """Close the env only if it is still idle past its TTL once its lock is ours."""
+        record = self._records.get(instance_id)
+        if record is None:
+            return False
+        with record.lock:
+            if record.closed or not record.expired(time.monotonic()):
+                return False
+            self._close(record)
+        return True
+
+    def _close(self, record: EnvRecord) -> None:
+        with self._lock:
+            self._records.pop(record.instance_id, None)
+            self._publish()
+        record.closed = True
+        _close_quietly(record.env)
+
+    def _publish(self) -> None:
+        if self.on_count is not None:
+            self.on_count(len(self._records) + self._reserved)
 
     def snapshot(self) -> list[EnvRecord]:
         with self._lock:

@@ -37,7 +37,7 @@ class Settings:
     # --- listening and the worker model ---
     host: str = _setting("127.0.0.1", "Address gunicorn binds to (use 0.0.0.0 in a container).")
     port: int = _setting(8000, "TCP port gunicorn binds to.", minimum=1)
-    workers: int = _setting(1, "gunicorn worker processes; each holds its own envs.", minimum=1)
+    workers: int = _setting(2, "gunicorn worker processes; each holds its own envs.", minimum=1)
     threads: int = _setting(8, "Threads per worker (gthread); requests on different envs run in parallel.", minimum=1)
     log_level: str = _setting(
         "info", "Log level of gunicorn and gymserve.", choices=("debug", "info", "warning", "error", "critical")

@@ -6,24 +6,51 @@ import logging
 import threading
 
 from .envs import CreateRequest, EnvFactory
-from .errors import Draining, InvalidValue
+from .errors import CapacityExceeded, Draining, InvalidValue
 from .ids import IdMinter, Owner
 from .registry import EnvRecord, Registry
+from .routing import Forwarder, Replica
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    """The core of one worker; the HTTP layer calls it and never touches gymnasium directly."""
+    """The core of one worker; the HTTP layer calls it and never touches gymnasium directly.
 
-    def __init__(self, settings: Settings, owner: Owner | None = None) -> None:
+    `replica` is set under gunicorn (several workers share its env counts and socket directory);
+    without it (tests, a plain WSGI server) the worker stands alone.
+    """
+
+    def __init__(self, settings: Settings, owner: Owner | None = None, replica: Replica | None = None) -> None:
         self.settings = settings
         self.owner = owner or Owner(settings.node_id, 0, 0)
+        self.replica = replica
+        self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
+        on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
         self.factory = EnvFactory(settings)
-        self.registry = Registry(settings)
+        self.registry = Registry(settings, on_count)
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
+
+    def replica_envs(self) -> int:
+        return self.replica.total_envs() if self.replica else len(self.registry)
+
+    def some_worker_has_room(self) -> bool:
+        if not self.registry.full:
+            return True
+        if self.replica is None:
+            return False
+        limit = self.settings.max_envs_per_worker
+        return any(self.replica.counts[slot] < limit for slot in self.replica.live_slots())
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if self.draining.is_set():
+            reasons.append("draining")
+        if self.replica_envs() >= self.settings.max_envs or not self.some_worker_has_room():
+            reasons.append("full")
+        return reasons
 
     def ttl_for(self, requested: object) -> float:
         """The idle TTL of a new env: the server default, or the client's wish capped by the server maximum."""
@@ -41,6 +68,14 @@ class Worker:
                 retry_after=self.settings.retry_after_seconds,
             )
         self.factory.check_env_id(req.env_id)
+        # Other workers count without a shared lock (a worker killed holding one would stall them all),
+        # so the replica limit can be overshot by at most one env per worker racing this check.
+        if self.replica_envs() >= self.settings.max_envs:
+            raise CapacityExceeded(
+                f"this replica holds its maximum of {self.settings.max_envs} envs; close some or retry later",
+                retry_after=self.settings.retry_after_seconds,
+                details={"limit": self.settings.max_envs},
+            )
         with self.registry.reserve():
             env = self.factory.make(req)
             record = EnvRecord(instance_id=self.ids.mint(), env_id=req.env_id, env=env, ttl=ttl)

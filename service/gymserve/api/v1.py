@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from .. import ids, operations
 from ..codec import spaces as space_codec
 from ..codec import v1 as codec
 from ..envs import CreateRequest
-from ..errors import InvalidValue, NotSupported, UnknownInstance
+from ..errors import GymServeError, InvalidValue, NotSupported, UnknownInstance
+from ..routing import FORWARDED_HEADER, Forwarder
+from . import owner
 from .common import json_body, json_response, optional_param, required_param, worker
 
 bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
@@ -42,6 +44,9 @@ def _optional_bool(body: dict[str, Any], name: str) -> bool | None:
 
 @bp.post("/")
 def env_create() -> Response:
+    elsewhere = owner.create_elsewhere_if_full()
+    if elsewhere is not None:
+        return elsewhere
     w = worker()
     body = json_body(required=True)
     kwargs = optional_param(body, "kwargs", {})
@@ -60,7 +65,22 @@ def env_create() -> Response:
 
 @bp.get("/")
 def env_list_all() -> Response:
-    return json_response({"all_envs": {r.instance_id: r.env_id for r in worker().registry.snapshot()}})
+    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    w = worker()
+    all_envs = {r.instance_id: r.env_id for r in w.registry.snapshot()}
+    if w.forwarder is not None and w.replica is not None and not request.headers.get(FORWARDED_HEADER):
+        for slot in w.replica.live_slots():
+            if slot != w.owner.slot:
+                all_envs.update(_sibling_envs(w.forwarder, slot))
+    return json_response({"all_envs": all_envs})
+
+
+def _sibling_envs(forwarder: Forwarder, slot: int) -> dict[str, str]:
+    try:
+        answer = forwarder.send(slot, "GET", "/v1/envs/", {"Accept": "application/json"}, b"")
+    except GymServeError:
+        return {}  # that worker just died: its envs are gone, nothing to list
+    return dict(orjson.loads(answer.body).get("all_envs", {})) if answer.status == 200 else {}
 
 
 @bp.get("/<instance_id>/")

@@ -1,0 +1,160 @@
+"""Sticky routing inside a replica: the workers' private sockets, and forwarding a request to its owner once."""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import http.client
+import multiprocessing
+import os
+import re
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InstanceLost, OwnerTimeout
+
+# Set on a request one worker forwards to another: the receiver never forwards it again.
+FORWARDED_HEADER = "X-Gymserve-Forwarded"
+# Headers that travel with a forwarded request and back with its answer; nothing else does.
+REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding")
+RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Location", "Content-Encoding")
+_SOCKET_RE = re.compile(r"worker-([0-9]{1,3})\.sock")
+
+
+@dataclass
+class Replica:
+    """What the gunicorn master sets up before forking: the socket directory and live-env counts per slot."""
+
+    runtime_dir: str
+    counts: Any  # multiprocessing RawArray of c_long, one entry per worker slot, shared by fork
+
+    @property
+    def slots(self) -> int:
+        return len(self.counts)
+
+    def socket_path(self, slot: int) -> str:
+        return os.path.join(self.runtime_dir, f"worker-{slot}.sock")
+
+    def live_slots(self) -> list[int]:
+        """Slots whose worker has its socket up (it may still have died a moment ago)."""
+        paths = glob.glob(os.path.join(self.runtime_dir, "worker-*.sock"))
+        found = (_SOCKET_RE.fullmatch(os.path.basename(p)) for p in paths)
+        return sorted(int(m[1]) for m in found if m)
+
+    def total_envs(self) -> int:
+        return int(sum(self.counts))
+
+    def set_count(self, slot: int, n: int) -> None:
+        self.counts[slot] = n
+
+
+def make_replica(runtime_dir: str, slots: int) -> Replica:
+    """Called once in the gunicorn master, before any worker forks."""
+    if runtime_dir:
+        os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+        for stale in glob.glob(os.path.join(runtime_dir, "worker-*.sock")):
+            os.unlink(stale)
+    else:
+        runtime_dir = tempfile.mkdtemp(prefix="gymserve-")
+    return Replica(runtime_dir, multiprocessing.RawArray(ctypes.c_long, slots))
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Forwarder:
+    """Keep-alive connections from this worker's threads to each sibling's socket."""
+
+    def __init__(self, replica: Replica, my_slot: int, timeout: float) -> None:
+        self.replica = replica
+        self.my_slot = my_slot
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _connection(self, slot: int) -> tuple[_UnixConnection, bool]:
+        pool: dict[int, _UnixConnection] = self._local.__dict__.setdefault("pool", {})
+        conn = pool.get(slot)
+        if conn is not None:
+            return conn, True
+        conn = pool[slot] = _UnixConnection(self.replica.socket_path(slot), self.timeout)
+        return conn, False
+
+    def _drop(self, slot: int) -> None:
+        conn = self._local.__dict__.get("pool", {}).pop(slot, None)
+        if conn is not None:
+            conn.close()
+
+    def send(
+        self, slot: int, method: str, path: str, headers: dict[str, str], body: bytes, instance_id: str = ""
+    ) -> Answer:
+        """Forward once. A dead owner means its envs are gone: InstanceLost, never a silent re-create."""
+        headers = {**headers, FORWARDED_HEADER: str(self.my_slot), "Content-Length": str(len(body))}
+        for attempt in range(2):
+            conn, reused = self._connection(slot)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except TimeoutError:
+                self._drop(slot)
+                raise OwnerTimeout(
+                    f"the worker holding {instance_id} did not answer within {self.timeout:g}s "
+                    "(GYMSERVE_FORWARD_TIMEOUT_SECONDS)"
+                ) from None
+            except (FileNotFoundError, ConnectionRefusedError):
+                self._drop(slot)
+                raise InstanceLost(instance_id) from None
+            except (http.client.HTTPException, OSError):
+                self._drop(slot)
+                # A kept-alive connection whose worker died and was replaced: ask the new one once
+                # (it refuses ids of the old generation, so nothing can run twice).
+                if reused and attempt == 0:
+                    continue
+                raise InstanceLost(instance_id) from None
+            kept = {k: v for k in RESPONSE_HEADERS if (v := resp.getheader(k)) is not None}
+            return Answer(resp.status, kept, data)
+        raise InstanceLost(instance_id)  # not reached: the loop returns or raises
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """This process's place in the replica, set by gunicorn's post_fork hook before the app is built."""
+
+    replica: Replica
+    slot: int
+    generation: int
+
+
+_current: WorkerSlot | None = None
+
+
+def adopt(slot: WorkerSlot) -> None:
+    global _current
+    _current = slot
+
+
+def current() -> WorkerSlot | None:
+    return _current
