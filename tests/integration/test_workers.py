@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import requests
 
+from servers import start_server
+
 pytestmark = pytest.mark.integration
 
 
@@ -223,8 +225,6 @@ def test_forged_ids_get_a_clear_4xx_and_never_disturb_a_worker(make_server_once,
 
 @pytest.fixture(scope="module")
 def make_server_once(tmp_path_factory):
-    from conftest import start_server
-
     srv = start_server(tmp_path_factory.mktemp("forged"), workers=2)
     yield srv, create(srv)
     srv.stop()

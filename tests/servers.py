@@ -1,0 +1,101 @@
+"""Real `gymserve serve` processes for tests: a free port below 32768, start, wait until ready, stop by PID.
+
+Importable as `servers` from any test module (pytest puts tests/ on sys.path for the root conftest).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+# Test servers stay below the ephemeral range (32768+), so a port picked here never collides with
+# a client socket's port.
+_PORT_RANGE = (20000, 32000)
+
+
+def free_port() -> int:
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randrange(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
+
+
+@dataclass
+class Server:
+    """A `gymserve serve` subprocess: its URL, PID and log; stopped by PID."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **settings: Any) -> Server:
+    port = free_port()
+    env = dict(os.environ)
+    settings.setdefault("drain_seconds", 1)  # tests stop servers that still hold envs: keep that short
+    env.update({f"GYMSERVE_{k.upper()}": str(v) for k, v in settings.items()})
+    env.update(
+        GYMSERVE_HOST="127.0.0.1",
+        GYMSERVE_PORT=str(port),
+        GYMSERVE_WORKERS=str(workers),
+        GYMSERVE_NODE_ID=settings.get("node_id", "itest"),
+    )
+    log_path = tmp_path / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gymserve.cli", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log_path, env)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gymserve exited with {proc.returncode}:\n{server.log()}")
+        try:  # ready when every worker has its socket up, so that tests can rely on all of them
+            if requests.get(server.url + "/readyz", timeout=1).json().get("workers") == workers:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"gymserve did not have {workers} workers ready within {ready_timeout}s:\n{server.log()}")
