@@ -67,7 +67,15 @@ class EnvFactory:
         )
 
     def malformed(self, env_id: object) -> MalformedEnvId:
-        return MalformedEnvId(f"Attempted to look up malformed environment ID '{env_id}'", details={"field": "env_id"})
+        hint = ""
+        if isinstance(env_id, str) and ENV_ID_PATTERN.fullmatch(env_id):
+            name = env_id.rsplit("-v", 1)[0]
+            others = sorted(i for i in self.allowed if i.rsplit("-v", 1)[0] == name)
+            if others:  # Gymnasium 1.x renamed versions, e.g. Taxi-v3 -> Taxi-v4
+                hint = f"; this server has {', '.join(others)}"
+        return MalformedEnvId(
+            f"Attempted to look up malformed environment ID '{env_id}'{hint}", details={"field": "env_id"}
+        )
 
     def check_env_id(self, env_id: object) -> str:
         if not isinstance(env_id, str) or not ENV_ID_PATTERN.fullmatch(env_id):

@@ -66,3 +66,10 @@ def test_ttl_per_create_is_capped_by_the_server_maximum(app, client):
     assert app.extensions["gymserve"].registry.get(iid).ttl == 86_400
     bad = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "ttl": "long"})
     assert bad.status_code == 400 and bad.json["details"]["field"] == "ttl"
+
+
+def test_render_of_an_env_made_without_render_mode_is_the_seeds_null(client):
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    client.post(f"/v1/envs/{iid}/reset/", json={})
+    resp = client.get(f"/v1/envs/{iid}/render/")
+    assert resp.status_code == 200 and resp.json == {"render_frame": None}

@@ -77,3 +77,8 @@ def test_auto_reset_wraps_the_env_so_it_resets_itself(factory):
     _, reward, terminated, truncated, _ = env.step(0)  # Autoreset: this step is the reset
     assert (reward, terminated, truncated) == (0.0, False, False)
     env.close()
+
+
+def test_a_version_gymnasium_1_dropped_is_malformed_with_a_pointer_to_the_current_one(factory):
+    with pytest.raises(MalformedEnvId, match=r"malformed environment ID 'Taxi-v3'; this server has Taxi-v4"):
+        factory.check_env_id("Taxi-v3")
