@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Flask
+from flask import Flask, Response, g, request
 
-from . import __version__, routing
+from . import __version__, metrics, routing
 from .api import owner, v1
 from .api.common import register_error_handlers
 from .health import bp as health_bp
 from .ids import Owner
+from .routing import FORWARDED_HEADER
 from .settings import Settings
 from .worker import Worker
 
@@ -25,6 +27,26 @@ def _log_through_gunicorn() -> None:
         ours.propagate = False
 
 
+def _time_requests(app: Flask) -> None:
+    """Request duration by route template (never the raw path: it holds instance ids), method and status."""
+
+    @app.before_request
+    def start_clock() -> None:
+        # A forwarded request is timed by the worker that received it, hop included; not twice.
+        if FORWARDED_HEADER not in request.headers:
+            g.gymserve_started = time.perf_counter()
+
+    @app.after_request
+    def stop_clock(response: Response) -> Response:
+        started = g.get("gymserve_started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics.REQUEST_SECONDS.labels(route, request.method, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+
 def create_app(settings: Settings | None = None, owner_id: Owner | None = None) -> Flask:
     """The app of one worker. Under gunicorn, the worker's slot in the replica comes from `routing.current()`."""
     settings = settings or Settings.from_env()
@@ -35,6 +57,8 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, GYMSERVE_VERSION=__version__)
     app.extensions["gymserve"] = Worker(settings, owner_id, slot.replica if slot else None)
+    metrics.publish_static(settings.max_envs_per_worker, settings.max_envs)
+    _time_requests(app)
     owner.install(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(health_bp)

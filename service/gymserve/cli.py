@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 from . import __version__
+from .metrics import MULTIPROC_ENV, wipe_multiproc_dir
 from .settings import PREFIX, Settings, SettingsError, describe
 
 
@@ -23,6 +25,11 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"gymserve: bad setting: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    # Metrics of every worker go to one directory, wiped now so that no dead process's numbers return.
+    # https://prometheus.github.io/client_python/multiprocess/
+    multiproc_dir = env.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="gymserve-metrics-")
+    wipe_multiproc_dir(multiproc_dir)
+    env[MULTIPROC_ENV] = multiproc_dir
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:gymserve.gunicorn_conf", "gymserve.app:create_app()"]
     # exec: gunicorn's master takes this process's PID, so signals from docker/kubernetes reach it.
     os.execve(sys.executable, argv, env)

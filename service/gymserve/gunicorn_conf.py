@@ -14,12 +14,15 @@ import threading
 import time
 from typing import Any
 
-from gymserve import routing
+from gymserve import metrics, routing
 from gymserve.peer_server import start_peer_server
 from gymserve.reaper import Reaper
 from gymserve.settings import Settings
 
 _settings = Settings.from_env()
+if not os.environ.get(metrics.MULTIPROC_ENV):
+    # Without it each worker would export only its own numbers. `gymserve serve` sets it up.
+    raise SystemExit(f"gymserve: {metrics.MULTIPROC_ENV} is not set; start the server with `gymserve serve`")
 
 # --- Server socket ---
 bind = [f"{_settings.host}:{_settings.port}"]
@@ -67,6 +70,9 @@ def on_starting(server: Any) -> None:
     server.log.info("gymserve: node %s, worker sockets in %s", _settings.node_id, _replica.runtime_dir)
 
 
+_slots_used: set[int] = set()
+
+
 def pre_fork(server: Any, worker: Any) -> None:
     """Master: give the new worker the lowest free slot; its generation is gunicorn's unique worker age."""
     assert _replica is not None
@@ -75,6 +81,9 @@ def pre_fork(server: Any, worker: Any) -> None:
     if not free:
         raise RuntimeError(f"no free worker slot: at most {_replica.slots} workers per replica")
     worker.gymserve_slot = free[0]
+    if free[0] in _slots_used:  # the slot had a worker before: this one replaces a worker that died
+        metrics.WORKER_RESTARTS.inc()
+    _slots_used.add(free[0])
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -95,6 +104,7 @@ def post_worker_init(worker: Any) -> None:
         if core.draining.is_set():
             return
         core.draining.set()  # /readyz fails and creates are refused from now on
+        metrics.DRAINING.set(1)
         worker.log.info("gymserve: draining %d envs for up to %.0fs", len(core.registry), _settings.drain_seconds)
         threading.Thread(target=_exit_after_drain, args=(worker, core), daemon=True).start()
 
@@ -125,6 +135,7 @@ def child_exit(server: Any, worker: Any) -> None:
     if _replica is None or not hasattr(worker, "gymserve_slot"):
         return
     _replica.set_count(worker.gymserve_slot, 0)
+    metrics.worker_died(worker.pid)  # its live envs count as lost; its live gauges go
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_replica.socket_path(worker.gymserve_slot))
 

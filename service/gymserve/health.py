@@ -1,9 +1,11 @@
-"""Liveness (/healthz: the process answers) and readiness (/readyz: it takes new envs)."""
+"""Operational endpoints: /healthz (the process answers), /readyz (it takes new envs), /metrics."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from . import metrics
 from .api.common import json_response, worker
 
 bp = Blueprint("health", __name__)
@@ -28,3 +30,9 @@ def readyz() -> Response:
         "workers": len(w.replica.live_slots()) if w.replica else 1,
     }
     return json_response(body, 503 if reasons else 200)
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    """Prometheus exposition: the sum over every worker of this replica."""
+    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)

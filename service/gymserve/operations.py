@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -53,13 +54,27 @@ def parse_options(value: Any) -> dict[str, Any] | None:
 def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seed, options=options))
     record.episodes += 1
+    if record.meters is not None:
+        record.meters.resets.inc()
     return obs, info
 
 
 def step(record: EnvRecord, action: Any, field: str = "action") -> StepResult:
-    native = space_codec.from_json(record.env.action_space, action, field)
-    obs, reward, terminated, truncated, info = _guarded(record, "step", lambda: record.env.step(native))
+    return step_native(record, space_codec.from_json(record.env.action_space, action, field))
+
+
+def step_native(record: EnvRecord, action: Any) -> StepResult:
+    """The step path: env.step timed and counted; an env failure becomes a clear error."""
+    started = time.perf_counter()
+    obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
+    elapsed = time.perf_counter() - started
     record.steps += 1
+    meters = record.meters
+    if meters is not None:
+        meters.step_seconds.observe(elapsed)
+        meters.steps.inc()
+        if terminated or truncated:
+            meters.episodes.inc()
     return obs, float(reward), bool(terminated), bool(truncated), info
 
 
@@ -106,9 +121,7 @@ def episodes(record: EnvRecord, count: int, seed: int | None, max_steps: int) ->
                     "steps in one request (GYMSERVE_EPISODES_MAX_STEPS); ask for fewer",
                 )
             budget -= 1
-            action = record.env.action_space.sample()
-            obs, reward, terminated, truncated, _ = _guarded(record, "step", partial(record.env.step, action))
-            record.steps += 1
-            episode.append((obs, float(reward)))
-            done = bool(terminated or truncated)
+            obs, reward, terminated, truncated, _ = step_native(record, record.env.action_space.sample())
+            episode.append((obs, reward))
+            done = terminated or truncated
     return result

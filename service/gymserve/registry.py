@@ -32,6 +32,7 @@ class EnvRecord:
     steps: int = 0
     episodes: int = 0
     closed: bool = False
+    meters: Any = None  # metrics.EnvMeters: this env's labelled metrics, looked up once
 
     def idle_seconds(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_used
@@ -43,9 +44,15 @@ class EnvRecord:
 class Registry:
     """Thread-safe map of instance id to EnvRecord with a bounded size."""
 
-    def __init__(self, settings: Settings, on_count: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_count: Callable[[int], None] | None = None,
+        on_closed: Callable[[EnvRecord, str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.on_count = on_count  # told the number of live and reserved envs after every change
+        self.on_closed = on_closed  # told of every env closed, with why: client, ttl, shutdown
         self._records: dict[str, EnvRecord] = {}
         self._reserved = 0
         self._lock = threading.Lock()
@@ -98,13 +105,13 @@ class Registry:
             yield record
             record.last_used = time.monotonic()
 
-    def pop(self, instance_id: str) -> EnvRecord:
+    def pop(self, instance_id: str, reason: str = "client") -> EnvRecord:
         """Remove and close an env; waits for a request in flight on it to finish."""
         record = self.get(instance_id)
         with record.lock:
             if record.closed:
                 raise UnknownInstance(instance_id)
-            self._close(record)
+            self._close(record, reason)
         return record
 
     def pop_if_expired(self, instance_id: str) -> bool:
@@ -115,15 +122,17 @@ class Registry:
         with record.lock:
             if record.closed or not record.expired(time.monotonic()):
                 return False
-            self._close(record)
+            self._close(record, "ttl")
         return True
 
-    def _close(self, record: EnvRecord) -> None:
+    def _close(self, record: EnvRecord, reason: str) -> None:
         with self._lock:
             self._records.pop(record.instance_id, None)
             self._publish()
         record.closed = True
         _close_quietly(record.env)
+        if self.on_closed is not None:
+            self.on_closed(record, reason)
 
     def _publish(self) -> None:
         if self.on_count is not None:
@@ -137,11 +146,11 @@ class Registry:
         now = time.monotonic() if now is None else now
         return [r for r in self.snapshot() if r.expired(now)]
 
-    def close_all(self) -> int:
+    def close_all(self, reason: str = "shutdown") -> int:
         records = self.snapshot()
         for record in records:
             with suppress(UnknownInstance):
-                self.pop(record.instance_id)
+                self.pop(record.instance_id, reason)
         return len(records)
 
 

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from . import metrics
 from .errors import InstanceLost, OwnerTimeout
 
 # Set on a request one worker forwards to another: the receiver never forwards it again.
@@ -120,12 +121,14 @@ class Forwarder:
                 data = resp.read()
             except TimeoutError:
                 self._drop(slot)
+                metrics.FORWARDS.labels("timeout").inc()
                 raise OwnerTimeout(
                     f"the worker holding {instance_id} did not answer within {self.timeout:g}s "
                     "(GYMSERVE_FORWARD_TIMEOUT_SECONDS)"
                 ) from None
             except (FileNotFoundError, ConnectionRefusedError):
                 self._drop(slot)
+                metrics.FORWARDS.labels("lost").inc()
                 raise InstanceLost(instance_id) from None
             except (http.client.HTTPException, OSError):
                 self._drop(slot)
@@ -133,7 +136,9 @@ class Forwarder:
                 # (it refuses ids of the old generation, so nothing can run twice).
                 if reused and attempt == 0:
                     continue
+                metrics.FORWARDS.labels("lost").inc()
                 raise InstanceLost(instance_id) from None
+            metrics.FORWARDS.labels("ok").inc()
             kept = {k: v for k in RESPONSE_HEADERS if (v := resp.getheader(k)) is not None}
             return Answer(resp.status, kept, data)
         raise InstanceLost(instance_id)  # not reached: the loop returns or raises

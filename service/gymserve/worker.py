@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from . import metrics
 from .envs import CreateRequest, EnvFactory
-from .errors import CapacityExceeded, Draining, InvalidValue
+from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue
 from .ids import IdMinter, Owner
 from .registry import EnvRecord, Registry
 from .routing import Forwarder, Replica
@@ -29,7 +30,7 @@ class Worker:
         self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
         on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
         self.factory = EnvFactory(settings)
-        self.registry = Registry(settings, on_count)
+        self.registry = Registry(settings, on_count, _count_closed)
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
 
@@ -62,6 +63,18 @@ class Worker:
         return float(min(requested, cap) if cap else requested)
 
     def create(self, req: CreateRequest, ttl: float) -> EnvRecord:
+        try:
+            record = self._create(req, ttl)
+        except GymServeError as err:
+            metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
+            raise
+        record.meters = metrics.EnvMeters(record.env_id)
+        record.meters.live.inc()
+        metrics.CREATED.labels(record.env_id).inc()
+        log.info("created env %s (%s)", record.instance_id, record.env_id)
+        return record
+
+    def _create(self, req: CreateRequest, ttl: float) -> EnvRecord:
         if self.draining.is_set():
             raise Draining(
                 "this server is draining for shutdown and takes no new envs; retry on another",
@@ -80,10 +93,17 @@ class Worker:
             env = self.factory.make(req)
             record = EnvRecord(instance_id=self.ids.mint(), env_id=req.env_id, env=env, ttl=ttl)
             self.registry.add(record)
-        log.info("created env %s (%s)", record.instance_id, record.env_id)
         return record
 
     def close(self, instance_id: str) -> EnvRecord:
         record = self.registry.pop(instance_id)
         log.info("closed env %s (%s)", record.instance_id, record.env_id)
         return record
+
+
+def _count_closed(record: EnvRecord, reason: str) -> None:
+    if record.meters is not None:
+        record.meters.live.dec()
+    metrics.CLOSED.labels(record.env_id, reason).inc()
+    if reason == "ttl":
+        metrics.REAPED.labels(record.env_id).inc()
