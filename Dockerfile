@@ -1,0 +1,94 @@
+# gymserve: a venv built in one stage, copied into a clean runtime stage that runs as a fixed non-root user.
+#
+#   docker build -t gymserve .                                          # classic-control + toy-text
+#   docker build -t gymserve --build-arg ENV_FAMILIES=classic-control,toy-text,mujoco .
+#   docker run --rm -p 127.0.0.1:8000:8000 gymserve
+#
+# No registry? Pass a local base image: --build-arg PYTHON_IMAGE=local/python:3.11-bookworm.
+# Builds with BuildKit and with the legacy builder alike: no `# syntax=` line, no RUN --mount.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+
+# Gymnasium extras to install on top of the ones gymserve always needs (classic-control, toy-text):
+# a comma-separated list such as "mujoco" or "box2d" (box2d compiles: add BUILD_APT_PACKAGES too).
+ARG ENV_FAMILIES=classic-control,toy-text
+# Debian packages that only the build needs, e.g. "swig build-essential" for box2d. Not in the runtime.
+ARG BUILD_APT_PACKAGES=""
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_NO_INPUT=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN if [ -n "$BUILD_APT_PACKAGES" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends $BUILD_APT_PACKAGES \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
+# The venv has no pip of its own: the base image's pip installs into it, so the runtime carries none.
+RUN python3 -m venv --without-pip /opt/gymserve
+
+WORKDIR /src
+
+# Dependencies first, from pyproject.toml alone, so that a change to the code reuses this layer.
+# pip merges the extra "gymnasium[...]" line with the pinned gymnasium requirement of the project.
+COPY pyproject.toml ./
+RUN python3 -c 'import re, sys, tomllib; \
+families = [f.strip() for f in sys.argv[1].split(",") if f.strip()]; \
+bad = [f for f in families if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", f)]; \
+bad and sys.exit(f"ENV_FAMILIES: not a Gymnasium extra name: {bad}"); \
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+extra = ["gymnasium[" + ",".join(families) + "]"] if families else []; \
+print("\n".join(deps + extra))' "$ENV_FAMILIES" > requirements.txt \
+    && cat requirements.txt \
+    && python3 -m pip --python /opt/gymserve/bin/python install -r requirements.txt
+
+COPY README.md ./
+COPY service ./service
+RUN python3 -m pip --python /opt/gymserve/bin/python install --no-deps . \
+    && /opt/gymserve/bin/gymserve --version
+
+# ---------------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG ENV_FAMILIES=classic-control,toy-text
+LABEL org.opencontainers.image.title="gymserve" \
+      org.opencontainers.image.description="Gymnasium environments served over HTTP" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      io.gymserve.env-families="${ENV_FAMILIES}"
+
+# A fixed UID/GID (not root, not a host user's 1000), so that volume permissions and Kubernetes'
+# runAsUser are predictable. No home directory and no login shell.
+RUN groupadd --system --gid 10001 gymserve \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin gymserve
+
+COPY --from=build /opt/gymserve /opt/gymserve
+
+# GYMSERVE_HOST: a container must listen on every interface. PROMETHEUS_MULTIPROC_DIR lives in /tmp
+# (a tmpfs in compose); `gymserve serve` wipes and creates it before gunicorn forks its workers.
+ENV PATH=/opt/gymserve/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    GYMSERVE_HOST=0.0.0.0 \
+    GYMSERVE_PORT=8000 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/gymserve-metrics
+
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8000
+
+# Liveness without curl (the slim image has none): the Python of the venv asks /healthz.
+HEALTHCHECK --interval=5s --timeout=4s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GYMSERVE_PORT', '8000'), timeout=3)"]
+
+# Exec form: `gymserve serve` execs gunicorn, whose master becomes PID 1 and receives SIGTERM to drain.
+ENTRYPOINT ["gymserve"]
+CMD ["serve"]
