@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import threading
@@ -71,16 +72,29 @@ def on_starting(server: Any) -> None:
 
 
 _slots_used: set[int] = set()
+_generations_used: set[int] = set()
+
+
+def _fresh_generation() -> int:
+    while (generation := secrets.randbelow(999_999_999) + 1) in _generations_used:
+        pass
+    _generations_used.add(generation)
+    return generation
 
 
 def pre_fork(server: Any, worker: Any) -> None:
-    """Master: give the new worker the lowest free slot; its generation is gunicorn's unique worker age."""
+    """Master: give the new worker the lowest free slot and a fresh random generation.
+
+    Random rather than gunicorn's worker age (which restarts at 1 with the master): after a restart of
+    the whole replica (same host name, same node id), an old id must still read as lost, not as ours.
+    """
     assert _replica is not None
     taken = {getattr(w, "gymserve_slot", -1) for w in server.WORKERS.values()}
     free = [slot for slot in range(_replica.slots) if slot not in taken]
     if not free:
         raise RuntimeError(f"no free worker slot: at most {_replica.slots} workers per replica")
     worker.gymserve_slot = free[0]
+    worker.gymserve_generation = _fresh_generation()
     if free[0] in _slots_used:  # the slot had a worker before: this one replaces a worker that died
         metrics.WORKER_RESTARTS.inc()
     _slots_used.add(free[0])
@@ -88,8 +102,13 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     assert _replica is not None
-    routing.adopt(routing.WorkerSlot(_replica, worker.gymserve_slot, worker.age))
-    server.log.info("gymserve: worker pid %d has slot %d generation %d", worker.pid, worker.gymserve_slot, worker.age)
+    routing.adopt(routing.WorkerSlot(_replica, worker.gymserve_slot, worker.gymserve_generation))
+    server.log.info(
+        "gymserve: worker pid %d has slot %d generation %d",
+        worker.pid,
+        worker.gymserve_slot,
+        worker.gymserve_generation,
+    )
 
 
 def post_worker_init(worker: Any) -> None:

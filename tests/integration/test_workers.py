@@ -228,3 +228,13 @@ def make_server_once(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("forged"), workers=2)
     yield srv, create(srv)
     srv.stop()
+
+
+def test_after_a_restart_of_the_whole_replica_old_ids_read_as_lost_not_as_ours(make_server):
+    first = make_server(workers=2, node_id="same-node")
+    old = [create(first) for _ in range(6)]
+    first.stop()
+    second = make_server(workers=2, node_id="same-node")  # same node id, fresh workers
+    for iid in old:
+        resp = post(f"{second.url}/v1/envs/{iid}/reset/")
+        assert resp.status_code == 400 and resp.json()["code"] == "instance_lost", resp.text
