@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 from . import __version__
+from . import bench as bench_module
 from .metrics import MULTIPROC_ENV, wipe_multiproc_dir
 from .settings import PREFIX, Settings, SettingsError, describe
 
@@ -23,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
     except SettingsError as exc:
-        print(f"gymserve: bad setting: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"gymserve: bad setting: {exc}", file=sys.stderr)
         return 2
     # Metrics of every worker go to one directory, wiped now so that no dead process's numbers return.
     # https://prometheus.github.io/client_python/multiprocess/
@@ -37,10 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _settings_table(_: argparse.Namespace) -> int:
-    print("| variable | default | meaning |\n|---|---|---|")  # noqa: T201
+    print("| variable | default | meaning |\n|---|---|---|")
     for row in describe():
         default = row["default"] if row["default"] != "" else "(derived)"
-        print(f"| `{row['variable']}` | `{default}` | {row['help']} |")  # noqa: T201
+        print(f"| `{row['variable']}` | `{default}` | {row['help']} |")
     return 0
 
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help=f"worker processes ({PREFIX}WORKERS)")
     serve.add_argument("--threads", type=int, help=f"threads per worker ({PREFIX}THREADS)")
     serve.set_defaults(func=_serve)
+    bench = sub.add_parser("bench", help="closed-loop load generator: steps/s, latency, errors, bytes per step")
+    bench_module.add_arguments(bench)
+    bench.set_defaults(func=bench_module.main)
     table = sub.add_parser("settings", help="print every GYMSERVE_* setting with its default")
     table.set_defaults(func=_settings_table)
     return parser

@@ -16,10 +16,10 @@ import time
 # Multiprocess mode, as under `gymserve serve`: values live in mmap'ed files (slower than in-memory).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gymserve-bench-metrics-"))
 
-import gymnasium as gym  # noqa: E402
+import gymnasium as gym
 
-from gymserve import metrics, operations  # noqa: E402
-from gymserve.registry import EnvRecord  # noqa: E402
+from gymserve import metrics, operations
+from gymserve.registry import EnvRecord
 
 
 def per_step_us(record: EnvRecord, steps: int) -> float:
@@ -39,16 +39,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     bare = EnvRecord("bare", "CartPole-v1", gym.make("CartPole-v1"), ttl=0)
-    metered = EnvRecord("metered", "CartPole-v1", gym.make("CartPole-v1"), ttl=0, meters=metrics.EnvMeters("CartPole-v1"))
+    metered = EnvRecord(
+        "metered", "CartPole-v1", gym.make("CartPole-v1"), ttl=0, meters=metrics.EnvMeters("CartPole-v1")
+    )
     without, with_ = [], []
     for _ in range(args.rounds):  # interleaved, so that drift on the machine hits both alike
         without.append(per_step_us(bare, args.steps))
         with_.append(per_step_us(metered, args.steps))
     a, b = statistics.median(without), statistics.median(with_)
-    print(f"step_native, CartPole-v1, {args.steps} steps x {args.rounds} rounds (median)")  # noqa: T201
-    print(f"  without metrics: {a:6.2f} us/step")  # noqa: T201
-    print(f"  with metrics:    {b:6.2f} us/step")  # noqa: T201
-    print(f"  metrics cost:    {b - a:6.2f} us/step ({(b / a - 1) * 100:+.0f}% of the bare step)")  # noqa: T201
+    print(f"step_native, CartPole-v1, {args.steps} steps x {args.rounds} rounds (median)")
+    print(f"  without metrics: {a:6.2f} us/step")
+    print(f"  with metrics:    {b:6.2f} us/step")
+    print(f"  metrics cost:    {b - a:6.2f} us/step ({(b / a - 1) * 100:+.0f}% of the bare step)")
     return 0
 
 

@@ -37,10 +37,20 @@ def free_port() -> int:
 
 def start(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, "GYMSERVE_PORT": str(port), "GYMSERVE_WORKERS": str(workers), "GYMSERVE_LOG_LEVEL": "warning",
-           "GYMSERVE_DRAIN_SECONDS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "gymserve.cli", "serve"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "GYMSERVE_PORT": str(port),
+        "GYMSERVE_WORKERS": str(workers),
+        "GYMSERVE_LOG_LEVEL": "warning",
+        "GYMSERVE_DRAIN_SECONDS": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gymserve.cli", "serve"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(300):
         try:
             ready = call(port, "GET", "/readyz", None, keep=None)[1]
@@ -53,8 +63,9 @@ def start(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("server did not start")
 
 
-def call(port: int, method: str, path: str, body: Any, keep: http.client.HTTPConnection | None
-         ) -> tuple[int, Any, bool]:
+def call(
+    port: int, method: str, path: str, body: Any, keep: http.client.HTTPConnection | None
+) -> tuple[int, Any, bool]:
     conn = keep or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     data = None if body is None else json.dumps(body).encode()
     conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
@@ -105,8 +116,11 @@ def measure(port: int, ids: list[str], seconds: float, fresh: bool, processes: i
     for p in procs:
         p.join()
     steps = sum(r["steps"] for r in results)
-    return {"steps_per_s": steps / seconds, "errors": sum(r["errors"] for r in results),
-            "forwarded": sum(r["forwarded"] for r in results) / max(steps, 1)}
+    return {
+        "steps_per_s": steps / seconds,
+        "errors": sum(r["errors"] for r in results),
+        "forwarded": sum(r["forwarded"] for r in results) / max(steps, 1),
+    }
 
 
 def main() -> int:
@@ -130,14 +144,16 @@ def main() -> int:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
-    print(f"CartPole-v1 /v1 step, {args.clients} clients, {args.seconds:g}s per cell, "  # noqa: T201
-          f"{os.cpu_count()} cores (server and load generator share them)")
-    print(f"{'workers':>8} {'connection':>11} {'steps/s':>9} {'errors':>7} {'forwarded':>10}")  # noqa: T201
+    print(
+        f"CartPole-v1 /v1 step, {args.clients} clients, {args.seconds:g}s per cell, "
+        f"{os.cpu_count()} cores (server and load generator share them)"
+    )
+    print(f"{'workers':>8} {'connection':>11} {'steps/s':>9} {'errors':>7} {'forwarded':>10}")
     for (workers, mode), r in rows.items():
-        print(f"{workers:>8} {mode:>11} {r['steps_per_s']:>9.0f} {r['errors']:>7} {r['forwarded']:>9.0%}")  # noqa: T201
+        print(f"{workers:>8} {mode:>11} {r['steps_per_s']:>9.0f} {r['errors']:>7} {r['forwarded']:>9.0%}")
     for mode in ("keep-alive", "fresh"):
         ratio = rows[2, mode]["steps_per_s"] / rows[1, mode]["steps_per_s"]
-        print(f"2 workers / 1 worker, {mode}: {ratio:.2f}x")  # noqa: T201
+        print(f"2 workers / 1 worker, {mode}: {ratio:.2f}x")
     return 0
 
 
