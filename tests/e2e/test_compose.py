@@ -1,0 +1,335 @@
+"""`docker compose up` end to end: the image, the sticky router across replicas, a lost replica, Prometheus, teardown.
+
+Every request goes through the router's published port on a fresh connection, so each one is routed
+on its own. The tests run in file order on one stack: later ones build on the envs of earlier ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gymnasium
+import numpy as np
+import pytest
+
+from gymserve.client import RemoteEnv
+
+if TYPE_CHECKING:
+    from conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+# Envs whose ids and dynamics are stable across Gymnasium 1.x: Box and Discrete actions and
+# observations, and a Tuple observation (Blackjack).
+WORKLOAD = ["CartPole-v1", "Acrobot-v1", "MountainCarContinuous-v0", "Pendulum-v1", "FrozenLake-v1", "Blackjack-v1"]
+ENVS_PER_ID = 8
+STEPS_PER_ENV = 40
+ID_RE = re.compile(r"(?P<node>[0-9a-f]{12})\.[0-9]{1,3}-[0-9]{1,9}\.[0-9a-f]{32}")
+
+
+def decode_observation(obs: dict[str, Any]) -> np.ndarray:
+    """The seed's observation encoding: base64(zlib(little-endian bytes)) of the flattened observation."""
+    raw = zlib.decompress(base64.b64decode(obs["data"]))
+    return np.frombuffer(raw, dtype=np.dtype(obs["type"]).newbyteorder("<"))
+
+
+def flatten(obs: Any) -> np.ndarray:
+    """A local observation flattened the way /v1 sends it (Tuple and Dict parts concatenated)."""
+    if isinstance(obs, tuple):
+        return np.concatenate([flatten(part) for part in obs])
+    if isinstance(obs, dict):
+        return np.concatenate([flatten(obs[key]) for key in obs])
+    return np.asarray(obs).ravel()
+
+
+def jsonable(action: Any) -> Any:
+    return action.tolist() if isinstance(action, np.ndarray) else int(action)
+
+
+@dataclass
+class Trajectory:
+    """One env on the farm and its twin made locally with the same seed: every answer must match the twin."""
+
+    env_id: str
+    seed: int
+    instance_id: str = ""
+    local: Any = None
+    steps: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def node(self) -> str:
+        return self.instance_id.split(".", 1)[0]
+
+    def create(self, stack: Stack) -> None:
+        answer = stack.call("POST", "/v1/envs/", {"env_id": self.env_id})
+        assert answer.status == 200, f"create {self.env_id}: {answer.status} {answer.body}"
+        self.instance_id = answer.body["instance_id"]
+        assert ID_RE.fullmatch(self.instance_id), self.instance_id
+        self.local = gymnasium.make(self.env_id)
+        self.local.action_space.seed(self.seed)
+
+    def reset(self, stack: Stack, seed: int | None) -> None:
+        answer = stack.call("POST", f"/v1/envs/{self.instance_id}/reset/", {"seed": seed})
+        obs, _ = self.local.reset(seed=seed)
+        if answer.status != 200:
+            self.mismatches.append(f"reset: {answer.status} {answer.body}")
+            return
+        self._compare("reset", decode_observation(answer.body["observation"]), flatten(obs))
+
+    def step(self, stack: Stack, count: int) -> None:
+        """`count` steps with actions from the seeded action space, resetting both sides at episode ends."""
+        for _ in range(count):
+            action = self.local.action_space.sample()
+            answer = stack.call("POST", f"/v1/envs/{self.instance_id}/step/", {"action": jsonable(action)})
+            if answer.status != 200:
+                self.mismatches.append(f"step {self.steps}: {answer.status} {answer.body}")
+                return
+            # The sample itself: the server decodes the JSON list back to the same float32 values.
+            obs, reward, terminated, truncated, _ = self.local.step(action)
+            body = answer.body
+            self._compare(f"step {self.steps}", decode_observation(body["observation"]), flatten(obs))
+            if (body["reward"], body["terminated"], body["truncated"]) != (float(reward), terminated, truncated):
+                self.mismatches.append(f"step {self.steps}: {body['reward'], body['terminated'], body['truncated']}")
+            self.steps += 1
+            if terminated or truncated:
+                self.reset(stack, None)
+
+    def _compare(self, where: str, remote: np.ndarray, local: np.ndarray) -> None:
+        if remote.dtype.kind != local.dtype.kind or not np.array_equal(remote, local):
+            self.mismatches.append(f"{where}: remote {remote!r} != local {local!r}")
+
+
+@pytest.fixture(scope="module")
+def farm(stack: Stack) -> list[Trajectory]:
+    """Many envs, each created, reset and stepped with its own connection per request, eight at a time."""
+    trajectories = [
+        Trajectory(env_id, seed=1000 * i + k) for i, env_id in enumerate(WORKLOAD) for k in range(ENVS_PER_ID)
+    ]
+
+    def run(t: Trajectory) -> None:
+        t.create(stack)
+        t.reset(stack, t.seed)
+        t.step(stack, STEPS_PER_ENV)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(run, trajectories))
+    seconds = time.monotonic() - started
+    requests = sum(2 + t.steps for t in trajectories)
+    stack.measured["workload through the router"] = f"{requests} requests on fresh connections in {seconds:.1f} s"
+    return trajectories
+
+
+def _image_gymnasium(stack: Stack) -> str:
+    out = stack.docker.containers.run(
+        stack.image,
+        entrypoint=["python", "-c", "import gymnasium, numpy; print(gymnasium.__version__, numpy.__version__)"],
+        remove=True,
+    )
+    return out.decode().strip()
+
+
+def _prometheus(stack: Stack, query: str) -> list[dict[str, Any]]:
+    url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        answer = json.load(resp)
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+def _replica_ip(container: Any) -> str:
+    """The replica's address on the network Prometheus scrapes it on."""
+    container.reload()
+    for name, net in container.attrs["NetworkSettings"]["Networks"].items():
+        if name.endswith("_metrics"):
+            return str(net["IPAddress"])
+    raise AssertionError(f"{container.name} is not on the metrics network")
+
+
+# --- the image -------------------------------------------------------------------------------------
+
+
+def test_image_is_labelled_non_root_and_checks_its_own_health(stack: Stack) -> None:
+    image = stack.docker.images.get(stack.image)
+    config = image.attrs["Config"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == stack.env["GYMSERVE_VERSION"]
+    assert labels["org.opencontainers.image.revision"] == stack.env["GYMSERVE_REVISION"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["gymserve"] and config["Cmd"] == ["serve"]
+    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Env"] and "PROMETHEUS_MULTIPROC_DIR=/tmp/gymserve-metrics" in config["Env"]
+    for container in stack.replicas().values():
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] == "healthy"
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+
+
+def test_stop_grace_period_is_derived_from_the_drain(stack: Stack) -> None:
+    config = json.loads(stack.compose("config", "--format", "json").stdout)
+    gymserve = config["services"]["gymserve"]
+    assert gymserve["environment"]["GYMSERVE_DRAIN_SECONDS"] == str(stack.drain_seconds)
+    assert gymserve["stop_grace_period"] == f"{stack.drain_seconds + 10}s"
+    for container in stack.replicas().values():
+        assert container.attrs["Config"]["StopTimeout"] == stack.drain_seconds + 10
+
+
+def test_compose_file_is_valid_with_and_without_grafana(stack: Stack) -> None:
+    stack.compose("config", "--quiet")
+    stack.compose("--profile", "grafana", "config", "--quiet")
+
+
+# --- sticky routing across replicas ----------------------------------------------------------------
+
+
+def test_many_envs_step_through_the_router_on_every_replica(stack: Stack, farm: list[Trajectory]) -> None:
+    problems = {t.instance_id or t.env_id: t.mismatches for t in farm if t.mismatches}
+    assert not problems, (
+        f"{len(problems)} of {len(farm)} envs went wrong (image has gymnasium, numpy {_image_gymnasium(stack)}; "
+        f"tests have {gymnasium.__version__}, {np.__version__}): {dict(list(problems.items())[:5])}"
+    )
+    assert all(t.steps == STEPS_PER_ENV for t in farm)
+    nodes = {t.node for t in farm}
+    assert nodes == set(stack.replica_ids), f"envs landed on {nodes}, replicas are {stack.replica_ids}"
+
+
+def test_python_client_works_through_the_router(stack: Stack) -> None:
+    local = gymnasium.make("CartPole-v1")
+    with RemoteEnv(stack.router_url, "CartPole-v1") as env:
+        obs, _ = env.reset(seed=7)
+        expected, _ = local.reset(seed=7)
+        assert np.array_equal(obs, expected)
+        for action in [0, 1, 1, 0, 1] * 4:
+            obs, reward, terminated, truncated, _ = env.step(action)
+            expected, local_reward, local_terminated, local_truncated, _ = local.step(action)
+            assert np.array_equal(obs, expected) and (reward, terminated, truncated) == (
+                local_reward,
+                local_terminated,
+                local_truncated,
+            )
+
+
+def test_router_is_not_an_open_proxy(stack: Stack) -> None:
+    token = "0123456789abcdef" * 2
+    prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]
+    router = stack.containers("router")[0].attrs["Config"]["Hostname"]
+    # Not one of our ids: the router answers itself and no replica is asked.
+    for path in [
+        "/v1/envs/bogus/",
+        "/v1/envs/evil.example:80/step/",
+        f"/v1/envs/prometheus.0-1.{token}/",
+        f"/v1/envs/gymserve.0-1.{token}/",
+        f"/v1/envs/{next(iter(stack.replica_ids))}.0-1.{token}@evil.example/",
+        f"/v1/envs/{next(iter(stack.replica_ids))}.0-1.{token[:-1]}/",
+    ]:
+        answer = stack.call("GET", path)
+        assert (answer.status, answer.body["code"]) == (400, "unknown_instance"), path
+        assert answer.headers.get("x-gymserve-router") == "rejected", path
+    # Well-formed ids whose node is not a running replica of this stack: lost, whatever the node is
+    # (Prometheus is not on the router's network; the router refuses itself).
+    for node in ["0123456789ab", prometheus, router]:
+        answer = stack.call("POST", f"/v1/envs/{node}.0-1.{token}/step/", {"action": 0})
+        assert (answer.status, answer.body["code"]) == (400, "instance_lost"), node
+        assert "lost with its worker" in answer.body["message"]
+        v2 = stack.call("GET", f"/v2/envs/{node}.0-1.{token}")
+        assert (v2.status, v2.body["code"]) == (410, "instance_lost"), node
+    metrics = stack.call("GET", "/metrics")
+    assert metrics.status == 404
+
+
+# --- Prometheus ------------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_every_replica_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
+    ips = {_replica_ip(c): node for node, c in stack.replicas().items()}
+    expected_up = {f"{ip}:8000": "1" for ip in ips}
+    # Every step the test took on a replica, at least (a scrape may predate the last ones: wait for the next).
+    taken = {f"{ip}:8000": float(sum(t.steps for t in farm if t.node == node)) for ip, node in ips.items()}
+    deadline = time.monotonic() + 90
+    while True:
+        up = {r["metric"]["instance"]: r["value"][1] for r in _prometheus(stack, 'up{job="gymserve"}')}
+        steps = {
+            r["metric"]["instance"]: float(r["value"][1])
+            for r in _prometheus(stack, 'sum by (instance) (gymserve_steps_total{job="gymserve"})')
+        }
+        counted = set(steps) == set(taken) and all(steps[i] >= n for i, n in taken.items())
+        if (up == expected_up and counted) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert up == expected_up, f"targets {up}, replicas at {sorted(expected_up)}"
+    assert counted, f"gymserve_steps_total by instance: {steps}; steps the test took: {taken}"
+
+
+# --- a replica that stops, and comes back ----------------------------------------------------------
+
+
+def test_stopped_replica_loses_its_envs_and_the_others_keep_working(stack: Stack, farm: list[Trajectory]) -> None:
+    replicas = stack.replicas()
+    gone_node = farm[0].node
+    gone = replicas[gone_node]
+    gone_envs = [t for t in farm if t.node == gone_node]
+    kept_envs = [t for t in farm if t.node != gone_node]
+    assert gone_envs and kept_envs
+
+    started = time.monotonic()
+    gone.stop(timeout=stack.drain_seconds + 10)
+    stack.measured[f"replica stop while holding envs (drain {stack.drain_seconds} s)"] = (
+        f"{time.monotonic() - started:.1f} s"
+    )
+
+    for t in gone_envs:
+        answer = stack.call(
+            "POST", f"/v1/envs/{t.instance_id}/step/", {"action": jsonable(t.local.action_space.sample())}
+        )
+        assert (answer.status, answer.body["code"]) == (400, "instance_lost"), answer.body
+        assert "lost with its worker" in answer.body["message"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda t: t.step(stack, 10), kept_envs))
+    problems = {t.instance_id: t.mismatches for t in kept_envs if t.mismatches}
+    assert not problems, problems
+    # Creates go to the replicas that are left, without an error.
+    for _ in range(10):
+        answer = stack.call("POST", "/v1/envs/", {"env_id": "CartPole-v1"})
+        assert answer.status == 200, answer.body
+        assert answer.body["instance_id"].split(".")[0] != gone_node
+
+    gone.start()
+    stack.wait_healthy(gone, timeout=60)
+    # Within the router's DNS cache time (2 s) new envs land on it again, and work.
+    deadline = time.monotonic() + 30
+    back: Trajectory | None = None
+    while back is None and time.monotonic() < deadline:
+        t = Trajectory("CartPole-v1", seed=99)
+        t.create(stack)
+        if t.node == gone_node:
+            back = t
+    assert back is not None, f"no create landed on {gone_node} within 30 s after it came back"
+    back.reset(stack, back.seed)
+    back.step(stack, 20)
+    assert not back.mismatches, back.mismatches
+    # Its old envs stay gone: nothing was re-created silently.
+    answer = stack.call("POST", f"/v1/envs/{gone_envs[0].instance_id}/step/", {"action": 0})
+    assert (answer.status, answer.body["code"]) == (400, "instance_lost"), answer.body
+
+
+# --- teardown --------------------------------------------------------------------------------------
+
+
+def test_down_leaves_nothing_behind(stack: Stack) -> None:
+    started = time.monotonic()
+    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", str(stack.drain_seconds + 10), timeout=180)
+    stack.measured["stack down -v"] = f"{time.monotonic() - started:.1f} s"
+    label = {"label": [f"com.docker.compose.project={stack.project}"]}
+    assert stack.docker.containers.list(all=True, filters=label) == []
+    assert stack.docker.networks.list(filters=label) == []
+    assert stack.docker.volumes.list(filters=label) == []
