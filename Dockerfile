@@ -64,6 +64,14 @@ LABEL org.opencontainers.image.title="gymserve" \
       org.opencontainers.image.revision="${REVISION}" \
       io.gymserve.env-families="${ENV_FAMILIES}"
 
+# Debian packages the envs need at run time, e.g. "libosmesa6" for MuJoCo's rgb_array renders
+# (then run with MUJOCO_GL=osmesa).
+ARG RUNTIME_APT_PACKAGES=""
+RUN if [ -n "$RUNTIME_APT_PACKAGES" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends $RUNTIME_APT_PACKAGES \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # A fixed UID/GID (not root, not a host user's 1000), so that volume permissions and Kubernetes'
 # runAsUser are predictable. No home directory and no login shell.
 RUN groupadd --system --gid 10001 gymserve \
