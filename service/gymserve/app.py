@@ -12,7 +12,6 @@ from .api import owner, v1
 from .api.common import register_error_handlers
 from .health import bp as health_bp
 from .ids import Owner
-from .routing import FORWARDED_HEADER
 from .settings import Settings
 from .worker import Worker
 
@@ -32,9 +31,8 @@ def _time_requests(app: Flask) -> None:
 
     @app.before_request
     def start_clock() -> None:
-        # A forwarded request is timed by the worker that received it, hop included; not twice.
-        if FORWARDED_HEADER not in request.headers:
-            g.gymserve_started = time.perf_counter()
+        # Timed by the worker that handles it: a forwarded request passes its first worker without Flask.
+        g.gymserve_started = time.perf_counter()
 
     @app.after_request
     def stop_clock(response: Response) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import glob
-import http.client
 import multiprocessing
 import os
 import re
@@ -16,6 +15,7 @@ from typing import Any
 
 from . import metrics
 from .errors import InstanceLost, OwnerTimeout
+from .peerwire import read_message, write_message
 
 # Set on a request one worker forwards to another: the receiver never forwards it again.
 FORWARDED_HEADER = "X-Gymserve-Forwarded"
@@ -63,22 +63,6 @@ def make_replica(runtime_dir: str, slots: int) -> Replica:
     return Replica(runtime_dir, multiprocessing.RawArray(ctypes.c_long, slots))
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 @dataclass
 class Answer:
     status: int
@@ -87,7 +71,7 @@ class Answer:
 
 
 class Forwarder:
-    """Keep-alive connections from this worker's threads to each sibling's socket."""
+    """Persistent connections from this worker's threads to each sibling's socket (one per thread and slot)."""
 
     def __init__(self, replica: Replica, my_slot: int, timeout: float) -> None:
         self.replica = replica
@@ -95,30 +79,43 @@ class Forwarder:
         self.timeout = timeout
         self._local = threading.local()
 
-    def _connection(self, slot: int) -> tuple[_UnixConnection, bool]:
-        pool: dict[int, _UnixConnection] = self._local.__dict__.setdefault("pool", {})
-        conn = pool.get(slot)
-        if conn is not None:
-            return conn, True
-        conn = pool[slot] = _UnixConnection(self.replica.socket_path(slot), self.timeout)
-        return conn, False
+    def _connection(self, slot: int) -> tuple[socket.socket, Any, bool]:
+        pool: dict[int, tuple[socket.socket, Any]] = self._local.__dict__.setdefault("pool", {})
+        if slot in pool:
+            return (*pool[slot], True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.replica.socket_path(slot))
+        except OSError:
+            sock.close()
+            raise
+        pool[slot] = (sock, sock.makefile("rb"))
+        return (*pool[slot], False)
 
     def _drop(self, slot: int) -> None:
-        conn = self._local.__dict__.get("pool", {}).pop(slot, None)
-        if conn is not None:
-            conn.close()
+        entry = self._local.__dict__.get("pool", {}).pop(slot, None)
+        if entry is not None:
+            entry[1].close()
+            entry[0].close()
 
     def send(
-        self, slot: int, method: str, path: str, headers: dict[str, str], body: bytes, instance_id: str = ""
+        self, slot: int, method: str, path: str, query: str, headers: dict[str, str], body: bytes, instance_id: str = ""
     ) -> Answer:
         """Forward once. A dead owner means its envs are gone: InstanceLost, never a silent re-create."""
-        headers = {**headers, FORWARDED_HEADER: str(self.my_slot), "Content-Length": str(len(body))}
+        meta = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": {**headers, FORWARDED_HEADER: str(self.my_slot)},
+        }
         for attempt in range(2):
-            conn, reused = self._connection(slot)
             try:
-                conn.request(method, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                sock, stream, reused = self._connection(slot)
+                write_message(sock, meta, body)
+                message = read_message(stream)
+                if message is None:
+                    raise ConnectionError("the owner closed the connection")
             except TimeoutError:
                 self._drop(slot)
                 metrics.FORWARDS.labels("timeout").inc()
@@ -130,17 +127,18 @@ class Forwarder:
                 self._drop(slot)
                 metrics.FORWARDS.labels("lost").inc()
                 raise InstanceLost(instance_id) from None
-            except (http.client.HTTPException, OSError):
+            except OSError:
                 self._drop(slot)
-                # A kept-alive connection whose worker died and was replaced: ask the new one once
+                # A kept connection whose worker died and was replaced: ask the new one once
                 # (it refuses ids of the old generation, so nothing can run twice).
                 if reused and attempt == 0:
                     continue
                 metrics.FORWARDS.labels("lost").inc()
                 raise InstanceLost(instance_id) from None
             metrics.FORWARDS.labels("ok").inc()
-            kept = {k: v for k in RESPONSE_HEADERS if (v := resp.getheader(k)) is not None}
-            return Answer(resp.status, kept, data)
+            answer_meta, answer_body = message
+            kept = {k: v for k, v in answer_meta["headers"].items() if k in RESPONSE_HEADERS}
+            return Answer(answer_meta["status"], kept, answer_body)
         raise InstanceLost(instance_id)  # not reached: the loop returns or raises
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import re
+from http import HTTPStatus
+from typing import Any
+
 from flask import Flask, Response, request
 
 from .. import ids
-from ..errors import InstanceLost
-from ..routing import FORWARDED_HEADER, REQUEST_HEADERS
+from ..errors import GymServeError, InstanceLost
+from ..routing import FORWARDED_HEADER, REQUEST_HEADERS, Answer
 from ..worker import Worker
 from .common import worker
 
@@ -16,6 +21,9 @@ def route_to_owner() -> Response | None:
     instance_id = (request.view_args or {}).get("instance_id")
     if instance_id is None:
         return None
+    failed = request.environ.get(FORWARD_ERROR)
+    if failed is not None:
+        raise failed
     w = worker()
     owner = ids.parse(instance_id)
     if owner is None or owner == w.owner or owner.node != w.owner.node:
@@ -41,12 +49,72 @@ def create_elsewhere_if_full() -> Response | None:
 def _forward(w: Worker, slot: int, instance_id: str) -> Response:
     assert w.forwarder is not None
     headers = {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
+    query = request.query_string.decode("latin-1")
     answer = w.forwarder.send(
-        slot, request.method, request.full_path.rstrip("?"), headers, request.get_data(cache=False), instance_id
+        slot, request.method, request.path, query, headers, request.get_data(cache=False), instance_id
     )
     # Tell the client (and benchmarks) that this answer took a hop: keep-alive clients should not see it.
     return Response(answer.body, status=answer.status, headers={**answer.headers, FORWARDED_HEADER: "1"})
 
 
+FORWARD_ERROR = "gymserve.forward_error"
+_ENV_PATH = re.compile(r"/v[12]/envs/([^/]{1,200})")
+_WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
+
+
+class ForwardFirst:
+    """WSGI middleware: a request for a live sibling's env is forwarded before Flask does any work on it.
+
+    This is the hot path of every request that reached the wrong worker (about half of them for
+    clients that open a fresh connection per request, on two workers). Anything unusual (no
+    Content-Length, a body over the limit, an owner that is gone) falls through to Flask, whose
+    `route_to_owner` hook forwards it or answers with the right error in the right shape.
+    """
+
+    def __init__(self, app: Any, core: Worker) -> None:
+        self.app = app
+        self.core = core
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        answer = self._try_forward(environ)
+        if answer is None:
+            return self.app(environ, start_response)
+        headers = [*answer.headers.items(), (FORWARDED_HEADER, "1"), ("Content-Length", str(len(answer.body)))]
+        start_response(f"{answer.status} {HTTPStatus(answer.status).phrase}", headers)
+        return [answer.body]
+
+    def _try_forward(self, environ: dict[str, Any]) -> Answer | None:
+        core = self.core
+        if core.forwarder is None or "HTTP_X_GYMSERVE_FORWARDED" in environ:
+            return None
+        match = _ENV_PATH.match(environ.get("PATH_INFO", ""))
+        owner = ids.parse(match[1]) if match else None
+        if owner is None or owner.node != core.owner.node or owner.slot == core.owner.slot:
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None
+        if length > core.settings.max_body_bytes:
+            return None
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)  # Flask can still read it if we fall through
+        headers = {name: environ[key] for key, name in _WSGI_HEADERS.items() if key in environ}
+        try:
+            return core.forwarder.send(
+                owner.slot,
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
+                environ.get("QUERY_STRING", ""),
+                headers,
+                body,
+                match[1] if match else "",
+            )
+        except GymServeError as err:
+            environ[FORWARD_ERROR] = err  # the owner is gone or slow: Flask's hook answers, in the API's shape
+            return None
+
+
 def install(app: Flask) -> None:
     app.before_request(route_to_owner)
+    app.wsgi_app = ForwardFirst(app.wsgi_app, app.extensions["gymserve"])  # type: ignore[method-assign]

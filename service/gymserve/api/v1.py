@@ -77,7 +77,7 @@ def env_list_all() -> Response:
 
 def _sibling_envs(forwarder: Forwarder, slot: int) -> dict[str, str]:
     try:
-        answer = forwarder.send(slot, "GET", "/v1/envs/", {"Accept": "application/json"}, b"")
+        answer = forwarder.send(slot, "GET", "/v1/envs/", "", {"Accept": "application/json"}, b"")
     except GymServeError:
         return {}  # that worker just died: its envs are gone, nothing to list
     return dict(orjson.loads(answer.body).get("all_envs", {})) if answer.status == 200 else {}
