@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import tempfile
 
 from . import __version__
 from . import bench as bench_module
-from .metrics import MULTIPROC_ENV, wipe_multiproc_dir
-from .settings import PREFIX, Settings, SettingsError, describe
+from .settings import MULTIPROC_ENV, PREFIX, Settings, SettingsError, describe
+
+
+def _fresh_multiproc_dir(path: str | None) -> str:
+    """The metrics directory, created and emptied so that no dead process's numbers come back.
+
+    This module must not import gymserve.metrics: defining the metrics opens files in this directory.
+    """
+    path = path or tempfile.mkdtemp(prefix="gymserve-metrics-")
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.unlink(stale)
+    return path
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,9 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # Metrics of every worker go to one directory, wiped now so that no dead process's numbers return.
     # https://prometheus.github.io/client_python/multiprocess/
-    multiproc_dir = env.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="gymserve-metrics-")
-    wipe_multiproc_dir(multiproc_dir)
-    env[MULTIPROC_ENV] = multiproc_dir
+    env[MULTIPROC_ENV] = _fresh_multiproc_dir(env.get(MULTIPROC_ENV))
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:gymserve.gunicorn_conf", "gymserve.app:create_app()"]
     # exec: gunicorn's master takes this process's PID, so signals from docker/kubernetes reach it.
     os.execve(sys.executable, argv, env)

@@ -27,8 +27,8 @@ from prometheus_client import (
 )
 
 from . import __version__
+from .settings import MULTIPROC_ENV
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A CartPole step takes ~10 us in Gymnasium and ~1 ms over HTTP; MuJoCo and rendering take far longer.
 STEP_BUCKETS = (
     0.00001,
@@ -170,13 +170,6 @@ def _live_envs_of(directory: str, pid: int) -> dict[str, float]:
                 env_id = labels.get("env_id", OTHER_ENV)
                 found[env_id] = found.get(env_id, 0) + value
     return found
-
-
-def wipe_multiproc_dir(path: str) -> None:
-    """Start-up: remove what a previous run left, so that dead processes' counters do not come back."""
-    os.makedirs(path, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.unlink(stale)
 
 
 def label_for(env_id: Any, allowed: frozenset[str]) -> str:

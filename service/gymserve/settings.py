@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 PREFIX = "GYMSERVE_"
+# prometheus_client's own variable: where every process of a replica writes its metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class SettingsError(ValueError):

@@ -68,3 +68,16 @@ def test_a_plain_process_that_rendered_still_dies_on_sigterm():
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_serve_creates_or_empties_the_metrics_directory_it_is_given(make_server, tmp_path, monkeypatch):
+    """A container's fresh tmpfs has no such directory yet; a reused one holds a dead run's files."""
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "counter_999.db").write_bytes(b"a dead process's counters")
+    for directory in (tmp_path / "missing" / "metrics", stale):
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+        srv = make_server(workers=1)
+        assert "gymserve_build_info" in requests.get(srv.url + "/metrics", timeout=10).text
+        assert not (directory / "counter_999.db").exists()
+        srv.stop()
