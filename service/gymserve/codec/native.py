@@ -1,0 +1,271 @@
+"""The /v2 value encoding: native dtypes, shapes and structure as JSON or msgpack, and spaces described natively.
+
+One mapping, two syntaxes. A value becomes a tree of null, booleans, numbers, strings, lists and
+string-keyed maps; what those cannot say is a map with a single tag key:
+
+- ndarray or numpy scalar: {"$nd": {"dtype": "float32", "shape": [4], "data": ...}}. `data` holds
+  the elements in row-major order: in msgpack a bin of their little-endian bytes, in JSON a flat
+  list of numbers (non-finite floats as the strings "NaN", "Infinity", "-Infinity"). A numpy
+  scalar is shape []. dtypes: bool, int8-64, uint8-64, float16/32/64; other arrays become lists.
+- tuple: {"$tuple": [...]}; a list stays a list.
+- non-finite Python float, JSON only: {"$float": "NaN" | "Infinity" | "-Infinity"}.
+- a map whose only key starts with "$" is wrapped, {"$dict": {...}}, so it is never read as a tag.
+
+Map keys become strings; ints beyond 64 bits and objects of other types become their repr()
+string. Decoding gives back ndarrays (writable, native byte order), numpy scalars, tuples and
+floats exactly as they were encoded: float32 stays float32, uint8 pixels stay uint8.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+import numpy as np
+import orjson
+from gymnasium import spaces
+
+from ..errors import BadRequest, InvalidValue
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+ND, TUPLE, FLOAT, DICT = "$nd", "$tuple", "$float", "$dict"
+DTYPES = frozenset(
+    ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64")
+)
+MAX_DEPTH = 32  # deeper input is refused before it can exhaust the stack
+MAX_DIMS = 32  # numpy's own limit
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
+
+
+def is_msgpack(media_type: str) -> bool:
+    return media_type in MSGPACK_TYPES
+
+
+# --- native value -> wire tree ---
+
+
+def to_wire(value: Any, binary: bool) -> Any:
+    """The wire tree of a native value: what orjson (binary=False) or msgpack (binary=True) writes."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.ndarray):
+        return _nd_to_wire(value, binary)
+    if isinstance(value, np.generic):
+        return _nd_to_wire(np.asarray(value), binary) if value.dtype.name in DTYPES else to_wire(value.item(), binary)
+    if isinstance(value, int):
+        return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)
+    if isinstance(value, float):
+        return value if binary or math.isfinite(value) else {FLOAT: _nonfinite_name(value)}
+    if isinstance(value, tuple):
+        return {TUPLE: [to_wire(v, binary) for v in value]}
+    if isinstance(value, list):
+        return [to_wire(v, binary) for v in value]
+    if isinstance(value, dict):
+        tree = {str(k): to_wire(v, binary) for k, v in value.items()}
+        return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
+    return repr(value)
+
+
+def _nonfinite_name(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _nd_to_wire(arr: np.ndarray, binary: bool) -> Any:
+    dtype = arr.dtype
+    if dtype.name not in DTYPES:
+        return [to_wire(v, binary) for v in arr.tolist()] if arr.ndim else to_wire(arr.item(), binary)
+    header: dict[str, Any] = {"dtype": dtype.name, "shape": list(arr.shape)}
+    if binary:
+        header["data"] = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<")).tobytes()
+    elif dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        header["data"] = [v if np.isfinite(v) else _nonfinite_name(float(v)) for v in arr.reshape(-1)]
+    else:
+        # orjson writes numpy arrays itself; float32 and float16 in their shortest round-trip form.
+        header["data"] = np.ascontiguousarray(arr.reshape(-1), dtype=dtype.newbyteorder("="))
+    return {ND: header}
+
+
+# --- wire tree -> native value ---
+
+
+def from_wire(tree: Any, field: str = "body") -> Any:
+    """The native value of a wire tree; malformed tags raise InvalidValue naming the field (`action[1].$nd.shape`)."""
+    return _native(tree, field, 0)
+
+
+def _child(field: str, key: str) -> str:
+    return key if field == "body" else f"{field}.{key}"  # the body's own fields are named alone: `action`
+
+
+def _native(value: Any, field: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise InvalidValue(field, f"nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, dict):
+        if len(value) == 1:
+            key, inner = next(iter(value.items()))
+            if key in _TAGS:
+                return _TAGS[key](inner, _child(field, key), depth)
+        return _native_map(value, field, depth)
+    if isinstance(value, list):
+        return [_native(v, f"{field}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    raise InvalidValue(field, f"values of type {type(value).__name__} are not supported")
+
+
+def _native_map(value: dict[Any, Any], field: str, depth: int) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise InvalidValue(field, f"map keys must be strings, got {key!r}")
+        out[key] = _native(item, _child(field, key), depth + 1)
+    return out
+
+
+def _tuple(inner: Any, field: str, depth: int) -> tuple[Any, ...]:
+    if not isinstance(inner, list):
+        raise InvalidValue(field, "expected a list")
+    return tuple(_native(v, f"{field}[{i}]", depth + 1) for i, v in enumerate(inner))
+
+
+def _float(inner: Any, field: str, depth: int) -> float:
+    if inner not in _NONFINITE:
+        raise InvalidValue(field, f"expected one of {sorted(_NONFINITE)}")
+    return _NONFINITE[inner]
+
+
+def _dict(inner: Any, field: str, depth: int) -> dict[str, Any]:
+    if not isinstance(inner, dict):
+        raise InvalidValue(field, "expected a map")
+    return _native_map(inner, field, depth)
+
+
+def _ndarray(inner: Any, field: str, depth: int) -> Any:
+    if not isinstance(inner, dict) or set(inner) != {"dtype", "shape", "data"}:
+        raise InvalidValue(field, 'expected {"dtype", "shape", "data"}')
+    name, shape, data = inner["dtype"], inner["shape"], inner["data"]
+    if name not in DTYPES:
+        raise InvalidValue(f"{field}.dtype", f"expected one of {', '.join(sorted(DTYPES))}, got {name!r}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DIMS
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise InvalidValue(f"{field}.shape", f"expected a list of at most {MAX_DIMS} non-negative integers")
+    dtype = np.dtype(name)
+    count = math.prod(shape)
+    if isinstance(data, bytes):
+        if len(data) != count * dtype.itemsize:
+            raise InvalidValue(f"{field}.data", f"expected {count * dtype.itemsize} bytes for {name}{shape}")
+        arr = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype)
+    elif isinstance(data, list):
+        arr = _array_from_list(data, dtype, count, f"{field}.data")
+    else:
+        raise InvalidValue(f"{field}.data", "expected bytes (msgpack) or a flat list of numbers (JSON)")
+    arr = arr.reshape(shape)
+    return arr[()] if arr.ndim == 0 else arr
+
+
+def _array_from_list(data: list[Any], dtype: np.dtype[Any], count: int, field: str) -> np.ndarray:
+    if len(data) != count:
+        raise InvalidValue(field, f"expected {count} elements, got {len(data)}")
+    if dtype.kind == "f":
+        data = [_NONFINITE.get(v, v) if isinstance(v, str) else v for v in data]
+    allowed, expected = _ELEMENTS[dtype.kind]
+    if not all(type(v) in allowed for v in data):
+        raise InvalidValue(field, f"expected a flat list of {expected} for dtype {dtype.name}")
+    try:
+        with np.errstate(all="ignore"):
+            return np.array(data, dtype=dtype)
+    except OverflowError:
+        raise InvalidValue(field, f"values out of range for dtype {dtype.name}") from None
+
+
+_ELEMENTS = {  # dtype kind -> (element types the list may hold, what to call them)
+    "b": ((bool,), "booleans"),
+    "i": ((int,), "integers"),
+    "u": ((int,), "integers"),
+    "f": ((int, float), "numbers"),
+}
+_TAGS = {ND: _ndarray, TUPLE: _tuple, FLOAT: _float, DICT: _dict}
+
+
+# --- bytes ---
+
+
+def dumps(value: Any, media_type: str) -> bytes:
+    """A native value as a body of `media_type` (JSON or one of the msgpack types)."""
+    if is_msgpack(media_type):
+        return msgpack.packb(to_wire(value, binary=True), use_bin_type=True)
+    return orjson.dumps(to_wire(value, binary=False), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def loads(data: bytes, media_type: str, field: str = "body") -> Any:
+    """The native value of a body; an unreadable body is a 400 that says why."""
+    try:
+        tree = msgpack.unpackb(data, raw=False, strict_map_key=True) if is_msgpack(media_type) else orjson.loads(data)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        kind = "msgpack" if is_msgpack(media_type) else "JSON"
+        raise BadRequest(f"{field} is not valid {kind}: {str(exc)[:120]}", details={"field": field}) from None
+    return from_wire(tree, field)
+
+
+# --- actions ---
+
+
+def to_plain(value: Any) -> Any:
+    """A decoded action as `codec.spaces.from_json` takes it: numpy scalars as Python numbers, tuples as lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+# --- spaces ---
+
+
+def describe_space(space: spaces.Space[Any]) -> dict[str, Any]:
+    """A space with its native bounds: Box low/high and MultiDiscrete nvec/start as ndarrays of its dtype."""
+    info: dict[str, Any] = {"name": type(space).__name__}
+    if isinstance(space, spaces.Discrete):
+        info.update(n=int(space.n), start=int(space.start))
+    elif isinstance(space, spaces.Box):
+        info.update(dtype=space.dtype.name, shape=list(space.shape), low=space.low, high=space.high)
+    elif isinstance(space, spaces.MultiDiscrete):
+        info.update(dtype=space.dtype.name, nvec=space.nvec, start=space.start)
+    elif isinstance(space, spaces.MultiBinary):
+        info.update(n=space.n if isinstance(space.n, int) else [int(n) for n in space.n])
+    elif isinstance(space, spaces.Tuple):
+        info.update(spaces=[describe_space(s) for s in space.spaces])
+    elif isinstance(space, spaces.Dict):
+        info.update(spaces={k: describe_space(s) for k, s in space.spaces.items()})
+    elif isinstance(space, spaces.Text):
+        info.update(min_length=space.min_length, max_length=space.max_length, charset="".join(space.character_list))
+    return info
+
+
+def rebuild_space(info: dict[str, Any]) -> spaces.Space[Any]:
+    """The inverse of `describe_space` (after a round trip through `dumps` and `loads`)."""
+    name = info["name"]
+    if name == "Discrete":
+        return spaces.Discrete(info["n"], start=info["start"])
+    if name == "Box":
+        return spaces.Box(info["low"], info["high"], shape=tuple(info["shape"]), dtype=info["dtype"])
+    if name == "MultiDiscrete":
+        return spaces.MultiDiscrete(info["nvec"], dtype=info["dtype"], start=info["start"])
+    if name == "MultiBinary":
+        return spaces.MultiBinary(info["n"])
+    if name == "Tuple":
+        return spaces.Tuple([rebuild_space(s) for s in info["spaces"]])
+    if name == "Dict":
+        return spaces.Dict({k: rebuild_space(s) for k, s in info["spaces"].items()})
+    if name == "Text":
+        return spaces.Text(info["max_length"], min_length=info["min_length"], charset=info["charset"])
+    raise ValueError(f"space {name!r} cannot be rebuilt from its description")
