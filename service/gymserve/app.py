@@ -8,7 +8,7 @@ import time
 from flask import Flask, Response, g, request
 
 from . import __version__, metrics, routing
-from .api import owner, v1
+from .api import owner, v1, v2
 from .api.common import register_error_handlers
 from .health import bp as health_bp
 from .ids import Owner
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     _time_requests(app)
     owner.install(app)
     app.register_blueprint(v1.bp)
+    app.register_blueprint(v2.bp)
     app.register_blueprint(health_bp)
     register_error_handlers(app)
     return app

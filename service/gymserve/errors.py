@@ -58,6 +58,7 @@ class InvalidAction(InvalidValue):
 
 
 class MalformedEnvId(BadRequest):
+    status = 422
     code = "unknown_env_id"
 
 
@@ -67,6 +68,7 @@ class EnvNotAllowed(BadRequest):
 
 
 class MissingDependency(BadRequest):
+    status = 422
     code = "missing_dependency"
 
 
@@ -109,6 +111,16 @@ class ResetNeeded(GymServeError):
     code = "reset_needed"
 
 
+class SequenceConflict(GymServeError):
+    """A reset or step whose sequence number is not the next one (nor a resend of the last one)."""
+
+    status = 409
+    code = "sequence_conflict"
+
+    def __init__(self, message: str, *, expected: int, got: int) -> None:
+        super().__init__(message, details={"field": "seq", "expected": expected, "got": got})
+
+
 class NotSupported(BadRequest):
     status = 422
     code = "not_supported"
@@ -117,6 +129,11 @@ class NotSupported(BadRequest):
 class PayloadTooLarge(GymServeError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(GymServeError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class Unavailable(GymServeError):

@@ -54,6 +54,8 @@ def parse_options(value: Any) -> dict[str, Any] | None:
 def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seed, options=options))
     record.episodes += 1
+    if seed is not None:
+        record.seed = seed
     if record.meters is not None:
         record.meters.resets.inc()
     return obs, info

@@ -33,6 +33,9 @@ class EnvRecord:
     episodes: int = 0
     closed: bool = False
     meters: Any = None  # metrics.EnvMeters: this env's labelled metrics, looked up once
+    seed: int | None = None  # the seed of the last reset that was given one
+    seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
+    last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
 
     def idle_seconds(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_used

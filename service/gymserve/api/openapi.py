@@ -1,0 +1,397 @@
+"""The OpenAPI 3.1 document of /v2, served at /v2/openapi.json: the contract that the tests hold real answers to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..codec import native
+from ..ids import MAX_ID_LENGTH
+
+DTYPES = sorted(native.DTYPES)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] | None = None, **extra: Any) -> dict[str, Any]:
+    """A closed object schema; every property is required unless `required` says which are."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _tag(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return _object({key: schema}, description=description)
+
+
+_INT = {"type": "integer"}
+_SEQ = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+_NATIVE_CONTENT_NOTE = (
+    "application/json or application/msgpack (also application/x-msgpack, application/vnd.msgpack), "
+    "chosen by Accept; both carry the same tree (see the Value schema)."
+)
+
+SCHEMAS: dict[str, Any] = {
+    "NDArray": _tag(
+        native.ND,
+        _object(
+            {
+                "dtype": {"enum": DTYPES},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": native.MAX_DIMS},
+                "data": {
+                    "anyOf": [
+                        {
+                            "type": "array",
+                            "items": {"anyOf": [{"type": "number"}, {"type": "boolean"}, _ref("NonFiniteName")]},
+                            "description": "JSON: the elements, flat, in row-major order.",
+                        },
+                        {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "msgpack: a bin of the elements' little-endian bytes, row-major.",
+                        },
+                    ]
+                },
+            }
+        ),
+        "An ndarray (or, with shape [], a numpy scalar) in its own dtype and shape.",
+    ),
+    "NonFiniteName": {"enum": ["NaN", "Infinity", "-Infinity"]},
+    "Tuple": _tag(native.TUPLE, {"type": "array", "items": _ref("Value")}, "A tuple (a list stays a list)."),
+    "NonFiniteFloat": _tag(native.FLOAT, _ref("NonFiniteName"), "JSON only: a Python float that is not finite."),
+    "EscapedMap": _tag(
+        native.DICT,
+        {"type": "object", "additionalProperties": _ref("Value")},
+        "A map whose only key starts with '$', wrapped so that it is never read as a tag.",
+    ),
+    "Value": {
+        "description": "A native value: observations, actions, info, options and kwargs.",
+        "anyOf": [
+            {"type": ["null", "boolean", "number", "string"]},
+            {"type": "array", "items": _ref("Value")},
+            _ref("NDArray"),
+            _ref("Tuple"),
+            _ref("NonFiniteFloat"),
+            _ref("EscapedMap"),
+            {"type": "object", "additionalProperties": _ref("Value")},
+        ],
+    },
+    "Float": {"anyOf": [{"type": "number"}, _ref("NonFiniteFloat")]},
+    "Space": {
+        "type": "object",
+        "description": "A Gymnasium space with its native bounds; Tuple and Dict nest their spaces.",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple"]},
+            "n": {"anyOf": [_INT, {"type": "array", "items": _INT}]},
+            "start": {"anyOf": [_INT, _ref("NDArray")]},
+            "dtype": {"enum": DTYPES},
+            "shape": {"type": "array", "items": _INT},
+            "low": _ref("NDArray"),
+            "high": _ref("NDArray"),
+            "nvec": _ref("NDArray"),
+            "spaces": {
+                "anyOf": [
+                    {"type": "array", "items": _ref("Space")},
+                    {"type": "object", "additionalProperties": _ref("Space")},
+                ]
+            },
+            "min_length": _INT,
+            "max_length": _INT,
+            "charset": {"type": "string"},
+        },
+        "additionalProperties": False,
+    },
+    "EnvSummary": _object(
+        {
+            "instance_id": {"type": "string", "description": "<node>.<worker>-<generation>.<32 hex digits>"},
+            "env_id": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {"type": "string", "format": "date-time"},
+            "steps": {"type": "integer", "minimum": 0},
+            "episodes": {"type": "integer", "minimum": 0, "description": "Resets so far."},
+            "seq": {"type": "integer", "minimum": 0, "description": "The last sequence number (resets + steps)."},
+            "ttl": {"type": "number", "minimum": 0, "description": "Idle seconds before the env is closed; 0: never."},
+            "ttl_left": _nullable({"type": "number", "minimum": 0}),
+            "expires_at": _nullable({"type": "string", "format": "date-time"}),
+        }
+    ),
+}
+SCHEMAS["EnvInfo"] = _object(
+    {
+        **SCHEMAS["EnvSummary"]["properties"],
+        "spec": _nullable(
+            _object(
+                {
+                    "id": {"type": "string"},
+                    "max_episode_steps": _nullable(_INT),
+                    "reward_threshold": _nullable({"type": "number"}),
+                    "nondeterministic": {"type": "boolean"},
+                    "kwargs": {"type": "object", "additionalProperties": _ref("Value")},
+                    "wrappers": {"type": "array", "items": {"type": "string"}},
+                }
+            )
+        ),
+        "render_mode": _nullable({"type": "string"}),
+        "seed": _nullable({"type": "integer", "description": "The seed of the last reset that was given one."}),
+        "owner": _object({"node": {"type": "string"}, "worker": _INT, "generation": _INT}),
+        "gymnasium_version": {"type": "string"},
+        "action_space": _ref("Space"),
+        "observation_space": _ref("Space"),
+    }
+)
+SCHEMAS.update(
+    {
+        "EnvList": _object({"envs": {"type": "array", "items": _ref("EnvSummary")}}),
+        "CreateRequest": _object(
+            {
+                "env_id": {"type": "string", "examples": ["CartPole-v1"]},
+                "kwargs": {
+                    "type": "object",
+                    "additionalProperties": _ref("Value"),
+                    "examples": [{"render_mode": "rgb_array"}],
+                },
+                "max_episode_steps": _nullable({"type": "integer", "minimum": 1}),
+                "auto_reset": _nullable({"type": "boolean"}),
+                "disable_env_checker": _nullable({"type": "boolean"}),
+                "ttl": _nullable({"type": "number", "exclusiveMinimum": 0}),
+                "wrappers": _nullable(
+                    {
+                        "type": "array",
+                        "items": {"enum": ["AddRenderObservation"]},
+                        "description": "AddRenderObservation: the observation is the rgb_array frame.",
+                    }
+                ),
+            },
+            required=("env_id",),
+        ),
+        "ResetRequest": _object(
+            {
+                "seed": _nullable({"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+                "options": _nullable({"type": "object", "additionalProperties": _ref("Value")}),
+                "seq": _nullable(_SEQ),
+            },
+            required=(),
+        ),
+        "StepRequest": _object({"action": _ref("Value"), "seq": _nullable(_SEQ)}, required=("action",)),
+        "ResetAnswer": _object(
+            {
+                "observation": _ref("Value"),
+                "info": {"type": "object", "additionalProperties": _ref("Value")},
+                "seq": {"type": "integer", "minimum": 1},
+            }
+        ),
+        "StepAnswer": _object(
+            {
+                "observation": _ref("Value"),
+                "reward": _ref("Float"),
+                "terminated": {"type": "boolean"},
+                "truncated": {"type": "boolean"},
+                "info": {"type": "object", "additionalProperties": _ref("Value")},
+                "seq": {"type": "integer", "minimum": 1},
+            }
+        ),
+        "RenderAnswer": _object({"frame": _ref("Value")}),
+        "Error": _object(
+            {
+                "error": _object(
+                    {
+                        "code": {"type": "string", "description": "Machine-readable; see the error table."},
+                        "message": {"type": "string"},
+                        "details": {
+                            "type": "object",
+                            "description": "`field` names the offending input; sequence conflicts add "
+                            "`expected` and `got`.",
+                        },
+                    }
+                )
+            }
+        ),
+    }
+)
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whether Retry-After is sent)
+    400: ("bad_request (the body is not valid JSON/msgpack, or not a map), missing_parameter.", False),
+    403: ("env_not_allowed: the env id is not on this server's allowlist.", False),
+    404: ("unknown_instance: no env has this id (closed, reaped, or never created); not_found: no such route.", False),
+    405: ("method_not_allowed: the route exists, but not with this method.", False),
+    409: (
+        "reset_needed: step before reset (or after the episode ended); sequence_conflict: `seq` is neither the "
+        "next number nor a resend of the last call (details.expected says which is next).",
+        False,
+    ),
+    410: ("instance_lost: the env was lost with its worker process; create a new env.", False),
+    413: ("payload_too_large: the body exceeds GYMSERVE_MAX_BODY_BYTES.", False),
+    415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
+    422: (
+        "invalid_value, invalid_action, unknown_env_id, missing_dependency, env_error (the env raised), "
+        "not_supported; details.field names the offending input.",
+        False,
+    ),
+    429: ("Not sent by gymserve; a router in front may send it. Clients retry after Retry-After.", True),
+    500: ("internal: an unexpected failure, logged by the server with its traceback.", False),
+    503: ("capacity_exceeded (the replica is full) or draining (it is shutting down).", True),
+    504: ("owner_timeout: the worker that holds the env did not answer in time.", False),
+}
+RESPONSES = {
+    str(status): {
+        "description": text,
+        "content": {native.JSON: {"schema": _ref("Error")}},
+        **({"headers": _RETRY_AFTER} if retry else {}),
+    }
+    for status, (text, retry) in ERRORS.items()
+}
+_ALWAYS = (400, 404, 410, 413, 415, 429, 500, 503, 504)
+
+
+def _native_content(schema: str) -> dict[str, Any]:
+    return {media_type: {"schema": _ref(schema)} for media_type in (native.JSON, *native.MSGPACK_TYPES)}
+
+
+def _operation(
+    op_id: str,
+    summary: str,
+    ok: tuple[int, str, dict[str, Any]],
+    errors: tuple[int, ...] = (),
+    body: tuple[str, bool] | None = None,
+    description: str = "",
+    ok_headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    status, ok_text, ok_content = ok
+    answer: dict[str, Any] = {"description": ok_text}
+    if ok_content:
+        answer["content"] = ok_content
+    if ok_headers:
+        answer["headers"] = ok_headers
+    operation: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "responses": {
+            str(status): answer,
+            **{str(s): {"$ref": f"#/components/responses/{s}"} for s in sorted({*_ALWAYS, *errors})},
+        },
+    }
+    if description:
+        operation["description"] = description
+    if body is not None:
+        schema, required = body
+        operation["requestBody"] = {"required": required, "content": _native_content(schema)}
+    return operation
+
+
+_SEQ_TEXT = (
+    "Retry-safe: resets and steps share one sequence per env. The first call carries seq 1 and each "
+    "answered call adds 1 (an error answer uses no number). Resending the last call with the same seq and "
+    "the same body returns the same answer without running it again; any other seq is a 409 "
+    "sequence_conflict whose details.expected is the next number. A call without seq always runs."
+)
+_ID_PARAMETER = {
+    "name": "instance_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": MAX_ID_LENGTH},
+    "example": "gymserve-0.1-7.9f0c4b2a6d8e41f3a5c7e9b1d3f5a7c9",
+}
+_INFO_CONTENT = _native_content("EnvInfo")
+_FRAME_CONTENT = {
+    "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+    "text/plain": {"schema": {"type": "string"}},
+    **_native_content("RenderAnswer"),
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "gymserve /v2",
+        "version": __version__,
+        "description": "Gymnasium environments over HTTP with native dtypes and shapes. Bodies are "
+        + _NATIVE_CONTENT_NOTE
+        + " Errors are always JSON. Answers of 16 KiB or more are gzipped for clients that send "
+        "Accept-Encoding: gzip.",
+    },
+    "paths": {
+        "/v2/envs": {
+            "post": _operation(
+                "createEnv",
+                "Create an env",
+                (201, "Created; Location names the new env.", _INFO_CONTENT),
+                (403, 422),
+                ("CreateRequest", True),
+                ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
+            ),
+            "get": _operation(
+                "listEnvs", "List the envs of this replica", (200, "Every worker's envs.", _native_content("EnvList"))
+            ),
+        },
+        "/v2/envs/{instance_id}": {
+            "parameters": [_ID_PARAMETER],
+            "get": _operation(
+                "getEnv",
+                "What the server knows about an env",
+                (200, "The env.", _INFO_CONTENT),
+                description="Reading an env does not restart its idle clock; keepalive does.",
+            ),
+            "delete": _operation("deleteEnv", "Close an env", (204, "Closed.", {})),
+        },
+        "/v2/envs/{instance_id}/reset": {
+            "parameters": [_ID_PARAMETER],
+            "post": _operation(
+                "resetEnv",
+                "Reset an env",
+                (200, "The first observation.", _native_content("ResetAnswer")),
+                (409, 422),
+                ("ResetRequest", False),
+                _SEQ_TEXT,
+            ),
+        },
+        "/v2/envs/{instance_id}/step": {
+            "parameters": [_ID_PARAMETER],
+            "post": _operation(
+                "stepEnv",
+                "Step an env",
+                (200, "The transition.", _native_content("StepAnswer")),
+                (409, 422),
+                ("StepRequest", True),
+                _SEQ_TEXT,
+            ),
+        },
+        "/v2/envs/{instance_id}/render": {
+            "parameters": [_ID_PARAMETER],
+            "get": _operation(
+                "renderEnv",
+                "Render an env",
+                (
+                    200,
+                    "An rgb frame as PNG, ansi as text, or the native value when Accept asks for it.",
+                    _FRAME_CONTENT,
+                ),
+                (422,),
+            ),
+        },
+        "/v2/envs/{instance_id}/keepalive": {
+            "parameters": [_ID_PARAMETER],
+            "post": _operation(
+                "keepAlive", "Restart an env's idle clock", (200, "The env's TTL now.", _native_content("EnvSummary"))
+            ),
+        },
+        "/v2/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {native.JSON: {"schema": {}}}}},
+            }
+        },
+    },
+    "components": {"schemas": SCHEMAS, "responses": RESPONSES},
+}

@@ -1,0 +1,379 @@
+"""/v2: the native API; native dtypes and shapes as JSON or msgpack, typed errors, retry-safe resets and steps."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import gymnasium as gym
+from flask import Blueprint, Response, request
+from gymnasium.wrappers import AddRenderObservation
+
+from .. import ids, operations
+from ..codec import native, png
+from ..envs import CreateRequest
+from ..errors import (
+    BadRequest,
+    GymServeError,
+    InvalidValue,
+    MissingParameter,
+    NotSupported,
+    SequenceConflict,
+    UnknownInstance,
+    UnsupportedMediaType,
+)
+from ..registry import EnvRecord
+from ..routing import FORWARDED_HEADER
+from ..worker import Worker
+from . import openapi, owner
+from .common import json_response, worker
+
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+
+ANSWER_TYPES = (native.JSON, *native.MSGPACK_TYPES)
+PNG = "image/png"
+TEXT = "text/plain"
+# Answers this large are gzipped for clients that accept it: rendered frames shrink ~100x, while a
+# CartPole step (~100 bytes) would only pay the CPU. Level 1: nearly all of the gain for the least CPU.
+GZIP_MIN_BYTES = 16 * 1024
+GZIP_LEVEL = 1
+# Wrappers a create may ask for, by name; nothing else can be applied.
+WRAPPERS: dict[str, Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]]] = {"AddRenderObservation": AddRenderObservation}
+CREATE_FIELDS = frozenset(
+    {"env_id", "kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "ttl", "wrappers"}
+)
+RESET_FIELDS = frozenset({"seed", "options", "seq"})
+STEP_FIELDS = frozenset({"action", "seq"})
+
+
+# --- bodies in and out ---
+
+
+def _body(fields: frozenset[str], *, required: bool = False) -> dict[str, Any]:
+    """The request body as a map of known fields, decoded by its Content-Type (JSON when none is given)."""
+    raw = request.get_data(cache=True)
+    if not raw:
+        if required:
+            raise BadRequest("this request needs a body", details={"field": "body"})
+        return {}
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported: send the body uncompressed",
+            details={"field": "Content-Encoding"},
+        )
+    media_type = request.mimetype or native.JSON
+    if media_type != native.JSON and not native.is_msgpack(media_type):
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type!r} is not supported: send application/json or application/msgpack",
+            details={"field": "Content-Type"},
+        )
+    body = native.loads(raw, media_type)
+    if body is None and not required:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a map (a JSON object)", details={"field": "body"})
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise InvalidValue(unknown[0], f"unknown field; this request takes {', '.join(sorted(fields))}")
+    return body
+
+
+def _required(body: dict[str, Any], name: str) -> Any:
+    value = body.get(name)
+    if value is None:
+        raise MissingParameter(name)
+    return value
+
+
+def _optional(body: dict[str, Any], name: str, ok: Callable[[Any], bool], expected: str) -> Any:
+    value = body.get(name)
+    if value is not None and not ok(value):
+        text = repr(value)
+        raise InvalidValue(name, f"expected {expected}, got {text if len(text) <= 80 else text[:77] + '...'}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seq(body: dict[str, Any]) -> int | None:
+    return _optional(body, "seq", lambda v: _is_int(v) and 1 <= v < 2**63, "an integer from 1 to 2**63-1")
+
+
+def _answer_type() -> str:
+    return request.accept_mimetypes.best_match(ANSWER_TYPES, default=native.JSON) or native.JSON
+
+
+def _send(body: bytes, media_type: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    headers = {**(headers or {}), "Vary": "Accept, Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and media_type != PNG and request.accept_encodings["gzip"]:
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, status=status, headers=headers, content_type=media_type)
+
+
+def _answer(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    media_type = _answer_type()
+    return _send(native.dumps(payload, media_type), media_type, status, headers)
+
+
+# --- what the server says about an env ---
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _summary(record: EnvRecord) -> dict[str, Any]:
+    now, idle = time.time(), record.idle_seconds()
+    ttl_left = round(max(0.0, record.ttl - idle), 3) if record.ttl > 0 else None
+    return {
+        "instance_id": record.instance_id,
+        "env_id": record.env_id,
+        "created_at": _timestamp(record.created_at),
+        "last_used_at": _timestamp(now - idle),
+        "steps": record.steps,
+        "episodes": record.episodes,
+        "seq": record.seq,
+        "ttl": record.ttl,
+        "ttl_left": ttl_left,
+        "expires_at": None if ttl_left is None else _timestamp(now + ttl_left),
+    }
+
+
+def _info(record: EnvRecord) -> dict[str, Any]:
+    env, spec, where = record.env, record.env.spec, ids.parse(record.instance_id)
+    assert where is not None  # the ids this worker minted always parse
+    return {
+        **_summary(record),
+        "spec": None
+        if spec is None
+        else {
+            "id": spec.id,
+            "max_episode_steps": spec.max_episode_steps,
+            "reward_threshold": spec.reward_threshold,
+            "nondeterministic": spec.nondeterministic,
+            "kwargs": spec.kwargs,
+            "wrappers": [w.name for w in spec.additional_wrappers],
+        },
+        "render_mode": env.render_mode,
+        "seed": record.seed,
+        "owner": {"node": where.node, "worker": where.slot, "generation": where.generation},
+        "gymnasium_version": gym.__version__,
+        "action_space": native.describe_space(env.action_space),
+        "observation_space": native.describe_space(env.observation_space),
+    }
+
+
+def _checked_id(instance_id: str) -> str:
+    if ids.parse(instance_id) is None:  # whatever else the string holds, it goes no further than this 404
+        raise UnknownInstance(instance_id[:100])
+    return instance_id
+
+
+# --- retry-safe resets and steps ---
+
+
+@dataclass(frozen=True)
+class SequencedAnswer:
+    """The last answer of a sequenced reset or step, kept on its EnvRecord so that a resend gets it again."""
+
+    seq: int
+    request_digest: bytes  # a resend must ask exactly what was asked
+    media_type: str
+    body: bytes
+
+
+def _sequenced(record: EnvRecord, kind: str, seq: int | None, run: Callable[[], dict[str, Any]]) -> Response:
+    """Run a reset or step unless `seq` says it is a resend of the last one, whose answer is then sent again.
+
+    Resets and steps share one sequence per env: the first is 1, each answered one adds 1, and a
+    failed call (an error answer) uses no number. A call without `seq` always runs (and counts).
+    """
+    digest = hashlib.blake2b(
+        b"\n".join((kind.encode(), request.mimetype.encode(), request.get_data(cache=True))), digest_size=16
+    ).digest()
+    if seq is not None and seq != record.seq + 1:
+        return _resend(record, seq, digest)
+    payload = run()
+    record.seq += 1
+    media_type = _answer_type()
+    body = native.dumps({**payload, "seq": record.seq}, media_type)
+    # Only callers that number their calls can resend one; the others do not pay for the cached answer.
+    record.last_answer = SequencedAnswer(record.seq, digest, media_type, body) if seq is not None else None
+    return _send(body, media_type)
+
+
+def _resend(record: EnvRecord, seq: int, digest: bytes) -> Response:
+    last, expected = record.last_answer, record.seq + 1
+    if isinstance(last, SequencedAnswer) and last.seq == seq == record.seq and last.request_digest == digest:
+        media_type = _answer_type()
+        if media_type == last.media_type:
+            return _send(last.body, media_type)
+        return _send(native.dumps(native.loads(last.body, last.media_type), media_type), media_type)
+    if seq == record.seq:
+        why = f"seq {seq} was the last call on this env but cannot be resent: it was sent without seq or differently"
+    else:
+        when = "in the past" if seq < record.seq else "in the future"
+        why = f"seq {seq} is {when}: the last call on this env was seq {record.seq}"
+    raise SequenceConflict(f"{why}; the next call must carry seq {expected}", expected=expected, got=seq)
+
+
+# --- routes ---
+
+
+@bp.post("/envs")
+def create_env() -> Response:
+    elsewhere = owner.create_elsewhere_if_full()
+    if elsewhere is not None:
+        return elsewhere
+    w = worker()
+    body = _body(CREATE_FIELDS, required=True)
+    kwargs = _optional(body, "kwargs", lambda v: isinstance(v, dict), "a map of constructor arguments") or {}
+    wrappers = _wrappers(body, kwargs)
+    limit = w.settings.max_episode_steps_limit
+    req = CreateRequest(
+        env_id=_required(body, "env_id"),
+        max_episode_steps=_optional(
+            body, "max_episode_steps", lambda v: _is_int(v) and 1 <= v <= limit, f"an integer from 1 to {limit}"
+        ),
+        auto_reset=bool(_optional(body, "auto_reset", lambda v: isinstance(v, bool), "true or false")),
+        disable_env_checker=_optional(body, "disable_env_checker", lambda v: isinstance(v, bool), "true or false"),
+        kwargs=kwargs,
+    )
+    record = w.create(req, w.ttl_for(body.get("ttl")))
+    if wrappers:
+        _wrap(w, record, wrappers)
+    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+
+
+def _wrappers(body: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
+    names: list[str] = (
+        _optional(
+            body, "wrappers", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"
+        )
+        or []
+    )
+    for i, name in enumerate(names):
+        if name not in WRAPPERS:
+            raise InvalidValue(f"wrappers[{i}]", f"{name!r} is not one of {', '.join(sorted(WRAPPERS))}")
+    if names and kwargs.get("render_mode") != "rgb_array":
+        raise InvalidValue("kwargs.render_mode", f"the wrappers {names} need render_mode 'rgb_array'")
+    return names
+
+
+def _wrap(w: Worker, record: EnvRecord, names: list[str]) -> None:
+    """Apply the wrappers under the env's lock, before its id is given out; a failure closes the env."""
+    failure = None
+    with w.registry.use(record.instance_id) as locked:
+        try:
+            for name in names:
+                locked.env = WRAPPERS[name](locked.env)
+        except Exception as exc:  # the env's own failure, reported as the client's bad choice
+            failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if failure is not None:
+        w.close(record.instance_id)
+        raise InvalidValue("wrappers", f"rejected by '{record.env_id}': {failure}")
+
+
+@bp.get("/envs")
+def list_envs() -> Response:
+    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    w = worker()
+    envs = [_summary(r) for r in w.registry.snapshot()]
+    if w.forwarder is not None and w.replica is not None and not request.headers.get(FORWARDED_HEADER):
+        for slot in w.replica.live_slots():
+            if slot != w.owner.slot:
+                envs.extend(_sibling_envs(w, slot))
+    return _answer({"envs": envs})
+
+
+def _sibling_envs(w: Worker, slot: int) -> list[Any]:
+    assert w.forwarder is not None
+    try:
+        answer = w.forwarder.send(slot, "GET", "/v2/envs", "", {"Accept": native.MSGPACK}, b"")
+    except GymServeError:
+        return []  # that worker just died: its envs are gone, nothing to list
+    return list(native.loads(answer.body, native.MSGPACK)["envs"]) if answer.status == 200 else []
+
+
+@bp.get("/envs/<instance_id>")
+def get_env(instance_id: str) -> Response:
+    """What the server knows about an env; reading it does not count as use (keepalive does)."""
+    return _answer(_info(worker().registry.get(_checked_id(instance_id))))
+
+
+@bp.post("/envs/<instance_id>/keepalive")
+def keepalive(instance_id: str) -> Response:
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        pass
+    return _answer(_summary(record))
+
+
+@bp.post("/envs/<instance_id>/reset")
+def reset_env(instance_id: str) -> Response:
+    body = _body(RESET_FIELDS)
+    seed = operations.parse_seed(body.get("seed"))
+    options = operations.parse_options(body.get("options"))
+    seq = _seq(body)
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        return _sequenced(record, "reset", seq, lambda: _reset_answer(record, seed, options))
+
+
+def _reset_answer(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
+    obs, info = operations.reset(record, seed, options)
+    return {"observation": obs, "info": info}
+
+
+@bp.post("/envs/<instance_id>/step")
+def step_env(instance_id: str) -> Response:
+    body = _body(STEP_FIELDS, required=True)
+    action = native.to_plain(_required(body, "action"))
+    seq = _seq(body)
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        return _sequenced(record, "step", seq, lambda: _step_answer(record, action))
+
+
+def _step_answer(record: EnvRecord, action: Any) -> dict[str, Any]:
+    obs, reward, terminated, truncated, info = operations.step(record, action)
+    return {"observation": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
+
+
+@bp.get("/envs/<instance_id>/render")
+def render_env(instance_id: str) -> Response:
+    with worker().registry.use(_checked_id(instance_id)) as record:
+        if record.env.render_mode is None:
+            raise NotSupported(
+                "this env was created without a render_mode: create it with kwargs.render_mode 'rgb_array' or 'ansi'",
+                details={"field": "render_mode"},
+            )
+        return _frame(operations.render(record))
+
+
+def _frame(frame: Any) -> Response:
+    """An RGB frame as PNG and text as text unless the client asks for the native value (JSON or msgpack)."""
+    offers = ((PNG,) if png.is_image(frame) else (TEXT,) if isinstance(frame, str) else ()) + ANSWER_TYPES
+    media_type = request.accept_mimetypes.best_match(offers, default=offers[0]) or offers[0]
+    if media_type == PNG:
+        return _send(png.encode(frame), PNG)
+    if media_type == TEXT:
+        return _send(frame.encode("utf-8"), "text/plain; charset=utf-8")
+    return _send(native.dumps({"frame": frame}, media_type), media_type)
+
+
+@bp.delete("/envs/<instance_id>")
+def delete_env(instance_id: str) -> Response:
+    worker().close(_checked_id(instance_id))
+    return Response(status=204)
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return json_response(openapi.DOCUMENT)
