@@ -1,0 +1,221 @@
+{{/*
+Names, labels and small derived values shared by the templates.
+*/}}
+
+{{/* The chart's name, or nameOverride. */}}
+{{- define "gymserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The prefix of every object name. At most 52 characters: the StatefulSet's pods are named
+"<fullname>-<ordinal>", their names are DNS labels and instance ids (63 at most), and the
+controller-revision-hash label adds 11 more characters to the StatefulSet's name.
+*/}}
+{{- define "gymserve.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "gymserve.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gymserve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels that select this release's pods: never the chart version, which changes on upgrade. */}}
+{{- define "gymserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gymserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gymserve.labels" -}}
+helm.sh/chart: {{ include "gymserve.chart" . }}
+{{ include "gymserve.podLabels" . }}
+{{- end -}}
+
+{{/*
+Labels of pod templates: without helm.sh/chart, so that a new chart version alone does not replace the
+pods (a replaced gymserve pod loses its envs).
+*/}}
+{{- define "gymserve.podLabels" -}}
+{{ include "gymserve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gymserve
+{{- end -}}
+
+{{/* The gymserve pods (the StatefulSet). */}}
+{{- define "gymserve.server.selectorLabels" -}}
+{{ include "gymserve.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end -}}
+
+{{- define "gymserve.server.labels" -}}
+{{ include "gymserve.labels" . }}
+app.kubernetes.io/component: server
+{{- end -}}
+
+{{- define "gymserve.server.podLabels" -}}
+{{ include "gymserve.podLabels" . }}
+app.kubernetes.io/component: server
+{{- end -}}
+
+{{/* The router pods (the Deployment). */}}
+{{- define "gymserve.router.selectorLabels" -}}
+{{ include "gymserve.selectorLabels" . }}
+app.kubernetes.io/component: router
+{{- end -}}
+
+{{- define "gymserve.router.labels" -}}
+{{ include "gymserve.labels" . }}
+app.kubernetes.io/component: router
+{{- end -}}
+
+{{- define "gymserve.router.podLabels" -}}
+{{ include "gymserve.podLabels" . }}
+app.kubernetes.io/component: router
+{{- end -}}
+
+{{- define "gymserve.tests.labels" -}}
+{{ include "gymserve.labels" . }}
+app.kubernetes.io/component: test
+{{- end -}}
+
+{{/* Object names. */}}
+{{- define "gymserve.router.fullname" -}}
+{{- printf "%s-router" (include "gymserve.fullname" .) -}}
+{{- end -}}
+
+{{/* The headless Service that gives every gymserve pod its DNS name, ready or not. */}}
+{{- define "gymserve.podsService" -}}
+{{- printf "%s-pods" (include "gymserve.fullname" .) -}}
+{{- end -}}
+
+{{/* The Service of the ready gymserve pods, where the router sends creates and lists. */}}
+{{- define "gymserve.backendService" -}}
+{{- printf "%s-backend" (include "gymserve.fullname" .) -}}
+{{- end -}}
+
+{{- define "gymserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gymserve.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gymserve.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "gymserve.router.image" -}}
+{{- printf "%s:%s" .Values.router.image.repository .Values.router.image.tag -}}
+{{- end -}}
+
+{{/*
+The node part of the instance ids this release's pods mint: the StatefulSet's pod names. The router
+proxies an id only when its node matches this, so it can reach no other host.
+*/}}
+{{- define "gymserve.nodePattern" -}}
+{{- printf "%s-(?:0|[1-9][0-9]{0,3})" (include "gymserve.fullname" . | regexQuoteMeta) -}}
+{{- end -}}
+
+{{/* Cluster DNS suffix of this release's Services: ".<namespace>.svc.<cluster domain>". */}}
+{{- define "gymserve.svcDomain" -}}
+{{- printf ".%s.svc.%s" .Release.Namespace (trimSuffix "." .Values.router.clusterDomain) -}}
+{{- end -}}
+
+{{/*
+What the kubelet waits after SIGTERM before SIGKILL: the preStop sleep, then the drain, then the
+5 s gunicorn adds to the drain (graceful_timeout) and 5 s to exit.
+*/}}
+{{- define "gymserve.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.preStopSleepSeconds) (ceil .Values.config.drainSeconds | int) 10 -}}
+{{- end -}}
+
+{{/* A number as gymserve parses it: integers without an exponent or a ".0". */}}
+{{- define "gymserve.number" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The GYMSERVE_* variables of a gymserve container: one per key of .Values.config (maxEnvs ->
+GYMSERVE_MAX_ENVS), empty strings left out so that gymserve's own default applies, and
+GYMSERVE_NODE_ID from the pod's name. Called with a dict: root (the chart's context) and
+optionally host (overrides config.host, for a test that serves on loopback).
+*/}}
+{{- define "gymserve.env" -}}
+{{- $root := .root -}}
+- name: GYMSERVE_NODE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- range $key, $value := $root.Values.config }}
+{{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
+{{- if not (and (kindIs "string" $value) (eq $value "")) }}
+- name: {{ printf "GYMSERVE_%s" (snakecase $key | upper) }}
+  value: {{ include "gymserve.number" $value | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes and mounts the router needs with a read-only root filesystem. */}}
+{{- define "gymserve.router.volumes" -}}
+- name: templates
+  configMap:
+    name: {{ include "gymserve.router.fullname" . }}
+- name: conf
+  emptyDir: {}
+- name: run
+  emptyDir:
+    medium: Memory
+- name: tmp
+  emptyDir: {}
+{{- end -}}
+
+{{- define "gymserve.router.volumeMounts" -}}
+- name: templates
+  mountPath: /etc/nginx/templates
+  readOnly: true
+- name: conf
+  mountPath: /etc/nginx/conf.d
+- name: run
+  mountPath: /run
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* The router container's environment: what the image's entrypoint needs to render the config. */}}
+{{- define "gymserve.router.env" -}}
+- name: NGINX_ENTRYPOINT_QUIET_LOGS
+  value: "1"
+{{- if not .Values.router.resolver }}
+# The official image's entrypoint reads /etc/resolv.conf into NGINX_LOCAL_RESOLVERS: the cluster DNS.
+- name: NGINX_ENTRYPOINT_LOCAL_RESOLVERS
+  value: "1"
+{{- end }}
+# Substitute only that variable: nginx's own $variables and anything else stay as they are.
+- name: NGINX_ENVSUBST_FILTER
+  value: "^NGINX_LOCAL_RESOLVERS$"
+{{- end -}}
+
+{{/* Base URLs of the gymserve pods the release starts with (by their DNS names), space-separated. */}}
+{{- define "gymserve.tests.podUrls" -}}
+{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled -}}
+{{- $urls := list -}}
+{{- range $i := until (int $replicas) -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s%s:%v" (include "gymserve.fullname" $) $i (include "gymserve.podsService" $) (include "gymserve.svcDomain" $) $.Values.config.port) -}}
+{{- end -}}
+{{- join " " $urls -}}
+{{- end -}}
