@@ -1,15 +1,30 @@
-"""RemoteEnv against a real `gymserve serve`: a real gymnasium.Env, bit for bit the local env."""
+"""RemoteEnv against a real `gymserve serve`, over /v1 and /v2 (msgpack and JSON): a real gymnasium.Env, bit for bit."""
 
 import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import requests
 from gymnasium.utils.env_checker import check_env
 
 from gymserve.client import RemoteEnv, RemoteError
 
 pytestmark = pytest.mark.integration
+
+ENV_IDS = ["CartPole-v1", "FrozenLake-v1", "Blackjack-v1", "MountainCarContinuous-v0"]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param({"protocol": "v1"}, id="v1"),
+        pytest.param({"protocol": "v2"}, id="v2-msgpack"),
+        pytest.param({"protocol": "v2", "encoding": "json"}, id="v2-json"),
+    ]
+)
+def protocol(request):
+    """RemoteEnv's keyword arguments for one protocol and encoding."""
+    return request.param
 
 
 def _checker_warnings(env):
@@ -19,9 +34,9 @@ def _checker_warnings(env):
     return {str(w.message) for w in caught}
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "FrozenLake-v1", "Blackjack-v1", "MountainCarContinuous-v0"])
-def test_check_env_passes_with_no_warning_the_local_env_does_not_give(server, env_id):
-    with RemoteEnv(server.url, env_id) as remote:
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env_passes_with_no_warning_the_local_env_does_not_give(server, env_id, protocol):
+    with RemoteEnv(server.url, env_id, **protocol) as remote:
         assert _checker_warnings(remote) <= _checker_warnings(gym.make(env_id).unwrapped)
 
 
@@ -33,10 +48,10 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "FrozenLake-v1", "Blackjack-v1", "MountainCarContinuous-v0"])
-def test_seeded_trajectory_is_bit_identical_to_a_local_env(server, env_id):
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_seeded_trajectory_is_bit_identical_to_a_local_env(server, env_id, protocol):
     local = gym.make(env_id)
-    with RemoteEnv(server.url, env_id) as remote:
+    with RemoteEnv(server.url, env_id, **protocol) as remote:
         assert remote.observation_space == local.observation_space
         assert remote.action_space == local.action_space
         for episode in range(3):
@@ -55,34 +70,34 @@ def test_seeded_trajectory_is_bit_identical_to_a_local_env(server, env_id):
     local.close()
 
 
-def test_render_returns_the_rgb_frame_and_ansi_text(server):
-    with RemoteEnv(server.url, "CartPole-v1", render_mode="rgb_array") as remote:
+def test_render_returns_the_rgb_frame_and_ansi_text(server, protocol):
+    with RemoteEnv(server.url, "CartPole-v1", render_mode="rgb_array", **protocol) as remote:
         local = gym.make("CartPole-v1", render_mode="rgb_array")
         remote.reset(seed=4)
         local.reset(seed=4)
         frame = remote.render()
         assert frame.shape == (400, 600, 3) and frame.dtype == np.uint8
         assert np.array_equal(frame, local.render())
-    with RemoteEnv(server.url, "FrozenLake-v1", render_mode="ansi") as remote:
+    with RemoteEnv(server.url, "FrozenLake-v1", render_mode="ansi", **protocol) as remote:
         remote.reset(seed=0)
         assert "SFFF" in remote.render().replace("\x1b[41m", "").replace("\x1b[0m", "")
 
 
-def test_server_errors_raise_with_the_servers_message(server):
+def test_server_errors_raise_with_the_servers_message(server, protocol):
     with pytest.raises(RemoteError) as err:
-        RemoteEnv(server.url, "NoSuchEnv-v0")
-    assert err.value.status == 400 and "malformed environment ID" in err.value.message
-    with RemoteEnv(server.url, "CartPole-v1") as remote, pytest.raises(RemoteError) as err:
+        RemoteEnv(server.url, "NoSuchEnv-v0", **protocol)
+    assert err.value.status == (400 if protocol["protocol"] == "v1" else 422)
+    assert "malformed environment ID" in err.value.message and err.value.details["field"] == "env_id"
+    with RemoteEnv(server.url, "CartPole-v1", **protocol) as remote, pytest.raises(RemoteError) as err:
         remote.step(0)
     assert err.value.code == "reset_needed"
 
 
-def test_close_deletes_the_env_on_the_server_and_is_idempotent(server):
-    import requests
-
-    remote = RemoteEnv(server.url, "CartPole-v1")
+def test_close_deletes_the_env_on_the_server_and_is_idempotent(server, protocol):
+    remote = RemoteEnv(server.url, "CartPole-v1", **protocol)
     iid = remote.instance_id
     assert iid in requests.get(server.url + "/v1/envs/").json()["all_envs"]
     remote.close()
     remote.close()
+    assert remote.instance_id is None
     assert iid not in requests.get(server.url + "/v1/envs/").json()["all_envs"]

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from collections.abc import Sequence
+from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 
-from ..codec import spaces as space_codec
-from ..codec import v1 as codec
+from ..codec import native
 from .http import HttpSession
+from .protocol_v1 import V1Protocol
+from .protocol_v2 import V2Protocol
+
+ENCODINGS = {"msgpack": native.MSGPACK, "json": native.JSON}
+
+
+class _Remote(Protocol):
+    instance_id: str | None
+    action_space: gym.Space[Any]
+    observation_space: gym.Space[Any]
+
+    def reset(self, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]: ...
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]: ...
+    def render(self) -> Any: ...
+    def close(self) -> None: ...
 
 
 class RemoteEnv(gym.Env[Any, Any]):
     """`RemoteEnv("http://127.0.0.1:8000", "CartPole-v1")` behaves like `gymnasium.make("CartPole-v1")`.
 
-    Spaces are rebuilt from the server's descriptions and observations are decoded to the dtype and
-    shape of the observation space, so training code runs unchanged.
+    `protocol="v2"` (the default) speaks /v2: observations arrive in their native dtype and shape
+    (`encoding="msgpack"`, or `"json"`), resets and steps carry sequence numbers, and a request
+    whose connection fails, or that the server refuses as busy (429, 503), is retried `retries`
+    times with backoff without ever running twice. `compress` asks for gzipped large answers.
+    `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
+    observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
+    arguments go to the env's constructor on the server.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array", "ansi", "rgb_array_list", "ansi_list"]}
@@ -29,54 +49,58 @@ class RemoteEnv(gym.Env[Any, Any]):
         max_episode_steps: int | None = None,
         ttl: float | None = None,
         timeout: float = 30.0,
+        protocol: str = "v2",
+        encoding: str = "msgpack",
+        retries: int = 4,
+        compress: bool = True,
+        wrappers: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
+        if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
+            raise ValueError(f"protocol must be 'v1' or 'v2' and encoding one of {sorted(ENCODINGS)}")
+        if wrappers and protocol == "v1":
+            raise ValueError("wrappers need protocol='v2'")
         self.render_mode = render_mode
-        self._http = HttpSession(base_url, timeout=timeout)
-        self.instance_id: str | None = None
-        make_kwargs = dict(kwargs)
-        if render_mode is not None:
-            make_kwargs["render_mode"] = render_mode
-        body: dict[str, Any] = {"env_id": env_id, "kwargs": make_kwargs}
-        if max_episode_steps is not None:
-            body["max_episode_steps"] = max_episode_steps
-        if ttl is not None:
-            body["ttl"] = ttl
-        created = self._http.request("POST", "/v1/envs/", body)
-        self.instance_id = created["instance_id"]
-        self._path = f"/v1/envs/{self.instance_id}"
-        self.action_space = space_codec.rebuild(self._http.request("GET", f"{self._path}/action_space/")["info"])
-        self.observation_space = space_codec.rebuild(
-            self._http.request("GET", f"{self._path}/observation_space/")["info"]
-        )
+        create: dict[str, Any] = {"env_id": env_id, "kwargs": {**kwargs, "render_mode": render_mode}}
+        if render_mode is None:
+            del create["kwargs"]["render_mode"]
+        for name, value in (("max_episode_steps", max_episode_steps), ("ttl", ttl), ("wrappers", list(wrappers))):
+            if value:
+                create[name] = value
+        compressed = {"Accept-Encoding": "gzip"} if compress and protocol == "v2" else None
+        http = HttpSession(base_url, timeout=timeout, retries=retries, headers=compressed)
+        try:
+            self._remote: _Remote = (
+                V2Protocol(http, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(http, create)
+            )
+        except BaseException:
+            http.close()
+            raise
+        self._http = http
+        self.action_space = self._remote.action_space
+        self.observation_space = self._remote.observation_space
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+
+    @property
+    def instance_id(self) -> str | None:
+        """The env's id on the server; None once closed."""
+        return self._remote.instance_id
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
-        body: dict[str, Any] = {}
-        if seed is not None:
-            body["seed"] = int(seed)
-        if options is not None:
-            body["options"] = options
-        answer = self._http.request("POST", f"{self._path}/reset/", body)
-        return codec.observation_for(self.observation_space, answer["observation"]), answer.get("info", {})
+        return self._remote.reset(None if seed is None else int(seed), options)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        answer = self._http.request("POST", f"{self._path}/step/", {"action": space_codec.to_jsonable(action)})
-        obs = codec.observation_for(self.observation_space, answer["observation"])
-        return obs, answer["reward"], answer["terminated"], answer["truncated"], answer["info"]
+        return self._remote.step(action)
 
     def render(self) -> Any:
-        if self.render_mode is None:
-            return None
-        return codec.decode_frame(self._http.request("GET", f"{self._path}/render/")["render_frame"])
+        return None if self.render_mode is None else self._remote.render()
 
     def close(self) -> None:
         """Delete the env on the server; calling it again does nothing."""
-        if self.instance_id is not None:
-            instance_id, self.instance_id = self.instance_id, None
+        if self._remote.instance_id is not None:
             try:
-                self._http.request("DELETE", f"/v1/envs/{instance_id}/")
+                self._remote.close()
             finally:
                 self._http.close()
         super().close()
