@@ -1,0 +1,336 @@
+"""`helm template` of every ci/ scenario: valid Kubernetes objects, selectors, labels, probes, settings, hardening."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from helmchart import CHART, FULLNAME, NAMESPACE, ROOT, Rendered, env_of, render
+
+from gymserve.settings import PREFIX, Settings, describe
+
+pytestmark = pytest.mark.helm
+
+# Kinds that are custom resources: no Kubernetes schema knows them (their fields are checked below).
+CUSTOM_KINDS = {"ServiceMonitor"}
+# The newest schema kubernetes-validate ships, and the oldest (1.25; 1.20 is checked on the live cluster).
+KUBERNETES_VERSIONS = [kubernetes_validate.latest_version(), "1.25.0"]
+IMAGE_UID = int(re.search(r"^USER (\d+):\d+$", (ROOT / "Dockerfile").read_text(), re.M)[1])  # type: ignore[index]
+SELECTOR_FORBIDDEN = {"helm.sh/chart", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"}
+
+
+def pod_specs(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every pod spec: the StatefulSet's, the router Deployment's and the helm test pods'."""
+    yield "statefulset", rendered.statefulset["spec"]["template"]["spec"]
+    yield "router", rendered.router["spec"]["template"]["spec"]
+    for pod in rendered.tests:
+        yield pod["metadata"]["name"], pod["spec"]
+
+
+def selectors(rendered: Rendered) -> Iterator[tuple[str, dict[str, str]]]:
+    for o in rendered.objects:
+        spec, name = o.get("spec", {}), f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Service":
+            yield name, spec["selector"]
+        elif o["kind"] in ("StatefulSet", "Deployment", "PodDisruptionBudget", "ServiceMonitor"):
+            yield name, spec["selector"]["matchLabels"]
+        elif o["kind"] == "NetworkPolicy":
+            yield name, spec["podSelector"]["matchLabels"]
+
+
+# --- valid objects -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_is_valid_kubernetes(rendered: Rendered, version: str) -> None:
+    """kubernetes-validate --strict: unknown fields are errors too."""
+    for o in rendered.objects:
+        if o["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(o, version, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{o['kind']}/{o['metadata']['name']} on Kubernetes {version}: {err.message} at {err.path}")
+
+
+def test_every_object_is_in_the_release_namespace_and_labelled(rendered: Rendered) -> None:
+    for o in rendered.objects:
+        labels = o["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "gymserve"
+        assert labels["app.kubernetes.io/instance"] == "t"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"].startswith("gymserve-")
+        assert o["metadata"]["name"].startswith(FULLNAME)
+        assert o["metadata"].get("namespace", NAMESPACE) == NAMESPACE
+
+
+def test_selectors_are_stable_and_select_the_right_pods(rendered: Rendered) -> None:
+    server_labels = rendered.statefulset["spec"]["template"]["metadata"]["labels"]
+    router_labels = rendered.router["spec"]["template"]["metadata"]["labels"]
+    for name, selector in selectors(rendered):
+        assert not SELECTOR_FORBIDDEN & set(selector), f"{name} selects on labels that change on upgrade"
+        assert selector["app.kubernetes.io/instance"] == "t", name
+        target = router_labels if name in (f"Service/{FULLNAME}", f"Deployment/{FULLNAME}-router") else server_labels
+        if name.startswith("NetworkPolicy/") and name.endswith("-router"):
+            target = router_labels
+        plain = {k: v for k, v in selector.items() if k != "gymserve/headless"}  # a Service label, not a pod's
+        assert plain.items() <= target.items(), f"{name} does not select its pods: {selector}"
+    # A new chart version alone must not replace the gymserve pods: that would lose every env.
+    assert "helm.sh/chart" not in server_labels
+    assert "helm.sh/chart" not in router_labels
+
+
+def test_every_port_says_tcp(rendered: Rendered) -> None:
+    """Helm 4's server-side apply on old clusters needs protocol on every port."""
+    for o in rendered.of_kind("Service"):
+        assert all(p["protocol"] == "TCP" for p in o["spec"]["ports"]), o["metadata"]["name"]
+    for name, spec in pod_specs(rendered):
+        for c in spec["containers"]:
+            assert all(p["protocol"] == "TCP" for p in c.get("ports", [])), name
+
+
+# --- the gymserve pods -------------------------------------------------------------------------------
+
+
+def test_pods_are_addressable_through_a_headless_service(rendered: Rendered) -> None:
+    sts = rendered.statefulset
+    headless = rendered.one("Service", f"{FULLNAME}-pods")
+    backend = rendered.one("Service", f"{FULLNAME}-backend")
+    assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
+    # A draining or full pod (not ready) keeps its DNS name: its envs stay reachable.
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    # Creates go only to ready pods.
+    assert "clusterIP" not in backend["spec"] and not backend["spec"].get("publishNotReadyAddresses")
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_probes_ask_the_health_endpoints(rendered: Rendered) -> None:
+    server = rendered.server
+    assert server["ports"] == [{"name": "http", "containerPort": server_port(rendered), "protocol": "TCP"}]
+    assert server["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    router = rendered.router["spec"]["template"]["spec"]["containers"][0]
+    assert router["readinessProbe"]["httpGet"] == {"path": "/router/healthz", "port": "http"}
+    assert router["livenessProbe"]["httpGet"] == {"path": "/router/healthz", "port": "http"}
+
+
+def server_port(rendered: Rendered) -> int:
+    return int(env_of(rendered.server)["GYMSERVE_PORT"])
+
+
+def settings_of(rendered: Rendered, pod: str = f"{FULLNAME}-0") -> Settings:
+    """The settings gymserve reads from the container's env, with the node id the pod name gives it."""
+    env = env_of(rendered.server)
+    assert env.pop("GYMSERVE_NODE_ID") == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert all(isinstance(v, str) for v in env.values())
+    return Settings.from_env({**env, "GYMSERVE_NODE_ID": pod})
+
+
+def test_env_is_gymserve_settings_that_gymserve_accepts(rendered: Rendered) -> None:
+    names = {row["variable"] for row in describe()}
+    env = env_of(rendered.server)
+    ours = {k for k in env if k.startswith(PREFIX)}
+    assert ours <= names, f"not gymserve settings: {ours - names}"
+    settings = settings_of(rendered)  # raises SettingsError on anything gymserve would refuse at start
+    assert settings.node_id == f"{FULLNAME}-0"
+    assert settings.host == "0.0.0.0"
+    # Settings left empty are not set at all: gymserve derives them (runtime dir, allowlist).
+    assert all(env[k] != "" for k in ours if isinstance(env[k], str))
+
+
+def test_env_follows_the_values() -> None:
+    rendered = render(None, "config.workers=5", "config.allowedEnvs=CartPole-v1\\,Taxi-*", "config.drainSeconds:=2.5")
+    settings = settings_of(rendered)
+    assert (settings.workers, settings.allowed_envs, settings.drain_seconds) == (5, "CartPole-v1,Taxi-*", 2.5)
+    assert "GYMSERVE_RUNTIME_DIR" not in env_of(rendered.server)
+
+
+def test_grace_period_and_pre_stop_are_derived_from_the_drain(rendered: Rendered) -> None:
+    settings = settings_of(rendered)
+    spec = rendered.statefulset["spec"]["template"]["spec"]
+    pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    sleep = int(pre_stop[1])
+    # What gymserve says an orchestrator must wait after SIGTERM, plus the preStop sleep before SIGTERM.
+    assert spec["terminationGracePeriodSeconds"] == sleep + math.ceil(settings.stop_grace_seconds)
+    assert spec["terminationGracePeriodSeconds"] > sleep + settings.graceful_timeout_seconds
+
+
+@pytest.mark.parametrize("drain,pre_stop,grace", [(0, 0, 10), (20, 5, 35), (7.5, 3, 21), (300, 10, 320)])
+def test_grace_period_arithmetic(drain: float, pre_stop: int, grace: int) -> None:
+    spec = render(None, f"config.drainSeconds:={drain}", f"preStopSleepSeconds={pre_stop}").statefulset["spec"]
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+def test_pods_are_hardened(rendered: Rendered) -> None:
+    for name, spec in pod_specs(rendered):
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True, name
+        assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["enableServiceLinks"] is False, name
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            # Whatever must be written goes to an emptyDir.
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts and "emptyDir" in volumes[mounts["/tmp"]], name
+    sts_spec = rendered.statefulset["spec"]["template"]["spec"]
+    assert sts_spec["securityContext"]["runAsUser"] == IMAGE_UID
+    assert sts_spec["securityContext"]["runAsGroup"] == IMAGE_UID
+    router_spec = rendered.router["spec"]["template"]["spec"]
+    assert router_spec["securityContext"]["runAsUser"] == 101  # the nginx image's user
+    assert {m["mountPath"] for m in router_spec["containers"][0]["volumeMounts"]} >= {"/etc/nginx/conf.d", "/run"}
+    account = rendered.one("ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+    assert sts_spec["serviceAccountName"] == router_spec["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_tmp_is_in_memory_by_default() -> None:
+    volumes = render().statefulset["spec"]["template"]["spec"]["volumes"]
+    assert volumes == [{"name": "tmp", "emptyDir": {"medium": "Memory"}}]
+
+
+def test_image_defaults() -> None:
+    rendered = render()
+    assert rendered.server["image"] == "gymserve:0.1.0"  # image.tag defaults to appVersion
+    assert rendered.server["imagePullPolicy"] == "IfNotPresent"
+    assert rendered.router["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"
+    rendered = render(None, "image.repository=registry.example/gymserve", "image.tag=1.2.3", "image.pullPolicy=Never")
+    assert (rendered.server["image"], rendered.server["imagePullPolicy"]) == (
+        "registry.example/gymserve:1.2.3",
+        "Never",
+    )
+
+
+# --- the router --------------------------------------------------------------------------------------
+
+
+def test_router_reads_its_config_from_the_configmap(rendered: Rendered) -> None:
+    template = rendered.router["spec"]["template"]
+    assert re.fullmatch(r"[0-9a-f]{64}", template["metadata"]["annotations"]["checksum/config"])
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["templates"]["configMap"]["name"] == f"{FULLNAME}-router"
+    config = rendered.router_config()
+    assert (
+        f"proxy_pass http://$gs_node.{FULLNAME}-pods.{NAMESPACE}.svc.cluster.local:{server_port(rendered)};" in config
+    )
+    assert f"set $gs_pool {FULLNAME}-backend.{NAMESPACE}.svc.cluster.local;" in config
+
+
+def test_router_resolver_is_the_pods_dns_unless_set() -> None:
+    container = render().router["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(container)["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"] == "1"
+    assert "resolver ${NGINX_LOCAL_RESOLVERS} valid=" in render().router_config()
+    rendered = render(None, "router.resolver=10.0.0.10:53")
+    assert "NGINX_ENTRYPOINT_LOCAL_RESOLVERS" not in env_of(
+        rendered.router["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert "resolver 10.0.0.10:53 valid=" in rendered.router_config()
+
+
+def test_router_service_fronts_the_router(rendered: Rendered) -> None:
+    service = rendered.one("Service", FULLNAME)
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "router"
+
+
+# --- opt-in features ---------------------------------------------------------------------------------
+
+OPT_IN = {"Ingress", "ServiceMonitor", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
+
+
+def test_opt_in_features_are_off_by_default() -> None:
+    assert not {o["kind"] for o in render().objects} & OPT_IN
+    assert render().statefulset["spec"]["replicas"] == 2
+
+
+def test_all_features_render_current_apis() -> None:
+    rendered = render("all-features-values.yaml")
+    assert {o["kind"] for o in rendered.objects} >= OPT_IN
+    # Offline rendering assumes a current cluster; the 1.20 fallbacks are checked on the live cluster.
+    hpa = rendered.one("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": FULLNAME}
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "gymserve_envs"
+    assert "replicas" not in rendered.statefulset["spec"]  # the HPA owns it
+    assert rendered.one("PodDisruptionBudget")["apiVersion"] == "policy/v1"
+    ingress = rendered.one("Ingress")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": FULLNAME, "port": {"name": "http"}}
+    assert {p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")} == {FULLNAME, f"{FULLNAME}-router"}
+
+
+def test_service_monitor_scrapes_every_pod_as_job_gymserve() -> None:
+    rendered = render("all-features-values.yaml")
+    monitor = rendered.one("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    headless = rendered.one("Service", f"{FULLNAME}-pods")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= headless["metadata"]["labels"].items()
+    # Only the headless Service matches: no pod is scraped twice through the backend Service.
+    for service in rendered.of_kind("Service"):
+        if service is not headless:
+            assert not monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # deploy/prometheus' alerts ask for job="gymserve".
+    assert headless["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "gymserve"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_network_policy_lets_only_the_router_tests_and_scrapers_in() -> None:
+    rendered = render("all-features-values.yaml")
+    server = rendered.one("NetworkPolicy", FULLNAME)
+    (rule,) = server["spec"]["ingress"]
+    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:2]]
+    assert components == ["router", "test"]
+    assert rule["from"][2]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert server["spec"]["egress"] == [] and "Egress" in server["spec"]["policyTypes"]
+
+
+def test_autoscaling_on_envs_only() -> None:
+    rendered = render(
+        None,
+        "autoscaling.enabled=true",
+        "autoscaling.targetCPUUtilizationPercentage=null",
+        "autoscaling.envsPerPod.target=100",
+    )
+    (metric,) = rendered.one("HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "100"}
+
+
+# --- helm test ---------------------------------------------------------------------------------------
+
+
+def test_helm_test_pods(rendered: Rendered) -> None:
+    names = {p["metadata"]["name"] for p in rendered.tests}
+    assert names == {f"{FULLNAME}-test-app", f"{FULLNAME}-test-router", f"{FULLNAME}-test-connection"}
+    for pod in rendered.tests:
+        assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert pod["spec"]["restartPolicy"] == "Never"
+    app = rendered.one("Pod", f"{FULLNAME}-test-app")
+    env = env_of(app["spec"]["containers"][0])
+    assert env["GYMSERVE_HOST"] == "127.0.0.1"  # serves inside the test pod only
+    assert {k for k in env if k.startswith(PREFIX)} == {k for k in env_of(rendered.server) if k.startswith(PREFIX)}
+
+
+def test_connection_test_is_optional() -> None:
+    names = {p["metadata"]["name"] for p in render(None, "tests.connection=false").tests}
+    assert names == {f"{FULLNAME}-test-app", f"{FULLNAME}-test-router"}
+
+
+def test_notes_tell_how_to_reach_the_router() -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "port-forward service/{{ $fullname }}" in notes
