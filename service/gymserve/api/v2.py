@@ -112,7 +112,9 @@ def _answer_type() -> str:
 
 
 def _send(body: bytes, media_type: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    headers = {**(headers or {}), "Vary": "Accept, Accept-Encoding"}
+    headers = dict(headers or {})
+    if request.method == "GET":  # what a cache may keep depends on these; answers to POST are not kept
+        headers["Vary"] = "Accept, Accept-Encoding"
     if len(body) >= GZIP_MIN_BYTES and media_type != PNG and request.accept_encodings["gzip"]:
         body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
         headers["Content-Encoding"] = "gzip"

@@ -27,6 +27,7 @@ import orjson
 from gymnasium import spaces
 
 from ..errors import BadRequest, InvalidValue
+from . import spaces as space_codec
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -254,18 +255,10 @@ def describe_space(space: spaces.Space[Any]) -> dict[str, Any]:
 def rebuild_space(info: dict[str, Any]) -> spaces.Space[Any]:
     """The inverse of `describe_space` (after a round trip through `dumps` and `loads`)."""
     name = info["name"]
-    if name == "Discrete":
-        return spaces.Discrete(info["n"], start=info["start"])
-    if name == "Box":
+    if name == "Box":  # exact bounds in their own dtype (the /v1 rebuild goes through float64 lists)
         return spaces.Box(info["low"], info["high"], shape=tuple(info["shape"]), dtype=info["dtype"])
-    if name == "MultiDiscrete":
-        return spaces.MultiDiscrete(info["nvec"], dtype=info["dtype"], start=info["start"])
-    if name == "MultiBinary":
-        return spaces.MultiBinary(info["n"])
     if name == "Tuple":
         return spaces.Tuple([rebuild_space(s) for s in info["spaces"]])
     if name == "Dict":
         return spaces.Dict({k: rebuild_space(s) for k, s in info["spaces"].items()})
-    if name == "Text":
-        return spaces.Text(info["max_length"], min_length=info["min_length"], charset=info["charset"])
-    raise ValueError(f"space {name!r} cannot be rebuilt from its description")
+    return space_codec.rebuild(info)  # Discrete, MultiDiscrete, MultiBinary, Text: the same fields as /v1
