@@ -1,4 +1,4 @@
-"""A TCP proxy for HTTP/1.1 tests: counts the bytes each way, and can lose an answer or answer busy on purpose.
+"""A TCP proxy for HTTP/1.1 tests: counts the bytes of each exchange, and can lose an answer or answer busy on purpose.
 
 Importable as `tcp_proxy` from any test module and from tests/perf (they put tests/ on sys.path).
 Each client connection gets its own upstream connection, so fresh client connections land on any
@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 FORWARD = "forward"
@@ -40,6 +41,15 @@ def _read_message(sock: socket.socket, buffer: bytearray) -> bytes | None:
     return message
 
 
+class Exchange(NamedTuple):
+    """A request relayed to the server and its answer relayed back, with their sizes on the wire (heads included)."""
+
+    request_line: bytes
+    request_bytes: int
+    answer_bytes: int
+    answer_body_bytes: int
+
+
 def busy_answer(status: int, retry_after: int = 0) -> bytes:
     reason = {429: "Too Many Requests", 503: "Service Unavailable"}[status]
     body = b'{"error": {"code": "busy", "message": "the proxy says: busy", "details": {}}}'
@@ -57,17 +67,12 @@ class TcpProxy:
         parts = urlsplit(upstream_url)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.decide = decide or (lambda _request: FORWARD)
-        self.to_server = 0  # bytes of requests that reached the server
-        self.to_client = 0  # bytes of answers that reached the client
-        self.requests: list[bytes] = []
+        self.requests: list[bytes] = []  # every request the proxy received, whatever became of it
+        self.exchanges: list[Exchange] = []  # the requests whose answers reached the client
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def reset_counts(self) -> None:
-        with self._lock:
-            self.to_server = self.to_client = 0
 
     def close(self) -> None:
         self._listener.close()
@@ -93,13 +98,12 @@ class TcpProxy:
                     continue
                 upstream.sendall(request)
                 answer = _read_message(upstream, from_server)
-                with self._lock:
-                    self.to_server += len(request)
                 if answer is None or action == LOSE:
                     return  # the server ran the request; its answer is lost with the connection
                 client.sendall(answer)
                 with self._lock:
-                    self.to_client += len(answer)
+                    body = len(answer) - answer.index(b"\r\n\r\n") - 4
+                    self.exchanges.append(Exchange(request.split(b"\r\n", 1)[0], len(request), len(answer), body))
         except OSError:
             pass
         finally:
