@@ -7,6 +7,7 @@ worker's envs are forwarded; answers must not care.
 from __future__ import annotations
 
 import io
+import math
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -377,6 +378,7 @@ ERROR_CASES = {
     "unknown env": ("POST", "/v2/envs", {"env_id": "NoSuchEnv-v0"}, {}, 422, "unknown_env_id", "env_id"),
     "bad kwarg": ("POST", "/v2/envs", {"env_id": "CartPole-v1", "kwargs": {"x": 1}}, {}, 422, None, "kwargs.x"),
     "bad ttl": ("POST", "/v2/envs", {"env_id": "CartPole-v1", "ttl": "long"}, {}, 422, "invalid_value", "ttl"),
+    "ttl not finite": ("POST", "/v2/envs", {"env_id": "CartPole-v1", "ttl": math.nan}, {}, 422, "invalid_value", "ttl"),
     "bad wrapper": ("POST", "/v2/envs", {"env_id": "CartPole-v1", "wrappers": ["Evil"]}, {}, 422, None, "wrappers[0]"),
     "wrapper without frames": (
         "POST",

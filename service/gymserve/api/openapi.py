@@ -235,7 +235,7 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     413: ("payload_too_large: the body exceeds GYMSERVE_MAX_BODY_BYTES.", False),
     415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
     422: (
-        "invalid_value, invalid_action, unknown_env_id, missing_dependency, env_error (the env raised), "
+        "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
         "not_supported; details.field names the offending input.",
         False,
     ),

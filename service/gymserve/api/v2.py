@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,10 @@ def _optional(body: dict[str, Any], name: str, ok: Callable[[Any], bool], expect
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _seq(body: dict[str, Any]) -> int | None:
@@ -250,7 +255,8 @@ def create_env() -> Response:
         disable_env_checker=_optional(body, "disable_env_checker", lambda v: isinstance(v, bool), "true or false"),
         kwargs=kwargs,
     )
-    record = w.create(req, w.ttl_for(body.get("ttl")))
+    ttl = _optional(body, "ttl", lambda v: _is_number(v) and v > 0, "a positive number of seconds")
+    record = w.create(req, w.ttl_for(ttl))
     if wrappers:
         _wrap(w, record, wrappers)
     return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
