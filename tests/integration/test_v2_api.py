@@ -25,7 +25,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from gymserve.api.openapi import DOCUMENT
+from gymserve.app import create_app
 from gymserve.codec import native
+from gymserve.settings import Settings
 from servers import start_server
 
 pytestmark = pytest.mark.integration
@@ -182,6 +184,19 @@ def limited(tmp_path_factory: pytest.TempPathFactory, contract: Contract) -> Any
     )
     yield Api(srv.url, contract)
     srv.stop()
+
+
+def test_the_document_is_valid_openapi_3_1_and_names_every_v2_route_and_method(contract: Contract) -> None:
+    validate_openapi(contract.document)
+    app = create_app(Settings.from_env({}, node_id="test"))
+    routes = {
+        (re.sub(r"<(\w+)>", r"{\1}", rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/v2/")
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+    }
+    documented = {(path, method) for path, item in contract.document["paths"].items() for method in item}
+    assert routes == documented - {(path, "parameters") for path in contract.document["paths"]}
 
 
 def test_a_json_session_from_create_to_delete_matches_a_local_env(api: Api) -> None:

@@ -121,11 +121,14 @@ def test_other_objects_become_their_repr_instead_of_failing() -> None:
         def __repr__(self) -> str:
             return "<thing>"
 
+    odd = {"t": Thing(), 1: "int key", "big": 2**70, "c": np.complex64(1j), "ld": np.array([1, 2], np.longdouble)}
     for media_type in MEDIA_TYPES:
-        assert round_trip({"t": Thing(), 1: "int key", "big": 2**70}, media_type) == {
+        assert round_trip(odd, media_type) == {
             "t": "<thing>",
             "1": "int key",
             "big": str(2**70),
+            "c": "1j",
+            "ld": [repr(np.longdouble(1)), repr(np.longdouble(2))],
         }
 
 

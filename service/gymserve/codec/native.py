@@ -56,7 +56,10 @@ def to_wire(value: Any, binary: bool) -> Any:
     if isinstance(value, np.ndarray):
         return _nd_to_wire(value, binary)
     if isinstance(value, np.generic):
-        return _nd_to_wire(np.asarray(value), binary) if value.dtype.name in DTYPES else to_wire(value.item(), binary)
+        if value.dtype.name in DTYPES:
+            return _nd_to_wire(np.asarray(value), binary)
+        item = value.item()  # complex, datetime64, bytes_ ... as Python values; longdouble stays numpy
+        return repr(item) if isinstance(item, np.generic) else to_wire(item, binary)
     if isinstance(value, int):
         return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)
     if isinstance(value, float):
