@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
-from gymnasium.wrappers import Autoreset
+from gymnasium.wrappers import AddRenderObservation, Autoreset
 
 from .errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
 from .settings import Settings
@@ -21,6 +21,8 @@ from .settings import Settings
 # which would make gymnasium.make import an arbitrary module.
 ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 _MAKE_ARGS = frozenset({"render_mode"})
+# Wrappers a client may ask for by name. AddRenderObservation makes the rgb frame the observation.
+WRAPPERS: dict[str, Any] = {"AddRenderObservation": AddRenderObservation}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class CreateRequest:
     auto_reset: bool = False
     disable_env_checker: bool | None = None
     kwargs: dict[str, Any] | None = None
+    wrappers: tuple[str, ...] = ()  # names from WRAPPERS, applied in order after make
 
 
 def _gymnasium_family(spec: gym.envs.registration.EnvSpec) -> bool:
@@ -115,6 +118,11 @@ class EnvFactory:
         env_id = self.check_env_id(req.env_id)
         kwargs = dict(req.kwargs or {})
         self._check_kwargs(env_id, kwargs)
+        for i, name in enumerate(req.wrappers):
+            if name not in WRAPPERS:
+                raise InvalidValue(f"wrappers[{i}]", f"{name!r} is not one of {', '.join(sorted(WRAPPERS))}")
+        if req.wrappers and kwargs.get("render_mode") != "rgb_array":
+            raise InvalidValue("kwargs.render_mode", f"the wrappers {list(req.wrappers)} need render_mode 'rgb_array'")
         try:
             with _dependencies_of(env_id):
                 env = gym.make(
@@ -125,6 +133,12 @@ class EnvFactory:
                 )
         except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as exc:
             raise InvalidValue("kwargs", f"rejected by '{env_id}': {type(exc).__name__}: {exc}") from None
+        try:
+            for name in req.wrappers:
+                env = WRAPPERS[name](env)
+        except Exception as exc:  # the env's own refusal, reported as the client's bad choice
+            env.close()
+            raise InvalidValue("wrappers", f"rejected by '{env_id}': {type(exc).__name__}: {str(exc)[:200]}") from None
         if req.auto_reset:
             env = Autoreset(env)
         return env

@@ -13,7 +13,6 @@ from typing import Any
 
 import gymnasium as gym
 from flask import Blueprint, Response, request
-from gymnasium.wrappers import AddRenderObservation
 
 from .. import ids, operations
 from ..codec import native, png
@@ -44,7 +43,6 @@ TEXT = "text/plain"
 GZIP_MIN_BYTES = 16 * 1024
 GZIP_LEVEL = 1
 # Wrappers a create may ask for, by name; nothing else can be applied.
-WRAPPERS: dict[str, Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]]] = {"AddRenderObservation": AddRenderObservation}
 CREATE_FIELDS = frozenset(
     {"env_id", "kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "ttl", "wrappers"}
 )
@@ -244,7 +242,6 @@ def create_env() -> Response:
     w = worker()
     body = _body(CREATE_FIELDS, required=True)
     kwargs = _optional(body, "kwargs", lambda v: isinstance(v, dict), "a map of constructor arguments") or {}
-    wrappers = _wrappers(body, kwargs)
     limit = w.settings.max_episode_steps_limit
     req = CreateRequest(
         env_id=_required(body, "env_id"),
@@ -254,41 +251,18 @@ def create_env() -> Response:
         auto_reset=bool(_optional(body, "auto_reset", lambda v: isinstance(v, bool), "true or false")),
         disable_env_checker=_optional(body, "disable_env_checker", lambda v: isinstance(v, bool), "true or false"),
         kwargs=kwargs,
+        wrappers=_wrapper_names(body),
     )
     ttl = _optional(body, "ttl", lambda v: _is_number(v) and v > 0, "a positive number of seconds")
     record = w.create(req, w.ttl_for(ttl))
-    if wrappers:
-        _wrap(w, record, wrappers)
     return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
 
 
-def _wrappers(body: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
-    names: list[str] = (
-        _optional(
-            body, "wrappers", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"
-        )
-        or []
+def _wrapper_names(body: dict[str, Any]) -> tuple[str, ...]:
+    names = _optional(
+        body, "wrappers", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"
     )
-    for i, name in enumerate(names):
-        if name not in WRAPPERS:
-            raise InvalidValue(f"wrappers[{i}]", f"{name!r} is not one of {', '.join(sorted(WRAPPERS))}")
-    if names and kwargs.get("render_mode") != "rgb_array":
-        raise InvalidValue("kwargs.render_mode", f"the wrappers {names} need render_mode 'rgb_array'")
-    return names
-
-
-def _wrap(w: Worker, record: EnvRecord, names: list[str]) -> None:
-    """Apply the wrappers under the env's lock, before its id is given out; a failure closes the env."""
-    failure = None
-    with w.registry.use(record.instance_id) as locked:
-        try:
-            for name in names:
-                locked.env = WRAPPERS[name](locked.env)
-        except Exception as exc:  # the env's own failure, reported as the client's bad choice
-            failure = f"{type(exc).__name__}: {str(exc)[:200]}"
-    if failure is not None:
-        w.close(record.instance_id)
-        raise InvalidValue("wrappers", f"rejected by '{record.env_id}': {failure}")
+    return tuple(names or ())
 
 
 @bp.get("/envs")
