@@ -1,0 +1,441 @@
+"""The Helm chart on a real Kubernetes API server (the local v1.20 cluster of ../shared/infra/k8s-local.sh).
+
+`helm install --wait` with the locally built image, `helm test`, every gymserve pod through its own port-forward,
+the chart's router through a port-forward to its Service, envs created and stepped on every pod, a pod deleted
+(its envs are lost, the others keep working, it comes back under its name and serves new envs), `helm upgrade`
+to more pods, Helm 4's server-side apply, and `helm uninstall` leaving nothing behind.
+
+The local cluster has no cluster DNS and no kube-proxy. The router is the chart's, unchanged, with
+`router.resolver` pointing at `k8s.ClusterDNS`: a stand-in that answers what CoreDNS answers, from the
+namespace's Endpoints (see docs/helm.md for what that does and does not prove). `helm test` runs with
+tests.connection=false: the connection test needs the cluster's own DNS and Service routing.
+
+Runs only with GYMSERVE_E2E_HELM=1 (scripts/e2e-helm.sh sets it), a reachable cluster (KUBECONFIG, default
+/tmp/k8s-local/kubeconfig) whose nodes have the images: GYMSERVE_E2E_HELM_IMAGE (gymserve:ci) and ROUTER_IMAGE
+(nginx:1.27; the local stand-in is local/nginx:bookworm).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pytest
+import yaml
+from k8s import (
+    Answer,
+    ClusterDNS,
+    Kube,
+    PortForward,
+    interface_ipv4,
+    is_ready,
+    port_forwards,
+    seconds_to_ready,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm"
+RELEASE = "e2e"
+FULLNAME = f"{RELEASE}-gymserve"
+SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
+SERVER = f"{SELECTOR},app.kubernetes.io/component=server"
+ROUTER = f"{SELECTOR},app.kubernetes.io/component=router"
+PORT = 8000
+ENV_ID = "CartPole-v1"
+HEX = "0123456789abcdef" * 2
+LOST_WORDS = "lost with its worker"
+# Short drains keep pod deletion, upgrade and uninstall quick; everything else is the chart's defaults.
+DRAIN_SECONDS = 2
+PRE_STOP_SECONDS = 1
+
+MEASURED: dict[str, str] = {}
+
+
+class _Summary:
+    """Prints what the module measured at the end of the session."""
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if MEASURED:
+            terminalreporter.section("gymserve helm chart on the local Kubernetes: measured")
+            for name, value in MEASURED.items():
+                terminalreporter.write_line(f"{name}: {value}")
+
+
+def measure(name: str, seconds: float) -> None:
+    MEASURED[name] = f"{seconds:.1f} s"
+
+
+def split_image(ref: str) -> tuple[str, str]:
+    repository, _, tag = ref.rpartition(":")
+    return (repository, tag) if repository and "/" not in tag else (ref, "latest")
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
+    """A fresh namespace on the cluster; deleted at the end."""
+    if os.environ.get("GYMSERVE_E2E_HELM") != "1":
+        pytest.skip("Helm end-to-end tests run with GYMSERVE_E2E_HELM=1 (scripts/e2e-helm.sh sets it)")
+    env = {**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", "/tmp/k8s-local/kubeconfig")}
+    if "HELM_CACHE_HOME" not in env:
+        scratch = tempfile.mkdtemp(prefix="gymserve-e2e-helm-")
+        env.update(
+            HELM_CACHE_HOME=f"{scratch}/cache", HELM_CONFIG_HOME=f"{scratch}/config", HELM_DATA_HOME=f"{scratch}/data"
+        )
+    k = Kube(env, f"gymserve-e2e-{secrets.token_hex(3)}")
+    k.run("kubectl", "get", "--raw", "/readyz", timeout=30)
+    request.config.pluginmanager.register(_Summary(), "gymserve-helm-summary")
+    k.run("kubectl", "create", "namespace", k.namespace)
+    try:
+        yield k
+    finally:
+        if request.session.testsfailed:
+            _dump(k)
+        k.run("kubectl", "delete", "namespace", k.namespace, "--wait=false", check=False)
+
+
+def _dump(k: Kube) -> None:
+    out = [k.kubectl("get", "pods,services,endpoints", "--output", "wide", check=False)]
+    for name in k.kubectl("get", "pods", "--output", "name", check=False).split():
+        out.append(f"--- {name}\n" + k.kubectl("logs", name, "--all-containers", "--tail", "60", check=False))
+    out.append(k.kubectl("get", "events", "--sort-by", ".lastTimestamp", check=False)[-6000:])
+    sys.stderr.write("\n".join(out))
+
+
+@pytest.fixture(scope="module")
+def dns(kube: Kube) -> Iterator[ClusterDNS]:
+    """The stand-in cluster DNS, on the docker bridge where the pods can reach it."""
+    server = ClusterDNS(kube, interface_ipv4(os.environ.get("GYMSERVE_E2E_POD_BRIDGE", "docker0"))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Release:
+    kube: Kube
+    values_file: str
+    envs: list[Twin] = field(default_factory=list)
+
+    def pods(self) -> dict[str, dict[str, Any]]:
+        return self.kube.pods(SERVER)
+
+    def router(self) -> PortForward:
+        return PortForward(self.kube, f"service/{FULLNAME}", 80)
+
+
+@pytest.fixture(scope="module")
+def release(kube: Kube, dns: ClusterDNS) -> Iterator[Release]:
+    gymserve_repo, gymserve_tag = split_image(os.environ.get("GYMSERVE_E2E_HELM_IMAGE", "gymserve:ci"))
+    router_repo, router_tag = split_image(os.environ.get("ROUTER_IMAGE", "nginx:1.27"))
+    values = {
+        # Images from the local engine: the cluster cannot pull.
+        "image": {"repository": gymserve_repo, "tag": gymserve_tag, "pullPolicy": "Never"},
+        "router": {
+            "image": {"repository": router_repo, "tag": router_tag, "pullPolicy": "Never"},
+            "resolver": dns.resolver,
+        },
+        "config": {"drainSeconds": DRAIN_SECONDS},
+        "preStopSleepSeconds": PRE_STOP_SECONDS,
+        "tests": {"connection": False},
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="gymserve-e2e-", delete=False) as f:
+        yaml.safe_dump(values, f)
+    try:
+        started = time.monotonic()
+        kube.helm("install", RELEASE, str(CHART), "--values", f.name, "--wait", "--timeout", "5m")
+        measure("helm install --wait (2 gymserve pods, 2 router pods)", time.monotonic() - started)
+        rel = Release(kube, f.name)
+        ready = [seconds_to_ready(pod) for pod in rel.pods().values()]
+        MEASURED["gymserve pod created -> Ready"] = ", ".join(f"{s:.0f} s" for s in sorted(ready))
+        yield rel
+    finally:
+        kube.helm("uninstall", RELEASE, "--wait", check=False)
+        os.unlink(f.name)
+
+
+# --- envs and their local twins ------------------------------------------------------------------------
+
+
+def decode(obs: dict[str, Any]) -> np.ndarray:
+    """The /v1 observation: base64(zlib(little-endian bytes)) of the flattened observation."""
+    return np.frombuffer(zlib.decompress(base64.b64decode(obs["data"])), dtype=np.dtype(obs["type"]).newbyteorder("<"))
+
+
+@dataclass
+class Twin:
+    """An env on the farm and the same env made locally with the same seed: every answer must match."""
+
+    seed: int
+    instance_id: str = ""
+    local: Any = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def node(self) -> str:
+        return self.instance_id.split(".", 1)[0]
+
+    def create(self, router: PortForward) -> Twin:
+        answer = router.call("POST", "/v1/envs/", {"env_id": ENV_ID})
+        assert answer.status == 200, f"create through the router: {answer.status} {answer.body}"
+        self.instance_id = answer.body["instance_id"]
+        self.local = gymnasium.make(ENV_ID)
+        self.local.action_space.seed(self.seed)
+        answer = router.call("POST", f"/v1/envs/{self.instance_id}/reset/", {"seed": self.seed})
+        obs, _ = self.local.reset(seed=self.seed)
+        self._check("reset", answer, obs)
+        return self
+
+    def step(self, target: PortForward, count: int = 1) -> Answer:
+        answer = Answer(0, None, {})
+        for _ in range(count):
+            action = int(self.local.action_space.sample())
+            answer = target.call("POST", f"/v1/envs/{self.instance_id}/step/", {"action": action})
+            if answer.status != 200:
+                return answer
+            obs, reward, terminated, truncated, _ = self.local.step(action)
+            self._check("step", answer, obs)
+            if (answer.body["reward"], answer.body["terminated"]) != (float(reward), terminated):
+                self.errors.append(f"step: {answer.body} != {reward, terminated, truncated}")
+            if terminated or truncated:
+                self._check(
+                    "reset", target.call("POST", f"/v1/envs/{self.instance_id}/reset/", {}), self.local.reset()[0]
+                )
+        return answer
+
+    def _check(self, what: str, answer: Answer, obs: Any) -> None:
+        if answer.status != 200:
+            self.errors.append(f"{what}: {answer.status} {answer.body}")
+        elif not np.array_equal(decode(answer.body["observation"]), np.asarray(obs, dtype=np.float64)):
+            self.errors.append(f"{what}: observation {answer.body['observation']} != {obs}")
+
+
+def step_until_ok(envs: list[Twin], target: PortForward, steps: int) -> None:
+    for twin in envs:
+        answer = twin.step(target, steps)
+        assert answer.status == 200, f"{twin.instance_id}: {answer.status} {answer.body}"
+        assert not twin.errors, f"{twin.instance_id}: {twin.errors[:3]}"
+
+
+def create_on(router: PortForward, node: str, seed: int, tries: int = 40) -> Twin:
+    """Creates through the router until one lands on `node` (the others are deleted)."""
+    for i in range(tries):
+        twin = Twin(seed + i).create(router)
+        if twin.node == node:
+            return twin
+        router.call("DELETE", f"/v1/envs/{twin.instance_id}/")
+    raise AssertionError(f"{tries} creates through the router, none on {node}")
+
+
+def assert_lost(answer: Answer, api: str = "v1") -> None:
+    assert answer.status == (400 if api == "v1" else 410), answer
+    assert answer.body["code"] == "instance_lost" and LOST_WORDS in answer.body["message"], answer.body
+
+
+# --- the tests, in order -----------------------------------------------------------------------------
+
+SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_manifests_pass_the_1_20_api_server(kube: Kube, scenario: str) -> None:
+    """helm template --validate (the cluster's API set, so the 1.20 fallbacks) | kubectl apply --dry-run=server."""
+    # No ServiceMonitor CRD on this cluster (no Prometheus Operator): everything else of "all features" is checked.
+    args = ["template", RELEASE, str(CHART), "--values", str(CHART / "ci" / scenario), "--validate"]
+    rendered = kube.helm(*args, "--set", "serviceMonitor.enabled=false")
+    kinds = {(o["kind"], o["apiVersion"]) for o in yaml.safe_load_all(rendered) if o}
+    assert ("PodDisruptionBudget", "policy/v1") not in kinds and (
+        "HorizontalPodAutoscaler",
+        "autoscaling/v2",
+    ) not in kinds
+    if scenario == "all-features-values.yaml":
+        assert {("PodDisruptionBudget", "policy/v1beta1"), ("HorizontalPodAutoscaler", "autoscaling/v2beta2")} <= kinds
+    kube.kubectl("apply", "--dry-run=server", "--filename", "-", input=rendered)
+
+
+def test_install_starts_hardened_pods_named_for_their_ids(release: Release) -> None:
+    pods = release.pods()
+    assert sorted(pods) == [f"{FULLNAME}-0", f"{FULLNAME}-1"]
+    assert all(is_ready(p) for p in pods.values())
+    assert len([p for p in release.kube.pods(ROUTER).values() if is_ready(p)]) == 2
+    spec = pods[f"{FULLNAME}-0"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == PRE_STOP_SECONDS + DRAIN_SECONDS + 10
+    # The process, as the kernel sees it: the image's user, a read-only root and a writable /tmp.
+    probe = "import os; print(os.getuid(), os.getgid(), os.access('/', os.W_OK), os.access('/tmp', os.W_OK))"
+    out = release.kube.kubectl("exec", f"{FULLNAME}-0", "--", "python", "-c", probe)
+    assert out.split() == ["10001", "10001", "False", "True"]
+    status = release.kube.kubectl("exec", f"{FULLNAME}-0", "--", "cat", "/proc/1/status")
+    assert "NoNewPrivs:\t1" in status and "CapEff:\t0000000000000000" in status
+
+
+def test_helm_test_hooks_pass(release: Release) -> None:
+    started = time.monotonic()
+    try:
+        out = release.kube.helm("test", RELEASE, "--timeout", "3m")
+    except AssertionError as failed:
+        # A failed test pod stays (hook-delete-policy hook-succeeded): its log says why.
+        logs = release.kube.kubectl("logs", "--selector", f"{SELECTOR},app.kubernetes.io/component=test", check=False)
+        pytest.fail(f"{failed}\n{logs}")
+    measure("helm test (in-pod app and router checks)", time.monotonic() - started)
+    assert out.count("Phase:          Succeeded") == 2, out
+    # hook-delete-policy hook-succeeded: passed test pods do not linger.
+    wait_for("test pods deleted", lambda: not release.kube.pods(f"{SELECTOR},app.kubernetes.io/component=test"), 30)
+
+
+def test_each_pod_serves_on_its_own_port(release: Release) -> None:
+    names = [f"{FULLNAME}-0", f"{FULLNAME}-1"]
+    with port_forwards(release.kube, [f"pod/{n}" for n in names], PORT) as forwards:
+        for name in names:
+            pod = forwards[f"pod/{name}"]
+            assert pod.call("GET", "/healthz").status == 200
+            ready = pod.call("GET", "/readyz")
+            assert ready.status == 200 and ready.body["workers"] == 2, ready
+            metrics = pod.call("GET", "/metrics").body
+            assert "gymserve_build_info{" in metrics and 'gymserve_capacity_envs{scope="replica"} 4000.0' in metrics
+            created = pod.call("POST", "/v1/envs/", {"env_id": ENV_ID})
+            assert created.status == 200 and created.body["instance_id"].startswith(f"{name}."), created
+            iid = created.body["instance_id"]
+            assert pod.call("POST", f"/v1/envs/{iid}/reset/", {"seed": 1}).status == 200
+            assert pod.call("POST", f"/v1/envs/{iid}/step/", {"action": 0}).status == 200
+            assert "gymserve_steps_total{" in pod.call("GET", "/metrics").body
+            assert pod.call("DELETE", f"/v1/envs/{iid}/").status == 200
+
+
+def test_router_answers_by_itself_and_refuses_foreign_ids(release: Release) -> None:
+    with release.router() as router:
+        assert router.call("GET", "/router/healthz").status == 200
+        answer = router.call("GET", "/metrics")
+        assert answer.status == 404 and answer.body["code"] == "not_found"
+        for path in [
+            "/v1/envs/not-an-id/step/",
+            f"/v1/envs/other-gymserve-0.0-1.{HEX}/",  # another release's pod
+            f"/v1/envs/{FULLNAME}-router.0-1.{HEX}/",  # this release, but not a gymserve pod
+            f"/v1/envs/{FULLNAME}-0.example.com.0-1.{HEX}/",
+            f"/v1/envs/{FULLNAME}-0.0-1.{HEX}0/",
+        ]:
+            answer = router.call("GET", path)
+            assert (answer.status, answer.headers.get("x-gymserve-router")) == (400, "rejected"), (path, answer)
+        answer = router.call("GET", "/v2/envs/not-an-id")
+        assert (answer.status, answer.headers.get("x-gymserve-router")) == (404, "rejected")
+        # One of this release's pod names, but no such pod: lost, in the app's words.
+        assert_lost(router.call("POST", f"/v1/envs/{FULLNAME}-9999.0-1.{HEX}/step/", {"action": 0}))
+        assert_lost(router.call("GET", f"/v2/envs/{FULLNAME}-9999.0-1.{HEX}"), api="v2")
+
+
+def test_envs_created_through_the_router_land_on_every_pod_and_step_without_errors(release: Release) -> None:
+    with release.router() as router:
+        release.envs = [Twin(seed=100 + i).create(router) for i in range(12)]
+        step_until_ok(release.envs, router, 30)
+    nodes = {t.node for t in release.envs}
+    assert nodes == {f"{FULLNAME}-0", f"{FULLNAME}-1"}, f"creates reached only {nodes}"
+    # The same envs, straight on their pods: the router had sent each request to its owner.
+    with port_forwards(release.kube, [f"pod/{n}" for n in sorted(nodes)], PORT) as forwards:
+        for twin in release.envs:
+            step_until_ok([twin], forwards[f"pod/{twin.node}"], 5)
+    MEASURED["envs through the router"] = f"{len(release.envs)} envs on {len(nodes)} pods, 35 steps each, 0 errors"
+
+
+def test_a_deleted_pod_loses_its_envs_and_comes_back(release: Release) -> None:
+    victim = f"{FULLNAME}-1"
+    lost = [t for t in release.envs if t.node == victim]
+    kept = [t for t in release.envs if t.node != victim]
+    assert lost and kept
+    uid = release.pods()[victim]["metadata"]["uid"]
+    started = time.monotonic()
+    release.kube.kubectl("delete", "pod", victim, "--wait=false")
+    seen: dict[str, int] = {}
+    with release.router() as router:
+
+        def back() -> bool:
+            # Meanwhile the other pod's envs keep working, and the victim's answer 200 (draining) or "lost".
+            step_until_ok(kept, router, 1)
+            answer = router.call("POST", f"/v1/envs/{lost[0].instance_id}/step/", {"action": 0})
+            kind = "ok" if answer.status == 200 else answer.body.get("code") if isinstance(answer.body, dict) else "?"
+            seen[kind] = seen.get(kind, 0) + 1
+            pod = release.pods().get(victim)
+            return pod is not None and pod["metadata"]["uid"] != uid and is_ready(pod)
+
+        wait_for(f"{victim} back and ready", back, 120, interval=0.2)
+        measure("deleted gymserve pod -> back and Ready (drain 2 s)", time.monotonic() - started)
+        MEASURED["answers for the deleted pod's env meanwhile"] = ", ".join(f"{k} {v}" for k, v in seen.items())
+        # 200 while it drains, then "lost". owner_timeout: the router's connect to the pod's old address timed out
+        # (the pod was gone, its name not yet): nothing reached a pod, and the next try says "lost".
+        assert set(seen) <= {"ok", "instance_lost", "owner_timeout"}, seen
+        assert seen.get("ok") and seen.get("instance_lost"), seen
+        # Back under its name, with new worker generations: the ids of its former life are lost (once the router's
+        # DNS cache has the pod's new address).
+        wait_for(
+            "the restarted pod answers for its old ids",
+            lambda: router.call("GET", f"/v1/envs/{lost[0].instance_id}/").headers.get("x-gymserve-router") is None,
+            15,
+        )
+        for twin in lost:
+            assert_lost(router.call("POST", f"/v1/envs/{twin.instance_id}/step/", {"action": 0}))
+            assert_lost(router.call("GET", f"/v1/envs/{twin.instance_id}/"))
+        step_until_ok(kept, router, 5)
+        fresh = create_on(router, victim, seed=500)
+        step_until_ok([fresh], router, 10)
+    release.envs = [*kept, fresh]
+
+
+def test_upgrade_to_three_pods_keeps_the_envs(release: Release) -> None:
+    uids = {name: pod["metadata"]["uid"] for name, pod in release.pods().items()}
+    started = time.monotonic()
+    release.kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "replicaCount=3", "--wait")
+    measure("helm upgrade --wait to 3 gymserve pods", time.monotonic() - started)
+    pods = release.pods()
+    assert sorted(pods) == [f"{FULLNAME}-{i}" for i in range(3)]
+    # Only the replica count changed: no pod was replaced, no env was lost.
+    assert {name: pods[name]["metadata"]["uid"] for name in uids} == uids
+    with release.router() as router:
+        step_until_ok(release.envs, router, 5)
+        newcomer = create_on(router, f"{FULLNAME}-2", seed=900)
+        step_until_ok([newcomer], router, 10)
+
+
+def test_helm4_installs_with_server_side_apply(kube: Kube, release: Release) -> None:
+    """Helm 4 applies server-side: every port needs its protocol on a 1.20 API server."""
+    h4 = Kube(kube.env, kube.namespace, helm_bin="helm4")
+    started = time.monotonic()
+    args = ["--values", release.values_file, "--set", "replicaCount=1,router.replicaCount=1"]
+    h4.helm("install", "h4", str(CHART), *args, "--wait", "--timeout", "3m")
+    measure("helm4 install --wait (1 gymserve pod, 1 router pod)", time.monotonic() - started)
+    try:
+        sts = json.loads(kube.kubectl("get", "statefulset", "h4-gymserve", "--output", "json", "--show-managed-fields"))
+        managers = sts["metadata"]["managedFields"]
+        assert any(m["operation"] == "Apply" for m in managers), managers
+        with port_forwards(kube, ["pod/h4-gymserve-0"], PORT) as forwards:
+            created = forwards["pod/h4-gymserve-0"].call("POST", "/v1/envs/", {"env_id": ENV_ID})
+            assert created.status == 200 and created.body["instance_id"].startswith("h4-gymserve-0.")
+    finally:
+        h4.helm("uninstall", "h4", "--wait")
+
+
+def test_uninstall_leaves_nothing_behind(kube: Kube, release: Release) -> None:
+    started = time.monotonic()
+    kube.helm("uninstall", RELEASE, "--wait")
+    wait_for("every pod gone", lambda: not kube.get("pods")["items"], 60)
+    measure("helm uninstall --wait, until every pod is gone", time.monotonic() - started)
+    kinds = "all,configmaps,secrets,serviceaccounts,endpoints,poddisruptionbudgets,networkpolicies,ingresses"
+    left = kube.kubectl("get", kinds, "--selector", SELECTOR, "--output", "name")
+    assert not left.strip(), left
+    assert not kube.kubectl("get", "secrets", "--selector", "owner=helm", "--output", "name").strip()
+    assert kube.helm("list", "--all", "--short").strip() == ""
