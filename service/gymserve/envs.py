@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
+from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation, Autoreset
 
 from .errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
@@ -23,6 +24,13 @@ ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 _MAKE_ARGS = frozenset({"render_mode"})
 # Wrappers a client may ask for by name. AddRenderObservation makes the rgb frame the observation.
 WRAPPERS: dict[str, Any] = {"AddRenderObservation": AddRenderObservation}
+DEFAULT_AUTORESET = "next_step"  # Gymnasium's own default
+# A vector env's autoreset modes by their /v2 names: Gymnasium's AutoresetMode, in snake case.
+AUTORESET_MODES: dict[str, AutoresetMode] = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,13 @@ class CreateRequest:
     disable_env_checker: bool | None = None
     kwargs: dict[str, Any] | None = None
     wrappers: tuple[str, ...] = ()  # names from WRAPPERS, applied in order after make
+    num_envs: int | None = None  # a server-side vector env (gymnasium.make_vec, sync) of this many sub-envs
+    autoreset_mode: str | None = None  # a vector env's autoreset mode, a key of AUTORESET_MODES (next_step if None)
+
+    @property
+    def weight(self) -> int:
+        """What the env will count against capacity: each sub-env of a vector env counts."""
+        return self.num_envs or 1
 
 
 def _gymnasium_family(spec: gym.envs.registration.EnvSpec) -> bool:
@@ -114,23 +129,48 @@ class EnvFactory:
             if mode not in modes:
                 raise InvalidValue("kwargs.render_mode", f"{mode!r} is not available on a server; use one of {modes}")
 
-    def make(self, req: CreateRequest) -> gym.Env[Any, Any]:
+    def check_vector(self, req: CreateRequest) -> None:
+        """A vector env's num_envs (bounded by GYMSERVE_MAX_NUM_ENVS) and autoreset mode, before capacity is counted."""
+        limit = self.settings.max_num_envs
+        if req.num_envs is None:
+            if req.autoreset_mode is not None:
+                raise InvalidValue("autoreset_mode", "only a vector env (num_envs) has an autoreset mode")
+            return
+        if isinstance(req.num_envs, bool) or not isinstance(req.num_envs, int) or not 1 <= req.num_envs <= limit:
+            raise InvalidValue(
+                "num_envs", f"expected an integer from 1 to {limit} (GYMSERVE_MAX_NUM_ENVS), got {req.num_envs!r}"
+            )
+        if req.autoreset_mode is not None and req.autoreset_mode not in AUTORESET_MODES:
+            raise InvalidValue(
+                "autoreset_mode", f"expected one of {', '.join(AUTORESET_MODES)}, got {req.autoreset_mode!r}"
+            )
+        if req.auto_reset:
+            raise InvalidValue("auto_reset", "a vector env resets its sub-envs by its autoreset_mode instead")
+
+    def make(self, req: CreateRequest) -> Any:
+        """A gym.Env, or a gym.vector.VectorEnv (synchronous, in this process) when `req.num_envs` is set."""
         env_id = self.check_env_id(req.env_id)
         kwargs = dict(req.kwargs or {})
         self._check_kwargs(env_id, kwargs)
+        self.check_vector(req)
         for i, name in enumerate(req.wrappers):
             if name not in WRAPPERS:
                 raise InvalidValue(f"wrappers[{i}]", f"{name!r} is not one of {', '.join(sorted(WRAPPERS))}")
         if req.wrappers and kwargs.get("render_mode") != "rgb_array":
             raise InvalidValue("kwargs.render_mode", f"the wrappers {list(req.wrappers)} need render_mode 'rgb_array'")
+        kwargs.update(max_episode_steps=req.max_episode_steps, disable_env_checker=req.disable_env_checker)
         try:
             with _dependencies_of(env_id):
-                env = gym.make(
-                    env_id,
-                    max_episode_steps=req.max_episode_steps,
-                    disable_env_checker=req.disable_env_checker,
-                    **kwargs,
-                )
+                if req.num_envs is not None:
+                    return gym.make_vec(
+                        env_id,
+                        req.num_envs,
+                        vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AUTORESET_MODES[req.autoreset_mode or DEFAULT_AUTORESET]},
+                        wrappers=[WRAPPERS[name] for name in req.wrappers],
+                        **kwargs,
+                    )
+                env = gym.make(env_id, **kwargs)
         except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as exc:
             raise InvalidValue("kwargs", f"rejected by '{env_id}': {type(exc).__name__}: {exc}") from None
         try:

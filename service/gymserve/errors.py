@@ -152,3 +152,17 @@ class CapacityExceeded(Unavailable):
 
 class Draining(Unavailable):
     code = "draining"
+
+
+class WrongReplica(GymServeError):
+    """An item of a batch names an env of another replica: batches never cross replicas (only one item fails)."""
+
+    status = 421  # Misdirected Request
+    code = "wrong_replica"
+
+    def __init__(self, instance_id: str, node: str, here: str) -> None:
+        super().__init__(
+            f"Instance_id {instance_id} lives on replica {node}, not on {here}: a batch steps the envs of the "
+            "replica it is sent to; send this env's step to its own replica",
+            details={"instance_id": instance_id, "replica": node},
+        )

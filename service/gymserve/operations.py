@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import gymnasium as gym
+import numpy as np
 
 from .codec import spaces as space_codec
 from .errors import EnvFailed, InvalidValue, NotSupported, ResetNeeded
@@ -17,6 +18,8 @@ from .registry import EnvRecord
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 StepResult = tuple[Any, float, bool, bool, dict[str, Any]]
+VectorStepResult = tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+Seeds = int | list[int | None] | None  # a seed, or (vector envs) one seed or None per sub-env
 
 
 def _guarded(record: EnvRecord, what: str, call: Callable[[], T]) -> T:
@@ -45,13 +48,32 @@ def parse_seed(value: Any, field: str = "seed") -> int | None:
     return value
 
 
+def parse_seeds(value: Any) -> Seeds:
+    """A seed, or a list of them (one per sub-env of a vector env, null for a random one)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [parse_seed(v, f"seed[{i}]") for i, v in enumerate(value)]
+    return parse_seed(value)
+
+
 def parse_options(value: Any) -> dict[str, Any] | None:
     if value is None or isinstance(value, dict):
         return value
     raise InvalidValue("options", "expected an object")
 
 
+def _single(record: EnvRecord) -> None:
+    if record.num_envs is not None:
+        raise NotSupported(
+            f"Instance_id {record.instance_id} is a vector env of {record.num_envs} sub-envs: "
+            "reset and step it with batched values through /v2/envs/<id>/reset and /step",
+            details={"instance_id": record.instance_id},
+        )
+
+
 def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    _single(record)
     obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seed, options=options))
     record.episodes += 1
     if seed is not None:
@@ -61,12 +83,65 @@ def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -
     return obs, info
 
 
+def vector_reset(record: EnvRecord, seeds: Seeds, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """Reset a vector env: every sub-env, or those of `options.reset_mask` (Gymnasium's convention)."""
+    count = record.weight
+    if isinstance(seeds, list) and len(seeds) != count:
+        raise InvalidValue("seed", f"expected one seed (or null) per sub-env: {count}, got {len(seeds)}")
+    if options is not None and "reset_mask" in options:
+        mask = _reset_mask(options["reset_mask"], count)
+        options = {**options, "reset_mask": mask}
+        count = int(mask.sum())
+    obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seeds, options=options))
+    record.episodes += count
+    if isinstance(seeds, int):
+        record.seed = seeds
+    if record.meters is not None:
+        record.meters.resets.inc(count)
+    return obs, info
+
+
+def _reset_mask(value: Any, num_envs: int) -> np.ndarray:
+    mask = np.asarray(value)
+    if mask.dtype != np.bool_ or mask.shape != (num_envs,):
+        raise InvalidValue("options.reset_mask", f"expected {num_envs} booleans, one per sub-env")
+    return mask
+
+
+def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
+    """Step every sub-env of a vector env with its batched action; its autoreset mode resets finished ones."""
+    actions = space_codec.from_json(record.env.action_space, action, "action")
+    pending = getattr(record.env, "_autoreset_envs", None)  # SyncVectorEnv: sub-envs whose episode ended
+    if record.autoreset_mode == "disabled" and pending is not None and pending.any():
+        ended = np.flatnonzero(pending).tolist()
+        raise ResetNeeded(
+            f"Instance_id {record.instance_id}: sub-envs {ended} ended their episode; autoreset_mode is disabled, so "
+            "reset them (options.reset_mask) before the next step",
+            details={"instance_id": record.instance_id, "sub_envs": ended},
+        )
+    started = time.perf_counter()
+    obs, rewards, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, actions))
+    elapsed = time.perf_counter() - started
+    finished = int(np.count_nonzero(terminated | truncated))
+    record.steps += record.weight
+    if record.autoreset_mode != "disabled":
+        record.episodes += finished  # this step's or the next one's autoreset starts them again
+    meters = record.meters
+    if meters is not None:
+        meters.step_seconds.observe(elapsed)
+        meters.steps.inc(record.weight)
+        if finished:
+            meters.episodes.inc(finished)
+    return obs, rewards, terminated, truncated, info
+
+
 def step(record: EnvRecord, action: Any, field: str = "action") -> StepResult:
     return step_native(record, space_codec.from_json(record.env.action_space, action, field))
 
 
 def step_native(record: EnvRecord, action: Any) -> StepResult:
     """The step path: env.step timed and counted; an env failure becomes a clear error."""
+    _single(record)
     started = time.perf_counter()
     obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
     elapsed = time.perf_counter() - started

@@ -24,8 +24,10 @@ class EnvRecord:
 
     instance_id: str
     env_id: str
-    env: gym.Env[Any, Any]
+    env: Any  # a gym.Env, or a gym.vector.VectorEnv when num_envs is set
     ttl: float
+    num_envs: int | None = None  # a server-side vector env of this many sub-envs; None: a single env
+    autoreset_mode: str | None = None  # a vector env's Gymnasium AutoresetMode value
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -37,6 +39,11 @@ class EnvRecord:
     seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
     last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
 
+    @property
+    def weight(self) -> int:
+        """What this env counts against capacity: one, or one per sub-env of a vector env."""
+        return self.num_envs or 1
+
     def idle_seconds(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_used
 
@@ -45,7 +52,7 @@ class EnvRecord:
 
 
 class Registry:
-    """Thread-safe map of instance id to EnvRecord with a bounded size."""
+    """Thread-safe map of instance id to EnvRecord, bounded by weight (a vector env weighs its sub-envs)."""
 
     def __init__(
         self,
@@ -57,39 +64,50 @@ class Registry:
         self.on_count = on_count  # told the number of live and reserved envs after every change
         self.on_closed = on_closed  # told of every env closed, with why: client, ttl, shutdown
         self._records: dict[str, EnvRecord] = {}
+        self._weight = 0  # the records' weights, summed
         self._reserved = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._records)
+        """Live envs, each sub-env of a vector env counted (readiness, drain and capacity all see this)."""
+        return self._weight
+
+    @property
+    def load(self) -> int:
+        """Live and reserved envs, each sub-env of a vector env counted: what capacity is measured in."""
+        return self._weight + self._reserved
 
     @property
     def full(self) -> bool:
-        return len(self._records) + self._reserved >= self.settings.max_envs_per_worker
+        return not self.has_room(1)
+
+    def has_room(self, weight: int) -> bool:
+        return self.load + weight <= self.settings.max_envs_per_worker
 
     @contextmanager
-    def reserve(self) -> Iterator[None]:
-        """Hold a place for an env being created, so that concurrent creates cannot overshoot capacity."""
+    def reserve(self, weight: int = 1) -> Iterator[None]:
+        """Hold places for an env being created, so that concurrent creates cannot overshoot capacity."""
         with self._lock:
-            if self.full:
+            if not self.has_room(weight):
                 raise CapacityExceeded(
-                    f"this worker holds its maximum of {self.settings.max_envs_per_worker} envs; "
-                    "close some or retry later",
+                    f"this worker holds {self.load} of its maximum of {self.settings.max_envs_per_worker} envs "
+                    f"and cannot take {weight} more; close some or retry later",
                     retry_after=self.settings.retry_after_seconds,
                     details={"limit": self.settings.max_envs_per_worker},
                 )
-            self._reserved += 1
+            self._reserved += weight
             self._publish()
         try:
             yield
         finally:
             with self._lock:
-                self._reserved -= 1
+                self._reserved -= weight
                 self._publish()
 
     def add(self, record: EnvRecord) -> None:
         with self._lock:
             self._records[record.instance_id] = record
+            self._weight += record.weight
 
     def get(self, instance_id: str) -> EnvRecord:
         record = self._records.get(instance_id)
@@ -130,7 +148,8 @@ class Registry:
 
     def _close(self, record: EnvRecord, reason: str) -> None:
         with self._lock:
-            self._records.pop(record.instance_id, None)
+            if self._records.pop(record.instance_id, None) is not None:
+                self._weight -= record.weight
             self._publish()
         record.closed = True
         _close_quietly(record.env)
@@ -139,7 +158,7 @@ class Registry:
 
     def _publish(self) -> None:
         if self.on_count is not None:
-            self.on_count(len(self._records) + self._reserved)
+            self.on_count(self.load)
 
     def snapshot(self) -> list[EnvRecord]:
         with self._lock:
@@ -157,7 +176,7 @@ class Registry:
         return len(records)
 
 
-def _close_quietly(env: gym.Env[Any, Any]) -> None:
+def _close_quietly(env: gym.Env[Any, Any] | gym.vector.VectorEnv[Any, Any, Any]) -> None:
     try:
         env.close()
     except Exception:  # an env that fails to close must not keep the others alive or crash a worker

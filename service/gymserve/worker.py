@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from . import metrics
-from .envs import CreateRequest, EnvFactory
+from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
 from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue
 from .ids import IdMinter, Owner
 from .registry import EnvRecord, Registry
@@ -33,17 +34,28 @@ class Worker:
         self.registry = Registry(settings, on_count, _count_closed)
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
+        # Batch stepping forwards each sibling's items in parallel; threads start on first use, after fork.
+        siblings = max(1, (replica.slots if replica else 1) - 1)
+        self.peer_pool = ThreadPoolExecutor(max_workers=siblings, thread_name_prefix="gymserve-peer-batch")
 
     def replica_envs(self) -> int:
         return self.replica.total_envs() if self.replica else len(self.registry)
 
-    def some_worker_has_room(self) -> bool:
-        if not self.registry.full:
+    def some_worker_has_room(self, weight: int = 1) -> bool:
+        if self.registry.has_room(weight):
             return True
         if self.replica is None:
             return False
         limit = self.settings.max_envs_per_worker
-        return any(self.replica.counts[slot] < limit for slot in self.replica.live_slots())
+        return any(self.replica.counts[slot] + weight <= limit for slot in self.replica.live_slots())
+
+    def roomiest_sibling(self, weight: int) -> int | None:
+        """The live sibling slot with the fewest envs that can take `weight` more, if the replica has room."""
+        if self.replica is None or self.replica_envs() + weight > self.settings.max_envs:
+            return None
+        counts = {s: self.replica.counts[s] for s in self.replica.live_slots() if s != self.owner.slot}
+        roomy = [s for s, n in counts.items() if n + weight <= self.settings.max_envs_per_worker]
+        return min(roomy, key=counts.__getitem__) if roomy else None
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []
@@ -69,9 +81,9 @@ class Worker:
             metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
             raise
         record.meters = metrics.EnvMeters(record.env_id)
-        record.meters.live.inc()
-        metrics.CREATED.labels(record.env_id).inc()
-        log.info("created env %s (%s)", record.instance_id, record.env_id)
+        record.meters.live.inc(record.weight)
+        metrics.CREATED.labels(record.env_id).inc(record.weight)
+        log.info("created env %s (%s%s)", record.instance_id, record.env_id, _vector_note(record))
         return record
 
     def _create(self, req: CreateRequest, ttl: float) -> EnvRecord:
@@ -81,17 +93,27 @@ class Worker:
                 retry_after=self.settings.retry_after_seconds,
             )
         self.factory.check_env_id(req.env_id)
+        self.factory.check_vector(req)
         # Other workers count without a shared lock (a worker killed holding one would stall them all),
-        # so the replica limit can be overshot by at most one env per worker racing this check.
-        if self.replica_envs() >= self.settings.max_envs:
+        # so the replica limit can be overshot by at most one create per worker racing this check.
+        weight = req.weight
+        if self.replica_envs() + weight > self.settings.max_envs:
             raise CapacityExceeded(
-                f"this replica holds its maximum of {self.settings.max_envs} envs; close some or retry later",
+                f"this replica holds {self.replica_envs()} of its maximum of {self.settings.max_envs} envs "
+                f"and cannot take {weight} more; close some or retry later",
                 retry_after=self.settings.retry_after_seconds,
                 details={"limit": self.settings.max_envs},
             )
-        with self.registry.reserve():
+        with self.registry.reserve(weight):
             env = self.factory.make(req)
-            record = EnvRecord(instance_id=self.ids.mint(), env_id=req.env_id, env=env, ttl=ttl)
+            record = EnvRecord(
+                instance_id=self.ids.mint(),
+                env_id=req.env_id,
+                env=env,
+                ttl=ttl,
+                num_envs=req.num_envs,
+                autoreset_mode=(req.autoreset_mode or DEFAULT_AUTORESET) if req.num_envs else None,
+            )
             self.registry.add(record)
         return record
 
@@ -101,9 +123,14 @@ class Worker:
         return record
 
 
+def _vector_note(record: EnvRecord) -> str:
+    return f" x{record.num_envs}, autoreset {record.autoreset_mode}" if record.num_envs else ""
+
+
 def _count_closed(record: EnvRecord, reason: str) -> None:
+    """Closed envs are counted like live ones: a vector env as its sub-envs."""
     if record.meters is not None:
-        record.meters.live.dec()
-    metrics.CLOSED.labels(record.env_id, reason).inc()
+        record.meters.live.dec(record.weight)
+    metrics.CLOSED.labels(record.env_id, reason).inc(record.weight)
     if reason == "ttl":
-        metrics.REAPED.labels(record.env_id).inc()
+        metrics.REAPED.labels(record.env_id).inc(record.weight)

@@ -404,6 +404,72 @@ ERROR_CASES = {
         None,
         "kwargs.render_mode",
     ),
+    "num_envs zero": ("POST", "/v2/envs", {"env_id": "CartPole-v1", "num_envs": 0}, {}, 422, None, "num_envs"),
+    "num_envs too many": (
+        "POST",
+        "/v2/envs",
+        {"env_id": "CartPole-v1", "num_envs": 10**6},
+        {},
+        422,
+        "invalid_value",
+        "num_envs",
+    ),
+    "num_envs not an int": ("POST", "/v2/envs", {"env_id": "CartPole-v1", "num_envs": "4"}, {}, 422, None, "num_envs"),
+    "bad autoreset mode": (
+        "POST",
+        "/v2/envs",
+        {"env_id": "CartPole-v1", "num_envs": 2, "autoreset_mode": "NextStep"},
+        {},
+        422,
+        "invalid_value",
+        "autoreset_mode",
+    ),
+    "autoreset mode of a single env": (
+        "POST",
+        "/v2/envs",
+        {"env_id": "CartPole-v1", "autoreset_mode": "same_step"},
+        {},
+        422,
+        "invalid_value",
+        "autoreset_mode",
+    ),
+    "auto_reset of a vector env": (
+        "POST",
+        "/v2/envs",
+        {"env_id": "CartPole-v1", "num_envs": 2, "auto_reset": True},
+        {},
+        422,
+        "invalid_value",
+        "auto_reset",
+    ),
+    "vector action of the wrong shape": (
+        "POST",
+        "/v2/envs/{vec}/step",
+        {"action": [0, 1]},
+        {},
+        422,
+        "invalid_value",
+        "action",
+    ),
+    "vector seeds of the wrong length": (
+        "POST",
+        "/v2/envs/{vec}/reset",
+        {"seed": [1, 2]},
+        {},
+        422,
+        "invalid_value",
+        "seed",
+    ),
+    "seed list for a single env": ("POST", "/v2/envs/{id}/reset", {"seed": [1]}, {}, 422, "invalid_value", "seed"),
+    "batch too large": (
+        "POST",
+        "/v2/batch/step",
+        {"items": [{"id": str(n), "action": 0} for n in range(2000)]},
+        {},
+        422,
+        "invalid_value",
+        "items",
+    ),
     "bad ndarray": (
         "POST",
         "/v2/envs/{id}/step",
@@ -421,6 +487,8 @@ def test_every_error_has_its_status_code_and_field_and_matches_the_contract(api:
     method, path, body, headers, status, code, field = ERROR_CASES[name]
     if "{id}" in path:
         path = path.replace("{id}", api.create())
+    if "{vec}" in path:
+        path = path.replace("{vec}", api.create(num_envs=3))
     if "{unknown}" in path:  # an id of a live worker (its current generation) that names no env
         path = path.replace("{unknown}", api.create()[:-32] + "0" * 32)
     if isinstance(body, bytes):
@@ -429,6 +497,24 @@ def test_every_error_has_its_status_code_and_field_and_matches_the_contract(api:
         resp, _ = api.call(method, path, body, headers=headers)
     error = expect_error(resp, status, code or resp.json()["error"]["code"], field)
     assert error["message"]
+
+
+def test_a_vector_env_and_a_batch_answer_as_the_contract_says(api: Api) -> None:
+    resp, info = api.call("POST", "/v2/envs", {"env_id": "CartPole-v1", "num_envs": 4, "autoreset_mode": "same_step"})
+    assert resp.status_code == 201 and (info["num_envs"], info["autoreset_mode"]) == (4, "same_step")
+    local = gym.make_vec("CartPole-v1", 4, vectorization_mode="sync")
+    assert native.rebuild_space(info["action_space"]) == local.action_space
+    assert native.rebuild_space(info["single_observation_space"]) == local.single_observation_space
+    vec = info["instance_id"]
+    _, answer = api.call("POST", f"/v2/envs/{vec}/reset", {"seed": 3}, accept=MSGPACK)
+    assert same(answer["observation"], local.reset(seed=3)[0])
+    _, answer = api.call("POST", f"/v2/envs/{vec}/step", {"action": [0, 1, 0, 1], "seq": 2}, accept=MSGPACK)
+    assert answer["reward"].dtype == np.float64 and answer["terminated"].dtype == np.bool_
+    single = api.create()
+    assert api.call("GET", f"/v2/envs/{single}")[1]["single_action_space"] is None
+    items = [{"id": single, "action": 0}, {"id": vec, "action": [1] * 4}]
+    _, batch = api.call("POST", "/v2/batch/step", {"items": items})
+    assert batch["results"][0]["error"]["code"] == "reset_needed" and batch["results"][1]["seq"] == 3
 
 
 def test_limits_answer_403_413_and_503_with_retry_after(limited: Api) -> None:

@@ -35,7 +35,12 @@ def _tag(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _INT = {"type": "integer"}
+_AUTORESET = {
+    "enum": ["next_step", "same_step", "disabled"],
+    "description": "Gymnasium's AutoresetMode of a vector env (NEXT_STEP, SAME_STEP, DISABLED); see docs/vector.md.",
+}
 _SEQ = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+_SEED = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 _NATIVE_CONTENT_NOTE = (
     "application/json or application/msgpack (also application/x-msgpack, application/vnd.msgpack), "
     "chosen by Accept; both carry the same tree (see the Value schema)."
@@ -124,6 +129,10 @@ SCHEMAS: dict[str, Any] = {
             "ttl": {"type": "number", "minimum": 0, "description": "Idle seconds before the env is closed; 0: never."},
             "ttl_left": _nullable({"type": "number", "minimum": 0}),
             "expires_at": _nullable({"type": "string", "format": "date-time"}),
+            "num_envs": _nullable(
+                {"type": "integer", "minimum": 1, "description": "A vector env's sub-envs; null for a single env."}
+            ),
+            "autoreset_mode": _nullable(_AUTORESET),
         }
     ),
 }
@@ -148,7 +157,11 @@ SCHEMAS["EnvInfo"] = _object(
         "gymnasium_version": {"type": "string"},
         "action_space": _ref("Space"),
         "observation_space": _ref("Space"),
-    }
+        "single_action_space": _nullable(_ref("Space")),
+        "single_observation_space": _nullable(_ref("Space")),
+    },
+    description="For a vector env, action_space and observation_space are batched and the single_* spaces are "
+    "one sub-env's; for a single env the single_* spaces are null.",
 )
 SCHEMAS.update(
     {
@@ -172,12 +185,28 @@ SCHEMAS.update(
                         "description": "AddRenderObservation: the observation is the rgb_array frame.",
                     }
                 ),
+                "num_envs": _nullable(
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Create a vector env: gymnasium.make_vec(env_id, num_envs, "
+                        "vectorization_mode='sync') behind one id. Bounded by GYMSERVE_MAX_NUM_ENVS; each sub-env "
+                        "counts against capacity.",
+                    }
+                ),
+                "autoreset_mode": _nullable({**_AUTORESET, "description": "Vector envs only; default next_step."}),
             },
             required=("env_id",),
         ),
         "ResetRequest": _object(
             {
-                "seed": _nullable({"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+                "seed": _nullable(
+                    {
+                        "anyOf": [_SEED, {"type": "array", "items": _nullable(_SEED)}],
+                        "description": "Vector envs: one seed seeds sub-env i with seed + i; a list gives one seed "
+                        "(or null) per sub-env.",
+                    }
+                ),
                 "options": _nullable({"type": "object", "additionalProperties": _ref("Value")}),
                 "seq": _nullable(_SEQ),
             },
@@ -199,6 +228,41 @@ SCHEMAS.update(
                 "truncated": {"type": "boolean"},
                 "info": {"type": "object", "additionalProperties": _ref("Value")},
                 "seq": {"type": "integer", "minimum": 1},
+            }
+        ),
+        "VectorStepAnswer": _object(
+            {
+                "observation": _ref("Value"),
+                "reward": _ref("NDArray"),
+                "terminated": _ref("NDArray"),
+                "truncated": _ref("NDArray"),
+                "info": {"type": "object", "additionalProperties": _ref("Value")},
+                "seq": {"type": "integer", "minimum": 1},
+            },
+            description="A vector env's step: batched observations, float64 rewards and bool flags, one per "
+            "sub-env; info in Gymnasium's vector form (key and _key mask; final_obs/final_info in same_step mode).",
+        ),
+        "StepResult": {"anyOf": [_ref("StepAnswer"), _ref("VectorStepAnswer")]},
+        "BatchStepRequest": _object(
+            {
+                "items": {
+                    "type": "array",
+                    "minItems": 1,
+                    "description": "At most GYMSERVE_MAX_BATCH_SIZE items, each env at most once.",
+                    "items": _object(
+                        {"id": {"type": "string"}, "action": _ref("Value"), "seq": _nullable(_SEQ)},
+                        required=("id", "action"),
+                    ),
+                }
+            }
+        ),
+        "BatchStepAnswer": _object(
+            {
+                "results": {
+                    "type": "array",
+                    "description": "One per item, in request order: its step answer, or its own error.",
+                    "items": {"anyOf": [_ref("StepAnswer"), _ref("VectorStepAnswer"), _ref("Error")]},
+                }
             }
         ),
         "RenderAnswer": _object({"frame": _ref("Value")}),
@@ -360,7 +424,7 @@ DOCUMENT: dict[str, Any] = {
             "post": _operation(
                 "stepEnv",
                 "Step an env",
-                (200, "The transition.", _native_content("StepAnswer")),
+                (200, "The transition (a vector env's is batched).", _native_content("StepResult")),
                 (409, 422),
                 ("StepRequest", True),
                 _SEQ_TEXT,
@@ -383,6 +447,20 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [_ID_PARAMETER],
             "post": _operation(
                 "keepAlive", "Restart an env's idle clock", (200, "The env's TTL now.", _native_content("EnvSummary"))
+            ),
+        },
+        "/v2/batch/step": {
+            "post": _operation(
+                "stepBatch",
+                "Step many envs of this replica in one request",
+                (200, "Every item's transition or error, in request order.", _native_content("BatchStepAnswer")),
+                (422,),
+                ("BatchStepRequest", True),
+                "Each item is numbered like a step on its own route (seq per env, resent answers kept). An item's "
+                "error (unknown_instance, instance_lost, wrong_replica for an env of another replica, "
+                "reset_needed, sequence_conflict, invalid_value, env_error, owner_timeout) is its result and "
+                "never fails the batch; a malformed batch (too many items, an item that is not a map, an unknown "
+                "field, a missing id or action, an env twice) is a 4xx naming the field, e.g. items[3].seq.",
             ),
         },
         "/v2/openapi.json": {

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +21,13 @@ from ..errors import (
     InvalidValue,
     MissingParameter,
     NotSupported,
-    SequenceConflict,
     UnknownInstance,
     UnsupportedMediaType,
 )
 from ..registry import EnvRecord
 from ..routing import FORWARDED_HEADER
 from ..worker import Worker
-from . import openapi, owner
+from . import batch, calls, openapi, owner
 from .common import json_response, worker
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
@@ -44,10 +41,21 @@ GZIP_MIN_BYTES = 16 * 1024
 GZIP_LEVEL = 1
 # Wrappers a create may ask for, by name; nothing else can be applied.
 CREATE_FIELDS = frozenset(
-    {"env_id", "kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "ttl", "wrappers"}
+    {
+        "env_id",
+        "kwargs",
+        "max_episode_steps",
+        "auto_reset",
+        "disable_env_checker",
+        "ttl",
+        "wrappers",
+        "num_envs",
+        "autoreset_mode",
+    }
 )
 RESET_FIELDS = frozenset({"seed", "options", "seq"})
 STEP_FIELDS = frozenset({"action", "seq"})
+BATCH_FIELDS = frozenset({"items"})
 
 
 # --- bodies in and out ---
@@ -107,7 +115,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _seq(body: dict[str, Any]) -> int | None:
-    return _optional(body, "seq", lambda v: _is_int(v) and 1 <= v < 2**63, "an integer from 1 to 2**63-1")
+    return _optional(body, "seq", calls.is_seq, calls.SEQ_EXPECTED)
 
 
 def _answer_type() -> str:
@@ -150,6 +158,8 @@ def _summary(record: EnvRecord) -> dict[str, Any]:
         "ttl": record.ttl,
         "ttl_left": ttl_left,
         "expires_at": None if ttl_left is None else _timestamp(now + ttl_left),
+        "num_envs": record.num_envs,
+        "autoreset_mode": record.autoreset_mode,
     }
 
 
@@ -174,7 +184,15 @@ def _info(record: EnvRecord) -> dict[str, Any]:
         "gymnasium_version": gym.__version__,
         "action_space": native.describe_space(env.action_space),
         "observation_space": native.describe_space(env.observation_space),
+        # A vector env's spaces are batched; these are one sub-env's.
+        "single_action_space": _single_space(env, "single_action_space"),
+        "single_observation_space": _single_space(env, "single_observation_space"),
     }
+
+
+def _single_space(env: Any, name: str) -> dict[str, Any] | None:
+    space = getattr(env, name, None)
+    return None if space is None else native.describe_space(space)
 
 
 def _checked_id(instance_id: str) -> str:
@@ -186,49 +204,11 @@ def _checked_id(instance_id: str) -> str:
 # --- retry-safe resets and steps ---
 
 
-@dataclass(frozen=True)
-class SequencedAnswer:
-    """The last answer of a sequenced reset or step, kept on its EnvRecord so that a resend gets it again."""
-
-    seq: int
-    request_digest: bytes  # a resend must ask exactly what was asked
-    media_type: str
-    body: bytes
-
-
 def _sequenced(record: EnvRecord, kind: str, seq: int | None, run: Callable[[], dict[str, Any]]) -> Response:
-    """Run a reset or step unless `seq` says it is a resend of the last one, whose answer is then sent again.
-
-    Resets and steps share one sequence per env: the first is 1, each answered one adds 1, and a
-    failed call (an error answer) uses no number. A call without `seq` always runs (and counts).
-    """
-    digest = hashlib.blake2b(
-        b"\n".join((kind.encode(), request.mimetype.encode(), request.get_data(cache=True))), digest_size=16
-    ).digest()
-    if seq is not None and seq != record.seq + 1:
-        return _resend(record, seq, digest)
-    payload = run()
-    record.seq += 1
+    """Run a reset or step unless `seq` says it is a resend of the last one, whose answer is then sent again."""
+    request_digest = calls.digest(kind.encode(), request.mimetype.encode(), request.get_data(cache=True))
     media_type = _answer_type()
-    body = native.dumps({**payload, "seq": record.seq}, media_type)
-    # Only callers that number their calls can resend one; the others do not pay for the cached answer.
-    record.last_answer = SequencedAnswer(record.seq, digest, media_type, body) if seq is not None else None
-    return _send(body, media_type)
-
-
-def _resend(record: EnvRecord, seq: int, digest: bytes) -> Response:
-    last, expected = record.last_answer, record.seq + 1
-    if isinstance(last, SequencedAnswer) and last.seq == seq == record.seq and last.request_digest == digest:
-        media_type = _answer_type()
-        if media_type == last.media_type:
-            return _send(last.body, media_type)
-        return _send(native.dumps(native.loads(last.body, last.media_type), media_type), media_type)
-    if seq == record.seq:
-        why = f"seq {seq} was the last call on this env but cannot be resent: it was sent without seq or differently"
-    else:
-        when = "in the past" if seq < record.seq else "in the future"
-        why = f"seq {seq} is {when}: the last call on this env was seq {record.seq}"
-    raise SequenceConflict(f"{why}; the next call must carry seq {expected}", expected=expected, got=seq)
+    return _send(calls.answer_bytes(record, seq, request_digest, media_type, run), media_type)
 
 
 # --- routes ---
@@ -236,11 +216,12 @@ def _resend(record: EnvRecord, seq: int, digest: bytes) -> Response:
 
 @bp.post("/envs")
 def create_env() -> Response:
-    elsewhere = owner.create_elsewhere_if_full()
-    if elsewhere is not None:
-        return elsewhere
     w = worker()
     body = _body(CREATE_FIELDS, required=True)
+    num_envs = body.get("num_envs")
+    elsewhere = _create_elsewhere(w, num_envs if isinstance(num_envs, int) and num_envs > 1 else 1)
+    if elsewhere is not None:
+        return elsewhere
     kwargs = _optional(body, "kwargs", lambda v: isinstance(v, dict), "a map of constructor arguments") or {}
     limit = w.settings.max_episode_steps_limit
     req = CreateRequest(
@@ -252,10 +233,23 @@ def create_env() -> Response:
         disable_env_checker=_optional(body, "disable_env_checker", lambda v: isinstance(v, bool), "true or false"),
         kwargs=kwargs,
         wrappers=_wrapper_names(body),
+        num_envs=num_envs,
+        autoreset_mode=body.get("autoreset_mode"),
     )
     ttl = _optional(body, "ttl", lambda v: _is_number(v) and v > 0, "a positive number of seconds")
     record = w.create(req, w.ttl_for(ttl))
     return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+
+
+def _create_elsewhere(w: Worker, weight: int) -> Response | None:
+    """A create this worker has no room for goes to the sibling with the fewest envs (a vector env needs room
+    for all its sub-envs); None: create here, which answers 503 if the replica is full."""
+    if weight == 1:
+        return owner.create_elsewhere_if_full()
+    if w.registry.has_room(weight) or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
+        return None
+    slot = w.roomiest_sibling(weight)
+    return None if slot is None else owner._forward(w, slot, "")
 
 
 def _wrapper_names(body: dict[str, Any]) -> tuple[str, ...]:
@@ -302,30 +296,29 @@ def keepalive(instance_id: str) -> Response:
 @bp.post("/envs/<instance_id>/reset")
 def reset_env(instance_id: str) -> Response:
     body = _body(RESET_FIELDS)
-    seed = operations.parse_seed(body.get("seed"))
+    seeds = operations.parse_seeds(body.get("seed"))
     options = operations.parse_options(body.get("options"))
     seq = _seq(body)
     with worker().registry.use(_checked_id(instance_id)) as record:
-        return _sequenced(record, "reset", seq, lambda: _reset_answer(record, seed, options))
-
-
-def _reset_answer(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
-    obs, info = operations.reset(record, seed, options)
-    return {"observation": obs, "info": info}
+        return _sequenced(record, "reset", seq, lambda: calls.reset_payload(record, seeds, options))
 
 
 @bp.post("/envs/<instance_id>/step")
 def step_env(instance_id: str) -> Response:
     body = _body(STEP_FIELDS, required=True)
-    action = native.to_plain(_required(body, "action"))
+    action = _required(body, "action")
     seq = _seq(body)
     with worker().registry.use(_checked_id(instance_id)) as record:
-        return _sequenced(record, "step", seq, lambda: _step_answer(record, action))
+        return _sequenced(record, "step", seq, lambda: calls.step_payload(record, action))
 
 
-def _step_answer(record: EnvRecord, action: Any) -> dict[str, Any]:
-    obs, reward, terminated, truncated, info = operations.step(record, action)
-    return {"observation": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
+@bp.post("/batch/step")
+def batch_step() -> Response:
+    """Step many envs of this replica in one request; each item gets its transition or its own error."""
+    w = worker()
+    body = _body(BATCH_FIELDS, required=True)
+    items = batch.parse_items(_required(body, "items"), w.settings.max_batch_size)
+    return _answer({"results": batch.step_batch(w, items, forwarded=bool(request.headers.get(FORWARDED_HEADER)))})
 
 
 @bp.get("/envs/<instance_id>/render")

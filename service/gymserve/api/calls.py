@@ -1,0 +1,109 @@
+"""/v2 resets and steps as answers: single or vector env alike, numbered so that a resend never runs twice.
+
+Resets and steps share one sequence per env: the first is 1, each answered one adds 1, and a
+failed call (an error answer) uses no number. A call without `seq` always runs (and counts). The
+last numbered answer is kept, encoded, on its EnvRecord, so that a resend of it is answered again.
+No Flask here: the single-env routes and each item of a batch use the same functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import operations
+from ..codec import native
+from ..errors import InvalidValue, SequenceConflict
+from ..registry import EnvRecord
+
+Payload = dict[str, Any]
+
+
+def is_seq(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**63
+
+
+SEQ_EXPECTED = "an integer from 1 to 2**63-1"
+
+
+# --- what a reset or a step answers ---
+
+
+def reset_payload(record: EnvRecord, seeds: operations.Seeds, options: dict[str, Any] | None) -> Payload:
+    if record.num_envs is not None:
+        obs, info = operations.vector_reset(record, seeds, options)
+    elif isinstance(seeds, list):
+        raise InvalidValue("seed", "a list of seeds is for vector envs (num_envs); this env takes one seed")
+    else:
+        obs, info = operations.reset(record, seeds, options)
+    return {"observation": obs, "info": info}
+
+
+def step_payload(record: EnvRecord, action: Any) -> Payload:
+    """A single env's transition, or a vector env's batched one (rewards, terminated, truncated as arrays)."""
+    if record.num_envs is not None:
+        obs, rewards, terminated, truncated, info = operations.vector_step(record, action)
+        return {"observation": obs, "reward": rewards, "terminated": terminated, "truncated": truncated, "info": info}
+    obs, reward, term, trunc, info = operations.step(record, native.to_plain(action))
+    return {"observation": obs, "reward": reward, "terminated": term, "truncated": trunc, "info": info}
+
+
+# --- numbering ---
+
+
+@dataclass(frozen=True)
+class SequencedAnswer:
+    """The last answer of a sequenced reset or step, kept on its EnvRecord so that a resend gets it again."""
+
+    seq: int
+    request_digest: bytes  # a resend must ask exactly what was asked
+    media_type: str
+    body: bytes
+
+
+def digest(*parts: bytes) -> bytes:
+    return hashlib.blake2b(b"\n".join(parts), digest_size=16).digest()
+
+
+def answer_bytes(
+    record: EnvRecord, seq: int | None, request_digest: bytes, media_type: str, run: Callable[[], Payload]
+) -> bytes:
+    """The encoded answer of a reset or step: run now, or (a resend of the last seq) the kept answer."""
+    if seq is not None and seq != record.seq + 1:
+        return _resent(record, seq, request_digest, media_type)
+    body = native.dumps(_advance(record, run), media_type)
+    # Only callers that number their calls can resend one; the others do not pay for the kept answer.
+    record.last_answer = SequencedAnswer(record.seq, request_digest, media_type, body) if seq is not None else None
+    return body
+
+
+def answer_payload(record: EnvRecord, seq: int | None, request_digest: bytes, run: Callable[[], Payload]) -> Payload:
+    """As `answer_bytes`, for one item of a batch: the answer as a value (kept as msgpack when numbered)."""
+    if seq is not None and seq != record.seq + 1:
+        return native.loads(_resent(record, seq, request_digest, native.MSGPACK), native.MSGPACK)
+    payload = _advance(record, run)
+    kept = SequencedAnswer(record.seq, request_digest, native.MSGPACK, native.dumps(payload, native.MSGPACK))
+    record.last_answer = kept if seq is not None else None
+    return payload
+
+
+def _advance(record: EnvRecord, run: Callable[[], Payload]) -> Payload:
+    payload = run()  # an error raises here and uses no number
+    record.seq += 1
+    return {**payload, "seq": record.seq}
+
+
+def _resent(record: EnvRecord, seq: int, request_digest: bytes, media_type: str) -> bytes:
+    last, expected = record.last_answer, record.seq + 1
+    if isinstance(last, SequencedAnswer) and last.seq == seq == record.seq and last.request_digest == request_digest:
+        if media_type == last.media_type:
+            return last.body
+        return native.dumps(native.loads(last.body, last.media_type), media_type)
+    if seq == record.seq:
+        why = f"seq {seq} was the last call on this env but cannot be resent: it was sent without seq or differently"
+    else:
+        when = "in the past" if seq < record.seq else "in the future"
+        why = f"seq {seq} is {when}: the last call on this env was seq {record.seq}"
+    raise SequenceConflict(f"{why}; the next call must carry seq {expected}", expected=expected, got=seq)
