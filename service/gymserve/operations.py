@@ -136,6 +136,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
 
 
 def step(record: EnvRecord, action: Any, field: str = "action") -> StepResult:
+    _single(record)
     return step_native(record, space_codec.from_json(record.env.action_space, action, field))
 
 

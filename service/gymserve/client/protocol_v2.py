@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..codec import native
 from .http import HttpSession, RemoteError
+
+ENCODINGS = {"msgpack": native.MSGPACK, "json": native.JSON}
+T = TypeVar("T")
+
+
+def create_body(env_id: str, render_mode: str | None, kwargs: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """The body of a create: the env's constructor kwargs (with render_mode), and the optional fields that are set."""
+    create: dict[str, Any] = {"env_id": env_id, "kwargs": dict(kwargs)}
+    if render_mode is not None:
+        create["kwargs"]["render_mode"] = render_mode
+    create.update({name: value for name, value in optional.items() if value})
+    return create
+
+
+def session(base_url: str, timeout: float, retries: int, compress: bool) -> HttpSession:
+    return HttpSession(
+        base_url, timeout=timeout, retries=retries, headers={"Accept-Encoding": "gzip"} if compress else None
+    )
+
+
+def opened(http: HttpSession, connect: Callable[[HttpSession], T]) -> T:
+    """`connect(http)`, closing the session if it fails (the create was refused, or never reached the server)."""
+    try:
+        return connect(http)
+    except BaseException:
+        http.close()
+        raise
 
 
 class V2Protocol:
@@ -17,6 +45,7 @@ class V2Protocol:
         self.media_type = media_type
         # A create is not numbered: it is resent only if it never reached the server (or was refused as busy).
         info = self._call("POST", "/v2/envs", create, resend=False)
+        self.created = info  # what the server said about the env when it made it
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
         self._path = f"/v2/envs/{self.instance_id}"
@@ -41,7 +70,8 @@ class V2Protocol:
         answer = self._sequenced("reset", {"seed": seed, "options": options})
         return answer["observation"], answer["info"]
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """A transition: a single env's (float reward, bool flags), or a vector env's (arrays, one per sub-env)."""
         answer = self._sequenced("step", {"action": action})
         return answer["observation"], answer["reward"], answer["terminated"], answer["truncated"], answer["info"]
 

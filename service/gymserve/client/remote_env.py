@@ -7,12 +7,9 @@ from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 
-from ..codec import native
 from .http import HttpSession
 from .protocol_v1 import V1Protocol
-from .protocol_v2 import V2Protocol
-
-ENCODINGS = {"msgpack": native.MSGPACK, "json": native.JSON}
+from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
 
 class _Remote(Protocol):
@@ -61,22 +58,15 @@ class RemoteEnv(gym.Env[Any, Any]):
         if wrappers and protocol == "v1":
             raise ValueError("wrappers need protocol='v2'")
         self.render_mode = render_mode
-        create: dict[str, Any] = {"env_id": env_id, "kwargs": {**kwargs, "render_mode": render_mode}}
-        if render_mode is None:
-            del create["kwargs"]["render_mode"]
-        for name, value in (("max_episode_steps", max_episode_steps), ("ttl", ttl), ("wrappers", list(wrappers))):
-            if value:
-                create[name] = value
-        compressed = {"Accept-Encoding": "gzip"} if compress and protocol == "v2" else None
-        http = HttpSession(base_url, timeout=timeout, retries=retries, headers=compressed)
-        try:
-            self._remote: _Remote = (
-                V2Protocol(http, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(http, create)
-            )
-        except BaseException:
-            http.close()
-            raise
-        self._http = http
+        create = create_body(
+            env_id, render_mode, kwargs, max_episode_steps=max_episode_steps, ttl=ttl, wrappers=list(wrappers)
+        )
+        http = session(base_url, timeout, retries, compress and protocol == "v2")
+        self._remote: _Remote = opened(
+            http,
+            lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+        )
+        self._http: HttpSession = http
         self.action_space = self._remote.action_space
         self.observation_space = self._remote.observation_space
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None

@@ -1,0 +1,137 @@
+"""RemoteVectorEnv: a gymnasium.vector.VectorEnv whose sub-envs live in one server-side vector env."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from ..codec import native
+from .http import HttpSession
+from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
+
+# The server's names of Gymnasium's autoreset modes.
+AUTORESET_NAMES = {
+    AutoresetMode.NEXT_STEP: "next_step",
+    AutoresetMode.SAME_STEP: "same_step",
+    AutoresetMode.DISABLED: "disabled",
+}
+
+
+class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
+    """`RemoteVectorEnv(url, "CartPole-v1", 64)` behaves like `gymnasium.make_vec("CartPole-v1", 64,
+    vectorization_mode="sync")`, with each reset and step of all sub-envs one HTTP request.
+
+    The server runs `gymnasium.make_vec(..., vectorization_mode="sync")` with `autoreset_mode`
+    (an `AutoresetMode` or its name: "next_step", "same_step", "disabled"), so autoresets and the
+    `final_obs`/`final_info` entries of `info` are Gymnasium's own. Values travel as msgpack
+    (`encoding="json"` for JSON) in their native dtypes and shapes; every reset and step carries the
+    next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
+    up to `retries` times and never runs twice. Other keyword arguments go to each sub-env's constructor.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        env_id: str,
+        num_envs: int,
+        *,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+        max_episode_steps: int | None = None,
+        ttl: float | None = None,
+        timeout: float = 30.0,
+        encoding: str = "msgpack",
+        retries: int = 4,
+        compress: bool = True,
+        wrappers: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
+        if name not in AUTORESET_NAMES.values() or encoding not in ENCODINGS:
+            raise ValueError(
+                f"autoreset_mode must be one of {sorted(AUTORESET_NAMES.values())} (or an AutoresetMode) "
+                f"and encoding one of {sorted(ENCODINGS)}"
+            )
+        create = create_body(
+            env_id,
+            render_mode,
+            kwargs,
+            num_envs=num_envs,
+            autoreset_mode=name,
+            max_episode_steps=max_episode_steps,
+            ttl=ttl,
+            wrappers=list(wrappers),
+        )
+        http = session(base_url, timeout, retries, compress)
+        self._remote = opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding]))
+        self._http: HttpSession = http
+        created = self._remote.created
+        self.num_envs = int(created["num_envs"])
+        self.render_mode = render_mode
+        self.action_space = self._remote.action_space
+        self.observation_space = self._remote.observation_space
+        self.single_action_space = native.rebuild_space(created["single_action_space"])
+        self.single_observation_space = native.rebuild_space(created["single_observation_space"])
+        self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == name)}
+        self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+
+    @property
+    def instance_id(self) -> str | None:
+        """The vector env's id on the server; None once closed."""
+        return self._remote.instance_id
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every sub-env (or those of `options["reset_mask"]`); an int seed seeds sub-env i with seed + i."""
+        if seed is None or isinstance(seed, (int, np.integer)):
+            super().reset(seed=None if seed is None else int(seed))
+            wire_seed: Any = None if seed is None else int(seed)
+        else:
+            wire_seed = [None if s is None else int(s) for s in seed]
+        obs, info = self._remote.reset(wire_seed, options)
+        return obs, self._vector_info(info)
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        obs, rewards, terminations, truncations, info = self._remote.step(actions)
+        return obs, rewards, terminations, truncations, self._vector_info(info)
+
+    def render(self) -> tuple[Any, ...] | None:
+        return None if self.render_mode is None else self._remote.render()
+
+    def info(self) -> dict[str, Any]:
+        """What the server knows about this vector env: steps (env-steps), episodes, seq, TTL, owner, spaces."""
+        return self._remote.info()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Delete the vector env on the server."""
+        if self._remote.instance_id is not None:
+            try:
+                self._remote.close()
+            finally:
+                self._http.close()
+
+    def __enter__(self) -> RemoteVectorEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _vector_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        """Gymnasium keeps per-sub-env values it cannot stack (final_obs) in object arrays; the wire carries
+        those as lists, which become object arrays again (only where the `_key` mask says it is per sub-env)."""
+        out: dict[str, Any] = {}
+        for key, value in info.items():
+            if isinstance(value, dict):
+                value = self._vector_info(value)
+            elif isinstance(value, list) and len(value) == self.num_envs and f"_{key}" in info:
+                array = np.empty(self.num_envs, dtype=object)
+                for i, item in enumerate(value):
+                    array[i] = item
+                value = array
+            out[key] = value
+        return out
