@@ -1,8 +1,10 @@
-"""`gymserve bench`: a closed-loop load generator that reports steps/s, latency percentiles and errors.
+"""`gymserve bench`: a closed-loop load generator that reports steps/s, requests/s, latency percentiles and errors.
 
-Each client owns one env and steps it as fast as the server answers (a closed loop), on one
-keep-alive connection or on a fresh connection per request. Clients are threads spread over
-several processes so that the generator is not held by one GIL.
+Each client owns its envs (one env, a batch of envs, or one vector env) and steps them as fast as
+the server answers (a closed loop), through /v1 or /v2 (JSON or msgpack), on one keep-alive
+connection or on a fresh connection per request. Clients are threads spread over several
+processes so that the generator is not held by one GIL. Steps count env-steps: a batch or vector
+request of N envs is N steps and one request.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-_JSON = {"Content-Type": "application/json"}
+from .codec import native
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+MEDIA_TYPES = {"json": JSON, "msgpack": MSGPACK}
+MODES = ("single", "batch", "vector")
 
 
 @dataclass(frozen=True)
@@ -33,11 +40,17 @@ class BenchConfig:
     processes: int = 0  # 0: min(clients, cores)
     server_pids: tuple[int, ...] = ()
     progress: bool = False
+    api: str = "v1"
+    encoding: str = "json"  # /v2 only: json or msgpack
+    mode: str = "single"  # /v2 only: single (one env per request), batch (/v2/batch/step), vector (num_envs)
+    batch_size: int = 16  # batch mode: envs each client steps in one request
+    num_envs: int = 16  # vector mode: sub-envs of each client's vector env
 
 
 @dataclass
 class ClientResult:
-    steps: int = 0
+    steps: int = 0  # env-steps: a batch or vector request steps many
+    requests: int = 0
     latencies_us: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     wire_bytes: int = 0
@@ -54,11 +67,11 @@ class _Connection:
         self.fresh = fresh
         self.conn: http.client.HTTPConnection | None = None
 
-    def call(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, int, bool]:
+    def call(self, method: str, path: str, body: bytes | None, media_type: str = JSON) -> tuple[int, bytes, int, bool]:
         """(status, body, bytes on the wire in both directions, forwarded by another worker)."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        headers = dict(_JSON)
+        headers = {"Content-Type": media_type, "Accept": media_type}
         if self.fresh:
             headers["Connection"] = "close"
         try:
@@ -95,42 +108,154 @@ def _response_bytes(resp: http.client.HTTPResponse, data: bytes) -> int:
     return status_line + sum(len(k) + len(v) + 4 for k, v in resp.getheaders()) + 2 + len(data)
 
 
-def _run_client(cfg: BenchConfig, seed: int, deadline: float, result: ClientResult) -> None:
-    conn = _Connection(cfg.url, cfg.fresh_connections)
-    created = False
-    try:
-        status, data, _, _ = conn.call(
-            "POST", "/v1/envs/", json.dumps({"env_id": cfg.env_id, "auto_reset": True}).encode()
+class SetupFailed(Exception):
+    """A create or reset was refused: the client counts it as an error and stops."""
+
+
+class _Driver:
+    """What one client sends: its envs are made by `setup`, each `request` steps them once, `teardown` closes them."""
+
+    media_type = JSON
+
+    def __init__(self, cfg: BenchConfig, conn: _Connection) -> None:
+        self.cfg = cfg
+        self.conn = conn
+        self.created: list[str] = []
+
+    def setup(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def request(self) -> tuple[str, bytes]:
+        """The path and body of the next step request."""
+        raise NotImplementedError
+
+    def answered(self, status: int, data: bytes, errors: Counter[str]) -> int:
+        """Env-steps done by an answer; errors counted by kind."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        raise NotImplementedError
+
+
+class _V1Single(_Driver):
+    """The seed's /v1: create with auto_reset, reset seeded, step one sampled action forever."""
+
+    def setup(self, seed: int) -> None:
+        status, data, _, _ = self.conn.call(
+            "POST", "/v1/envs/", json.dumps({"env_id": self.cfg.env_id, "auto_reset": True}).encode()
         )
         if status != 200:
-            result.errors[f"create {status}"] += 1
-            return
-        created = True
-        path = f"/v1/envs/{json.loads(data)['instance_id']}"
-        conn.call("POST", f"{path}/reset/", json.dumps({"seed": seed}).encode())
-        step_path = f"{path}/step/"
-        sample = conn.call("GET", f"{path}/action_space/sample/", None)[1]
-        body = json.dumps({"action": json.loads(sample)["action"]}).encode()
+            raise SetupFailed(f"create {status}")
+        self.created.append(json.loads(data)["instance_id"])
+        self.path = f"/v1/envs/{self.created[0]}"
+        self.conn.call("POST", f"{self.path}/reset/", json.dumps({"seed": seed}).encode())
+        sample = self.conn.call("GET", f"{self.path}/action_space/sample/", None)[1]
+        self.body = json.dumps({"action": json.loads(sample)["action"]}).encode()
+
+    def request(self) -> tuple[str, bytes]:
+        return f"{self.path}/step/", self.body
+
+    def answered(self, status: int, data: bytes, errors: Counter[str]) -> int:
+        if status == 200:
+            return 1
+        errors[f"http {status}"] += 1
+        return 0
+
+    def teardown(self) -> None:
+        for iid in self.created:
+            self.conn.call("DELETE", f"/v1/envs/{iid}/", None)
+
+
+class _V2(_Driver):
+    """/v2 in JSON or msgpack, numbered like RemoteEnv: single envs, a batch of envs, or one vector env."""
+
+    def __init__(self, cfg: BenchConfig, conn: _Connection) -> None:
+        super().__init__(cfg, conn)
+        self.media_type = MEDIA_TYPES[cfg.encoding]
+
+    def _call(self, method: str, path: str, payload: Any, what: str) -> Any:
+        body = None if payload is None else native.dumps(payload, self.media_type)
+        status, data, _, _ = self.conn.call(method, path, body, self.media_type)
+        if status >= 300:
+            raise SetupFailed(f"{what} {status}")
+        return native.loads(data, self.media_type) if data else None
+
+    def setup(self, seed: int) -> None:
+        create: dict[str, Any] = {"env_id": self.cfg.env_id}
+        if self.cfg.mode == "vector":
+            create["num_envs"] = self.cfg.num_envs
+        else:
+            create["auto_reset"] = True
+        count = self.cfg.batch_size if self.cfg.mode == "batch" else 1
+        actions = []
+        for n in range(count):
+            info = self._call("POST", "/v2/envs", create, "create")
+            self.created.append(info["instance_id"])
+            self._call("POST", f"/v2/envs/{info['instance_id']}/reset", {"seed": seed * count + n, "seq": 1}, "reset")
+            space = native.rebuild_space(info["action_space"])
+            space.seed(seed * count + n)
+            actions.append(space.sample())
+        self.seqs = [1] * count
+        self.actions = actions
+
+    def request(self) -> tuple[str, bytes]:
+        if self.cfg.mode == "batch":
+            items = [
+                {"id": iid, "action": action, "seq": seq + 1}
+                for iid, action, seq in zip(self.created, self.actions, self.seqs, strict=True)
+            ]
+            return "/v2/batch/step", native.dumps({"items": items}, self.media_type)
+        body = native.dumps({"action": self.actions[0], "seq": self.seqs[0] + 1}, self.media_type)
+        return f"/v2/envs/{self.created[0]}/step", body
+
+    def answered(self, status: int, data: bytes, errors: Counter[str]) -> int:
+        if status != 200:
+            errors[f"http {status}"] += 1
+            return 0
+        if self.cfg.mode != "batch":
+            self.seqs[0] += 1
+            return self.cfg.num_envs if self.cfg.mode == "vector" else 1
+        done = 0
+        for i, result in enumerate(native.loads(data, self.media_type)["results"]):
+            if "error" in result:
+                errors[f"item {result['error']['code']}"] += 1
+            else:
+                self.seqs[i] += 1
+                done += 1
+        return done
+
+    def teardown(self) -> None:
+        for iid in self.created:
+            self.conn.call("DELETE", f"/v2/envs/{iid}", None, self.media_type)
+
+
+def _run_client(cfg: BenchConfig, seed: int, deadline: float, result: ClientResult) -> None:
+    conn = _Connection(cfg.url, cfg.fresh_connections)
+    driver: _Driver = _V1Single(cfg, conn) if cfg.api == "v1" else _V2(cfg, conn)
+    try:
+        driver.setup(seed)
         while time.monotonic() < deadline:
+            path, body = driver.request()
             started = time.perf_counter_ns()
             try:
-                status, _, wire, hop = conn.call("POST", step_path, body)
+                status, data, wire, hop = conn.call("POST", path, body, driver.media_type)
             except (OSError, http.client.HTTPException) as exc:
                 result.errors[type(exc).__name__] += 1
                 continue
             result.latencies_us.append((time.perf_counter_ns() - started) // 1000)
+            result.requests += 1
             result.wire_bytes += wire
             result.forwarded += hop
-            if status == 200:
-                result.steps += 1
-            else:
-                result.errors[f"http {status}"] += 1
+            result.steps += driver.answered(status, data, result.errors)
+    except SetupFailed as exc:
+        result.errors[str(exc)] += 1
+    except (OSError, http.client.HTTPException) as exc:
+        result.errors[f"setup {type(exc).__name__}"] += 1
     finally:
-        if created:
-            try:
-                conn.call("DELETE", f"{path}/", None)
-            except (OSError, http.client.HTTPException):
-                result.errors["delete failed"] += 1
+        try:
+            driver.teardown()
+        except (OSError, http.client.HTTPException):
+            result.errors["delete failed"] += 1
         conn.close()
 
 
@@ -146,6 +271,7 @@ def _process_main(cfg: BenchConfig, seeds: list[int], deadline: float, queue: An
     merged = ClientResult()
     for r in results:
         merged.steps += r.steps
+        merged.requests += r.requests
         merged.latencies_us += r.latencies_us
         merged.errors.update(r.errors)
         merged.wire_bytes += r.wire_bytes
@@ -207,6 +333,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.progress:
         print(file=sys.stderr)
     steps = sum(r.steps for r in results)
+    requests = sum(r.requests for r in results)
     latencies = sorted(v for r in results for v in r.latencies_us)
     errors: Counter[str] = Counter()
     for r in results:
@@ -215,9 +342,12 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "steps": steps,
         "steps_per_s": steps / cfg.seconds,
+        "requests": requests,
+        "requests_per_s": requests / cfg.seconds,
         "latency_us": {f"p{int(q * 100)}": _percentile(latencies, q) for q in (0.5, 0.9, 0.99)},
         "errors": dict(errors),
-        "bytes_per_step": sum(r.wire_bytes for r in results) / max(len(latencies), 1),
+        "bytes_per_step": sum(r.wire_bytes for r in results) / max(steps, 1),
+        "bytes_per_request": sum(r.wire_bytes for r in results) / max(len(latencies), 1),
         "forwarded_share": sum(r.forwarded for r in results) / max(len(latencies), 1),
         "server_cpu_seconds": cpu if cfg.server_pids else None,
         "server_cpu_us_per_step": cpu / steps * 1e6 if cfg.server_pids and steps else None,
@@ -230,10 +360,12 @@ def format_report(report: dict[str, Any]) -> str:
     lat = report["latency_us"]
     lines = [
         f"gymserve bench: {cfg['env_id']} at {cfg['url']}, {cfg['clients']} clients, "
-        f"{'fresh connection per request' if cfg['fresh_connections'] else 'keep-alive'}, {cfg['seconds']:g}s",
-        f"  steps/s        {report['steps_per_s']:10.0f}   ({report['steps']} steps)",
-        f"  latency        p50 {lat['p50']:.0f} us   p90 {lat['p90']:.0f} us   p99 {lat['p99']:.0f} us",
-        f"  bytes/step     {report['bytes_per_step']:10.0f}   (request + response, headers included)",
+        f"{'fresh connection per request' if cfg['fresh_connections'] else 'keep-alive'}, {cfg['seconds']:g}s, "
+        f"{_describe_api(cfg)}",
+        f"  steps/s        {report['steps_per_s']:10.0f}   ({report['steps']} env-steps)",
+        f"  requests/s     {report['requests_per_s']:10.0f}   ({report['requests']} step requests)",
+        f"  latency        p50 {lat['p50']:.0f} us   p90 {lat['p90']:.0f} us   p99 {lat['p99']:.0f} us   (per request)",
+        f"  bytes/step     {report['bytes_per_step']:10.0f}   (request + response, headers included, per env-step)",
         f"  forwarded      {report['forwarded_share']:10.1%}   (answered by another worker than the one reached)",
         f"  errors         {sum(report['errors'].values()):10d}   {report['errors'] or ''}",
     ]
@@ -243,6 +375,17 @@ def format_report(report: dict[str, Any]) -> str:
             f"({report['server_cpu_us_per_step'] or 0:.0f} us per step)"
         )
     return "\n".join(lines)
+
+
+def _describe_api(cfg: dict[str, Any]) -> str:
+    if cfg["api"] == "v1":
+        return "/v1 JSON, one env per request"
+    what = {
+        "single": "one env per request",
+        "batch": f"{cfg['batch_size']} envs per /v2/batch/step request",
+        "vector": f"a vector env of {cfg['num_envs']} per request",
+    }[cfg["mode"]]
+    return f"/v2 {cfg['encoding']}, {what}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,13 +402,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="PID of the server (gunicorn master) on this machine, to report its CPU",
     )
+    parser.add_argument("--api", choices=("v1", "v2"), default=BenchConfig.api, help="which API to step through")
+    parser.add_argument(
+        "--encoding", choices=tuple(MEDIA_TYPES), default=BenchConfig.encoding, help="/v2 body encoding"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=BenchConfig.mode,
+        help="/v2: single (one env per request), batch (--batch-size envs per /v2/batch/step), "
+        "vector (one vector env of --num-envs per request)",
+    )
+    parser.add_argument("--batch-size", type=int, default=BenchConfig.batch_size, help="batch mode: envs per client")
+    parser.add_argument(
+        "--num-envs", type=int, default=BenchConfig.num_envs, help="vector mode: sub-envs of each client's vector env"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--progress", action="store_true", help="show elapsed time on stderr")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.clients < 1 or args.seconds <= 0:
-        print("gymserve bench: --clients must be at least 1 and --seconds positive", file=sys.stderr)
+    problem = _bad_arguments(args)
+    if problem:
+        print(f"gymserve bench: {problem}", file=sys.stderr)
         return 2
     cfg = BenchConfig(
         url=args.url,
@@ -276,7 +435,22 @@ def main(args: argparse.Namespace) -> int:
         processes=args.processes,
         server_pids=tuple(args.server_pid),
         progress=args.progress,
+        api=args.api,
+        encoding=args.encoding,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        num_envs=args.num_envs,
     )
     report = run(cfg)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 1 if report["steps"] == 0 else 0
+
+
+def _bad_arguments(args: argparse.Namespace) -> str:
+    if args.clients < 1 or args.seconds <= 0:
+        return "--clients must be at least 1 and --seconds positive"
+    if args.batch_size < 1 or args.num_envs < 1:
+        return "--batch-size and --num-envs must be at least 1"
+    if args.api == "v1" and (args.mode != "single" or args.encoding != "json"):
+        return "--api v1 steps one env per request in JSON: --mode batch/vector and --encoding msgpack need --api v2"
+    return ""

@@ -42,11 +42,64 @@ def test_bench_reports_steps_latency_bytes_and_server_cpu_as_json(server, connec
         assert report["forwarded_share"] == 0  # created and stepped on one connection: never a hop
 
 
+@pytest.mark.parametrize(
+    ("args", "steps_per_request", "body_range"),
+    [
+        (["--api", "v2", "--encoding", "msgpack"], 1, (250, 1500)),
+        (["--api", "v2", "--encoding", "json", "--env-id", "Taxi-v4"], 1, (250, 1500)),
+        (["--api", "v2", "--encoding", "msgpack", "--mode", "batch", "--batch-size", "4"], 4, (60, 600)),
+        (["--api", "v2", "--encoding", "json", "--mode", "vector", "--num-envs", "8"], 8, (20, 400)),
+    ],
+    ids=["v2-msgpack-single", "v2-json-taxi", "v2-msgpack-batch", "v2-json-vector"],
+)
+def test_bench_steps_through_v2_counting_env_steps_and_requests(server, args, steps_per_request, body_range):
+    out = bench("--url", server.url, "--clients", "2", "--seconds", "1", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["errors"] == {} and report["requests"] > 5
+    assert report["steps"] == report["requests"] * steps_per_request  # env-steps: N per batch or vector request
+    assert report["requests_per_s"] == pytest.approx(report["requests"] / 1.0)
+    assert body_range[0] < report["bytes_per_step"] < body_range[1]
+    assert report["bytes_per_request"] == pytest.approx(report["bytes_per_step"] * steps_per_request)
+    assert report["config"]["api"] == "v2" and report["forwarded_share"] == 0
+
+
+def test_bench_batches_over_fresh_connections_reach_both_workers(server):
+    out = bench(
+        "--url", server.url, "--clients", "2", "--seconds", "1", "--json", "--fresh-connections",
+        "--api", "v2", "--mode", "batch", "--batch-size", "6", "--progress",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["errors"] == {} and report["steps"] == 6 * report["requests"] > 0
+    assert "1.0s / 1s" in out.stderr  # the progress line
+
+
+def test_bench_text_report_names_the_mode_and_requests(server):
+    out = bench("--url", server.url, "--clients", "1", "--seconds", "0.5", "--api", "v2", "--mode", "vector")
+    assert out.returncode == 0, out.stderr
+    assert "/v2 json, a vector env of 16 per request" in out.stdout and "requests/s" in out.stdout
+
+
 def test_bench_prints_a_readable_report_and_counts_errors(server):
     out = bench("--url", server.url, "--clients", "1", "--seconds", "0.5", "--env-id", "NoSuchEnv-v0")
     assert out.returncode == 1 and "create 400" in out.stdout and "steps/s" in out.stdout
 
 
-def test_bench_refuses_nonsense_arguments():
-    out = bench("--clients", "0")
-    assert out.returncode == 2 and "--clients" in out.stderr
+def test_bench_counts_v2_create_errors_by_status(server):
+    out = bench("--url", server.url, "--clients", "1", "--seconds", "0.5", "--api", "v2", "--env-id", "NoSuchEnv-v0")
+    assert out.returncode == 1 and "create 422" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--clients", "0"], "--clients"),
+        (["--api", "v2", "--batch-size", "0"], "--batch-size"),
+        (["--mode", "batch"], "--api v2"),
+        (["--encoding", "msgpack"], "--api v2"),
+    ],
+)
+def test_bench_refuses_nonsense_arguments(args, named):
+    out = bench(*args)
+    assert out.returncode == 2 and named in out.stderr
