@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -412,10 +413,14 @@ def test_upgrade_to_three_pods_keeps_the_envs(release: Release) -> None:
 
 
 def test_helm4_installs_with_server_side_apply(kube: Kube, release: Release) -> None:
-    """Helm 4 applies server-side: every port needs its protocol on a 1.20 API server."""
+    """Helm 4 applies server-side: every port needs its protocol on a 1.20 API server.
+
+    This release keeps the router's default resolver: the router pod's own nameserver, which the image's
+    entrypoint renders into the config (it answers nothing here, but it must be the one configured).
+    """
     h4 = Kube(kube.env, kube.namespace, helm_bin="helm4")
     started = time.monotonic()
-    args = ["--values", release.values_file, "--set", "replicaCount=1,router.replicaCount=1"]
+    args = ["--values", release.values_file, "--set", "replicaCount=1,router.replicaCount=1,router.resolver="]
     h4.helm("install", "h4", str(CHART), *args, "--wait", "--timeout", "3m")
     measure("helm4 install --wait (1 gymserve pod, 1 router pod)", time.monotonic() - started)
     try:
@@ -425,6 +430,11 @@ def test_helm4_installs_with_server_side_apply(kube: Kube, release: Release) -> 
         with port_forwards(kube, ["pod/h4-gymserve-0"], PORT) as forwards:
             created = forwards["pod/h4-gymserve-0"].call("POST", "/v1/envs/", {"env_id": ENV_ID})
             assert created.status == 200 and created.body["instance_id"].startswith("h4-gymserve-0.")
+        files = "/etc/nginx/conf.d/default.conf /etc/resolv.conf"
+        out = kube.kubectl("exec", "deployment/h4-gymserve-router", "--", "sh", "-c", f"cat {files}")
+        nameservers = re.findall(r"^nameserver (\S+)", out, re.M)
+        resolver = re.search(r"^resolver (.+) valid=", out, re.M)
+        assert nameservers and resolver and resolver[1].split() == nameservers, (resolver, nameservers)
     finally:
         h4.helm("uninstall", "h4", "--wait")
 
