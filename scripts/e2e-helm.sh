@@ -77,9 +77,6 @@ if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import kubernetes_val
 fi
 
 stage "tests/helm (static) and tests/e2e/test_helm.py (live cluster)"
-# -o markers: both markers, also where pyproject does not register them (--strict-markers).
 GYMSERVE_E2E_HELM=1 GYMSERVE_E2E_HELM_IMAGE=$IMAGE "$VENV/bin/pytest" -p no:cacheprovider \
-    -o "markers=e2e: end-to-end tests on a real Docker engine or Kubernetes
-helm: static tests of the Helm chart" \
     tests/helm tests/e2e/test_helm.py "$@" </dev/null
 stage "done"
