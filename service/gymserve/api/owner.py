@@ -31,7 +31,7 @@ def route_to_owner() -> Response | None:
     if owner.slot == w.owner.slot or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
         # Our slot in an older generation, or a slot that cannot be reached: that worker died.
         raise InstanceLost(instance_id)
-    return _forward(w, owner.slot, instance_id)
+    return forward_to(w, owner.slot, instance_id)
 
 
 def create_elsewhere_if_full() -> Response | None:
@@ -43,10 +43,10 @@ def create_elsewhere_if_full() -> Response | None:
     roomy = [s for s, n in counts.items() if n < w.settings.max_envs_per_worker]
     if not roomy or w.replica_envs() >= w.settings.max_envs:
         return None  # the local create answers 503
-    return _forward(w, min(roomy, key=counts.__getitem__), "")
+    return forward_to(w, min(roomy, key=counts.__getitem__), "")
 
 
-def _forward(w: Worker, slot: int, instance_id: str) -> Response:
+def forward_to(w: Worker, slot: int, instance_id: str) -> Response:
     assert w.forwarder is not None
     headers = {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
     query = request.query_string.decode("latin-1")

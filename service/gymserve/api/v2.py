@@ -249,7 +249,7 @@ def _create_elsewhere(w: Worker, weight: int) -> Response | None:
     if w.registry.has_room(weight) or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
         return None
     slot = w.roomiest_sibling(weight)
-    return None if slot is None else owner._forward(w, slot, "")
+    return None if slot is None else owner.forward_to(w, slot, "")
 
 
 def _wrapper_names(body: dict[str, Any]) -> tuple[str, ...]:
