@@ -280,9 +280,49 @@ def gymserve_rows(seconds: float) -> list[Row]:
     return rows
 
 
+def bench(port: int, master: int, seconds: float, *mode: str) -> dict[str, Any]:
+    """`gymserve bench` pinned to the load core: it speaks /v2 msgpack and numbers its calls like RemoteEnv."""
+    argv = [
+        sys.executable,
+        "-m",
+        "gymserve.cli",
+        "bench",
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--api",
+        "v2",
+        "--encoding",
+        "msgpack",
+        "--seconds",
+        f"{seconds:g}",
+        "--processes",
+        "1",
+        "--server-pid",
+        str(master),
+        "--json",
+        *mode,
+    ]
+    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, timeout=seconds + 300, check=True)
+    report: dict[str, Any] = json.loads(out.stdout)
+    if report["errors"]:
+        raise RuntimeError(f"gymserve bench saw errors: {report['errors']}")
+    return report
+
+
 def extra_rows(args: argparse.Namespace) -> list[Row]:
-    """Batch and vector stepping (through `gymserve bench`), once the server has them."""
-    return []
+    """Vector and batch stepping: many env-steps per request, through `gymserve bench`."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
+    rows = []
+    with serving(argv, port, "/readyz", gymserve_env()) as master:
+        for name, mode in (
+            (f"gymserve /v2 vector env x{args.num_envs}, 1 request per step", ["--mode", "vector", "--num-envs"]),
+            (f"gymserve /v2 batch step, {args.num_envs} envs per request", ["--mode", "batch", "--batch-size"]),
+        ):
+            r = bench(port, master, args.seconds, "--clients", "1", *mode, str(args.num_envs))
+            lat = r["latency_us"]
+            rows.append(Row(name, 1, r["steps_per_s"], lat["p50"], lat["p99"], r.get("bytes_per_request")))
+    return rows
 
 
 def null_rows(seconds: float) -> list[Row]:
