@@ -57,5 +57,5 @@ fi
 stage "tests/e2e"
 # -o markers: the e2e marker, also where pyproject does not register it (--strict-markers).
 GYMSERVE_E2E=1 "$VENV/bin/pytest" -p no:cacheprovider -o "markers=e2e: docker compose end-to-end tests" \
-    tests/e2e "$@" </dev/null
+    tests/e2e/test_compose.py "$@" </dev/null
 stage "done"
