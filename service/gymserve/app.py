@@ -39,9 +39,7 @@ def _time_requests(app: Flask) -> None:
         started = g.get("gymserve_started")
         if started is not None:
             route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            metrics.REQUEST_SECONDS.labels(route, request.method, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
+            metrics.request_timer(route, request.method, response.status_code).observe(time.perf_counter() - started)
         return response
 
 

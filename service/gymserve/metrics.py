@@ -9,6 +9,7 @@ instance id, a seed or a kwarg.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -111,6 +112,19 @@ BUILD_INFO = Gauge(
 )
 
 OTHER_ENV = "other"  # the label for an env id that is not on the allowlist (bounded cardinality)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def request_timer(route: str, method: str, status: int) -> Any:
+    """The request-duration child for one route, method and status (a client's odd method is OTHER)."""
+    return _request_timer(route, method if method in _METHODS else "OTHER", status)
+
+
+@functools.cache
+def _request_timer(route: str, method: str, status: int) -> Any:
+    return REQUEST_SECONDS.labels(route, method, str(status))
 
 
 def publish_static(max_envs_per_worker: int, max_envs: int) -> None:

@@ -455,13 +455,13 @@ def print_table(rows: list[Row], live: dict[str, float], args: argparse.Namespac
         f"gymserve performance, {time.strftime('%Y-%m-%d')}, server on core {SERVER_CORE}, load on core {LOAD_CORE}, "
         f"{args.seconds:g}s per run"
     )
-    print(f"| {'what':<52} | clients | steps/s | p50 us | p99 us | bytes/step |")
-    print(f"|{'-' * 54}|---------|---------|--------|--------|------------|")
+    print(f"| {'what':<52} | clients | steps/s | p50 us | p99 us | answer bytes |")
+    print(f"|{'-' * 54}|---------|---------|--------|--------|--------------|")
     for r in rows:
         p50 = f"{r.p50_us:.0f}" if r.p50_us is not None else ""
         p99 = f"{r.p99_us:.0f}" if r.p99_us is not None else ""
         size = f"{r.bytes_per_step:.0f}" if r.bytes_per_step is not None else ""
-        print(f"| {r.name:<52} | {r.clients:>7} | {r.steps_per_s:>7.0f} | {p50:>6} | {p99:>6} | {size:>10} |")
+        print(f"| {r.name:<52} | {r.clients:>7} | {r.steps_per_s:>7.0f} | {p50:>6} | {p99:>6} | {size:>12} |")
     null1, null16 = find(rows, "null", 1), find(rows, "null", 16)
     v2bin1, v2bin16 = find(rows, "gymserve /v2 msgpack", 1), find(rows, "gymserve /v2 msgpack", 16)
     seed = find(rows, "seed as shipped", 16)

@@ -73,3 +73,20 @@ def test_render_of_an_env_made_without_render_mode_is_the_seeds_null(client):
     client.post(f"/v1/envs/{iid}/reset/", json={})
     resp = client.get(f"/v1/envs/{iid}/render/")
     assert resp.status_code == 200 and resp.json == {"render_frame": None}
+
+
+def test_request_metrics_label_only_known_methods_and_route_templates(client):
+    from prometheus_client import REGISTRY
+
+    client.open("/v1/envs/", method="BREW")
+    client.get("/v1/envs/no-such-id/")
+    labels = [
+        s.labels
+        for m in REGISTRY.collect()
+        if m.name == "gymserve_http_request_duration_seconds"
+        for s in m.samples
+        if s.name.endswith("_count")
+    ]
+    assert any(lab["method"] == "OTHER" for lab in labels), labels
+    assert all(lab["method"] in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"} for lab in labels)
+    assert not any("no-such-id" in lab["route"] for lab in labels), "routes are templates, never raw paths"
