@@ -19,21 +19,24 @@ from typing import Any
 import requests
 
 # Test servers stay below the ephemeral range (32768+), so a port picked here never collides with
-# a client socket's port.
-_PORT_RANGE = (20000, 32000)
+# a client socket's port, and below Kubernetes' NodePort range (30000+).
+_PORT_RANGE = (20000, 30000)
 
 
-def free_port() -> int:
+def free_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
+    """A port on 127.0.0.1 that nothing listens on now, other than the ones in `taken`."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
         port = rng.randrange(*_PORT_RANGE)
+        if port in taken:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port below 32768")
+    raise RuntimeError("no free port below 30000")
 
 
 @dataclass

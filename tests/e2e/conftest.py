@@ -13,9 +13,7 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -27,31 +25,15 @@ from typing import Any
 import pytest
 
 from gymserve import __version__
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DRAIN_SECONDS = 2  # replicas that hold envs take this long (+ up to 5 s) to stop; keep the stage short
 REPLICAS = 2
-# Host ports stay below the ephemeral range (32768+) and Kubernetes' NodePort range (30000+).
-_PORT_RANGE = (20000, 30000)
 
 # Numbers measured by the session, printed at its end (image size, build and start times).
 MEASURED: dict[str, str] = {}
-
-
-def _free_port(taken: set[int]) -> int:
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(200):
-        port = rng.randrange(*_PORT_RANGE)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port below 30000")
 
 
 def _revision() -> str:
@@ -156,8 +138,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     if os.environ.get("GYMSERVE_E2E") != "1":
         pytest.skip("compose end-to-end tests run with GYMSERVE_E2E=1 (scripts/e2e-compose.sh sets it)")
     client = _docker_client()
-    router_port = int(os.environ.get("GYMSERVE_E2E_ROUTER_PORT") or _free_port(set()))
-    prometheus_port = int(os.environ.get("GYMSERVE_E2E_PROMETHEUS_PORT") or _free_port({router_port}))
+    router_port = int(os.environ.get("GYMSERVE_E2E_ROUTER_PORT") or free_port())
+    prometheus_port = int(os.environ.get("GYMSERVE_E2E_PROMETHEUS_PORT") or free_port({router_port}))
     project = f"gymserve-e2e-{os.getpid()}-{secrets.token_hex(3)}"
     # A tag of this run's own (removed at the end; the build cache stays), unless one is given.
     own_image = not os.environ.get("GYMSERVE_E2E_IMAGE")

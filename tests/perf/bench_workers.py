@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from wrk import run_wrk
+
 from servers import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -69,26 +71,7 @@ def call(port: int, method: str, path: str, body: dict | None) -> dict:
 
 
 def wrk(port: int, clients: int, seconds: float, fresh: bool) -> dict:
-    env = {**os.environ, "GYMSERVE_FRESH": "1" if fresh else "0"}
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{clients}",
-            f"-c{clients}",
-            f"-d{seconds:g}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(HERE / "step.lua"),
-            f"http://127.0.0.1:{port}/",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=seconds + 120,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_wrk(port, "step.lua", clients, seconds, {"GYMSERVE_FRESH": "1" if fresh else "0"})
     result["steps_per_s"] = result["steps"] / result["seconds"]
     return result
 

@@ -33,6 +33,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "integration"))
 from seed import ensure_seed_venv, seed_script, seed_venv  # noqa: E402
+from wrk import run_wrk  # noqa: E402
 
 from servers import free_port  # noqa: E402
 
@@ -102,35 +103,13 @@ def wrk(port: int, path_fmt: str, ids: list[str], body: bytes, media: str, clien
         f.write(body)
         f.flush()
         env = {
-            **os.environ,
             "GYMSERVE_IDS": ",".join(ids),
             "GYMSERVE_PATH": path_fmt,
             "GYMSERVE_BODY_FILE": f.name,
             "GYMSERVE_CONTENT_TYPE": media,
             "GYMSERVE_ACCEPT": media,
         }
-        out = subprocess.run(
-            pinned(
-                LOAD_CORE,
-                [
-                    "wrk",
-                    f"-t{clients}",
-                    f"-c{clients}",
-                    f"-d{seconds:g}s",
-                    "--timeout",
-                    "30s",
-                    "-s",
-                    str(HERE / "step_ids.lua"),
-                    f"http://127.0.0.1:{port}/",
-                ],
-            ),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=seconds + 120,
-            check=True,
-        )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = run_wrk(port, "step_ids.lua", clients, seconds, env, ("taskset", "-c", LOAD_CORE))
     if result["errors"] or result["socket_errors"]:
         raise RuntimeError(f"wrk saw errors: {result}")
     return result
