@@ -45,6 +45,8 @@ server {
     proxy_set_header Host $http_host;
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $scheme;
+    # Set only between the workers of one replica; a client's copy would stop their forwarding.
+    proxy_set_header X-Gymserve-Forwarded "";
     proxy_connect_timeout 3s;
     # Longer than gunicorn's worker timeout (120 s), so a slow env call gets the replica's own answer.
     proxy_read_timeout 130s;

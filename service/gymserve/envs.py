@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import orjson
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation, Autoreset
@@ -151,6 +152,8 @@ class EnvFactory:
         """A gym.Env, or a gym.vector.VectorEnv (synchronous, in this process) when `req.num_envs` is set."""
         env_id = self.check_env_id(req.env_id)
         kwargs = dict(req.kwargs or {})
+        if len(orjson.dumps(kwargs, option=orjson.OPT_SERIALIZE_NUMPY)) > self.settings.max_kwargs_bytes:
+            raise InvalidValue("kwargs", f"larger than the server's limit of {self.settings.max_kwargs_bytes} bytes")
         self._check_kwargs(env_id, kwargs)
         self.check_vector(req)
         for i, name in enumerate(req.wrappers):

@@ -24,12 +24,6 @@ class GymServeError(Exception):
         """The seed answered 400 for every client error; keep that, except where the status is the point."""
         return self.status if self.status in (413, 415, 429, 503) or self.status >= 500 else 400
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"message": self.message, "code": self.code}
-        if self.details:
-            body["details"] = self.details
-        return body
-
 
 class BadRequest(GymServeError):
     """The request body or a parameter is malformed, missing or of the wrong type."""
@@ -51,10 +45,6 @@ class InvalidValue(BadRequest):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", details={"field": field})
-
-
-class InvalidAction(InvalidValue):
-    code = "invalid_action"
 
 
 class MalformedEnvId(BadRequest):
@@ -124,11 +114,6 @@ class SequenceConflict(GymServeError):
 class NotSupported(BadRequest):
     status = 422
     code = "not_supported"
-
-
-class PayloadTooLarge(GymServeError):
-    status = 413
-    code = "payload_too_large"
 
 
 class UnsupportedMediaType(GymServeError):

@@ -182,10 +182,16 @@ def transitions(record: EnvRecord) -> Any:
     return space_codec.to_jsonable(table)
 
 
-def episodes(record: EnvRecord, count: int, seed: int | None, max_steps: int) -> list[list[tuple[Any, float]]]:
-    """Run `count` episodes with random actions; each is [(obs, reward), ...] starting at (reset obs, 0)."""
+def episodes(
+    record: EnvRecord, count: int, seed: int | None, max_steps: int, max_bytes: int
+) -> list[list[tuple[Any, float]]]:
+    """Run `count` episodes with random actions; each is [(obs, reward), ...] starting at (reset obs, 0).
+
+    Bounded in steps and in the bytes of observations held for the answer (frames are 720 KB each).
+    """
     result: list[list[tuple[Any, float]]] = []
     budget = max_steps
+    bytes_left = max_bytes
     for n in range(count):
         obs, _ = reset(record, seed if n == 0 else None, None)
         episode: list[tuple[Any, float]] = [(obs, 0.0)]
@@ -199,6 +205,13 @@ def episodes(record: EnvRecord, count: int, seed: int | None, max_steps: int) ->
                     "steps in one request (GYMSERVE_EPISODES_MAX_STEPS); ask for fewer",
                 )
             budget -= 1
+            bytes_left -= getattr(obs, "nbytes", 64)
+            if bytes_left < 0:
+                raise InvalidValue(
+                    "count",
+                    f"the episodes' observations exceed the server's limit of {max_bytes} bytes in one request "
+                    "(64 x GYMSERVE_MAX_BODY_BYTES); ask for fewer",
+                )
             obs, reward, terminated, truncated, _ = step_native(record, record.env.action_space.sample())
             episode.append((obs, reward))
             done = terminated or truncated

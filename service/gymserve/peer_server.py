@@ -13,6 +13,7 @@ from typing import Any
 from .peerwire import read_message, write_message
 
 log = logging.getLogger(__name__)
+_INTERNAL_ERROR = b'{"message": "internal server error", "code": "internal"}'
 
 
 def _environ(meta: dict[str, Any], body: bytes) -> dict[str, Any]:
@@ -75,7 +76,12 @@ class PeerServer(socketserver.ThreadingUnixStreamServer):
             answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), dict(headers)
             return lambda data: None
 
-        chunks = self.app(environ, start_response)
+        try:
+            chunks = self.app(environ, start_response)
+        except Exception:  # Flask's handlers answer almost everything; never drop a sibling's connection
+            log.exception("forwarded request failed")
+            return 500, {"Content-Type": "application/json"}, _INTERNAL_ERROR
+
         try:
             body = b"".join(chunks)
         finally:

@@ -14,7 +14,6 @@ log = logging.getLogger(__name__)
 class Reaper:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.reaped = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -32,7 +31,6 @@ class Reaper:
                     idle,
                     record.ttl,
                 )
-        self.reaped += len(reaped)
         return reaped
 
     def _loop(self) -> None:

@@ -115,6 +115,12 @@ class Registry:
             raise UnknownInstance(instance_id)
         return record
 
+    def touch(self, instance_id: str) -> EnvRecord:
+        """The record of a read that needs no lock (space descriptions, transitions): it still counts as a use."""
+        record = self.get(instance_id)
+        record.last_used = time.monotonic()
+        return record
+
     @contextmanager
     def use(self, instance_id: str) -> Iterator[EnvRecord]:
         """The record, locked for this request alone, its idle clock restarted."""
@@ -140,10 +146,14 @@ class Registry:
         record = self._records.get(instance_id)
         if record is None:
             return False
-        with record.lock:
+        if not record.lock.acquire(blocking=False):
+            return False  # in use right now, so not idle: never wait behind a long request
+        try:
             if record.closed or not record.expired(time.monotonic()):
                 return False
             self._close(record, "ttl")
+        finally:
+            record.lock.release()
         return True
 
     def _close(self, record: EnvRecord, reason: str) -> None:

@@ -95,6 +95,16 @@ class Settings:
         return tuple(p.strip() for p in self.allowed_envs.split(",") if p.strip())
 
     @property
+    def episodes_max_bytes(self) -> int:
+        """Observation bytes one /episodes answer may hold: a frame env would otherwise fill the memory."""
+        return 64 * self.max_body_bytes
+
+    @property
+    def max_kwargs_bytes(self) -> int:
+        """JSON size of a create's kwargs: a constructor argument (a map, say) must not take minutes to build."""
+        return min(16_384, self.max_body_bytes)
+
+    @property
     def graceful_timeout_seconds(self) -> float:
         """gunicorn's graceful_timeout: the drain window plus time to close envs and answer in-flight steps."""
         return self.drain_seconds + 5.0

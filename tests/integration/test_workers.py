@@ -245,3 +245,18 @@ def test_after_a_restart_of_the_whole_replica_old_ids_read_as_lost_not_as_ours(m
     for iid in old:
         resp = post(f"{second.url}/v1/envs/{iid}/reset/")
         assert resp.status_code == 400 and resp.json()["code"] == "instance_lost", resp.text
+
+
+def test_a_chunked_body_reaches_the_owner_whole(make_server_once):
+    srv, _ = make_server_once
+    ids = [create(srv) for _ in range(8)]  # fresh connections: both workers hold some
+    for iid in ids:
+        post(f"{srv.url}/v1/envs/{iid}/reset/")
+        for _ in range(4):  # each a new connection, so about half reach the other worker and are forwarded
+            chunked = requests.post(
+                f"{srv.url}/v1/envs/{iid}/step/",
+                data=iter([b'{"action":', b" 0}"]),
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert chunked.status_code == 200, chunked.text

@@ -90,3 +90,34 @@ def test_request_metrics_label_only_known_methods_and_route_templates(client):
     assert any(lab["method"] == "OTHER" for lab in labels), labels
     assert all(lab["method"] in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"} for lab in labels)
     assert not any("no-such-id" in lab["route"] for lab in labels), "routes are templates, never raw paths"
+
+
+def test_huge_integers_and_oversized_kwargs_are_4xx_not_500(client):
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    client.post(f"/v1/envs/{iid}/reset/", json={})
+    for action in (10**30, 2**63, 1e30):
+        resp = client.post(f"/v1/envs/{iid}/step/", json={"action": action})
+        assert resp.status_code == 400 and resp.json["details"]["field"] == "action", resp.json
+    assert client.get(f"/v1/envs/{iid}/action_space/contains/1e30/").json == {"member": False}
+    desc = ["F" * 100] * 100  # a 100x100 FrozenLake map is ~10 KB of JSON; the kwargs limit is 16 KiB
+    resp = client.post("/v1/envs/", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": desc * 2}})
+    assert resp.status_code == 400 and resp.json["details"]["field"] == "kwargs" and "limit" in resp.json["message"]
+
+
+def test_episodes_of_a_frame_env_are_bounded_by_bytes_not_only_steps():
+    app = create_app(Settings.from_env({"GYMSERVE_MAX_BODY_BYTES": "65536"}, node_id="test"))  # 4 MiB of obs
+    client = app.test_client()
+    iid = client.post(
+        "/v2/envs",
+        json={"env_id": "CartPole-v1", "kwargs": {"render_mode": "rgb_array"}, "wrappers": ["AddRenderObservation"]},
+    ).json["instance_id"]
+    resp = client.post(f"/v1/envs/{iid}/episodes/", json={"count": 5})
+    assert resp.status_code == 400 and "bytes" in resp.json["message"] and resp.json["details"]["field"] == "count"
+
+
+def test_reads_of_an_env_restart_its_idle_clock(app, client):
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    record = app.extensions["gymserve"].registry.get(iid)
+    record.last_used -= 100
+    client.get(f"/v1/envs/{iid}/action_space/")
+    assert record.idle_seconds() < 5

@@ -262,3 +262,10 @@ def test_png_refuses_what_is_not_an_image() -> None:
         assert not png.is_image(frame)
         with pytest.raises(ValueError, match="expected a non-empty uint8"):
             png.encode(frame)
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [2**40], [-1]])
+def test_an_ndarray_shape_too_large_to_make_is_refused_naming_the_field(shape):
+    with pytest.raises(InvalidValue) as err:
+        native.from_wire({"action": {"$nd": {"dtype": "float32", "shape": shape, "data": []}}})
+    assert err.value.details["field"].endswith(".shape")

@@ -67,3 +67,18 @@ def test_pop_closes_and_later_use_is_unknown():
     reg.pop("id1")
     with pytest.raises(UnknownInstance), reg.use("id1"):
         pass
+
+
+def test_the_reaper_never_waits_behind_a_request_in_flight():
+    reg = Registry(Settings.from_env({}))
+    reg.add(record(1, ttl=0.01))
+    time.sleep(0.05)
+    held = reg.get("id1").lock
+    held.acquire()
+    try:
+        started = time.monotonic()
+        assert reg.pop_if_expired("id1") is False
+        assert time.monotonic() - started < 0.5
+    finally:
+        held.release()
+    assert reg.pop_if_expired("id1") is True

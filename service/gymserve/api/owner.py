@@ -91,6 +91,8 @@ class ForwardFirst:
         owner = ids.parse(match[1]) if match else None
         if owner is None or owner.node != core.owner.node or owner.slot == core.owner.slot:
             return None
+        if environ.get("CONTENT_LENGTH") is None and environ["REQUEST_METHOD"] in ("POST", "PUT", "PATCH"):
+            return None  # a chunked body: Flask reads it whole and its hook forwards it
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:

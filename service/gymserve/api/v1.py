@@ -85,7 +85,7 @@ def _sibling_envs(forwarder: Forwarder, slot: int) -> dict[str, str]:
 
 @bp.get("/<instance_id>/")
 def env_get_id(instance_id: str) -> Response:
-    return json_response({"id": worker().registry.get(_checked_id(instance_id)).env_id})
+    return json_response({"id": worker().registry.touch(_checked_id(instance_id)).env_id})
 
 
 @bp.post("/<instance_id>/reset/")
@@ -126,7 +126,7 @@ def env_render(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/action_space/")
 def env_action_space_info(instance_id: str) -> Response:
-    record = worker().registry.get(_checked_id(instance_id))
+    record = worker().registry.touch(_checked_id(instance_id))
     return json_response({"info": space_codec.describe(record.env.action_space)})
 
 
@@ -142,7 +142,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
         value = orjson.loads(action)  # "1", "[0.5, -1]", "{\"a\": 1}"; anything else is a Text action
     except orjson.JSONDecodeError:
         value = action
-    record = worker().registry.get(_checked_id(instance_id))
+    record = worker().registry.touch(_checked_id(instance_id))
     return json_response({"member": operations.action_contains(record, value)})
 
 
@@ -150,7 +150,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
 def env_action_space_contains_body(instance_id: str) -> Response:
     """Additive: the same check with the action in a JSON body, for Dict, Tuple and Text actions."""
     value = required_param(json_body(required=True), "action")
-    record = worker().registry.get(_checked_id(instance_id))
+    record = worker().registry.touch(_checked_id(instance_id))
     return json_response({"member": operations.action_contains(record, value)})
 
 
@@ -158,7 +158,7 @@ def env_action_space_contains_body(instance_id: str) -> Response:
 def env_observation_space_contains(instance_id: str) -> Response:
     """The seed's check: do the given properties match the space's description (not: is this an obs)."""
     body = json_body(required=True)
-    record = worker().registry.get(_checked_id(instance_id))
+    record = worker().registry.touch(_checked_id(instance_id))
     info = space_codec.describe(record.env.observation_space)
     member = all(key in info and info[key] == value for key, value in body.items())
     return json_response({"member": member})
@@ -166,13 +166,13 @@ def env_observation_space_contains(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/observation_space/")
 def env_observation_space_info(instance_id: str) -> Response:
-    record = worker().registry.get(_checked_id(instance_id))
+    record = worker().registry.touch(_checked_id(instance_id))
     return json_response({"info": space_codec.describe(record.env.observation_space)})
 
 
 @bp.get("/<instance_id>/transitions/")
 def env_get_transitions(instance_id: str) -> Response:
-    record = worker().registry.get(_checked_id(instance_id))
+    record = worker().registry.touch(_checked_id(instance_id))
     return json_response({"transitions": operations.transitions(record)})
 
 
@@ -188,7 +188,7 @@ def env_episode_samples(instance_id: str) -> Response:
         )
     seed = operations.parse_seed(optional_param(body, "seed"))
     with w.registry.use(_checked_id(instance_id)) as record:
-        eps = operations.episodes(record, count, seed, w.settings.episodes_max_steps)
+        eps = operations.episodes(record, count, seed, w.settings.episodes_max_steps, w.settings.episodes_max_bytes)
         return json_response(
             {"episodes": [[{"s": codec.encode_observation(obs), "r": reward} for obs, reward in ep] for ep in eps]}
         )

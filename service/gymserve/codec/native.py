@@ -38,6 +38,8 @@ DTYPES = frozenset(
 )
 MAX_DEPTH = 32  # deeper input is refused before it can exhaust the stack
 MAX_DIMS = 32  # numpy's own limit
+# A dimension larger than any body could fill; also keeps a shape with a zero from overflowing reshape.
+MAX_DIM_SIZE = 2**31 - 1
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
 
@@ -157,9 +159,9 @@ def _ndarray(inner: Any, field: str, depth: int) -> Any:
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_DIMS
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_DIM_SIZE for n in shape)
     ):
-        raise InvalidValue(f"{field}.shape", f"expected a list of at most {MAX_DIMS} non-negative integers")
+        raise InvalidValue(f"{field}.shape", f"expected a list of at most {MAX_DIMS} integers from 0 to {MAX_DIM_SIZE}")
     dtype = np.dtype(name)
     count = math.prod(shape)
     if isinstance(data, bytes):

@@ -130,6 +130,8 @@ def _integer(value: Any, field: str) -> int:
         raise InvalidValue(field, f"expected an integer, got {_short(value)}")
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise InvalidValue(field, f"expected an integer, got {_short(value)}")
+    if not -(2**63) <= value < 2**63:
+        raise InvalidValue(field, f"{_short(value)} is out of the 64-bit integer range")
     return int(value)
 
 
