@@ -84,8 +84,11 @@ def answer_payload(record: EnvRecord, seq: int | None, request_digest: bytes, ru
     if seq is not None and seq != record.seq + 1:
         return native.loads(_resent(record, seq, request_digest, native.MSGPACK), native.MSGPACK)
     payload = _advance(record, run)
-    kept = SequencedAnswer(record.seq, request_digest, native.MSGPACK, native.dumps(payload, native.MSGPACK))
-    record.last_answer = kept if seq is not None else None
+    record.last_answer = (
+        None
+        if seq is None
+        else SequencedAnswer(record.seq, request_digest, native.MSGPACK, native.dumps(payload, native.MSGPACK))
+    )
     return payload
 
 

@@ -206,7 +206,10 @@ def _checked_id(instance_id: str) -> str:
 
 def _sequenced(record: EnvRecord, kind: str, seq: int | None, run: Callable[[], dict[str, Any]]) -> Response:
     """Run a reset or step unless `seq` says it is a resend of the last one, whose answer is then sent again."""
-    request_digest = calls.digest(kind.encode(), request.mimetype.encode(), request.get_data(cache=True))
+    # Only a numbered call is kept for a resend, so only a numbered call needs its request's digest.
+    request_digest = (
+        b"" if seq is None else calls.digest(kind.encode(), request.mimetype.encode(), request.get_data(cache=True))
+    )
     media_type = _answer_type()
     return _send(calls.answer_bytes(record, seq, request_digest, media_type, run), media_type)
 
