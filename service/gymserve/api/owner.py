@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from .. import ids
-from ..errors import GymServeError, InstanceLost
+from ..errors import GymServeError, InstanceLost, UnknownInstance
 from ..routing import FORWARDED_HEADER, REQUEST_HEADERS, Answer
 from ..worker import Worker
 from .common import worker
@@ -34,16 +34,21 @@ def route_to_owner() -> Response | None:
     return forward_to(w, owner.slot, instance_id)
 
 
-def create_elsewhere_if_full() -> Response | None:
-    """A create on a full worker goes to the sibling with the fewest envs, if the replica has room."""
+def create_elsewhere_if_full(weight: int = 1) -> Response | None:
+    """A create this worker has no room for goes to the sibling with the fewest envs (a vector env needs room
+    for all its sub-envs); None: create here, which answers 503 if the replica is full."""
     w = worker()
-    if not w.registry.full or w.forwarder is None or w.replica is None or request.headers.get(FORWARDED_HEADER):
+    if w.registry.has_room(weight) or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
         return None
-    counts = {slot: w.replica.counts[slot] for slot in w.replica.live_slots() if slot != w.owner.slot}
-    roomy = [s for s, n in counts.items() if n < w.settings.max_envs_per_worker]
-    if not roomy or w.replica_envs() >= w.settings.max_envs:
-        return None  # the local create answers 503
-    return forward_to(w, min(roomy, key=counts.__getitem__), "")
+    slot = w.roomiest_sibling(weight)
+    return None if slot is None else forward_to(w, slot, "")
+
+
+def checked_id(instance_id: str) -> str:
+    """A string that is not an id of ours is unknown, whatever it holds: it never reaches anything else."""
+    if ids.parse(instance_id) is None:
+        raise UnknownInstance(instance_id[:100])
+    return instance_id
 
 
 def forward_to(w: Worker, slot: int, instance_id: str) -> Response:

@@ -7,23 +7,16 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, request
 
-from .. import ids, operations
+from .. import operations
 from ..codec import spaces as space_codec
 from ..codec import v1 as codec
 from ..envs import CreateRequest
-from ..errors import GymServeError, InvalidValue, UnknownInstance
+from ..errors import GymServeError, InvalidValue
 from ..routing import FORWARDED_HEADER, Forwarder
 from . import owner
 from .common import json_body, json_response, optional_param, required_param, worker
 
 bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
-
-
-def _checked_id(instance_id: str) -> str:
-    # A string that is not an id of ours is unknown, whatever it holds: it never reaches anything else.
-    if ids.parse(instance_id) is None:
-        raise UnknownInstance(instance_id[:100])
-    return instance_id
 
 
 def _optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
@@ -85,7 +78,7 @@ def _sibling_envs(forwarder: Forwarder, slot: int) -> dict[str, str]:
 
 @bp.get("/<instance_id>/")
 def env_get_id(instance_id: str) -> Response:
-    return json_response({"id": worker().registry.touch(_checked_id(instance_id)).env_id})
+    return json_response({"id": worker().registry.touch(owner.checked_id(instance_id)).env_id})
 
 
 @bp.post("/<instance_id>/reset/")
@@ -93,7 +86,7 @@ def env_reset(instance_id: str) -> Response:
     body = json_body()
     seed = operations.parse_seed(optional_param(body, "seed"))
     options = operations.parse_options(optional_param(body, "options"))
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         obs, info = operations.reset(record, seed, options)
         return json_response({"observation": codec.encode_observation(obs), "info": info})
 
@@ -102,7 +95,7 @@ def env_reset(instance_id: str) -> Response:
 def env_step(instance_id: str) -> Response:
     body = json_body(required=True)
     action = required_param(body, "action")
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         obs, reward, terminated, truncated, info = operations.step(record, action)
         return json_response(
             {
@@ -118,7 +111,7 @@ def env_step(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/render/")
 def env_render(instance_id: str) -> Response:
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         if record.env.render_mode is None:
             return json_response({"render_frame": None})  # the seed's answer for an env made without render_mode
         return json_response({"render_frame": codec.encode_frame(operations.render(record))})
@@ -126,13 +119,13 @@ def env_render(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/action_space/")
 def env_action_space_info(instance_id: str) -> Response:
-    record = worker().registry.touch(_checked_id(instance_id))
+    record = worker().registry.touch(owner.checked_id(instance_id))
     return json_response({"info": space_codec.describe(record.env.action_space)})
 
 
 @bp.get("/<instance_id>/action_space/sample/")
 def env_action_space_sample(instance_id: str) -> Response:
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         return json_response({"action": operations.sample_action(record)})
 
 
@@ -142,7 +135,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
         value = orjson.loads(action)  # "1", "[0.5, -1]", "{\"a\": 1}"; anything else is a Text action
     except orjson.JSONDecodeError:
         value = action
-    record = worker().registry.touch(_checked_id(instance_id))
+    record = worker().registry.touch(owner.checked_id(instance_id))
     return json_response({"member": operations.action_contains(record, value)})
 
 
@@ -150,7 +143,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
 def env_action_space_contains_body(instance_id: str) -> Response:
     """Additive: the same check with the action in a JSON body, for Dict, Tuple and Text actions."""
     value = required_param(json_body(required=True), "action")
-    record = worker().registry.touch(_checked_id(instance_id))
+    record = worker().registry.touch(owner.checked_id(instance_id))
     return json_response({"member": operations.action_contains(record, value)})
 
 
@@ -158,7 +151,7 @@ def env_action_space_contains_body(instance_id: str) -> Response:
 def env_observation_space_contains(instance_id: str) -> Response:
     """The seed's check: do the given properties match the space's description (not: is this an obs)."""
     body = json_body(required=True)
-    record = worker().registry.touch(_checked_id(instance_id))
+    record = worker().registry.touch(owner.checked_id(instance_id))
     info = space_codec.describe(record.env.observation_space)
     member = all(key in info and info[key] == value for key, value in body.items())
     return json_response({"member": member})
@@ -166,13 +159,13 @@ def env_observation_space_contains(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/observation_space/")
 def env_observation_space_info(instance_id: str) -> Response:
-    record = worker().registry.touch(_checked_id(instance_id))
+    record = worker().registry.touch(owner.checked_id(instance_id))
     return json_response({"info": space_codec.describe(record.env.observation_space)})
 
 
 @bp.get("/<instance_id>/transitions/")
 def env_get_transitions(instance_id: str) -> Response:
-    record = worker().registry.touch(_checked_id(instance_id))
+    record = worker().registry.touch(owner.checked_id(instance_id))
     return json_response({"transitions": operations.transitions(record)})
 
 
@@ -187,7 +180,7 @@ def env_episode_samples(instance_id: str) -> Response:
             "count", f"expected an integer from 0 to {limit} (GYMSERVE_EPISODES_MAX_COUNT), got {count!r}"
         )
     seed = operations.parse_seed(optional_param(body, "seed"))
-    with w.registry.use(_checked_id(instance_id)) as record:
+    with w.registry.use(owner.checked_id(instance_id)) as record:
         eps = operations.episodes(record, count, seed, w.settings.episodes_max_steps, w.settings.episodes_max_bytes)
         return json_response(
             {"episodes": [[{"s": codec.encode_observation(obs), "r": reward} for obs, reward in ep] for ep in eps]}
@@ -196,7 +189,7 @@ def env_episode_samples(instance_id: str) -> Response:
 
 @bp.delete("/<instance_id>/")
 def env_close(instance_id: str) -> Response:
-    worker().close(_checked_id(instance_id))
+    worker().close(owner.checked_id(instance_id))
     return Response("", status=200)
 
 

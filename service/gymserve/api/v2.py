@@ -21,7 +21,6 @@ from ..errors import (
     InvalidValue,
     MissingParameter,
     NotSupported,
-    UnknownInstance,
     UnsupportedMediaType,
 )
 from ..registry import EnvRecord
@@ -195,12 +194,6 @@ def _single_space(env: Any, name: str) -> dict[str, Any] | None:
     return None if space is None else native.describe_space(space)
 
 
-def _checked_id(instance_id: str) -> str:
-    if ids.parse(instance_id) is None:  # whatever else the string holds, it goes no further than this 404
-        raise UnknownInstance(instance_id[:100])
-    return instance_id
-
-
 # --- retry-safe resets and steps ---
 
 
@@ -222,7 +215,7 @@ def create_env() -> Response:
     w = worker()
     body = _body(CREATE_FIELDS, required=True)
     num_envs = body.get("num_envs")
-    elsewhere = _create_elsewhere(w, num_envs if isinstance(num_envs, int) and num_envs > 1 else 1)
+    elsewhere = owner.create_elsewhere_if_full(num_envs if isinstance(num_envs, int) and num_envs > 1 else 1)
     if elsewhere is not None:
         return elsewhere
     kwargs = _optional(body, "kwargs", lambda v: isinstance(v, dict), "a map of constructor arguments") or {}
@@ -242,17 +235,6 @@ def create_env() -> Response:
     ttl = _optional(body, "ttl", lambda v: _is_number(v) and v > 0, "a positive number of seconds")
     record = w.create(req, w.ttl_for(ttl))
     return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
-
-
-def _create_elsewhere(w: Worker, weight: int) -> Response | None:
-    """A create this worker has no room for goes to the sibling with the fewest envs (a vector env needs room
-    for all its sub-envs); None: create here, which answers 503 if the replica is full."""
-    if weight == 1:
-        return owner.create_elsewhere_if_full()
-    if w.registry.has_room(weight) or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
-        return None
-    slot = w.roomiest_sibling(weight)
-    return None if slot is None else owner.forward_to(w, slot, "")
 
 
 def _wrapper_names(body: dict[str, Any]) -> tuple[str, ...]:
@@ -286,12 +268,12 @@ def _sibling_envs(w: Worker, slot: int) -> list[Any]:
 @bp.get("/envs/<instance_id>")
 def get_env(instance_id: str) -> Response:
     """What the server knows about an env; reading it does not count as use (keepalive does)."""
-    return _answer(_info(worker().registry.get(_checked_id(instance_id))))
+    return _answer(_info(worker().registry.get(owner.checked_id(instance_id))))
 
 
 @bp.post("/envs/<instance_id>/keepalive")
 def keepalive(instance_id: str) -> Response:
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         pass
     return _answer(_summary(record))
 
@@ -302,7 +284,7 @@ def reset_env(instance_id: str) -> Response:
     seeds = operations.parse_seeds(body.get("seed"))
     options = operations.parse_options(body.get("options"))
     seq = _seq(body)
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         return _sequenced(record, "reset", seq, lambda: calls.reset_payload(record, seeds, options))
 
 
@@ -311,7 +293,7 @@ def step_env(instance_id: str) -> Response:
     body = _body(STEP_FIELDS, required=True)
     action = _required(body, "action")
     seq = _seq(body)
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         return _sequenced(record, "step", seq, lambda: calls.step_payload(record, action))
 
 
@@ -326,7 +308,7 @@ def batch_step() -> Response:
 
 @bp.get("/envs/<instance_id>/render")
 def render_env(instance_id: str) -> Response:
-    with worker().registry.use(_checked_id(instance_id)) as record:
+    with worker().registry.use(owner.checked_id(instance_id)) as record:
         if record.env.render_mode is None:
             raise NotSupported(
                 "this env was created without a render_mode: create it with kwargs.render_mode 'rgb_array' or 'ansi'",
@@ -348,7 +330,7 @@ def _frame(frame: Any) -> Response:
 
 @bp.delete("/envs/<instance_id>")
 def delete_env(instance_id: str) -> Response:
-    worker().close(_checked_id(instance_id))
+    worker().close(owner.checked_id(instance_id))
     return Response(status=204)
 
 
