@@ -8,7 +8,7 @@ import time
 from flask import Flask, Response, g, request
 
 from . import __version__, metrics, routing
-from .api import owner, v1, v2
+from .api import fastpath, owner, v1, v2
 from .api.common import register_error_handlers
 from .health import bp as health_bp
 from .ids import Owner
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     app.extensions["gymserve"] = Worker(settings, owner_id, slot.replica if slot else None)
     metrics.publish_static(settings.max_envs_per_worker, settings.max_envs)
     _time_requests(app)
+    fastpath.install(app, app.extensions["gymserve"])  # inside: forwarding (below) decides first
     owner.install(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)

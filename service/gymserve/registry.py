@@ -109,6 +109,9 @@ class Registry:
             self._records[record.instance_id] = record
             self._weight += record.weight
 
+    def find(self, instance_id: str) -> EnvRecord | None:
+        return self._records.get(instance_id)
+
     def get(self, instance_id: str) -> EnvRecord:
         record = self._records.get(instance_id)
         if record is None:

@@ -80,6 +80,12 @@ def _error_body(code: str, message: str, details: dict[str, Any] | None, native:
     return body
 
 
+def error_response(err: GymServeError, native: bool) -> Response:
+    """A client error in its API's shape: /v2 `{"error": {...}}` with its own status, /v1 the seed's."""
+    status = err.status if native else err.v1_status
+    return json_response(_error_body(err.code, err.message, err.details, native), status, err.headers)
+
+
 def register_error_handlers(app: Flask) -> None:
     """One handler for every failure; /v2 paths get the native error shape, all others the seed's."""
 
@@ -88,8 +94,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(GymServeError)
     def handle_gymserve_error(err: GymServeError) -> Response:
-        status = err.status if native() else err.v1_status
-        return json_response(_error_body(err.code, err.message, err.details, native()), status, err.headers)
+        return error_response(err, native())
 
     @app.errorhandler(HTTPException)
     def handle_http_error(err: HTTPException) -> Response:
