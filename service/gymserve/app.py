@@ -55,8 +55,9 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     app.extensions["gymserve"] = Worker(settings, owner_id, slot.replica if slot else None)
     metrics.publish_static(settings.max_envs_per_worker, settings.max_envs)
     _time_requests(app)
-    fastpath.install(app, app.extensions["gymserve"])  # inside: forwarding (below) decides first
     owner.install(app)
+    # Outermost: a step on an env of this worker needs neither the forwarding checks nor Flask.
+    fastpath.install(app, app.extensions["gymserve"])
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     app.register_blueprint(health_bp)
