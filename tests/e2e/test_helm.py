@@ -236,14 +236,21 @@ def step_until_ok(envs: list[Twin], target: PortForward, steps: int) -> None:
         assert not twin.errors, f"{twin.instance_id}: {twin.errors[:3]}"
 
 
-def create_on(router: PortForward, node: str, seed: int, tries: int = 40) -> Twin:
-    """Creates through the router until one lands on `node` (the others are deleted)."""
-    for i in range(tries):
-        twin = Twin(seed + i).create(router)
+def create_on(router: PortForward, node: str, seed: int, seconds: float = 60) -> Twin:
+    """Creates through the router until one lands on `node` (the others are deleted).
+
+    Bounded in time, not in tries: a pod that just came back joins the backend's endpoints (and the
+    router's 2 s DNS cache) some seconds after it is Ready on this cluster.
+    """
+    deadline, tries = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        twin = Twin(seed + tries).create(router)
+        tries += 1
         if twin.node == node:
             return twin
         router.call("DELETE", f"/v1/envs/{twin.instance_id}/")
-    raise AssertionError(f"{tries} creates through the router, none on {node}")
+        time.sleep(0.25)
+    raise AssertionError(f"{tries} creates through the router in {seconds:.0f} s, none on {node}")
 
 
 def assert_lost(answer: Answer, api: str = "v1") -> None:
