@@ -31,7 +31,8 @@ def client(app: Any) -> Any:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real two-worker `gymserve serve` for the whole session (tests must not depend on its state)."""
-    srv = start_server(tmp_path_factory.mktemp("server"))
+    # Hundreds of tests create envs here; capacity is tested on servers of its own, never on this one.
+    srv = start_server(tmp_path_factory.mktemp("server"), max_envs_per_worker=50_000, max_envs=100_000)
     yield srv
     srv.stop()
 
