@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,25 @@ def _error_body(code: str, message: str, details: dict[str, Any] | None, native:
     if details:
         body["details"] = details
     return body
+
+
+class ShortCircuit:
+    """WSGI middleware that answers some requests itself and hands every other one to the app it wraps."""
+
+    def __init__(self, app: Any, core: Worker) -> None:
+        self.app = app
+        self.core = core
+
+    def answer(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        raise NotImplementedError
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        answer = self.answer(environ)
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers, body = answer
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [body]
 
 
 def error_response(err: GymServeError, native: bool) -> Response:

@@ -13,7 +13,6 @@ import gzip
 import io
 import re
 import time
-from http import HTTPStatus
 from typing import Any
 
 from .. import ids, metrics
@@ -21,7 +20,7 @@ from ..codec import native
 from ..errors import GymServeError
 from ..worker import Worker
 from . import calls
-from .common import error_response
+from .common import ShortCircuit, error_response
 
 ROUTE = "/v2/envs/<instance_id>/step"
 _PATH = re.compile(r"/v2/envs/([^/]{1,200})/step")
@@ -35,22 +34,10 @@ def _media_type(header: str | None) -> str | None:
     return media if media in _MEDIA else None
 
 
-class FastStep:
+class FastStep(ShortCircuit):
     """WSGI middleware in front of Flask for the one route that carries nearly all the traffic."""
 
-    def __init__(self, app: Any, core: Worker) -> None:
-        self.app = app
-        self.core = core
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        answer = self._try(environ)
-        if answer is None:
-            return self.app(environ, start_response)
-        status, headers, body = answer
-        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
-        return [body]
-
-    def _try(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    def answer(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes] | None:
         if environ["REQUEST_METHOD"] != "POST" or environ.get("HTTP_CONTENT_ENCODING", "identity") != "identity":
             return None
         match = _PATH.fullmatch(environ.get("PATH_INFO", ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from http import HTTPStatus
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, request
@@ -13,7 +13,7 @@ from .. import ids
 from ..errors import GymServeError, InstanceLost, UnknownInstance
 from ..routing import FORWARDED_HEADER, REQUEST_HEADERS, Answer
 from ..worker import Worker
-from .common import worker
+from .common import ShortCircuit, worker
 
 
 def route_to_owner() -> Response | None:
@@ -51,6 +51,25 @@ def checked_id(instance_id: str) -> str:
     return instance_id
 
 
+def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
+    """Every other live worker's answer to GET `path`: the rest of a replica-wide list.
+
+    Nothing when this request was itself forwarded (the asking worker collects) or the worker stands alone.
+    """
+    w = worker()
+    if w.forwarder is None or w.replica is None or request.headers.get(FORWARDED_HEADER):
+        return
+    for slot in w.replica.live_slots():
+        if slot == w.owner.slot:
+            continue
+        try:
+            answer = w.forwarder.send(slot, "GET", path, "", {"Accept": accept}, b"")
+        except GymServeError:
+            continue  # that worker just died: its envs are gone, nothing to list
+        if answer.status == 200:
+            yield answer.body
+
+
 def forward_to(w: Worker, slot: int, instance_id: str) -> Response:
     assert w.forwarder is not None
     headers = {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
@@ -67,7 +86,7 @@ _ENV_PATH = re.compile(r"/v[12]/envs/([^/]{1,200})")
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
 
 
-class ForwardFirst:
+class ForwardFirst(ShortCircuit):
     """WSGI middleware: a request for a live sibling's env is forwarded before Flask does any work on it.
 
     This is the hot path of every request that reached the wrong worker (about half of them for
@@ -76,17 +95,12 @@ class ForwardFirst:
     `route_to_owner` hook forwards it or answers with the right error in the right shape.
     """
 
-    def __init__(self, app: Any, core: Worker) -> None:
-        self.app = app
-        self.core = core
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+    def answer(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes] | None:
         answer = self._try_forward(environ)
         if answer is None:
-            return self.app(environ, start_response)
+            return None
         headers = [*answer.headers.items(), (FORWARDED_HEADER, "1"), ("Content-Length", str(len(answer.body)))]
-        start_response(f"{answer.status} {HTTPStatus(answer.status).phrase}", headers)
-        return [answer.body]
+        return answer.status, headers, answer.body
 
     def _try_forward(self, environ: dict[str, Any]) -> Answer | None:
         core = self.core

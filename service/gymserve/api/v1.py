@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from .. import operations
 from ..codec import spaces as space_codec
 from ..codec import v1 as codec
 from ..envs import CreateRequest
-from ..errors import GymServeError, InvalidValue
-from ..routing import FORWARDED_HEADER, Forwarder
+from ..errors import InvalidValue
 from . import owner
 from .common import json_body, json_response, optional_param, required_param, worker
 
@@ -59,21 +58,10 @@ def env_create() -> Response:
 @bp.get("/")
 def env_list_all() -> Response:
     """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
-    w = worker()
-    all_envs = {r.instance_id: r.env_id for r in w.registry.snapshot()}
-    if w.forwarder is not None and w.replica is not None and not request.headers.get(FORWARDED_HEADER):
-        for slot in w.replica.live_slots():
-            if slot != w.owner.slot:
-                all_envs.update(_sibling_envs(w.forwarder, slot))
+    all_envs = {r.instance_id: r.env_id for r in worker().registry.snapshot()}
+    for body in owner.sibling_answers("/v1/envs/", "application/json"):
+        all_envs.update(orjson.loads(body).get("all_envs", {}))
     return json_response({"all_envs": all_envs})
-
-
-def _sibling_envs(forwarder: Forwarder, slot: int) -> dict[str, str]:
-    try:
-        answer = forwarder.send(slot, "GET", "/v1/envs/", "", {"Accept": "application/json"}, b"")
-    except GymServeError:
-        return {}  # that worker just died: its envs are gone, nothing to list
-    return dict(orjson.loads(answer.body).get("all_envs", {})) if answer.status == 200 else {}
 
 
 @bp.get("/<instance_id>/")

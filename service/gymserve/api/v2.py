@@ -17,7 +17,6 @@ from ..codec import native, png
 from ..envs import CreateRequest
 from ..errors import (
     BadRequest,
-    GymServeError,
     InvalidValue,
     MissingParameter,
     NotSupported,
@@ -25,7 +24,6 @@ from ..errors import (
 )
 from ..registry import EnvRecord
 from ..routing import FORWARDED_HEADER
-from ..worker import Worker
 from . import batch, calls, openapi, owner
 from .common import json_response, worker
 
@@ -247,22 +245,10 @@ def _wrapper_names(body: dict[str, Any]) -> tuple[str, ...]:
 @bp.get("/envs")
 def list_envs() -> Response:
     """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
-    w = worker()
-    envs = [_summary(r) for r in w.registry.snapshot()]
-    if w.forwarder is not None and w.replica is not None and not request.headers.get(FORWARDED_HEADER):
-        for slot in w.replica.live_slots():
-            if slot != w.owner.slot:
-                envs.extend(_sibling_envs(w, slot))
+    envs = [_summary(r) for r in worker().registry.snapshot()]
+    for body in owner.sibling_answers("/v2/envs", native.MSGPACK):
+        envs.extend(native.loads(body, native.MSGPACK)["envs"])
     return _answer({"envs": envs})
-
-
-def _sibling_envs(w: Worker, slot: int) -> list[Any]:
-    assert w.forwarder is not None
-    try:
-        answer = w.forwarder.send(slot, "GET", "/v2/envs", "", {"Accept": native.MSGPACK}, b"")
-    except GymServeError:
-        return []  # that worker just died: its envs are gone, nothing to list
-    return list(native.loads(answer.body, native.MSGPACK)["envs"]) if answer.status == 200 else []
 
 
 @bp.get("/envs/<instance_id>")
