@@ -7,11 +7,13 @@ import time
 
 from flask import Flask, Response, g, request
 
-from . import __version__, metrics, routing
-from .api import fastpath, owner, v1, v2
+from . import __version__, metrics
+from .api import v1, v2
 from .api.common import register_error_handlers
 from .health import bp as health_bp
-from .ids import Owner
+from .pipeline.lean import LeanPath
+from .routing import replica
+from .routing.ids import Owner
 from .settings import Settings
 from .worker import Worker
 
@@ -44,10 +46,10 @@ def _time_requests(app: Flask) -> None:
 
 
 def create_app(settings: Settings | None = None, owner_id: Owner | None = None) -> Flask:
-    """The app of one worker. Under gunicorn, the worker's slot in the replica comes from `routing.current()`."""
+    """The app of one worker. Under gunicorn, the worker's slot in the replica comes from `replica.current()`."""
     settings = settings or Settings.from_env()
     _log_through_gunicorn()
-    slot = routing.current()
+    slot = replica.current()
     if slot is not None and owner_id is None:
         owner_id = Owner(settings.node_id, slot.slot, slot.generation)
     app = Flask(__name__)
@@ -55,9 +57,8 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     app.extensions["gymserve"] = Worker(settings, owner_id, slot.replica if slot else None)
     metrics.publish_static(settings.max_envs_per_worker, settings.max_envs)
     _time_requests(app)
-    owner.install(app)
-    # Outermost: a step on an env of this worker needs neither the forwarding checks nor Flask.
-    fastpath.install(app, app.extensions["gymserve"])
+    # Every request that names an env is resolved once, in front of Flask; resets and steps never reach it.
+    app.wsgi_app = LeanPath(app.wsgi_app, app.extensions["gymserve"])  # type: ignore[method-assign]
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     app.register_blueprint(health_bp)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .codec import native
+from .codec import spaces, values
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -174,11 +174,11 @@ class _V2(_Driver):
         self.media_type = MEDIA_TYPES[cfg.encoding]
 
     def _call(self, method: str, path: str, payload: Any, what: str) -> Any:
-        body = None if payload is None else native.dumps(payload, self.media_type)
+        body = None if payload is None else values.dumps(payload, self.media_type)
         status, data, _, _ = self.conn.call(method, path, body, self.media_type)
         if status >= 300:
             raise SetupFailed(f"{what} {status}")
-        return native.loads(data, self.media_type) if data else None
+        return values.loads(data, self.media_type) if data else None
 
     def setup(self, seed: int) -> None:
         create: dict[str, Any] = {"env_id": self.cfg.env_id}
@@ -192,7 +192,7 @@ class _V2(_Driver):
             info = self._call("POST", "/v2/envs", create, "create")
             self.created.append(info["instance_id"])
             self._call("POST", f"/v2/envs/{info['instance_id']}/reset", {"seed": seed * count + n, "seq": 1}, "reset")
-            space = native.rebuild_space(info["action_space"])
+            space = spaces.rebuild_space(info["action_space"])
             space.seed(seed * count + n)
             actions.append(space.sample())
         self.seqs = [1] * count
@@ -204,8 +204,8 @@ class _V2(_Driver):
                 {"id": iid, "action": action, "seq": seq + 1}
                 for iid, action, seq in zip(self.created, self.actions, self.seqs, strict=True)
             ]
-            return "/v2/batch/step", native.dumps({"items": items}, self.media_type)
-        body = native.dumps({"action": self.actions[0], "seq": self.seqs[0] + 1}, self.media_type)
+            return "/v2/batch/step", values.dumps({"items": items}, self.media_type)
+        body = values.dumps({"action": self.actions[0], "seq": self.seqs[0] + 1}, self.media_type)
         return f"/v2/envs/{self.created[0]}/step", body
 
     def answered(self, status: int, data: bytes, errors: Counter[str]) -> int:
@@ -216,7 +216,7 @@ class _V2(_Driver):
             self.seqs[0] += 1
             return self.cfg.num_envs if self.cfg.mode == "vector" else 1
         done = 0
-        for i, result in enumerate(native.loads(data, self.media_type)["results"]):
+        for i, result in enumerate(values.loads(data, self.media_type)["results"]):
             if "error" in result:
                 errors[f"item {result['error']['code']}"] += 1
             else:

@@ -1,8 +1,13 @@
-"""The one error hierarchy: each error knows its HTTP status, a machine-readable code and a message."""
+"""The one error hierarchy, and the one builder of error answers in each API's shape."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
+
+# An error answer as WSGI wants it: status, headers, body.
+Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
 class GymServeError(Exception):
@@ -116,6 +121,17 @@ class NotSupported(BadRequest):
     code = "not_supported"
 
 
+class PayloadTooLarge(GymServeError):
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"request body exceeds the server's limit of {limit} bytes (GYMSERVE_MAX_BODY_BYTES)",
+            details={"field": "body", "limit": limit},
+        )
+
+
 class UnsupportedMediaType(GymServeError):
     status = 415
     code = "unsupported_media_type"
@@ -151,3 +167,42 @@ class WrongReplica(GymServeError):
             "replica it is sent to; send this env's step to its own replica",
             details={"instance_id": instance_id, "replica": node},
         )
+
+
+class RoutingError(GymServeError):
+    """What is refused before any view runs (no such route, a method it does not take): one status on both APIs."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+    @property
+    def v1_status(self) -> int:
+        return self.status
+
+
+class Internal(GymServeError):
+    """What a client is told of a bug: nothing but that it happened (the traceback goes to the log)."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self) -> None:
+        super().__init__("internal server error")
+
+
+def error_body(err: GymServeError, native: bool) -> dict[str, Any]:
+    """/v2 (`native`): {"error": {code, message, details}}; /v1: the seed's {"message"} plus code and details."""
+    if native:
+        return {"error": {"code": err.code, "message": err.message, "details": err.details}}
+    body: dict[str, Any] = {"message": err.message, "code": err.code}
+    if err.details:
+        body["details"] = err.details
+    return body
+
+
+def error_reply(err: GymServeError, native: bool) -> Reply:
+    """The whole error answer: /v2 with the error's own status, /v1 with the seed's."""
+    body = orjson.dumps(error_body(err, native))
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *err.headers.items()]
+    return (err.status if native else err.v1_status), headers, body

@@ -15,9 +15,10 @@ import threading
 import time
 from typing import Any
 
-from gymserve import metrics, routing
-from gymserve.peer_server import start_peer_server
+from gymserve import metrics
 from gymserve.reaper import Reaper
+from gymserve.routing import replica as routing
+from gymserve.routing.peer_server import start_peer_server
 from gymserve.settings import Settings
 
 _settings = Settings.from_env()

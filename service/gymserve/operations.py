@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import gymnasium as gym
 import numpy as np
 
-from .codec import spaces as space_codec
+from .codec import actions, seed
 from .errors import EnvFailed, InvalidValue, NotSupported, ResetNeeded
 from .registry import EnvRecord
 
@@ -37,32 +37,6 @@ def _guarded(record: EnvRecord, what: str, call: Callable[[], T]) -> T:
         ) from None
 
 
-def parse_seed(value: Any, field: str = "seed") -> int | None:
-    """A seed is a non-negative integer (or an integer string, which the seed server accepted)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise InvalidValue(field, f"expected an integer from 0 to 2**63-1, got {value!r}")
-    return value
-
-
-def parse_seeds(value: Any) -> Seeds:
-    """A seed, or a list of them (one per sub-env of a vector env, null for a random one)."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [parse_seed(v, f"seed[{i}]") for i, v in enumerate(value)]
-    return parse_seed(value)
-
-
-def parse_options(value: Any) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
-        return value
-    raise InvalidValue("options", "expected an object")
-
-
 def _single(record: EnvRecord) -> None:
     if record.num_envs is not None:
         raise NotSupported(
@@ -76,6 +50,7 @@ def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -
     _single(record)
     obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seed, options=options))
     record.episodes += 1
+    record.episode_over = False
     if seed is not None:
         record.seed = seed
     if record.meters is not None:
@@ -110,7 +85,7 @@ def _reset_mask(value: Any, num_envs: int) -> np.ndarray:
 
 def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
     """Step every sub-env of a vector env with its batched action; its autoreset mode resets finished ones."""
-    actions = space_codec.from_json(record.env.action_space, action, "action")
+    batched = actions.to_member(record.env.action_space, action, "action")
     pending = getattr(record.env, "_autoreset_envs", None)  # SyncVectorEnv: sub-envs whose episode ended
     if record.autoreset_mode == "disabled" and pending is not None and pending.any():
         ended = np.flatnonzero(pending).tolist()
@@ -120,7 +95,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
             details={"instance_id": record.instance_id, "sub_envs": ended},
         )
     started = time.perf_counter()
-    obs, rewards, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, actions))
+    obs, rewards, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, batched))
     elapsed = time.perf_counter() - started
     finished = int(np.count_nonzero(terminated | truncated))
     record.steps += record.weight
@@ -137,7 +112,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
 
 def step(record: EnvRecord, action: Any, field: str = "action") -> StepResult:
     _single(record)
-    return step_native(record, space_codec.from_json(record.env.action_space, action, field))
+    return step_native(record, actions.to_member(record.env.action_space, action, field))
 
 
 def step_native(record: EnvRecord, action: Any) -> StepResult:
@@ -147,6 +122,7 @@ def step_native(record: EnvRecord, action: Any) -> StepResult:
     obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
     elapsed = time.perf_counter() - started
     record.steps += 1
+    record.episode_over = (terminated or truncated) and not record.auto_reset
     meters = record.meters
     if meters is not None:
         meters.step_seconds.observe(elapsed)
@@ -161,12 +137,12 @@ def render(record: EnvRecord) -> Any:
 
 
 def sample_action(record: EnvRecord) -> Any:
-    return space_codec.to_jsonable(_guarded(record, "sample", record.env.action_space.sample))
+    return seed.to_jsonable(_guarded(record, "sample", record.env.action_space.sample))
 
 
 def action_contains(record: EnvRecord, value: Any) -> bool:
     try:
-        space_codec.from_json(record.env.action_space, value, "action")
+        actions.to_member(record.env.action_space, value, "action")
     except InvalidValue:
         return False
     return True
@@ -179,7 +155,7 @@ def transitions(record: EnvRecord) -> Any:
             f"'{record.env_id}' has no transition table (only tabular envs such as "
             "FrozenLake, Taxi and CliffWalking do)"
         )
-    return space_codec.to_jsonable(table)
+    return seed.to_jsonable(table)
 
 
 def episodes(

@@ -28,6 +28,7 @@ class EnvRecord:
     ttl: float
     num_envs: int | None = None  # a server-side vector env of this many sub-envs; None: a single env
     autoreset_mode: str | None = None  # a vector env's Gymnasium AutoresetMode value
+    auto_reset: bool = False  # a single env wrapped in Autoreset: its episodes never need a reset
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -36,6 +37,7 @@ class EnvRecord:
     closed: bool = False
     meters: Any = None  # metrics.EnvMeters: this env's labelled metrics, looked up once
     seed: int | None = None  # the seed of the last reset that was given one
+    episode_over: bool = False  # the last step ended the episode: /v2 needs a reset before the next step
     seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
     last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
 

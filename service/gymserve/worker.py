@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from . import metrics
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
 from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue
-from .ids import IdMinter, Owner
 from .registry import EnvRecord, Registry
-from .routing import Forwarder, Replica
+from .routing.forward import Forwarder
+from .routing.ids import IdMinter, Owner
+from .routing.replica import Replica
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class Worker:
                 env=env,
                 ttl=ttl,
                 num_envs=req.num_envs,
+                auto_reset=req.auto_reset,
                 autoreset_mode=(req.autoreset_mode or DEFAULT_AUTORESET) if req.num_envs else None,
             )
             self.registry.add(record)

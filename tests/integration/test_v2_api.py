@@ -26,7 +26,8 @@ from referencing.jsonschema import DRAFT202012
 
 from gymserve.api.openapi import DOCUMENT
 from gymserve.app import create_app
-from gymserve.codec import native
+from gymserve.codec import spaces as space_codec
+from gymserve.codec import values as native
 from gymserve.settings import Settings
 from servers import start_server
 
@@ -206,8 +207,8 @@ def test_a_json_session_from_create_to_delete_matches_a_local_env(api: Api) -> N
     assert info["env_id"] == "CartPole-v1" and info["ttl"] == 60 and 59 < info["ttl_left"] <= 60
     assert info["spec"]["max_episode_steps"] == 50 and info["seq"] == 0 and info["gymnasium_version"] == gym.__version__
     local = gym.make("CartPole-v1", max_episode_steps=50)
-    assert native.rebuild_space(info["observation_space"]) == local.observation_space
-    assert native.rebuild_space(info["action_space"]) == local.action_space
+    assert space_codec.rebuild_space(info["observation_space"]) == local.observation_space
+    assert space_codec.rebuild_space(info["action_space"]) == local.action_space
     assert info["owner"]["node"] == "itest" and iid.startswith(f"itest.{info['owner']['worker']}-")
 
     _, answer = api.call("POST", f"/v2/envs/{iid}/reset", {"seed": 5})
@@ -503,8 +504,8 @@ def test_a_vector_env_and_a_batch_answer_as_the_contract_says(api: Api) -> None:
     resp, info = api.call("POST", "/v2/envs", {"env_id": "CartPole-v1", "num_envs": 4, "autoreset_mode": "same_step"})
     assert resp.status_code == 201 and (info["num_envs"], info["autoreset_mode"]) == (4, "same_step")
     local = gym.make_vec("CartPole-v1", 4, vectorization_mode="sync")
-    assert native.rebuild_space(info["action_space"]) == local.action_space
-    assert native.rebuild_space(info["single_observation_space"]) == local.single_observation_space
+    assert space_codec.rebuild_space(info["action_space"]) == local.action_space
+    assert space_codec.rebuild_space(info["single_observation_space"]) == local.single_observation_space
     vec = info["instance_id"]
     _, answer = api.call("POST", f"/v2/envs/{vec}/reset", {"seed": 3}, accept=MSGPACK)
     assert same(answer["observation"], local.reset(seed=3)[0])

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from gymserve.codec.spaces import describe, from_json, rebuild, to_jsonable
+from gymserve.codec.actions import to_member as from_json
+from gymserve.codec.seed import to_jsonable
+from gymserve.codec.spaces import describe, rebuild
 from gymserve.errors import InvalidValue
 
 ALL_SPACES = [

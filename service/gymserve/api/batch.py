@@ -10,90 +10,58 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
+import msgspec
 import orjson
 
-from .. import ids
-from ..codec import native
-from ..errors import GymServeError, InstanceLost, InvalidValue, MissingParameter, UnknownInstance, WrongReplica
+from ..codec import values
+from ..errors import GymServeError, InstanceLost, Internal, InvalidValue, UnknownInstance, WrongReplica, error_body
+from ..pipeline import handler
+from ..pipeline.models import BatchItem
+from ..routing.resolve import Where, resolve
 from ..worker import Worker
-from . import calls
 
 log = logging.getLogger(__name__)
 
 PATH = "/v2/batch/step"
-ITEM_FIELDS = frozenset({"id", "action", "seq"})
 Result = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Item:
-    instance_id: str
-    action: Any  # the decoded native value
-    seq: int | None
-
-    def digest(self) -> bytes:
-        """What a resend of this item must repeat (only numbered items can be resent)."""
-        return b"" if self.seq is None else calls.digest(b"step", native.dumps(self.action, native.MSGPACK))
-
-    def wire(self) -> dict[str, Any]:
-        item = {"id": self.instance_id, "action": self.action}
-        return item if self.seq is None else {**item, "seq": self.seq}
-
-
-def parse_items(value: Any, limit: int) -> list[Item]:
-    """The items of a batch; a malformed one fails the whole request with a 4xx naming it (`items[3].seq`)."""
-    if not isinstance(value, list) or not value:
-        raise InvalidValue("items", "expected a non-empty list of {id, action, seq}")
-    if len(value) > limit:
-        raise InvalidValue("items", f"{len(value)} items, but a batch takes at most {limit} (GYMSERVE_MAX_BATCH_SIZE)")
-    items: list[Item] = []
+def checked_items(items: list[BatchItem], limit: int) -> list[BatchItem]:
+    """The items of a batch, within the server's size limit and each env at most once (else a 422 naming it)."""
+    if len(items) > limit:
+        raise InvalidValue("items", f"{len(items)} items, but a batch takes at most {limit} (GYMSERVE_MAX_BATCH_SIZE)")
     seen: set[str] = set()
-    for i, raw in enumerate(value):
-        field = f"items[{i}]"
-        if not isinstance(raw, dict):
-            raise InvalidValue(field, "expected a map with id, action and (optional) seq")
-        unknown = sorted(set(raw) - ITEM_FIELDS)
-        if unknown:
-            raise InvalidValue(f"{field}.{unknown[0]}", "unknown field; an item takes id, action and seq")
-        instance_id, seq = raw.get("id"), raw.get("seq")
-        if instance_id is None or raw.get("action") is None:
-            raise MissingParameter(f"{field}.{'id' if instance_id is None else 'action'}")
-        if not isinstance(instance_id, str):
-            raise InvalidValue(f"{field}.id", "expected an instance id (a string)")
-        if instance_id in seen:
-            raise InvalidValue(f"{field}.id", "this env is already in the batch: step each env once per batch")
-        if seq is not None and not calls.is_seq(seq):
-            raise InvalidValue(f"{field}.seq", f"expected {calls.SEQ_EXPECTED}, got {seq!r}")
-        seen.add(instance_id)
-        items.append(Item(instance_id, raw["action"], seq))
+    for i, item in enumerate(items):
+        if item.id in seen:
+            raise InvalidValue(f"items[{i}].id", "this env is already in the batch: step each env once per batch")
+        seen.add(item.id)
     return items
 
 
 def error_result(err: GymServeError) -> Result:
-    return {"error": {"code": err.code, "message": err.message, "details": err.details}}
+    return error_body(err, native=True)
 
 
-def step_batch(w: Worker, items: list[Item], forwarded: bool) -> list[Result]:
+def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Result]:
     """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further."""
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
     groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
+    can_forward = w.forwarder is not None and not forwarded
     for i, item in enumerate(items):
-        where = ids.parse(item.instance_id)
-        if where is None:
-            results[i] = error_result(UnknownInstance(item.instance_id[:100]))
-        elif where.node != w.owner.node:
-            results[i] = error_result(WrongReplica(item.instance_id, where.node, w.owner.node))
-        elif where == w.owner:
+        where, owner = resolve(w.owner, item.id, can_forward)
+        if where is Where.LOCAL:
             local.append(i)
-        elif where.slot == w.owner.slot or forwarded or w.forwarder is None:
-            results[i] = error_result(InstanceLost(item.instance_id))  # an older generation of a slot: it died
+        elif where is Where.SIBLING and owner is not None:
+            groups.setdefault(owner.slot, []).append(i)
+        elif where is Where.ELSEWHERE and owner is not None:
+            results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
+        elif where is Where.LOST:
+            results[i] = error_result(InstanceLost(item.id))
         else:
-            groups.setdefault(where.slot, []).append(i)
+            results[i] = error_result(UnknownInstance(item.id[:100]))
     # Siblings work on their groups while this worker steps its own; with nothing local, one group runs here.
     inline = next(iter(groups)) if groups and not local else None
     pending: dict[int, Future[list[Result]]] = {
@@ -112,34 +80,32 @@ def step_batch(w: Worker, items: list[Item], forwarded: bool) -> list[Result]:
     return [r for r in results if r is not None]
 
 
-def _step_local(w: Worker, item: Item) -> Result:
+def _step_local(w: Worker, item: BatchItem) -> Result:
     try:
-        with w.registry.use(item.instance_id) as record:
-            run = partial(calls.step_payload, record, item.action)
-            return calls.answer_payload(record, item.seq, item.digest(), run)
+        return handler.step_item(w, item)
     except GymServeError as err:
         return error_result(err)
     except Exception:  # a bug in one item must not fail the others
-        log.exception("batch item on %s failed", item.instance_id)
-        return {"error": {"code": "internal", "message": "internal server error", "details": {}}}
+        log.exception("batch item on %s failed", item.id)
+        return error_result(Internal())
 
 
-def _forward_group(w: Worker, slot: int, items: list[Item]) -> list[Result]:
+def _forward_group(w: Worker, slot: int, items: list[BatchItem]) -> list[Result]:
     """One sibling's items as one sub-batch over its socket; if it cannot answer, each item says why."""
     assert w.forwarder is not None
-    body = native.dumps({"items": [item.wire() for item in items]}, native.MSGPACK)
-    headers = {"Content-Type": native.MSGPACK, "Accept": native.MSGPACK}
+    body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
+    headers = {"Content-Type": values.MSGPACK, "Accept": values.MSGPACK}
     try:
-        answer = w.forwarder.send(slot, "POST", PATH, "", headers, body, items[0].instance_id)
+        answer = w.forwarder.send(slot, "POST", PATH, "", headers, body, items[0].id)
     except InstanceLost:
-        return [error_result(InstanceLost(item.instance_id)) for item in items]
+        return [error_result(InstanceLost(item.id)) for item in items]
     except GymServeError as err:
         return [error_result(err)] * len(items)
     if answer.status == 200:
-        results: list[Result] = native.loads(answer.body, native.MSGPACK)["results"]
+        results: list[Result] = values.loads(answer.body, values.MSGPACK)["results"]
         return results
     try:  # the sibling refused the whole sub-batch (e.g. 413): every item carries its error
-        error = orjson.loads(answer.body)["error"]
+        refusal: Result = {"error": orjson.loads(answer.body)["error"]}
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        error = {"code": "internal", "message": f"the owning worker answered {answer.status}", "details": {}}
-    return [{"error": error}] * len(items)
+        refusal = error_result(Internal())
+    return [refusal] * len(items)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from .. import __version__
-from ..codec import native
-from ..ids import MAX_ID_LENGTH
+from ..codec import values as native
+from ..pipeline import models
+from ..routing.ids import MAX_ID_LENGTH
 
 DTYPES = sorted(native.DTYPES)
 
@@ -166,53 +169,6 @@ SCHEMAS["EnvInfo"] = _object(
 SCHEMAS.update(
     {
         "EnvList": _object({"envs": {"type": "array", "items": _ref("EnvSummary")}}),
-        "CreateRequest": _object(
-            {
-                "env_id": {"type": "string", "examples": ["CartPole-v1"]},
-                "kwargs": {
-                    "type": "object",
-                    "additionalProperties": _ref("Value"),
-                    "examples": [{"render_mode": "rgb_array"}],
-                },
-                "max_episode_steps": _nullable({"type": "integer", "minimum": 1}),
-                "auto_reset": _nullable({"type": "boolean"}),
-                "disable_env_checker": _nullable({"type": "boolean"}),
-                "ttl": _nullable({"type": "number", "exclusiveMinimum": 0}),
-                "wrappers": _nullable(
-                    {
-                        "type": "array",
-                        "items": {"enum": ["AddRenderObservation"]},
-                        "description": "AddRenderObservation: the observation is the rgb_array frame.",
-                    }
-                ),
-                "num_envs": _nullable(
-                    {
-                        "type": "integer",
-                        "minimum": 1,
-                        "description": "Create a vector env: gymnasium.make_vec(env_id, num_envs, "
-                        "vectorization_mode='sync') behind one id. Bounded by GYMSERVE_MAX_NUM_ENVS; each sub-env "
-                        "counts against capacity.",
-                    }
-                ),
-                "autoreset_mode": _nullable({**_AUTORESET, "description": "Vector envs only; default next_step."}),
-            },
-            required=("env_id",),
-        ),
-        "ResetRequest": _object(
-            {
-                "seed": _nullable(
-                    {
-                        "anyOf": [_SEED, {"type": "array", "items": _nullable(_SEED)}],
-                        "description": "Vector envs: one seed seeds sub-env i with seed + i; a list gives one seed "
-                        "(or null) per sub-env.",
-                    }
-                ),
-                "options": _nullable({"type": "object", "additionalProperties": _ref("Value")}),
-                "seq": _nullable(_SEQ),
-            },
-            required=(),
-        ),
-        "StepRequest": _object({"action": _ref("Value"), "seq": _nullable(_SEQ)}, required=("action",)),
         "ResetAnswer": _object(
             {
                 "observation": _ref("Value"),
@@ -243,19 +199,6 @@ SCHEMAS.update(
             "sub-env; info in Gymnasium's vector form (key and _key mask; final_obs/final_info in same_step mode).",
         ),
         "StepResult": {"anyOf": [_ref("StepAnswer"), _ref("VectorStepAnswer")]},
-        "BatchStepRequest": _object(
-            {
-                "items": {
-                    "type": "array",
-                    "minItems": 1,
-                    "description": "At most GYMSERVE_MAX_BATCH_SIZE items, each env at most once.",
-                    "items": _object(
-                        {"id": {"type": "string"}, "action": _ref("Value"), "seq": _nullable(_SEQ)},
-                        required=("id", "action"),
-                    ),
-                }
-            }
-        ),
         "BatchStepAnswer": _object(
             {
                 "results": {
@@ -283,6 +226,10 @@ SCHEMAS.update(
         ),
     }
 )
+
+# The request bodies come from their one declaration (pipeline.models); only the values' schema is written here.
+_, _REQUESTS = msgspec.json.schema_components(models.MODELS, ref_template="#/components/schemas/{name}")
+SCHEMAS.update(_REQUESTS)
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whether Retry-After is sent)

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from .. import operations
+from ..codec import seed as codec
 from ..codec import spaces as space_codec
-from ..codec import v1 as codec
 from ..envs import CreateRequest
 from ..errors import InvalidValue
+from ..pipeline import handler, models
 from . import owner
-from .common import json_body, json_response, optional_param, required_param, worker
+from .common import json_body, json_response, required_param, worker
 
 bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
-
-
-def _optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
-    value = optional_param(body, name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidValue(name, f"expected an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def _optional_bool(body: dict[str, Any], name: str) -> bool | None:
-    value = optional_param(body, name)
-    if value is not None and not isinstance(value, bool):
-        raise InvalidValue(name, f"expected true or false, got {value!r}")
-    return value
 
 
 @bp.post("/")
@@ -40,19 +23,25 @@ def env_create() -> Response:
     if elsewhere is not None:
         return elsewhere
     w = worker()
-    body = json_body(required=True)
-    kwargs = optional_param(body, "kwargs", {})
-    if not isinstance(kwargs, dict):
-        raise InvalidValue("kwargs", "expected an object")
+    # The seed's fields only: vector envs and wrappers are /v2's, and /v1 ignores what it does not know.
+    body = models.decode_v1(request.get_data(cache=True), models.CreateRequest, required=True)
+    models.check_limits(body, w.settings)
     req = CreateRequest(
-        env_id=required_param(body, "env_id"),
-        max_episode_steps=_optional_int(body, "max_episode_steps", 1, w.settings.max_episode_steps_limit),
-        auto_reset=bool(_optional_bool(body, "auto_reset")),
-        disable_env_checker=_optional_bool(body, "disable_env_checker"),
-        kwargs=kwargs,
+        env_id=body.env_id,
+        max_episode_steps=body.max_episode_steps,
+        auto_reset=bool(body.auto_reset),
+        disable_env_checker=body.disable_env_checker,
+        kwargs=body.kwargs or {},
     )
-    record = w.create(req, w.ttl_for(optional_param(body, "ttl")))
+    record = w.create(req, w.ttl_for(body.ttl))
     return json_response({"instance_id": record.instance_id})
+
+
+def _handled(kind: str, instance_id: str) -> Response:
+    """A reset or step by the one handler (the lean path answers these before Flask; this is the same call)."""
+    call = handler.Call("v1", kind, owner.local_id(instance_id), request.get_data(cache=True))
+    status, headers, body = handler.run(worker(), call)
+    return Response(body, status=status, headers=headers)
 
 
 @bp.get("/")
@@ -66,40 +55,22 @@ def env_list_all() -> Response:
 
 @bp.get("/<instance_id>/")
 def env_get_id(instance_id: str) -> Response:
-    return json_response({"id": worker().registry.touch(owner.checked_id(instance_id)).env_id})
+    return json_response({"id": worker().registry.touch(owner.local_id(instance_id)).env_id})
 
 
 @bp.post("/<instance_id>/reset/")
 def env_reset(instance_id: str) -> Response:
-    body = json_body()
-    seed = operations.parse_seed(optional_param(body, "seed"))
-    options = operations.parse_options(optional_param(body, "options"))
-    with worker().registry.use(owner.checked_id(instance_id)) as record:
-        obs, info = operations.reset(record, seed, options)
-        return json_response({"observation": codec.encode_observation(obs), "info": info})
+    return _handled("reset", instance_id)
 
 
 @bp.post("/<instance_id>/step/")
 def env_step(instance_id: str) -> Response:
-    body = json_body(required=True)
-    action = required_param(body, "action")
-    with worker().registry.use(owner.checked_id(instance_id)) as record:
-        obs, reward, terminated, truncated, info = operations.step(record, action)
-        return json_response(
-            {
-                "observation": codec.encode_observation(obs),
-                "reward": reward,
-                "terminated": terminated,
-                "truncated": truncated,
-                "done": terminated or truncated,
-                "info": info,
-            }
-        )
+    return _handled("step", instance_id)
 
 
 @bp.get("/<instance_id>/render/")
 def env_render(instance_id: str) -> Response:
-    with worker().registry.use(owner.checked_id(instance_id)) as record:
+    with worker().registry.use(owner.local_id(instance_id)) as record:
         if record.env.render_mode is None:
             return json_response({"render_frame": None})  # the seed's answer for an env made without render_mode
         return json_response({"render_frame": codec.encode_frame(operations.render(record))})
@@ -107,13 +78,13 @@ def env_render(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/action_space/")
 def env_action_space_info(instance_id: str) -> Response:
-    record = worker().registry.touch(owner.checked_id(instance_id))
+    record = worker().registry.touch(owner.local_id(instance_id))
     return json_response({"info": space_codec.describe(record.env.action_space)})
 
 
 @bp.get("/<instance_id>/action_space/sample/")
 def env_action_space_sample(instance_id: str) -> Response:
-    with worker().registry.use(owner.checked_id(instance_id)) as record:
+    with worker().registry.use(owner.local_id(instance_id)) as record:
         return json_response({"action": operations.sample_action(record)})
 
 
@@ -123,23 +94,23 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
         value = orjson.loads(action)  # "1", "[0.5, -1]", "{\"a\": 1}"; anything else is a Text action
     except orjson.JSONDecodeError:
         value = action
-    record = worker().registry.touch(owner.checked_id(instance_id))
+    record = worker().registry.touch(owner.local_id(instance_id))
     return json_response({"member": operations.action_contains(record, value)})
 
 
 @bp.post("/<instance_id>/action_space/contains/")
 def env_action_space_contains_body(instance_id: str) -> Response:
     """Additive: the same check with the action in a JSON body, for Dict, Tuple and Text actions."""
-    value = required_param(json_body(required=True), "action")
-    record = worker().registry.touch(owner.checked_id(instance_id))
+    value = required_param(json_body(), "action")
+    record = worker().registry.touch(owner.local_id(instance_id))
     return json_response({"member": operations.action_contains(record, value)})
 
 
 @bp.post("/<instance_id>/observation_space/contains/")
 def env_observation_space_contains(instance_id: str) -> Response:
     """The seed's check: do the given properties match the space's description (not: is this an obs)."""
-    body = json_body(required=True)
-    record = worker().registry.touch(owner.checked_id(instance_id))
+    body = json_body()
+    record = worker().registry.touch(owner.local_id(instance_id))
     info = space_codec.describe(record.env.observation_space)
     member = all(key in info and info[key] == value for key, value in body.items())
     return json_response({"member": member})
@@ -147,29 +118,29 @@ def env_observation_space_contains(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/observation_space/")
 def env_observation_space_info(instance_id: str) -> Response:
-    record = worker().registry.touch(owner.checked_id(instance_id))
+    record = worker().registry.touch(owner.local_id(instance_id))
     return json_response({"info": space_codec.describe(record.env.observation_space)})
 
 
 @bp.get("/<instance_id>/transitions/")
 def env_get_transitions(instance_id: str) -> Response:
-    record = worker().registry.touch(owner.checked_id(instance_id))
+    record = worker().registry.touch(owner.local_id(instance_id))
     return json_response({"transitions": operations.transitions(record)})
 
 
 @bp.post("/<instance_id>/episodes/")
 def env_episode_samples(instance_id: str) -> Response:
     w = worker()
-    body = json_body(required=True)
-    count = required_param(body, "count")
+    body = models.decode_v1(request.get_data(cache=True), models.EpisodesRequest, required=True)
     limit = w.settings.episodes_max_count
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= limit:
+    if body.count > limit:
         raise InvalidValue(
-            "count", f"expected an integer from 0 to {limit} (GYMSERVE_EPISODES_MAX_COUNT), got {count!r}"
+            "count", f"expected an integer from 0 to {limit} (GYMSERVE_EPISODES_MAX_COUNT), got {body.count}"
         )
-    seed = operations.parse_seed(optional_param(body, "seed"))
-    with w.registry.use(owner.checked_id(instance_id)) as record:
-        eps = operations.episodes(record, count, seed, w.settings.episodes_max_steps, w.settings.episodes_max_bytes)
+    with w.registry.use(owner.local_id(instance_id)) as record:
+        eps = operations.episodes(
+            record, body.count, body.seed, w.settings.episodes_max_steps, w.settings.episodes_max_bytes
+        )
         return json_response(
             {"episodes": [[{"s": codec.encode_observation(obs), "r": reward} for obs, reward in ep] for ep in eps]}
         )
@@ -177,7 +148,7 @@ def env_episode_samples(instance_id: str) -> Response:
 
 @bp.delete("/<instance_id>/")
 def env_close(instance_id: str) -> Response:
-    worker().close(owner.checked_id(instance_id))
+    worker().close(owner.local_id(instance_id))
     return Response("", status=200)
 
 

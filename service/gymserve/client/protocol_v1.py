@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
+from ..codec import seed as codec
 from ..codec import spaces as space_codec
-from ..codec import v1 as codec
 from .http import HttpSession
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -38,7 +38,7 @@ class V1Protocol:
         return codec.observation_for(self.observation_space, answer["observation"]), answer.get("info", {})
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        answer = self._call("POST", f"{self._path}/step/", {"action": space_codec.to_jsonable(action)})
+        answer = self._call("POST", f"{self._path}/step/", {"action": codec.to_jsonable(action)})
         obs = codec.observation_for(self.observation_space, answer["observation"])
         return obs, answer["reward"], answer["terminated"], answer["truncated"], answer["info"]
 

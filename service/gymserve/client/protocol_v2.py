@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..codec import native
+from ..codec import spaces, values
 from .http import HttpSession, RemoteError
 
-ENCODINGS = {"msgpack": native.MSGPACK, "json": native.JSON}
+ENCODINGS = {"msgpack": values.MSGPACK, "json": values.JSON}
 T = TypeVar("T")
 
 
@@ -40,7 +40,7 @@ class V2Protocol:
     """An env created over /v2. Every reset and step carries the next sequence number, so that a request
     whose answer was lost is resent as it was and the server answers it again without running it twice."""
 
-    def __init__(self, http: HttpSession, create: dict[str, Any], media_type: str = native.MSGPACK) -> None:
+    def __init__(self, http: HttpSession, create: dict[str, Any], media_type: str = values.MSGPACK) -> None:
         self.http = http
         self.media_type = media_type
         # A create is not numbered: it is resent only if it never reached the server (or was refused as busy).
@@ -49,17 +49,17 @@ class V2Protocol:
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
         self._path = f"/v2/envs/{self.instance_id}"
-        self.action_space = native.rebuild_space(info["action_space"])
-        self.observation_space = native.rebuild_space(info["observation_space"])
+        self.action_space = spaces.rebuild_space(info["action_space"])
+        self.observation_space = spaces.rebuild_space(info["observation_space"])
 
     def _call(self, method: str, path: str, body: Any = None, *, resend: bool = True) -> Any:
         headers = {"Accept": self.media_type}
         data = None
         if body is not None:
-            data = native.dumps(body, self.media_type)
+            data = values.dumps(body, self.media_type)
             headers["Content-Type"] = self.media_type
         reply = self.http.send(method, path, data, headers, resend=resend, retry_busy=True).checked()
-        return native.loads(reply.data, reply.media_type or native.JSON, "answer") if reply.data else None
+        return values.loads(reply.data, reply.media_type or values.JSON, "answer") if reply.data else None
 
     def _sequenced(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         answer = self._call("POST", f"{self._path}/{kind}", {**body, "seq": self.seq + 1})

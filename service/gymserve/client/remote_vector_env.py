@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from ..codec import native
+from ..codec import spaces
 from .http import HttpSession
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
@@ -74,8 +74,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self.render_mode = render_mode
         self.action_space = self._remote.action_space
         self.observation_space = self._remote.observation_space
-        self.single_action_space = native.rebuild_space(created["single_action_space"])
-        self.single_observation_space = native.rebuild_space(created["single_observation_space"])
+        self.single_action_space = spaces.rebuild_space(created["single_action_space"])
+        self.single_observation_space = spaces.rebuild_space(created["single_observation_space"])
         self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == name)}
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
 

@@ -1,14 +1,11 @@
-"""Gymnasium spaces as JSON: descriptions, and JSON values checked and converted into space members."""
+"""Gymnasium spaces described for both APIs (the seed's lists for /v1, native bounds for /v2) and rebuilt from that."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-
-from ..errors import InvalidValue
 
 _F64 = np.finfo(np.float64)
 
@@ -79,81 +76,33 @@ def _restore_infinity(values: list[float], dtype: np.dtype[Any]) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def to_jsonable(value: Any) -> Any:
-    """A space member (or any numpy-bearing value) as plain JSON types, keeping its structure."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, list)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    return value
-
-
-def from_json(space: spaces.Space[Any], value: Any, field: str) -> Any:
-    """Convert a JSON value into a member of `space`, or raise InvalidValue naming `field`."""
-    converted = _convert(space, value, field)
-    if not space.contains(converted):
-        raise InvalidValue(field, f"{_short(value)} is not in {space}")
-    return converted
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _convert(space: spaces.Space[Any], value: Any, field: str) -> Any:
+def describe_space(space: spaces.Space[Any]) -> dict[str, Any]:
+    """A space with its native bounds: Box low/high and MultiDiscrete nvec/start as ndarrays of its dtype."""
+    info: dict[str, Any] = {"name": type(space).__name__}
     if isinstance(space, spaces.Discrete):
-        return np.int64(_integer(value, field))
-    if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
-        return _array(space, value, field)
-    if isinstance(space, spaces.Tuple):
-        if not isinstance(value, list) or len(value) != len(space.spaces):
-            raise InvalidValue(field, f"expected a list of {len(space.spaces)} values")
-        return tuple(_convert(s, v, f"{field}[{i}]") for i, (s, v) in enumerate(zip(space.spaces, value, strict=True)))
-    if isinstance(space, spaces.Dict):
-        if not isinstance(value, dict) or set(value) != set(space.spaces):
-            raise InvalidValue(field, f"expected an object with exactly the keys {sorted(space.spaces)}")
-        return {k: _convert(s, value[k], f"{field}.{k}") for k, s in space.spaces.items()}
-    if isinstance(space, spaces.Text):
-        if not isinstance(value, str):
-            raise InvalidValue(field, "expected a string")
-        return value
-    raise InvalidValue(field, f"values of {type(space).__name__} spaces are not supported over JSON")
+        info.update(n=int(space.n), start=int(space.start))
+    elif isinstance(space, spaces.Box):
+        info.update(dtype=space.dtype.name, shape=list(space.shape), low=space.low, high=space.high)
+    elif isinstance(space, spaces.MultiDiscrete):
+        info.update(dtype=space.dtype.name, nvec=space.nvec, start=space.start)
+    elif isinstance(space, spaces.MultiBinary):
+        info.update(n=space.n if isinstance(space.n, int) else [int(n) for n in space.n])
+    elif isinstance(space, spaces.Tuple):
+        info.update(spaces=[describe_space(s) for s in space.spaces])
+    elif isinstance(space, spaces.Dict):
+        info.update(spaces={k: describe_space(s) for k, s in space.spaces.items()})
+    elif isinstance(space, spaces.Text):
+        info.update(min_length=space.min_length, max_length=space.max_length, charset="".join(space.character_list))
+    return info
 
 
-def _integer(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidValue(field, f"expected an integer, got {_short(value)}")
-    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-        raise InvalidValue(field, f"expected an integer, got {_short(value)}")
-    if not -(2**63) <= value < 2**63:
-        raise InvalidValue(field, f"{_short(value)} is out of the 64-bit integer range")
-    return int(value)
-
-
-def _array(space: spaces.Space[Any], value: Any, field: str) -> np.ndarray:
-    assert space.shape is not None and space.dtype is not None
-    try:
-        raw = np.asarray(value)
-    except ValueError:
-        raise InvalidValue(field, "expected a (nested) list of numbers of one shape") from None
-    if raw.dtype.kind not in "biuf" or (raw.dtype.kind == "b" and not isinstance(space, spaces.MultiBinary)):
-        raise InvalidValue(field, f"expected numbers, got {_short(value)}")
-    if raw.shape != space.shape:
-        if raw.size != math.prod(space.shape):
-            raise InvalidValue(field, f"expected shape {list(space.shape)}, got {list(raw.shape)}")
-        raw = raw.reshape(space.shape)  # a flattened action, as seed clients send them
-    if space.dtype.kind in "iu":
-        if raw.dtype.kind == "f" and (not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw))):
-            raise InvalidValue(field, f"expected integers for dtype {space.dtype}")
-        limits = np.iinfo(space.dtype)
-        if raw.size and (raw.min() < limits.min or raw.max() > limits.max):
-            raise InvalidValue(field, f"values out of range for dtype {space.dtype}")
-    if space.dtype.kind == "f" and not np.all(np.isfinite(raw)):
-        raise InvalidValue(field, "NaN and infinity are not allowed")
-    with np.errstate(all="ignore"):
-        return raw.astype(space.dtype)
+def rebuild_space(info: dict[str, Any]) -> spaces.Space[Any]:
+    """The inverse of `describe_space` (after a round trip through `dumps` and `loads`)."""
+    name = info["name"]
+    if name == "Box":  # exact bounds in their own dtype (the /v1 rebuild goes through float64 lists)
+        return spaces.Box(info["low"], info["high"], shape=tuple(info["shape"]), dtype=info["dtype"])
+    if name == "Tuple":
+        return spaces.Tuple([rebuild_space(s) for s in info["spaces"]])
+    if name == "Dict":
+        return spaces.Dict({k: rebuild_space(s) for k, s in info["spaces"].items()})
+    return rebuild(info)  # Discrete, MultiDiscrete, MultiBinary, Text: the same fields as /v1

@@ -15,6 +15,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+import orjson
 
 _WIDEN = {
     np.dtype(np.float32): np.dtype(np.float64),
@@ -121,3 +122,27 @@ def _unflatten(space: Any, flat: np.ndarray, at: int) -> tuple[Any, int]:
         return {k: out[k] for k in space.spaces}, at
     size = int(np.prod(space.shape))
     return flat[at : at + size].astype(space.dtype).reshape(space.shape), at + size
+
+
+def to_jsonable(value: Any) -> Any:
+    """A space member (or any numpy-bearing value) as plain JSON types, keeping its structure."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _jsonable_default(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic, tuple)):
+        return to_jsonable(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(payload: Any) -> bytes:
+    """A /v1 answer as JSON: numpy values (in info, say) as plain numbers and lists, NaN as null."""
+    return orjson.dumps(payload, default=_jsonable_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)

@@ -1,66 +1,22 @@
-"""Sticky routing inside a replica: the workers' private sockets, and forwarding a request to its owner once."""
+"""Forwarding a request to the worker that owns its env, once, over that worker's private Unix socket."""
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import multiprocessing
-import os
-import re
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import metrics
-from .errors import InstanceLost, OwnerTimeout
-from .peerwire import read_message, write_message
+from .. import metrics
+from ..errors import InstanceLost, OwnerTimeout
+from .replica import Replica
+from .wire import read_message, write_message
 
 # Set on a request one worker forwards to another: the receiver never forwards it again.
 FORWARDED_HEADER = "X-Gymserve-Forwarded"
 # Headers that travel with a forwarded request and back with its answer; nothing else does.
 REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding")
 RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Location", "Content-Encoding")
-_SOCKET_RE = re.compile(r"worker-([0-9]{1,3})\.sock")
-
-
-@dataclass
-class Replica:
-    """What the gunicorn master sets up before forking: the socket directory and live-env counts per slot."""
-
-    runtime_dir: str
-    counts: Any  # multiprocessing RawArray of c_long, one entry per worker slot, shared by fork
-
-    @property
-    def slots(self) -> int:
-        return len(self.counts)
-
-    def socket_path(self, slot: int) -> str:
-        return os.path.join(self.runtime_dir, f"worker-{slot}.sock")
-
-    def live_slots(self) -> list[int]:
-        """Slots whose worker has its socket up (it may still have died a moment ago)."""
-        paths = glob.glob(os.path.join(self.runtime_dir, "worker-*.sock"))
-        found = (_SOCKET_RE.fullmatch(os.path.basename(p)) for p in paths)
-        return sorted(int(m[1]) for m in found if m)
-
-    def total_envs(self) -> int:
-        return int(sum(self.counts))
-
-    def set_count(self, slot: int, n: int) -> None:
-        self.counts[slot] = n
-
-
-def make_replica(runtime_dir: str, slots: int) -> Replica:
-    """Called once in the gunicorn master, before any worker forks."""
-    if runtime_dir:
-        os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-        for stale in glob.glob(os.path.join(runtime_dir, "worker-*.sock")):
-            os.unlink(stale)
-    else:
-        runtime_dir = tempfile.mkdtemp(prefix="gymserve-")
-    return Replica(runtime_dir, multiprocessing.RawArray(ctypes.c_long, slots))
 
 
 @dataclass
@@ -140,24 +96,3 @@ class Forwarder:
             kept = {k: v for k, v in answer_meta["headers"].items() if k in RESPONSE_HEADERS}
             return Answer(answer_meta["status"], kept, answer_body)
         raise InstanceLost(instance_id)  # not reached: the loop returns or raises
-
-
-@dataclass(frozen=True)
-class WorkerSlot:
-    """This process's place in the replica, set by gunicorn's post_fork hook before the app is built."""
-
-    replica: Replica
-    slot: int
-    generation: int
-
-
-_current: WorkerSlot | None = None
-
-
-def adopt(slot: WorkerSlot) -> None:
-    global _current
-    _current = slot
-
-
-def current() -> WorkerSlot | None:
-    return _current

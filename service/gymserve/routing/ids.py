@@ -6,7 +6,7 @@ import re
 import secrets
 from typing import NamedTuple
 
-from .settings import NODE_ID_PATTERN
+from ..settings import NODE_ID_PATTERN
 
 # <node>.<slot>-<generation>.<32 hex digits>, e.g. "gymserve-0.1-3.9f0c4b...". The router and the
 # workers accept nothing else, so an id can never smuggle a path, a host or a port anywhere.

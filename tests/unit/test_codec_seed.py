@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 from gymnasium import spaces
 
-from gymserve.codec import v1
+from gymserve.codec import seed as v1
 
 
 def raw(payload):

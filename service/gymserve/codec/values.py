@@ -24,10 +24,8 @@ from typing import Any
 import msgpack
 import numpy as np
 import orjson
-from gymnasium import spaces
 
 from ..errors import BadRequest, InvalidValue
-from . import spaces as space_codec
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -218,52 +216,3 @@ def loads(data: bytes, media_type: str, field: str = "body") -> Any:
         kind = "msgpack" if is_msgpack(media_type) else "JSON"
         raise BadRequest(f"{field} is not valid {kind}: {str(exc)[:120]}", details={"field": field}) from None
     return from_wire(tree, field)
-
-
-# --- actions ---
-
-
-def to_plain(value: Any) -> Any:
-    """A decoded action as `codec.spaces.from_json` takes it: numpy scalars as Python numbers, tuples as lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, list)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    return value
-
-
-# --- spaces ---
-
-
-def describe_space(space: spaces.Space[Any]) -> dict[str, Any]:
-    """A space with its native bounds: Box low/high and MultiDiscrete nvec/start as ndarrays of its dtype."""
-    info: dict[str, Any] = {"name": type(space).__name__}
-    if isinstance(space, spaces.Discrete):
-        info.update(n=int(space.n), start=int(space.start))
-    elif isinstance(space, spaces.Box):
-        info.update(dtype=space.dtype.name, shape=list(space.shape), low=space.low, high=space.high)
-    elif isinstance(space, spaces.MultiDiscrete):
-        info.update(dtype=space.dtype.name, nvec=space.nvec, start=space.start)
-    elif isinstance(space, spaces.MultiBinary):
-        info.update(n=space.n if isinstance(space.n, int) else [int(n) for n in space.n])
-    elif isinstance(space, spaces.Tuple):
-        info.update(spaces=[describe_space(s) for s in space.spaces])
-    elif isinstance(space, spaces.Dict):
-        info.update(spaces={k: describe_space(s) for k, s in space.spaces.items()})
-    elif isinstance(space, spaces.Text):
-        info.update(min_length=space.min_length, max_length=space.max_length, charset="".join(space.character_list))
-    return info
-
-
-def rebuild_space(info: dict[str, Any]) -> spaces.Space[Any]:
-    """The inverse of `describe_space` (after a round trip through `dumps` and `loads`)."""
-    name = info["name"]
-    if name == "Box":  # exact bounds in their own dtype (the /v1 rebuild goes through float64 lists)
-        return spaces.Box(info["low"], info["high"], shape=tuple(info["shape"]), dtype=info["dtype"])
-    if name == "Tuple":
-        return spaces.Tuple([rebuild_space(s) for s in info["spaces"]])
-    if name == "Dict":
-        return spaces.Dict({k: rebuild_space(s) for k, s in info["spaces"].items()})
-    return space_codec.rebuild(info)  # Discrete, MultiDiscrete, MultiBinary, Text: the same fields as /v1

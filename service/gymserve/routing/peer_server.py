@@ -10,10 +10,10 @@ import sys
 import threading
 from typing import Any
 
-from .peerwire import read_message, write_message
+from ..errors import Internal, error_reply
+from .wire import read_message, write_message
 
 log = logging.getLogger(__name__)
-_INTERNAL_ERROR = b'{"message": "internal server error", "code": "internal"}'
 
 
 def _environ(meta: dict[str, Any], body: bytes) -> dict[str, Any]:
@@ -80,7 +80,8 @@ class PeerServer(socketserver.ThreadingUnixStreamServer):
             chunks = self.app(environ, start_response)
         except Exception:  # Flask's handlers answer almost everything; never drop a sibling's connection
             log.exception("forwarded request failed")
-            return 500, {"Content-Type": "application/json"}, _INTERNAL_ERROR
+            status, headers, body = error_reply(Internal(), native=environ["PATH_INFO"].startswith("/v2/"))
+            return status, dict(headers), body
 
         try:
             body = b"".join(chunks)
