@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..codec import native
-from .http import HttpSession, RemoteError
+from .errors import RemoteError
+from .http import HttpSession
 
 ENCODINGS = {"msgpack": native.MSGPACK, "json": native.JSON}
 T = TypeVar("T")
