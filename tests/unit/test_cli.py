@@ -74,7 +74,7 @@ def test_a_bad_value_is_an_error_that_names_the_variable(
     assert out == "" and err.startswith("gymserve: bad setting: ") and named in err and words in err
 
 
-def test_the_installed_command_reads_the_processes_environment() -> None:
+def test_the_command_in_a_fresh_process_reads_its_environment() -> None:
     env = {"GYMSERVE_PORT": "9000", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-m", "gymserve.cli", "settings"], env=env, capture_output=True, text=True, timeout=60
