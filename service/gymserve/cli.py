@@ -48,10 +48,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _settings_table(_: argparse.Namespace) -> int:
-    print("| variable | default | meaning |\n|---|---|---|")
+    """The settings in effect (this process's GYMSERVE_* variables over the defaults), and where each came from."""
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"gymserve: bad setting: {exc}", file=sys.stderr)
+        return 2
+    print("| variable | value | source | default | meaning |\n|---|---|---|---|---|")
     for row in describe():
-        default = row["default"] if row["default"] != "" else "(derived)"
-        print(f"| `{row['variable']}` | `{default}` | {row['help']} |")
+        var = row["variable"]
+        value = getattr(settings, var.removeprefix(PREFIX).lower())
+        source = "environment" if var in os.environ else "default"
+        shown = f"`{value}`" if value != "" else "(unset)"  # empty: the behaviour the meaning's "default:" says
+        default = f"`{row['default']}`" if row["default"] != "" else "(derived)"
+        print(f"| `{var}` | {shown} | {source} | {default} | {row['help']} |")
     return 0
 
 
@@ -68,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="closed-loop load generator: steps/s, latency, errors, bytes per step")
     bench_module.add_arguments(bench)
     bench.set_defaults(func=bench_module.main)
-    table = sub.add_parser("settings", help="print every GYMSERVE_* setting with its default")
+    table = sub.add_parser("settings", help="print every GYMSERVE_* setting in effect, its source and default")
     table.set_defaults(func=_settings_table)
     return parser
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 from gymnasium.utils.env_checker import check_env
 
-from gymserve.client import RemoteEnv, RemoteError
+from gymserve.client import EnvClosed, RemoteEnv, RemoteError, RemoteVectorEnv
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +101,22 @@ def test_close_deletes_the_env_on_the_server_and_is_idempotent(server, protocol)
     remote.close()
     assert remote.instance_id is None
     assert iid not in requests.get(server.url + "/v1/envs/").json()["all_envs"]
+
+
+def test_an_env_used_after_close_raises_env_closed_and_sends_nothing(server, protocol):
+    remote = RemoteEnv(server.url, "CartPole-v1", render_mode="rgb_array", **protocol)
+    remote.reset(seed=0)
+    remote.close()
+    for call in (lambda: remote.step(0), lambda: remote.reset(seed=1), remote.render):
+        with pytest.raises(EnvClosed) as err:  # not urllib3's ClosedPoolError
+            call()
+        assert isinstance(err.value, gym.error.ClosedEnvironmentError) and "closed" in str(err.value)
+
+
+def test_a_vector_env_used_after_close_raises_env_closed(server):
+    remote = RemoteVectorEnv(server.url, "CartPole-v1", 2)
+    remote.reset(seed=0)
+    remote.close()
+    for call in (lambda: remote.step(np.zeros(2, dtype=np.int64)), remote.reset, remote.info):
+        with pytest.raises(EnvClosed):
+            call()

@@ -14,10 +14,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import requests
-import urllib3
 from gymnasium.wrappers import AddRenderObservation
 
-from gymserve.client import RemoteEnv, RemoteError
+from gymserve.client import ConnectionFailed, RemoteEnv, RemoteError, ServerUnreachable
 from servers import free_port
 from tcp_proxy import FORWARD, LOSE, TcpProxy, busy_answer
 
@@ -120,16 +119,18 @@ def test_a_server_that_stays_busy_raises_after_the_retries(server: Any) -> None:
 def test_a_create_whose_answer_is_lost_is_not_resent(server: Any) -> None:
     proxy = TcpProxy(server.url, on_nth(b"POST /v2/envs ", 1, LOSE))
     try:
-        with pytest.raises(urllib3.exceptions.ProtocolError):
+        with pytest.raises(ConnectionFailed) as err:
             RemoteEnv(proxy.url, "CartPole-v1")
+        assert err.value.attempts == 1 and not isinstance(err.value, ServerUnreachable)
         assert requests_to(proxy, b"POST /v2/envs ") == 1  # an env may be left behind: its TTL closes it
     finally:
         proxy.close()
 
 
 def test_no_server_raises_after_the_retries() -> None:
-    with pytest.raises(urllib3.exceptions.NewConnectionError):
+    with pytest.raises(ServerUnreachable) as err:
         RemoteEnv(f"http://127.0.0.1:{free_port()}", "CartPole-v1", retries=2)
+    assert err.value.attempts == 3
 
 
 def test_a_step_by_someone_else_makes_the_next_step_a_409_that_says_which_seq_is_next(server: Any) -> None:

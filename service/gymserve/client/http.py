@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from time import sleep
 from urllib.parse import urlsplit
 
 import orjson
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
+from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, HTTPError, ReadTimeoutError
+
+from .errors import ConnectionFailed, EnvClosed, RemoteError, ResponseTimeout, ServerUnreachable
 
 BUSY_STATUSES = frozenset({429, 503})
-
-
-class RemoteError(RuntimeError):
-    """The server answered with an error; carries its status, message, code and details."""
-
-    def __init__(self, status: int, message: str, code: str = "", details: dict[str, Any] | None = None):
-        super().__init__(f"{status} {code}: {message}" if code else f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.code = code
-        self.details = details or {}
 
 
 @dataclass(frozen=True)
@@ -58,9 +48,11 @@ class HttpSession:
     """A pooled keep-alive connection to one server.
 
     Every request is retried, with exponential backoff, when its connection could not be made (it
-    never reached the server). `send(..., resend=True)` also retries when the answer was lost, for
-    requests that are safe to repeat; `retry_busy=True` also retries 429 and 503 after their
-    Retry-After. A /v1 step is neither: it carries no sequence number, so resending it could step twice.
+    never reached the server). `send(..., resend=True)` also retries when the answer was lost or
+    did not come in time, for requests that are safe to repeat; `retry_busy=True` also retries 429
+    and 503 after their Retry-After. A /v1 step is neither: it carries no sequence number, so
+    resending it could step twice. Failures surface as the client's own errors (gymserve.client.errors),
+    never as urllib3's; the urllib3 error is kept as their `__cause__`.
     """
 
     def __init__(
@@ -75,11 +67,13 @@ class HttpSession:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
         self.prefix = parts.path.rstrip("/")
         self.retries = retries
         self.backoff = backoff
         self.max_wait = max_wait
         self.headers = dict(headers or {})
+        self.closed = False
         self.pool = urllib3.connection_from_url(
             base_url, maxsize=1, block=False, timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
         )
@@ -94,6 +88,8 @@ class HttpSession:
         resend: bool = False,
         retry_busy: bool = False,
     ) -> Reply:
+        if self.closed:
+            raise EnvClosed(f"{method} {path}: this client was closed; make a new one")
         headers = {**self.headers, **(headers or {})}
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
@@ -101,20 +97,30 @@ class HttpSession:
                 resp = self.pool.urlopen(
                     method, self.prefix + path, body=body, headers=headers, retries=False, redirect=False
                 )
-            except (NewConnectionError, ConnectTimeoutError):
+            except ClosedPoolError as err:  # closed by another thread while this request waited
+                raise EnvClosed(f"{method} {path}: this client was closed; make a new one") from err
+            except ConnectTimeoutError as err:  # NewConnectionError included: the request never left
                 if last:
-                    raise
+                    raise self._failed(ServerUnreachable, "could not connect", method, path, attempt, err) from err
                 wait = self._backoff(attempt)
-            except HTTPError:
+            except HTTPError as err:  # sent, but the answer was lost or late: resend only what is safe to repeat
                 if last or not resend:
-                    raise
+                    kind = ResponseTimeout if isinstance(err, ReadTimeoutError) else ConnectionFailed
+                    raise self._failed(kind, "no answer", method, path, attempt, err) from err
                 wait = self._backoff(attempt)
             else:
                 if not (retry_busy and resp.status in BUSY_STATUSES) or last:
                     return Reply(resp.status, resp.headers, resp.data)
                 wait = self._retry_after(resp.headers.get("Retry-After"), attempt)
-            time.sleep(wait)
+            sleep(wait)
         raise AssertionError("not reached: the last attempt returns or raises")
+
+    def _failed(
+        self, kind: type[ConnectionFailed], what: str, method: str, path: str, attempt: int, err: HTTPError
+    ) -> ConnectionFailed:
+        url = self.base_url + path
+        tries = f"after {attempt + 1} attempts" if attempt else "on the first attempt"
+        return kind(f"{method} {url}: {what} {tries} ({_reason(err)})", method=method, url=url, attempts=attempt + 1)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.max_wait, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
@@ -125,4 +131,16 @@ class HttpSession:
         return self._backoff(attempt)
 
     def close(self) -> None:
+        self.closed = True
         self.pool.close()
+
+
+def _reason(err: BaseException) -> str:
+    """The OS's words for a network error ("Connection refused"), not urllib3's repr of its connection object."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    text = str(err)
+    return text.split(": ", 1)[1] if text.startswith("<") and ": " in text else text

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..codec import spaces, values
-from .http import HttpSession, RemoteError
+from .errors import RemoteError
+from .http import HttpSession
 
 ENCODINGS = {"msgpack": values.MSGPACK, "json": values.JSON}
 T = TypeVar("T")

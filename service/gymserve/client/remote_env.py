@@ -7,6 +7,7 @@ from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 
+from .errors import EnvClosed
 from .http import HttpSession
 from .protocol_v1 import V1Protocol
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
@@ -33,6 +34,10 @@ class RemoteEnv(gym.Env[Any, Any]):
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
     observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
     arguments go to the env's constructor on the server.
+
+    Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
+    status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
+    (no answer), `EnvClosed` (used after `close()`).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array", "ansi", "rgb_array_list", "ansi_list"]}
@@ -77,14 +82,22 @@ class RemoteEnv(gym.Env[Any, Any]):
         return self._remote.instance_id
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        remote = self._open()
         super().reset(seed=seed)
-        return self._remote.reset(None if seed is None else int(seed), options)
+        return remote.reset(None if seed is None else int(seed), options)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        return self._remote.step(action)
+        return self._open().step(action)
 
     def render(self) -> Any:
-        return None if self.render_mode is None else self._remote.render()
+        remote = self._open()
+        return None if self.render_mode is None else remote.render()
+
+    def _open(self) -> _Remote:
+        """The env on the server; EnvClosed once this RemoteEnv was closed (not urllib3's closed-pool error)."""
+        if self._remote.instance_id is None:
+            raise EnvClosed("this RemoteEnv was closed; make a new one")
+        return self._remote
 
     def close(self) -> None:
         """Delete the env on the server; calling it again does nothing."""

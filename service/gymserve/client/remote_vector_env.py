@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from ..codec import spaces
+from .errors import EnvClosed
 from .http import HttpSession
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
@@ -31,6 +32,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     (`encoding="json"` for JSON) in their native dtypes and shapes; every reset and step carries the
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
     up to `retries` times and never runs twice. Other keyword arguments go to each sub-env's constructor.
+    Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
     def __init__(
@@ -88,24 +90,32 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Reset every sub-env (or those of `options["reset_mask"]`); an int seed seeds sub-env i with seed + i."""
+        remote = self._open()
         if seed is None or isinstance(seed, (int, np.integer)):
             super().reset(seed=None if seed is None else int(seed))
             wire_seed: Any = None if seed is None else int(seed)
         else:
             wire_seed = [None if s is None else int(s) for s in seed]
-        obs, info = self._remote.reset(wire_seed, options)
+        obs, info = remote.reset(wire_seed, options)
         return obs, self._vector_info(info)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        obs, rewards, terminations, truncations, info = self._remote.step(actions)
+        obs, rewards, terminations, truncations, info = self._open().step(actions)
         return obs, rewards, terminations, truncations, self._vector_info(info)
 
     def render(self) -> tuple[Any, ...] | None:
-        return None if self.render_mode is None else self._remote.render()
+        remote = self._open()
+        return None if self.render_mode is None else remote.render()
 
     def info(self) -> dict[str, Any]:
         """What the server knows about this vector env: steps (env-steps), episodes, seq, TTL, owner, spaces."""
-        return self._remote.info()
+        return self._open().info()
+
+    def _open(self) -> V2Protocol:
+        """The vector env on the server; EnvClosed once this RemoteVectorEnv was closed."""
+        if self._remote.instance_id is None:
+            raise EnvClosed("this RemoteVectorEnv was closed; make a new one")
+        return self._remote
 
     def close_extras(self, **kwargs: Any) -> None:
         """Delete the vector env on the server."""

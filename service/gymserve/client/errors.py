@@ -1,0 +1,48 @@
+"""The client's exceptions: one base class, so that callers never have to catch urllib3's errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.error import ClosedEnvironmentError
+
+
+class ClientError(Exception):
+    """Base of every error gymserve.client raises: the server refused, could not be reached, or the env is closed."""
+
+
+class RemoteError(ClientError, RuntimeError):
+    """The server answered with an error; carries its status, message, code and details."""
+
+    def __init__(self, status: int, message: str, code: str = "", details: dict[str, Any] | None = None):
+        super().__init__(f"{status} {code}: {message}" if code else f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.code = code
+        self.details = details or {}
+
+
+class ConnectionFailed(ClientError, ConnectionError):
+    """No answer came back: the connection broke or timed out, after `attempts` tries of `method url`.
+
+    A ConnectionError (like requests' own), so `except OSError` code keeps working. Unless it is a
+    ServerUnreachable, the request may have reached the server and run there.
+    """
+
+    def __init__(self, message: str, *, method: str, url: str, attempts: int) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.attempts = attempts
+
+
+class ServerUnreachable(ConnectionFailed):
+    """No connection could be made (refused, no route, unknown host, connect timeout): the server never saw it."""
+
+
+class ResponseTimeout(ConnectionFailed, TimeoutError):
+    """The request was sent but no answer came within the client's `timeout`; the server may still run it."""
+
+
+class EnvClosed(ClientError, ClosedEnvironmentError):
+    """The env (and its connection) was closed by this client; make a new one to go on."""
