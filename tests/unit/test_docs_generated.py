@@ -47,7 +47,7 @@ def test_generated_files_are_fresh() -> None:
     rendered = gen_docs.render(ROOT)
     assert {str(p.relative_to(ROOT)) for p in rendered} == set(GENERATED)
     stale = [str(p.relative_to(ROOT)) for p in gen_docs.stale(rendered)]
-    assert not stale, f"generated from gymserve.settings.Settings and now stale: {stale}; run `{gen_docs.COMMAND}`"
+    assert not stale, f"stale generated files {stale}: run `{gen_docs.COMMAND}` and commit them"
 
 
 def test_a_new_setting_appears_in_every_generated_copy() -> None:
@@ -91,6 +91,39 @@ def test_a_stale_file_is_named(tmp_path: Path) -> None:
     assert sorted(gen_docs.stale(gen_docs.render(tmp_path))) == sorted([doc, schema])
 
 
-def test_missing_markers_fail_with_the_file_name(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"docs/settings\.md"):
-        gen_docs.replace_between_markers("no markers here", "| table |", "docs/settings.md")
+def test_missing_markers_fail_with_the_file_name() -> None:
+    with pytest.raises(SystemExit, match=r"docs/settings\.md has no .*GENERATED settings"):
+        gen_docs.replace_between_markers("no markers here", "settings", "| table |", "docs/settings.md")
+
+
+def test_the_values_table_has_every_leaf_with_its_comment() -> None:
+    text = """\
+# yaml-language-server: $schema=values.schema.json
+#
+# header -- not a key's comment.
+
+# config -- the settings table has these.
+config:
+  # port -- not here.
+  port: 8000
+
+# image -- a map: its keys get the rows.
+image:
+  # repository -- image name; e.g. "<registry>/gymserve".
+  repository: gymserve
+# hosts -- host names: one default, not rows.
+hosts:
+  - # host -- a host name.
+    host: example.com
+    # paths -- its paths.
+    paths: [/]
+# tls -- TLS secrets
+# and the hosts they cover.
+tls: []
+"""
+    table = gen_docs.values_table(text).splitlines()
+    assert table[2:] == [
+        '| `image.repository` | `"gymserve"` | image name; e.g. "&lt;registry&gt;/gymserve". |',
+        '| `hosts` | `[{"host": "example.com", "paths": ["/"]}]` | host names: one default, not rows. |',
+        "| `tls` | `[]` | TLS secrets and the hosts they cover. |",
+    ]
