@@ -164,16 +164,16 @@ def settings(cls: type = Settings) -> list[Setting]:
 
 
 def _number(value: Any) -> str:
-    """900.0 as 900, as gymserve and the chart print it; other values as they are."""
+    """900.0 as 900, as gymserve and the chart print it; booleans as YAML writes them; others as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
 def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, bool | int | float):
         return _number(value)
     return json.dumps(str(value))  # a double-quoted YAML string: "", "0.0.0.0" and "info" all stay strings
 
