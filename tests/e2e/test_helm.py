@@ -7,7 +7,7 @@ to more pods, Helm 4's server-side apply, and `helm uninstall` leaving nothing b
 
 The local cluster has no cluster DNS and no kube-proxy. The router is the chart's, unchanged, with
 `router.resolver` pointing at `k8s.ClusterDNS`: a stand-in that answers what CoreDNS answers, from the
-namespace's Endpoints (see docs/helm.md for what that does and does not prove). `helm test` runs with
+namespace's Endpoints (see tests/README.md for what that does and does not prove). `helm test` runs with
 tests.connection=false: the connection test needs the cluster's own DNS and Service routing.
 
 Runs only with GYMSERVE_E2E_HELM=1 (scripts/e2e-helm.sh sets it), a reachable cluster (KUBECONFIG, default
