@@ -20,7 +20,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-"$VENV/bin/ruff" check service tests
-"$VENV/bin/ruff" format --check service tests
+"$VENV/bin/ruff" check service tests scripts
+"$VENV/bin/ruff" format --check service tests scripts
 "$VENV/bin/mypy"
 "$VENV/bin/pytest" "$@"

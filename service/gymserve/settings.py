@@ -159,7 +159,7 @@ def _parse(var: str, raw: str, type_name: Any) -> Any:
 
 
 def describe() -> list[dict[str, Any]]:
-    """Every setting with its variable, default and help, for the README table and `gymserve settings`."""
+    """Every setting with its variable, default and help, for `gymserve settings` and scripts/gen_docs.py."""
     return [
         {"variable": PREFIX + f.name.upper(), "default": f.default, "help": f.metadata["help"]}
         for f in fields(Settings)

@@ -40,10 +40,9 @@ def _tag(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
 _INT = {"type": "integer"}
 _AUTORESET = {
     "enum": ["next_step", "same_step", "disabled"],
-    "description": "Gymnasium's AutoresetMode of a vector env (NEXT_STEP, SAME_STEP, DISABLED); see docs/vector.md.",
+    "description": "Gymnasium's AutoresetMode of a vector env (NEXT_STEP, SAME_STEP, DISABLED); "
+    "see docs/vector-and-batch.md.",
 }
-_SEQ = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
-_SEED = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 _NATIVE_CONTENT_NOTE = (
     "application/json or application/msgpack (also application/x-msgpack, application/vnd.msgpack), "
     "chosen by Accept; both carry the same tree (see the Value schema)."
