@@ -306,18 +306,15 @@ def extra_rows(args: argparse.Namespace) -> list[Row]:
 
 
 def null_rows(seconds: float) -> list[Row]:
-    port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", *GUNICORN_FLAGS, "-b", f"127.0.0.1:{port}", "null_app:app"]
-    with serving(argv, port, "/healthz"):
-        return step_rows(
-            "null Flask app (HTTP floor)",
-            port,
-            lambda: "x",
-            "/v1/envs/%s/step/",
-            b'{"action": 0}',
-            "application/json",
-            seconds,
-        )
+    """The floor (a null WSGI app: Python and gunicorn, nothing else) and, for reference, a null Flask app."""
+    rows = []
+    for name, target in (("null WSGI app (HTTP floor)", "null_app:wsgi"), ("null Flask app", "null_app:app")):
+        port = free_port()
+        argv = [sys.executable, "-m", "gunicorn", *GUNICORN_FLAGS, "-b", f"127.0.0.1:{port}", target]
+        with serving(argv, port, "/healthz"):
+            step_body = b'{"action": 0}'
+            rows += step_rows(name, port, lambda: "x", "/v1/envs/%s/step/", step_body, "application/json", seconds)
+    return rows
 
 
 def seed_rows(seconds: float) -> list[Row]:
@@ -441,8 +438,9 @@ def print_table(rows: list[Row], live: dict[str, float], args: argparse.Namespac
         p99 = f"{r.p99_us:.0f}" if r.p99_us is not None else ""
         size = f"{r.bytes_per_step:.0f}" if r.bytes_per_step is not None else ""
         print(f"| {r.name:<52} | {r.clients:>7} | {r.steps_per_s:>7.0f} | {p50:>6} | {p99:>6} | {size:>12} |")
-    null1, null16 = find(rows, "null", 1), find(rows, "null", 16)
+    null1, null16 = find(rows, "null WSGI", 1), find(rows, "null WSGI", 16)
     v2bin1, v2bin16 = find(rows, "gymserve /v2 msgpack", 1), find(rows, "gymserve /v2 msgpack", 16)
+    v1_1, v1_16 = find(rows, "gymserve /v1", 1), find(rows, "gymserve /v1", 16)
     seed = find(rows, "seed as shipped", 16)
     seed_g = find(rows, "seed under gunicorn", 16)
     frame = find(rows, "gymserve /v2 msgpack, 400x600x3", 1)
@@ -452,9 +450,24 @@ def print_table(rows: list[Row], live: dict[str, float], args: argparse.Namespac
     print("targets:")
     show = [
         (
-            "1 client /v2 msgpack p50 vs null app p50",
+            "1 client /v2 msgpack p50 vs null WSGI app p50",
             v2bin1 and null1 and ratio(v2bin1.p50_us, null1.p50_us),
             "<= 1.3x",
+        ),
+        (
+            "1 client /v1 p50 vs null WSGI app p50",
+            v1_1 and null1 and ratio(v1_1.p50_us, null1.p50_us),
+            "<= 1.6x",
+        ),
+        (
+            "16 clients /v1 vs seed as shipped",
+            v1_16 and seed and ratio(v1_16.steps_per_s, seed.steps_per_s),
+            ">= 2x",
+        ),
+        (
+            "16 clients /v1 vs null WSGI app",
+            v1_16 and null16 and ratio(v1_16.steps_per_s, null16.steps_per_s),
+            "",
         ),
         (
             "16 clients /v2 msgpack vs seed as shipped",
@@ -467,7 +480,7 @@ def print_table(rows: list[Row], live: dict[str, float], args: argparse.Namespac
             "",
         ),
         (
-            "16 clients /v2 msgpack vs null app",
+            "16 clients /v2 msgpack vs null WSGI app",
             v2bin16 and null16 and ratio(v2bin16.steps_per_s, null16.steps_per_s),
             ">= 0.8x",
         ),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..codec import spaces, values
+from ..pipeline import models
 from .errors import RemoteError
 from .http import HttpSession
 
@@ -14,12 +15,11 @@ T = TypeVar("T")
 
 
 def create_body(env_id: str, render_mode: str | None, kwargs: dict[str, Any], **optional: Any) -> dict[str, Any]:
-    """The body of a create: the env's constructor kwargs (with render_mode), and the optional fields that are set."""
-    create: dict[str, Any] = {"env_id": env_id, "kwargs": dict(kwargs)}
-    if render_mode is not None:
-        create["kwargs"]["render_mode"] = render_mode
-    create.update({name: value for name, value in optional.items() if value})
-    return create
+    """The body of a create, by the server's own declaration: the env's constructor kwargs (with render_mode), and
+    the optional fields that are set (a name the server does not know is a TypeError here, before any request)."""
+    kwargs = {**kwargs, "render_mode": render_mode} if render_mode is not None else dict(kwargs)
+    body = models.CreateRequest(env_id=env_id, kwargs=kwargs, **{k: v for k, v in optional.items() if v})
+    return {name: value for name in body.__struct_fields__ if (value := getattr(body, name)) is not None}
 
 
 def session(base_url: str, timeout: float, retries: int, compress: bool) -> HttpSession:
