@@ -196,18 +196,33 @@ optionally host (overrides config.host, for a test that serves on loopback).
   mountPath: /tmp
 {{- end -}}
 
-{{/* The router container's environment: what the image's entrypoint needs to render the config. */}}
+{{/*
+The router container's environment: the variables files/router.conf.template leaves to it (docker-compose.yml
+sets the same ones for compose), rendered by the image's entrypoint at start.
+*/}}
 {{- define "gymserve.router.env" -}}
 - name: NGINX_ENTRYPOINT_QUIET_LOGS
   value: "1"
-{{- if not .Values.router.resolver }}
+{{- if .Values.router.resolver }}
+- name: NGINX_LOCAL_RESOLVERS
+  value: {{ .Values.router.resolver | quote }}
+{{- else }}
 # The official image's entrypoint reads /etc/resolv.conf into NGINX_LOCAL_RESOLVERS: the cluster DNS.
 - name: NGINX_ENTRYPOINT_LOCAL_RESOLVERS
   value: "1"
 {{- end }}
-# Substitute only that variable: nginx's own $variables and anything else stay as they are.
+# Only this release's pod names, reached through the headless Service; creates go to the ready pods.
+- name: GYMSERVE_ROUTER_NODE_PATTERN
+  value: {{ include "gymserve.nodePattern" . | quote }}
+- name: GYMSERVE_ROUTER_NODE_DOMAIN
+  value: {{ printf ".%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
+- name: GYMSERVE_ROUTER_BACKEND
+  value: {{ printf "%s%s" (include "gymserve.backendService" .) (include "gymserve.svcDomain" .) | quote }}
+- name: GYMSERVE_PORT
+  value: {{ include "gymserve.number" .Values.config.port | quote }}
+# Substitute only those: nginx's own $variables and anything else stay as they are.
 - name: NGINX_ENVSUBST_FILTER
-  value: "^NGINX_LOCAL_RESOLVERS$"
+  value: "^(GYMSERVE_|NGINX_LOCAL_RESOLVERS)"
 {{- end -}}
 
 {{/* Base URLs of the gymserve pods the release starts with (by their DNS names), space-separated. */}}

@@ -235,6 +235,10 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
         answer = stack.call("GET", path)
         assert (answer.status, answer.body["code"]) == (400, "unknown_instance"), path
         assert answer.headers.get("x-gymserve-router") == "rejected", path
+        # /v2 in its own error shape and status.
+        v2 = stack.call("GET", path.replace("/v1/", "/v2/", 1))
+        assert (v2.status, v2.body["error"]["code"]) == (404, "unknown_instance"), path
+        assert v2.headers.get("x-gymserve-router") == "rejected", path
     # Well-formed ids whose node is not a running replica of this stack: lost, whatever the node is
     # (Prometheus is not on the router's network; the router refuses itself).
     for node in ["0123456789ab", prometheus, router]:
@@ -242,9 +246,10 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
         assert (answer.status, answer.body["code"]) == (400, "instance_lost"), node
         assert "lost with its worker" in answer.body["message"]
         v2 = stack.call("GET", f"/v2/envs/{node}.0-1.{token}")
-        assert (v2.status, v2.body["code"]) == (410, "instance_lost"), node
+        assert (v2.status, v2.body["error"]["code"]) == (410, "instance_lost"), node
+        assert v2.body["error"]["details"] == {"instance_id": f"{node}.0-1.{token}"}
     metrics = stack.call("GET", "/metrics")
-    assert metrics.status == 404
+    assert (metrics.status, metrics.body["code"]) == (404, "not_found")
 
 
 # --- Prometheus ------------------------------------------------------------------------------------

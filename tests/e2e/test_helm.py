@@ -254,8 +254,10 @@ def create_on(router: PortForward, node: str, seed: int, seconds: float = 60) ->
 
 
 def assert_lost(answer: Answer, api: str = "v1") -> None:
+    """The app's lost answer, in the shape of its API (/v2: {"error": {...}}), whether the router or a pod says it."""
     assert answer.status == (400 if api == "v1" else 410), answer
-    assert answer.body["code"] == "instance_lost" and LOST_WORDS in answer.body["message"], answer.body
+    error = answer.body if api == "v1" else answer.body["error"]
+    assert error["code"] == "instance_lost" and LOST_WORDS in error["message"], answer.body
 
 
 # --- the tests, in order -----------------------------------------------------------------------------
@@ -343,6 +345,7 @@ def test_router_answers_by_itself_and_refuses_foreign_ids(release: Release) -> N
             assert (answer.status, answer.headers.get("x-gymserve-router")) == (400, "rejected"), (path, answer)
         answer = router.call("GET", "/v2/envs/not-an-id")
         assert (answer.status, answer.headers.get("x-gymserve-router")) == (404, "rejected")
+        assert answer.body["error"]["code"] == "unknown_instance", answer.body
         # One of this release's pod names, but no such pod: lost, in the app's words.
         assert_lost(router.call("POST", f"/v1/envs/{FULLNAME}-9999.0-1.{HEX}/step/", {"action": 0}))
         assert_lost(router.call("GET", f"/v2/envs/{FULLNAME}-9999.0-1.{HEX}"), api="v2")

@@ -1,70 +1,104 @@
-"""The chart's router config: the compose router's rules with Kubernetes names, and an id regex that admits only this
-release's pods."""
+"""The router's config: one template for compose and the chart, an id regex that is the app's, and that admits
+only this farm's replicas."""
 
 from __future__ import annotations
 
-import difflib
 import re
 
 import pytest
-from helmchart import FULLNAME, NAMESPACE, ROOT, render
+from helmchart import CHART, FULLNAME, NAMESPACE, ROOT, render
+from routerconf import (
+    MOUNTED_AT,
+    TEMPLATE,
+    chart_env,
+    compose_env,
+    compose_router,
+    id_location,
+    python_regex,
+    template_variables,
+)
+from routerconf import render as render_template
+
+from gymserve.ids import INSTANCE_ID_PATTERN, IdMinter, Owner
+from gymserve.settings import NODE_ID_PATTERN
 
 pytestmark = pytest.mark.helm
 
-COMPOSE_ROUTER = ROOT / "deploy" / "router" / "default.conf.template"
 COMPOSE_NODE = "[0-9a-f]{12}"  # a compose replica: Docker's short container id
 CHART_NODE = FULLNAME + "-(?:0|[1-9][0-9]{0,3})"  # FULLNAME has no regex metacharacters
-# The only directives that may differ: where names are resolved and where requests go.
-MAY_DIFFER = ("resolver ", "proxy_pass ", "set $gs_pool ")
 HEX = "0123456789abcdef" * 2
 
 
-def directives(config: str, node_pattern: str) -> list[str]:
-    """The config without comments and blank lines, with the node pattern made neutral."""
-    lines = []
-    for line in config.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("resolver "):
-            stripped = stripped.split("#", 1)[0].rstrip()  # its trailing comment names the DNS
-        lines.append(stripped.replace(node_pattern, "<NODE>"))
-    return lines
+# --- one file ---------------------------------------------------------------------------------------------
 
 
-def test_chart_router_is_the_compose_router_with_kubernetes_names() -> None:
-    # compose fills in the app's port at start (envsubst); Helm already did.
-    compose = [
-        line.replace("${GYMSERVE_PORT}", "8000") for line in directives(COMPOSE_ROUTER.read_text(), COMPOSE_NODE)
+def test_compose_mounts_the_charts_template_read_only() -> None:
+    volumes = compose_router()["volumes"]
+    assert volumes == [f"./{TEMPLATE.relative_to(ROOT)}:{MOUNTED_AT}:ro"]
+
+
+def test_chart_ships_the_template_unchanged() -> None:
+    rendered = render()
+    assert rendered.router_config() == TEMPLATE.read_text()
+    mounts = rendered.router["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "templates", "mountPath": MOUNTED_AT.rsplit("/", 1)[0], "readOnly": True} in mounts
+
+
+def test_no_other_router_config_in_the_repository() -> None:
+    copies = [
+        p.relative_to(ROOT)
+        for p in [*ROOT.glob("deploy/**/*"), *CHART.glob("**/*")]
+        if p.is_file() and p != TEMPLATE and ("server {" in p.read_text(errors="replace") or "router.conf" in p.name)
     ]
-    chart = directives(render().router_config(), CHART_NODE)
-    drift = []
-    for op, a1, a2, b1, b2 in difflib.SequenceMatcher(None, compose, chart, autojunk=False).get_opcodes():
-        if op == "equal":
-            continue
-        pairs = list(zip(compose[a1:a2], chart[b1:b2], strict=False))
-        same_shape = op == "replace" and a2 - a1 == b2 - b1
-        if not same_shape or not all(a.startswith(MAY_DIFFER) and a.split()[0] == b.split()[0] for a, b in pairs):
-            drift.append("\n".join(difflib.unified_diff(compose[a1:a2], chart[b1:b2], "compose", "chart", lineterm="")))
-    assert not drift, "the chart's router drifted from deploy/router/default.conf.template:\n" + "\n".join(drift)
+    assert not copies, f"a second router config: {copies}"
 
 
-def test_node_pattern_is_the_release_pod_names() -> None:
-    assert f"(?<gs_node>{CHART_NODE})\\." in render().router_config()
+def test_compose_and_chart_fill_in_every_variable_and_only_those() -> None:
+    wanted = template_variables()
+    assert wanted == {
+        "NGINX_LOCAL_RESOLVERS",
+        "GYMSERVE_ROUTER_NODE_PATTERN",
+        "GYMSERVE_ROUTER_NODE_DOMAIN",
+        "GYMSERVE_ROUTER_BACKEND",
+        "GYMSERVE_PORT",
+    }
+    for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
+        substituted = {n for n in env if re.search(env["NGINX_ENVSUBST_FILTER"], n)}
+        assert substituted == wanted, name
+        config = render_template(env)
+        assert not template_variables(config), f"{name} leaves {template_variables(config)} to nginx"
 
 
-def _id_location() -> re.Pattern[str]:
-    config = render().router_config()
-    regex = re.search(r'location ~ "(\^/v\(\?<gs_api>[^"]+)"', config)
-    assert regex, "no location for instance ids"
-    return re.compile(regex[1].replace("(?<", "(?P<"))
+# --- the id pattern is the app's ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("node", [f"{FULLNAME}-0", f"{FULLNAME}-1", f"{FULLNAME}-42", f"{FULLNAME}-9999"])
-def test_ids_of_this_release_are_proxied_to_their_pod(node: str) -> None:
-    m = _id_location().match(f"/v1/envs/{node}.0-123.{HEX}/step/")
-    assert m and m["gs_node"] == node and m["gs_id"] == f"{node}.0-123.{HEX}"
-    assert _id_location().match(f"/v2/envs/{node}.1-7.{HEX}")
+def test_id_pattern_is_the_apps() -> None:
+    """The template's id regex is ids.INSTANCE_ID_PATTERN, with the node part left to each farm."""
+    app = re.sub(r"\(\?P<(?:slot|gen|token)>([^()]*)\)", r"\1", INSTANCE_ID_PATTERN)
+    app = app.replace(f"(?P<node>{NODE_ID_PATTERN})", "(?<gs_node>${GYMSERVE_ROUTER_NODE_PATTERN})")
+    assert id_location(TEMPLATE.read_text()) == f"^/v[12]/envs/(?<gs_id>{app})(?:/|$)"
+
+
+@pytest.mark.parametrize(
+    ("farm", "node"), [("compose", "0123456789ab"), *(("chart", f"{FULLNAME}-{n}") for n in (0, 1, 42, 9999))]
+)
+def test_ids_the_replicas_mint_are_proxied_to_their_replica(farm: str, node: str) -> None:
+    env = compose_env() if farm == "compose" else chart_env(render())
+    location = python_regex(id_location(render_template(env)))
+    for slot, generation in [(0, 1), (7, 123), (999, 999999999)]:
+        instance_id = IdMinter(Owner(node, slot, generation)).mint()
+        m = location.match(f"/v1/envs/{instance_id}/step/")
+        assert m and m["gs_node"] == node and m["gs_id"] == instance_id
+        assert location.match(f"/v2/envs/{instance_id}")
+
+
+def test_node_patterns_admit_only_names_the_app_accepts() -> None:
+    assert compose_env()["GYMSERVE_ROUTER_NODE_PATTERN"] == COMPOSE_NODE
+    assert chart_env(render())["GYMSERVE_ROUTER_NODE_PATTERN"] == CHART_NODE
+    for pattern in (COMPOSE_NODE, CHART_NODE):
+        for node in ["0123456789ab", "abcdef012345", f"{FULLNAME}-0", f"{FULLNAME}-9999"]:
+            if re.fullmatch(pattern, node):
+                assert re.fullmatch(NODE_ID_PATTERN, node), (pattern, node)
 
 
 @pytest.mark.parametrize(
@@ -78,14 +112,42 @@ def test_ids_of_this_release_are_proxied_to_their_pod(node: str) -> None:
         f"/v1/envs/{FULLNAME}-0:8080.0-1.{HEX}/",
         f"/v1/envs/{FULLNAME}-0.0-1.{HEX[:-1]}/",
         f"/v1/envs/{FULLNAME}-0.0-1.{HEX}x/",
+        f"/v1/envs/{FULLNAME}-0.0-1234-1.{HEX}/",
         f"/v3/envs/{FULLNAME}-0.0-1.{HEX}/",
+        f"/v1/envs/0123456789ab.0-1.{HEX}/",  # a compose node
     ],
 )
-def test_other_ids_never_reach_an_upstream(path: str) -> None:
-    assert not _id_location().match(path)
+def test_other_ids_never_reach_an_upstream_of_the_chart(path: str) -> None:
+    assert not python_regex(id_location(render_template(chart_env(render())))).match(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/envs/gymserve.0-1.{HEX}/",  # the service name
+        f"/v1/envs/prometheus.0-1.{HEX}/",
+        f"/v1/envs/0123456789abc.0-1.{HEX}/",
+        f"/v1/envs/0123456789AB.0-1.{HEX}/",
+        f"/v1/envs/0123456789ab.0-1.{HEX}@evil.example/",
+        f"/v1/envs/{FULLNAME}-0.0-1.{HEX}/",  # a chart node
+    ],
+)
+def test_other_ids_never_reach_an_upstream_of_compose(path: str) -> None:
+    assert not python_regex(id_location(render_template(compose_env()))).match(path)
+
+
+# --- where the chart's router sends requests ----------------------------------------------------------------
 
 
 def test_upstreams_are_cluster_dns_names_of_this_namespace() -> None:
-    config = render(None, "router.clusterDomain=k8s.example.").router_config()
-    assert f"$gs_node.{FULLNAME}-pods.{NAMESPACE}.svc.k8s.example:8000;" in config
-    assert f"$gs_pool {FULLNAME}-backend.{NAMESPACE}.svc.k8s.example;" in config
+    env = chart_env(render(None, "router.clusterDomain=k8s.example."))
+    config = render_template(env)
+    assert f"proxy_pass http://$gs_node.{FULLNAME}-pods.{NAMESPACE}.svc.k8s.example:8000;" in config
+    assert f"set $gs_pool {FULLNAME}-backend.{NAMESPACE}.svc.k8s.example;" in config
+
+
+def test_compose_upstreams_are_container_names_and_the_service() -> None:
+    config = render_template(compose_env())
+    assert "proxy_pass http://$gs_node:8000;" in config
+    assert "set $gs_pool gymserve;" in config
+    assert "resolver 127.0.0.11 valid=2s ipv6=off;" in config

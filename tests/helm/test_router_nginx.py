@@ -1,0 +1,328 @@
+"""The router template run by a real nginx, once as compose renders it and once as the chart does: forged ids, lost
+replicas and the router's other answers in the shape of the API asked, and requests that reach the right replica.
+
+Needs an nginx binary (Debian: `apt-get install nginx-light`; the test is skipped without one). Names resolve
+through a small DNS server of the test's own, replicas are one HTTP server that echoes what it received, all on
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from helmchart import FULLNAME, render
+from routerconf import chart_env, compose_env
+from routerconf import render as render_template
+
+from gymserve.api.common import _error_body
+from gymserve.api.openapi import SCHEMAS
+from servers import free_port
+
+pytestmark = pytest.mark.helm
+
+HEX = "0123456789abcdef" * 2
+UP = "127.0.0.1"  # where the echo server listens
+REFUSED = "127.0.0.2"  # loopback too, but nothing listens there: the connection is refused
+# Per farm: a running replica, one whose address refuses, one whose name no longer resolves, a name of another farm.
+NODES = {
+    "compose": {"up": "aaaaaaaaaaaa", "refused": "bbbbbbbbbbbb", "gone": "cccccccccccc", "foreign": f"{FULLNAME}-0"},
+    "chart": {"up": f"{FULLNAME}-0", "refused": f"{FULLNAME}-1", "gone": f"{FULLNAME}-9999", "foreign": "aaaaaaaaaaaa"},
+}
+LOST_WORDS = "lost with its worker"
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if not found:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+    return found
+
+
+# --- what nginx talks to ------------------------------------------------------------------------------------
+
+
+class FakeDns:
+    """A UDP DNS server that answers A queries from a table (NXDOMAIN for every other name)."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(50):
+            try:
+                self.sock.bind(("127.0.0.1", free_port()))
+                break
+            except OSError:
+                continue
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                query, client = self.sock.recvfrom(512)
+            except OSError:
+                return
+            self.sock.sendto(self.answer(query), client)
+
+    def answer(self, query: bytes) -> bytes:
+        labels, pos = [], 12
+        while query[pos]:
+            labels.append(query[pos + 1 : pos + 1 + query[pos]].decode())
+            pos += 1 + query[pos]
+        question_end = pos + 5
+        qtype = struct.unpack("!H", query[pos + 1 : pos + 3])[0]
+        address = self.table.get(".".join(labels).lower())
+        header = query[:2]
+        if address is None:
+            return header + struct.pack("!HHHHH", 0x8183, 1, 0, 0, 0) + query[12:question_end]
+        if qtype != 1:
+            return header + struct.pack("!HHHHH", 0x8180, 1, 0, 0, 0) + query[12:question_end]
+        record = struct.pack("!HHHIH", 0xC00C, 1, 1, 1, 4) + socket.inet_aton(address)
+        return header + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0) + query[12:question_end] + record
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Echo(BaseHTTPRequestHandler):
+    """A replica: answers every request with what it received."""
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "host": self.headers.get("Host"),
+                "forwarded": self.headers.get("X-Gymserve-Forwarded"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _echo
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[int]:
+    server = ThreadingHTTPServer((UP, free_port()), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+# --- the router ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Router:
+    port: int
+    error_log: Path
+
+    def call(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> Answer:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            raw = resp.read()
+            return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(raw) if raw else None)
+        finally:
+            conn.close()
+
+
+def start_router(tmp_path: Path, env: dict[str, str], dns: FakeDns) -> Iterator[Router]:
+    """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end."""
+    port = free_port()
+    config = render_template({**env, "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns.port}"})
+    # Only where it listens and logs differs from the image: a free port, files of the test's own.
+    for image_value, test_value in [
+        ("listen 8080 ", f"listen 127.0.0.1:{port} "),
+        ("/var/log/nginx/access.log", str(tmp_path / "access.log")),
+    ]:
+        assert config.count(image_value) == 1, image_value
+        config = config.replace(image_value, test_value)
+    (tmp_path / "default.conf").write_text(config)
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = "\n".join(f"  {kind}_temp_path {tmp_path}/{kind};" for kind in kinds)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log info;\nevents {{}}\nhttp {{\n"
+        # The official image's log format "main" (the template's access_log uses it).
+        "  log_format main '$remote_addr - $remote_user [$time_local] \"$request\" $status';\n"
+        f"{temp}\n  include {tmp_path}/default.conf;\n}}\n"
+    )
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [nginx_binary(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    router = Router(port, tmp_path / "error.log")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"nginx exited {proc.returncode}: {stderr.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+                time.sleep(0.05)
+        yield router
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def farm_env(farm: str, replica_port: int) -> dict[str, str]:
+    env = compose_env() if farm == "compose" else chart_env(render())
+    return {**env, "GYMSERVE_PORT": str(replica_port)}
+
+
+def dns_table(env: dict[str, str], farm: str, backend: str = UP) -> dict[str, str]:
+    domain = env["GYMSERVE_ROUTER_NODE_DOMAIN"]
+    nodes = NODES[farm]
+    return {
+        nodes["up"] + domain: UP,
+        nodes["refused"] + domain: REFUSED,
+        nodes["foreign"] + domain: UP,  # resolvable, but the router must not even ask
+        env["GYMSERVE_ROUTER_BACKEND"]: backend,
+    }
+
+
+@pytest.fixture(params=["compose", "chart"])
+def farm(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def router(farm: str, replica: int, tmp_path: Path) -> Iterator[Router]:
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm))
+    try:
+        yield from start_router(tmp_path, env, dns)
+    finally:
+        dns.close()
+
+
+# --- the answers --------------------------------------------------------------------------------------------
+
+
+def assert_error(answer: Answer, api: str, status: int, code: str, details: dict[str, Any], router: str | None) -> str:
+    """The router's answer is the app's error body for that API (gymserve.api.common), with its status; its message."""
+    native = api == "v2"
+    assert answer.status == status, answer
+    assert answer.headers.get("content-type") == "application/json", answer
+    assert answer.headers.get("x-gymserve-router") == router, answer
+    message = answer.body["error"]["message"] if native else answer.body["message"]
+    assert answer.body == _error_body(code, message, details, native), answer.body
+    if native:
+        jsonschema.validate(answer.body, SCHEMAS["Error"])  # the OpenAPI document's /v2 error
+    return str(message)
+
+
+def test_ids_of_running_replicas_reach_them_and_nothing_else(router: Router, farm: str) -> None:
+    node = NODES[farm]["up"]
+    for path in [f"/v1/envs/{node}.0-1.{HEX}/step/", f"/v2/envs/{node}.3-42.{HEX}"]:
+        answer = router.call("POST", path, {"X-Gymserve-Forwarded": "1", "Content-Type": "application/json"}, b"{}")
+        assert answer.status == 200 and "x-gymserve-router" not in answer.headers, answer
+        # The path as sent; the workers' own forwarding header never comes from a client.
+        assert answer.body["path"] == path and not answer.body["forwarded"], answer.body
+    for path in ["/v1/envs/", "/v2/envs", "/v2/batch/step", "/healthz"]:
+        answer = router.call("POST", path, body=b"{}")
+        assert answer.status == 200 and answer.body["path"] == path, answer
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_forged_ids_are_refused_by_the_router(router: Router, farm: str, api: str) -> None:
+    status = 400 if api == "v1" else 404
+    for instance_id in [
+        "not-an-id",
+        f"{NODES[farm]['foreign']}.0-1.{HEX}",  # another farm's node: resolvable, never asked
+        f"{NODES[farm]['up']}.0-1.{HEX[:-1]}",
+        f"{NODES[farm]['up']}.0-1234-1.{HEX}",
+    ]:
+        answer = router.call("GET", f"/{api}/envs/{instance_id}/")
+        message = assert_error(answer, api, status, "unknown_instance", {"instance_id": instance_id}, "rejected")
+        assert message == f"Instance_id {instance_id} unknown"
+    # Not safe to echo inside JSON: refused without it.
+    answer = router.call("GET", f'/{api}/envs/"{NODES[farm]["up"]}%22/')
+    assert_error(answer, api, status, "unknown_instance", {}, "rejected")
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+@pytest.mark.parametrize("why", ["gone", "refused"])
+def test_ids_of_a_lost_replica_are_lost_in_the_apps_words(router: Router, farm: str, api: str, why: str) -> None:
+    node = NODES[farm][why]
+    instance_id = f"{node}.1-7.{HEX}"
+    suffix = "/step/" if api == "v1" else "/step"
+    answer = router.call("POST", f"/{api}/envs/{instance_id}{suffix}", {"Content-Type": "application/json"}, b"{}")
+    message = assert_error(
+        answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": instance_id}, "lost"
+    )
+    assert message.startswith(f"Instance_id {instance_id} unknown") and LOST_WORDS in message
+    assert f"replica {node} is not running" in message
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_bodies_beyond_the_routers_limit(router: Router, farm: str, api: str) -> None:
+    for path in [f"/{api}/envs/", f"/{api}/envs/{NODES[farm]['up']}.0-1.{HEX}/step/"]:
+        # nginx refuses on the declared length, before any body is sent.
+        answer = router.call("POST", path, {"Content-Length": str(65 * 2**20)})
+        assert_error(answer, api, 413, "payload_too_large", {}, None)
+
+
+def test_metrics_are_not_the_routers(router: Router) -> None:
+    message = assert_error(router.call("GET", "/metrics"), "v1", 404, "not_found", {}, None)
+    assert "Scrape each replica" in message
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_no_replica_to_take_a_create(farm: str, replica: int, tmp_path: Path, api: str) -> None:
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm, backend=REFUSED))
+    try:
+        for router in start_router(tmp_path, env, dns):
+            answer = router.call("POST", f"/{api}/envs/", {"Content-Type": "application/json"}, b"{}")
+            # The status nginx met (502: refused), the body in the API's shape, and when to retry.
+            assert_error(answer, api, 502, "unavailable", {}, "unavailable")
+            assert answer.headers.get("retry-after") == "5"
+    finally:
+        dns.close()
