@@ -42,7 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-stage "engine, stand-in images, helm and kubectl"
+stage "engine, stand-in images, helm and kubectl, Debian's nginx (tests/helm runs the router template in it)"
+if ! command -v nginx >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+fi
 bash "$INFRA/docker-up.sh" </dev/null
 bash "$INFRA/helm-install.sh" </dev/null
 standins="${DOCKER_STATE:-/tmp/docker-local}/standins.env"

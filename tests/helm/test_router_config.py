@@ -19,7 +19,7 @@ from routerconf import (
 )
 from routerconf import render as render_template
 
-from gymserve.ids import INSTANCE_ID_PATTERN, IdMinter, Owner
+from gymserve.routing.ids import INSTANCE_ID_PATTERN, IdMinter, Owner
 from gymserve.settings import NODE_ID_PATTERN
 
 pytestmark = pytest.mark.helm

@@ -29,8 +29,8 @@ from helmchart import FULLNAME, render
 from routerconf import chart_env, compose_env
 from routerconf import render as render_template
 
-from gymserve.api.common import _error_body
 from gymserve.api.openapi import SCHEMAS
+from gymserve.errors import GymServeError, error_body
 from servers import free_port
 
 pytestmark = pytest.mark.helm
@@ -246,13 +246,15 @@ def router(farm: str, replica: int, tmp_path: Path) -> Iterator[Router]:
 
 
 def assert_error(answer: Answer, api: str, status: int, code: str, details: dict[str, Any], router: str | None) -> str:
-    """The router's answer is the app's error body for that API (gymserve.api.common), with its status; its message."""
+    """The router's answer is the app's error body for its API (errors.error_body), with its status; its message."""
     native = api == "v2"
     assert answer.status == status, answer
     assert answer.headers.get("content-type") == "application/json", answer
     assert answer.headers.get("x-gymserve-router") == router, answer
     message = answer.body["error"]["message"] if native else answer.body["message"]
-    assert answer.body == _error_body(code, message, details, native), answer.body
+    expected = GymServeError(message, details=details)
+    expected.code = code
+    assert answer.body == error_body(expected, native), answer.body
     if native:
         jsonschema.validate(answer.body, SCHEMAS["Error"])  # the OpenAPI document's /v2 error
     return str(message)
