@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import metrics
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
-from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue
+from .errors import CapacityExceeded, Draining, GymServeError
 from .registry import EnvRecord, Registry
 from .routing.forward import Forwarder
 from .routing.ids import IdMinter, Owner
@@ -66,12 +66,11 @@ class Worker:
             reasons.append("full")
         return reasons
 
-    def ttl_for(self, requested: object) -> float:
-        """The idle TTL of a new env: the server default, or the client's wish capped by the server maximum."""
+    def ttl_for(self, requested: float | None) -> float:
+        """The idle TTL of a new env: the server default, or the client's wish (a positive number, as the
+        request model says) capped by the server maximum."""
         if requested is None:
             return self.settings.env_ttl_seconds
-        if isinstance(requested, bool) or not isinstance(requested, (int, float)) or requested <= 0:
-            raise InvalidValue("ttl", f"expected a positive number of seconds, got {requested!r}")
         cap = self.settings.env_ttl_max_seconds
         return float(min(requested, cap) if cap else requested)
 
