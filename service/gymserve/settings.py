@@ -41,6 +41,12 @@ class Settings:
     port: int = _setting(8000, "TCP port gunicorn binds to.", minimum=1)
     workers: int = _setting(2, "gunicorn worker processes; each holds its own envs.", minimum=1)
     threads: int = _setting(8, "Threads per worker (gthread); requests on different envs run in parallel.", minimum=1)
+    keepalive_linger_seconds: float = _setting(
+        0.002,
+        "How long a worker thread that answered a keep-alive request waits for that client's next one before "
+        "handing the connection back to gunicorn's poller, while another thread is free (0: never waits).",
+        minimum=0,
+    )
     log_level: str = _setting(
         "info", "Log level of gunicorn and gymserve.", choices=("debug", "info", "warning", "error", "critical")
     )
