@@ -17,13 +17,18 @@ from servers import start_server
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "guess-env"
-if importlib.util.find_spec("guess_env") is None:  # scripts/test.sh installs it; a bare checkout still runs
-    sys.path.insert(0, str(EXAMPLE))
-import guess_env  # noqa: E402, F401  (registers Guess-v0 for the local side of the comparison)
-
 HAS_ALE = importlib.util.find_spec("ale_py") is not None
-if HAS_ALE:
-    import ale_py  # noqa: F401  (registers ALE/* locally, as GYMSERVE_ENV_MODULES does on the server)
+
+
+def _register_locally(package: str | None) -> None:
+    """Import what registers the env in this process too, as GYMSERVE_ENV_MODULES does on the server."""
+    if package is None:
+        if importlib.util.find_spec("guess_env") is None:  # scripts/test.sh installs it; a bare checkout still runs
+            sys.path.insert(0, str(EXAMPLE))
+        importlib.import_module("guess_env")
+    elif package == "ale_py":
+        importlib.import_module("ale_py")
+
 
 # (env id, steps per episode, the package that must be installed): frames over /v1 are slow, so Pong is short.
 CASES = [
@@ -66,6 +71,7 @@ def _same(a, b) -> bool:
 def test_seeded_trajectory_is_bit_identical_to_a_local_env(family_server, env_id, steps, package, protocol):
     if package:
         pytest.importorskip(package, reason=f"{package} is not installed (scripts/test.sh installs .[families])")
+    _register_locally(package)
     local = gym.make(env_id)
     with RemoteEnv(family_server.url, env_id, protocol=protocol) as remote:
         assert remote.observation_space == local.observation_space
