@@ -19,7 +19,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# families: MuJoCo, Box2D and ale-py wheels (the family trajectory tests); guess-env: the example env package.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev,families]' -e examples/guess-env
 "$VENV/bin/ruff" check service tests scripts
 "$VENV/bin/ruff" format --check service tests scripts
 "$VENV/bin/mypy"

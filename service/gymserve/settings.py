@@ -30,6 +30,8 @@ def _default_node_id() -> str:
 
 
 NODE_ID_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+MODULE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+KWARG_EXEMPTION_PATTERN = r"[A-Za-z0-9_.\-/*?\[\]]+:[A-Za-z_][A-Za-z0-9_]*"
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,17 @@ class Settings:
     allowed_envs: str = _setting(
         "",
         "Comma-separated env ids or fnmatch patterns that may be created "
-        "(default: every env Gymnasium itself registers).",
+        "(default: every env Gymnasium itself registers, plus those of GYMSERVE_ENV_MODULES).",
+    )
+    env_modules: str = _setting(
+        "",
+        "Comma-separated Python modules every worker imports at start, so that the envs they register "
+        "can be created (e.g. ale_py, or your own package). Clients can never name a module.",
+    )
+    env_kwargs_allow: str = _setting(
+        "",
+        "Comma-separated ENV:KWARG pairs (ENV may be an fnmatch pattern) exempt from the kwargs policy, "
+        "e.g. HalfCheetah-v5:xml_file. See docs/custom-envs.md.",
     )
     max_episode_steps_limit: int = _setting(100_000, "Largest max_episode_steps a create may ask for.", minimum=1)
 
@@ -95,10 +107,27 @@ class Settings:
                 f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "
                 f"{PREFIX}ENV_TTL_MAX_SECONDS={self.env_ttl_max_seconds}"
             )
+        for module in self.env_module_names:
+            if not re.fullmatch(MODULE_PATTERN, module):
+                raise SettingsError(f"{PREFIX}ENV_MODULES: {module!r} is not a module name (like ale_py or my_envs.v2)")
+        for pair in _items(self.env_kwargs_allow):
+            if not re.fullmatch(KWARG_EXEMPTION_PATTERN, pair):
+                raise SettingsError(
+                    f"{PREFIX}ENV_KWARGS_ALLOW: {pair!r} is not ENV:KWARG (like HalfCheetah-v5:xml_file)"
+                )
 
     @property
     def allowed_env_patterns(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.allowed_envs.split(",") if p.strip())
+        return _items(self.allowed_envs)
+
+    @property
+    def env_module_names(self) -> tuple[str, ...]:
+        return _items(self.env_modules)
+
+    @property
+    def env_kwargs_exemptions(self) -> tuple[tuple[str, str], ...]:
+        """(env pattern, kwarg name) pairs of GYMSERVE_ENV_KWARGS_ALLOW."""
+        return tuple((env, kwarg) for env, _, kwarg in (p.rpartition(":") for p in _items(self.env_kwargs_allow)))
 
     @property
     def episodes_max_bytes(self) -> int:
@@ -151,6 +180,10 @@ class Settings:
     def as_environ(self) -> dict[str, str]:
         """These settings as GYMSERVE_* variables, for handing them to a child process."""
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _items(csv: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in csv.split(",") if p.strip())
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}

@@ -181,7 +181,6 @@ def test_create_get_id_list_and_delete_answer_alike(both: Both) -> None:
         ("GET", "deadbeef/action_space/", NO_BODY),
         ("GET", "deadbeef/observation_space/", NO_BODY),
         ("DELETE", "deadbeef/", NO_BODY),
-        ("POST", "", {"env_id": "Nope-v0"}),
         ("POST", "", {"kwargs": {}}),
     ],
 )
@@ -345,6 +344,30 @@ DIVERGENCES = [
     pytest.param(
         Divergence(None, "POST", "", {"env_id": "CartPole-v1", "kwargs": {"foo": 1}}, CRASH, (400, "foo")),
         id="kwargs-unknown",
+    ),
+    # The seed calls a well-formed id it does not know "malformed"; gymserve keeps those words for seed
+    # clients and says what is really wrong, with the id the client probably meant.
+    pytest.param(
+        Divergence(
+            None,
+            "POST",
+            "",
+            {"env_id": "Nope-v0"},
+            (400, "malformed environment ID 'Nope-v0'"),
+            (400, "malformed environment ID 'Nope-v0'", "no env of that id is registered"),
+        ),
+        id="env-id-unknown",
+    ),
+    pytest.param(
+        Divergence(
+            None,
+            "POST",
+            "",
+            {"env_id": "Cartpole-v1"},
+            (400, "malformed environment ID 'Cartpole-v1'"),
+            (400, "malformed environment ID 'Cartpole-v1'", "did you mean CartPole-v1?"),
+        ),
+        id="env-id-case-typo",
     ),
     pytest.param(
         Divergence(None, "POST", "", {"env_id": "Ant-v4"}, (400, "malformed environment ID"), (400, "MuJoCo", "pip")),
