@@ -54,7 +54,7 @@ def test_the_first_numbered_call_is_seq_1(record: EnvRecord, env: Env) -> None:
 def test_a_resend_of_the_last_seq_is_the_same_bytes_without_running_again(record: EnvRecord, env: Env) -> None:
     first = answer_bytes(record, 1, STEP, MSGPACK, env)
     again = answer_bytes(record, 1, STEP, MSGPACK, env)
-    assert again == first and env.runs == 1 and record.seq == 1
+    assert again is first and env.runs == 1 and record.seq == 1  # the kept bytes themselves, not re-encoded
     second = answer_bytes(record, 2, STEP, MSGPACK, env)
     assert native.loads(second, MSGPACK)["seq"] == 2 and env.runs == 2
     assert answer_bytes(record, 2, STEP, MSGPACK, env) == second and env.runs == 2
