@@ -18,8 +18,16 @@ class SettingsError(ValueError):
     """A GYMSERVE_* variable has a value that cannot be used; the message names the variable."""
 
 
-def _setting(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices})
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    choices: tuple[str, ...] = (),
+    items: tuple[str, str] | None = None,
+) -> Any:
+    """A setting; `items` = (pattern, example): a comma-separated list whose every item matches the pattern."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices, "items": items})
 
 
 def _default_node_id() -> str:
@@ -65,11 +73,13 @@ class Settings:
         "",
         "Comma-separated Python modules every worker imports at start, so that the envs they register "
         "can be created (e.g. ale_py, or your own package). Clients can never name a module.",
+        items=(MODULE_PATTERN, "a module name, like ale_py or my_envs.v2"),
     )
     env_kwargs_allow: str = _setting(
         "",
         "Comma-separated ENV:KWARG pairs (ENV may be an fnmatch pattern) exempt from the kwargs policy, "
         "e.g. HalfCheetah-v5:xml_file. See docs/custom-envs.md.",
+        items=(KWARG_EXEMPTION_PATTERN, "ENV:KWARG, like HalfCheetah-v5:xml_file"),
     )
     max_episode_steps_limit: int = _setting(100_000, "Largest max_episode_steps a create may ask for.", minimum=1)
 
@@ -107,14 +117,12 @@ class Settings:
                 f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "
                 f"{PREFIX}ENV_TTL_MAX_SECONDS={self.env_ttl_max_seconds}"
             )
-        for module in self.env_module_names:
-            if not re.fullmatch(MODULE_PATTERN, module):
-                raise SettingsError(f"{PREFIX}ENV_MODULES: {module!r} is not a module name (like ale_py or my_envs.v2)")
-        for pair in _items(self.env_kwargs_allow):
-            if not re.fullmatch(KWARG_EXEMPTION_PATTERN, pair):
-                raise SettingsError(
-                    f"{PREFIX}ENV_KWARGS_ALLOW: {pair!r} is not ENV:KWARG (like HalfCheetah-v5:xml_file)"
-                )
+        for f in fields(self):
+            if f.metadata["items"] is not None:
+                pattern, example = f.metadata["items"]
+                for item in _items(getattr(self, f.name)):
+                    if not re.fullmatch(pattern, item):
+                        raise SettingsError(f"{PREFIX}{f.name.upper()}: {item!r} is not {example}")
 
     @property
     def allowed_env_patterns(self) -> tuple[str, ...]:
