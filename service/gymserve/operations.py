@@ -128,15 +128,16 @@ def step_native(record: EnvRecord, action: Any) -> StepResult:
     obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
     elapsed = time.perf_counter() - started
     record.steps += 1
+    past_the_end = record.episode_over  # /v1, like the seed, lets a client step on after the end: no new episode
     record.episode_over = (terminated or truncated) and not record.auto_reset
     if record.autoreset_pending:  # the Autoreset wrapper reset the env in this call: reward 0, no env step
         record.autoreset_pending = False
-    else:
+    elif not past_the_end:
         record.episode_return += float(reward)
         record.episode_length += 1
-    if terminated or truncated:
-        _episode_finished(record, record.episode_return, record.episode_length)
-        record.episode_return, record.episode_length, record.autoreset_pending = 0.0, 0, record.auto_reset
+        if terminated or truncated:
+            _episode_finished(record, record.episode_return, record.episode_length)
+            record.episode_return, record.episode_length, record.autoreset_pending = 0.0, 0, record.auto_reset
     meters = record.meters
     if meters is not None:
         meters.step_seconds.observe(elapsed)

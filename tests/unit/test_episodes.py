@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -183,3 +184,15 @@ def test_frames_of_an_env_without_a_render_mode_are_422_naming_it(client: Any) -
     iid = client.post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"]
     answer = client.get(f"/v2/envs/{iid}/frame")
     assert answer.status_code == 422 and answer.json["error"]["details"]["field"] == "render_mode"
+
+
+def test_steps_past_the_end_of_an_episode_start_no_new_one() -> None:
+    record = record_of(gym.make("CartPole-v1"))
+    operations.reset(record, 1, None)
+    while not record.episode_over:
+        operations.step(record, 0)
+    with warnings.catch_warnings():  # Gymnasium warns about stepping a terminated CartPole; /v1 allows it
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            operations.step(record, 0)
+    assert len(record.recent_episodes) == 1
