@@ -61,6 +61,9 @@ def test_the_page_lists_a_stepped_env_and_shows_its_frame_change_until_it_expire
         assert "CartPole-v1" in text and "FrozenLake-v1" in text and "Pendulum-v1" in text
         assert "created without a render_mode" in browser.evaluate(card(plain) + ".innerText")
         browser.wait_for(card(lake) + ".querySelector('pre.frame').textContent.includes('F')")
+        # ansi colours become highlights (the agent's cell), never raw escape characters
+        assert browser.evaluate(card(lake) + ".querySelector('pre.frame mark').textContent") == "S"
+        assert "\x1b" not in browser.evaluate(card(lake) + ".querySelector('pre.frame').textContent")
         assert browser.evaluate(card(lake) + ".querySelector('dd.return').textContent") == "1.00"
         assert browser.evaluate(card(lake) + ".querySelector('dd.length').textContent") == "6"
         img = f'article[data-instance-id="{cart}"] img.frame'

@@ -146,6 +146,22 @@
     }
   }
 
+  // ansi frames colour what matters (FrozenLake: the agent's cell) with SGR escapes: shown as highlights,
+  // built as text nodes, never as HTML.
+  function ansiToNodes(text) {
+    const nodes = [];
+    let highlighted = false;
+    for (const part of text.split(/(\x1b\[[0-9;]*m)/)) {
+      const sgr = /^\x1b\[([0-9;]*)m$/.exec(part);
+      if (sgr) {
+        highlighted = !["", "0"].includes(sgr[1]);
+      } else if (part) {
+        nodes.push(highlighted ? element("mark", {}, part) : document.createTextNode(part));
+      }
+    }
+    return nodes;
+  }
+
   function same(a, b) {
     if (!a || a.length !== b.length) return false;
     for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -163,7 +179,7 @@
       card.el.dataset.frames = String(Number(card.el.dataset.frames) + 1); // distinct frames shown
       const target = card.el.querySelector(".frame");
       if (card.env.render_mode === "ansi") {
-        target.textContent = new TextDecoder().decode(bytes);
+        target.replaceChildren(...ansiToNodes(new TextDecoder().decode(bytes)));
       } else {
         const url = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
         target.src = url;
