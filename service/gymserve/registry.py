@@ -47,7 +47,7 @@ class EnvRecord:
     autoreset_pending: bool = False  # an auto_reset env's next step is the Autoreset wrapper's reset, not a step
     vector_tally: Any = None  # operations.VectorTally of a vector env, made at its first reset or step
     recent_episodes: deque[tuple[float, int]] = field(default_factory=deque)  # (return, length), oldest first
-    frame_cache: Any = None  # v2.Frame: the last frame a viewer got, and the state it shows
+    frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
 
     @property
     def weight(self) -> int:
