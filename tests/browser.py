@@ -128,6 +128,7 @@ class Chromium:
         try:
             self.ws = WebSocket(self._page_url(port), timeout)
             self._ids = itertools.count(1)
+            self.events: list[dict[str, Any]] = []  # only from domains a test enables (e.g. Network.enable)
             metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
             self.call("Emulation.setDeviceMetricsOverride", **metrics)
         except BaseException:
@@ -153,11 +154,13 @@ class Chromium:
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """One DevTools command and its result (events that arrive meanwhile are dropped)."""
+        """One DevTools command and its result; events that arrive meanwhile are kept in `events`."""
         ident = next(self._ids)
         self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
             message = json.loads(self.ws.receive())
+            if "method" in message and len(self.events) < 10_000:
+                self.events.append(message)
             if message.get("id") == ident:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")

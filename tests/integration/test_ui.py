@@ -82,6 +82,24 @@ def test_the_page_lists_a_stepped_env_and_shows_its_frame_change_until_it_expire
         assert changed > 0.002, f"only {changed:.4%} of the frame's pixels changed"
         browser.wait_for(card(cart) + ".querySelector('dd.steps').textContent === '8'")
         assert browser.evaluate(card(cart) + ".querySelector('dd.ttl').textContent").endswith(" s")
+        # A key typed once is kept for the browser session only and sent with every request: harmless when open.
+        browser.evaluate("document.getElementById('api-key').value = 'k-123'")
+        browser.evaluate("document.getElementById('use-key').click()")
+        assert browser.evaluate("sessionStorage.getItem('gymserve.apiKey')") == "k-123"
+        assert browser.evaluate("localStorage.length + document.cookie.length") == 0
+        browser.call("Network.enable")
+        browser.events.clear()
+        browser.wait_for("document.getElementById('status').textContent.startsWith('3 envs, updated')")
+        time.sleep(2.5)  # at least one more list and a few frames, sent with the key
+        browser.evaluate("0")  # the events that arrived meanwhile are read before its answer
+        sent = [
+            e["params"]["request"]
+            for e in browser.events
+            if e["method"] == "Network.requestWillBeSent" and "/v2/envs" in e["params"]["request"]["url"]
+        ]
+        assert {r["url"].rsplit("/", 1)[-1] for r in sent} >= {"envs", "frame"}, sent
+        assert all(r["headers"].get("Authorization") == "Bearer k-123" for r in sent), sent
+        browser.call("Network.disable")
         if SCREENSHOT_DIR:
             Path(SCREENSHOT_DIR, "ui.png").write_bytes(browser.screenshot())
 
