@@ -142,7 +142,7 @@ def step_native(record: EnvRecord, action: Any) -> StepResult:
     if meters is not None:
         meters.step_seconds.observe(elapsed)
         meters.steps.inc()
-        if terminated or truncated:
+        if (terminated or truncated) and not past_the_end:
             meters.episodes.inc()
     return obs, float(reward), bool(terminated), bool(truncated), info
 

@@ -206,6 +206,7 @@ def test_dashboards_and_alerts_answer_from_a_real_prometheus(prometheus):
     assert len(finished["CartPole-v1"]) >= 6
     for env_id, episodes in finished.items():
         returns, lengths = [r for r, _ in episodes], [n for _, n in episodes]
+        assert prom.value(f'sum(gymserve_episodes_total{{env_id="{env_id}"}})') == len(episodes), env_id
         for name, values in (("return", returns), ("length", lengths)):
             assert prom.value(f'sum(gymserve_episode_{name}_count{{env_id="{env_id}"}})') == len(values), env_id
             assert prom.value(f'sum(gymserve_episode_{name}_sum{{env_id="{env_id}"}})') == pytest.approx(sum(values))
