@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import itertools
+import math
 import os
 import re
 import socket
@@ -40,6 +43,12 @@ def _default_node_id() -> str:
 NODE_ID_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 MODULE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 KWARG_EXEMPTION_PATTERN = r"[A-Za-z0-9_.\-/*?\[\]]+:[A-Za-z_][A-Za-z0-9_]*"
+
+# Episode returns span orders of magnitude and signs across envs (Pendulum about -1500..0, CartPole 0..500,
+# MountainCar -200..-100): the default buckets are coarse on both sides of 0; operators refine them per env id.
+DEFAULT_RETURN_BUCKETS = (-1000, -500, -200, -100, -50, -20, -10, -5, -1, 0, 1, 5, 10, 20, 50, 100, 200, 500, 1000)
+DEFAULT_LENGTH_BUCKETS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+BucketRules = tuple[tuple[str, tuple[float, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,28 @@ class Settings:
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
     retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
 
+    # --- watching: the /ui page, frames and episode statistics ---
+    frame_wait_seconds: float = _setting(
+        0.5,
+        "How long a frame request (GET /v2/envs/<id>/frame) waits for an env busy with another request "
+        "before it answers with the env's last frame instead.",
+        minimum=0,
+    )
+    episode_history: int = _setting(
+        100, "Finished episodes whose return and length each env keeps for GET /v2/envs/<id>.", minimum=1
+    )
+    episode_return_buckets: str = _setting(
+        "default=" + ",".join(map(format, DEFAULT_RETURN_BUCKETS)),
+        "Buckets of the gymserve_episode_return histogram by env id: 'pattern=b1,b2,...' entries joined by ';', "
+        "the first fnmatch pattern that matches an env id wins, 'default' matches every env id "
+        "(e.g. 'CartPole-*=10,50,100,200,500;default=-100,0,100').",
+    )
+    episode_length_buckets: str = _setting(
+        "default=" + ",".join(map(format, DEFAULT_LENGTH_BUCKETS)),
+        "Buckets of the gymserve_episode_length histogram (steps) by env id, written like "
+        "GYMSERVE_EPISODE_RETURN_BUCKETS.",
+    )
+
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", _default_node_id())
@@ -123,6 +154,8 @@ class Settings:
                 for item in _items(getattr(self, f.name)):
                     if not re.fullmatch(pattern, item):
                         raise SettingsError(f"{PREFIX}{f.name.upper()}: {item!r} is not {example}")
+        for name in ("episode_return_buckets", "episode_length_buckets"):
+            parse_buckets(PREFIX + name.upper(), getattr(self, name))  # a bad value stops the start, naming it
 
     @property
     def allowed_env_patterns(self) -> tuple[str, ...]:
@@ -156,6 +189,15 @@ class Settings:
     def stop_grace_seconds(self) -> float:
         """What an orchestrator should wait after SIGTERM before SIGKILL (compose, Kubernetes)."""
         return self.graceful_timeout_seconds + 5.0
+
+    def episode_buckets(self, kind: str, env_id: str) -> tuple[float, ...]:
+        """The buckets of the episode `kind` ("return" or "length") histogram for `env_id`."""
+        name = f"episode_{kind}_buckets"
+        rules = parse_buckets(PREFIX + name.upper(), getattr(self, name))
+        for pattern, buckets in rules:
+            if pattern == "default" or fnmatch.fnmatchcase(env_id, pattern):
+                return buckets
+        return tuple(map(float, DEFAULT_RETURN_BUCKETS if kind == "return" else DEFAULT_LENGTH_BUCKETS))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -203,6 +245,23 @@ def _parse(var: str, raw: str, type_name: Any) -> Any:
         return _PARSERS[kind](raw.strip())
     except ValueError:
         raise SettingsError(f"{var}={raw!r}: expected {'a number' if kind == 'float' else 'an integer'}") from None
+
+
+def parse_buckets(var: str, raw: str) -> BucketRules:
+    """'pattern=b1,b2,...;...' as (pattern, strictly increasing finite bounds) pairs; a SettingsError names `var`."""
+    rules = []
+    for entry in filter(None, (e.strip() for e in raw.split(";"))):
+        pattern, sep, numbers = (part.strip() for part in entry.partition("="))
+        if not sep or not pattern:
+            raise SettingsError(f"{var}={raw!r}: {entry!r} is not 'pattern=b1,b2,...'")
+        try:
+            bounds = tuple(float(n) for n in numbers.split(","))
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r}: the buckets of {pattern!r} must be numbers separated by ','") from None
+        if not all(math.isfinite(b) for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
+            raise SettingsError(f"{var}={raw!r}: the buckets of {pattern!r} must be finite and strictly increasing")
+        rules.append((pattern, bounds))
+    return tuple(rules)
 
 
 def describe() -> list[dict[str, Any]]:

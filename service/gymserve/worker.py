@@ -80,7 +80,7 @@ class Worker:
         except GymServeError as err:
             metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
             raise
-        record.meters = metrics.EnvMeters(record.env_id)
+        record.meters = metrics.EnvMeters(record.env_id, self.settings)
         record.meters.live.inc(record.weight)
         metrics.CREATED.labels(record.env_id).inc(record.weight)
         log.info("created env %s (%s%s)", record.instance_id, record.env_id, _vector_note(record))
