@@ -40,6 +40,7 @@ class EnvRecord:
     episode_over: bool = False  # the last step ended the episode: /v2 needs a reset before the next step
     seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
     last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
+    tenant: str = "anonymous"  # who created it: only that tenant's requests see it
 
     @property
     def weight(self) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from flask import Response, request
 
 from ..errors import GymServeError, InstanceLost, UnknownInstance
-from ..pipeline.lean import resolution
+from ..pipeline.lean import resolution, tenant_of
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
 from ..worker import Worker
@@ -50,7 +50,9 @@ def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
         if slot == w.owner.slot:
             continue
         try:
-            answer = w.forwarder.send(slot, "GET", path, "", {"Accept": accept}, b"")
+            answer = w.forwarder.send(
+                slot, "GET", path, "", {"Accept": accept}, b"", tenant=tenant_of(request.environ).name
+            )
         except GymServeError:
             continue  # that worker just died: its envs are gone, nothing to list
         if answer.status == 200:
@@ -62,7 +64,14 @@ def forward_to(w: Worker, slot: int, instance_id: str) -> Response:
     headers = {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
     query = request.query_string.decode("latin-1")
     answer = w.forwarder.send(
-        slot, request.method, request.path, query, headers, request.get_data(cache=False), instance_id
+        slot,
+        request.method,
+        request.path,
+        query,
+        headers,
+        request.get_data(cache=False),
+        instance_id,
+        tenant=tenant_of(request.environ).name,
     )
     # Tell the client (and benchmarks) that this answer took a hop: keep-alive clients should not see it.
     return Response(answer.body, status=answer.status, headers={**answer.headers, FORWARDED_HEADER: "1"})
