@@ -7,6 +7,7 @@ import math
 import threading
 from collections import Counter
 
+from .. import metrics
 from ..errors import InvalidValue, QuotaExceeded, RateLimited, StoreUnavailable
 from .store import MemoryStore, RedisStore, Store
 from .tenants import Tenant
@@ -54,6 +55,8 @@ class Quotas:
         """Count `weight` envs against the tenant's quota and one create against its rate, or refuse (429)."""
         if self.store is None:
             return
+        if tenant.max_envs is not None:  # for the "tenant at its quota" alert: usage over this
+            metrics.TENANT_MAX_ENVS.labels(tenant.name).set(tenant.max_envs)
         with self._lock:
             try:
                 verdict, value = self.store.admit(
