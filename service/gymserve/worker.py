@@ -6,8 +6,10 @@ import logging
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
 
-from . import metrics
+from . import cost, metrics
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
 from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue
 from .registry import EnvRecord, Registry
@@ -126,7 +128,7 @@ class Worker:
         with self.registry.reserve(weight):
             self.quotas.admit(tenant, weight)  # 429 if the tenant used its share of the farm
             try:
-                env = self.factory.make(req)
+                env = self._make_within_bounds(req)
             except BaseException:
                 self.quotas.release(tenant.name, weight)
                 raise
@@ -142,6 +144,29 @@ class Worker:
             )
             self.registry.add(record)
         return record
+
+    def _make_within_bounds(self, req: CreateRequest) -> Any:
+        """The env, unless one answer of it would exceed GYMSERVE_MAX_ANSWER_BYTES (422 at create).
+
+        A vector env is weighed on one sub-env made first: building all of them to find out would be the
+        very allocation the limit is there to prevent (AddRenderObservation renders each one at make).
+        """
+        limit = self.settings.max_answer_bytes
+        renders = (req.kwargs or {}).get("render_mode") == "rgb_array" and "AddRenderObservation" not in req.wrappers
+        if req.num_envs is not None:
+            probe = self.factory.make(replace(req, num_envs=None, autoreset_mode=None))
+            try:
+                cost.check(probe, req.num_envs, limit, renders)
+            finally:
+                probe.close()
+        env = self.factory.make(req)
+        if req.num_envs is None:
+            try:
+                cost.check(env, 1, limit, renders=False)
+            except GymServeError:
+                env.close()
+                raise
+        return env
 
     def close(self, instance_id: str) -> EnvRecord:
         record = self.registry.pop(instance_id)
