@@ -34,7 +34,8 @@ backlog = 2048
 # gthread: one process per core holds envs; threads let requests on different envs overlap while
 # one env's requests serialize on its lock. Envs live in worker memory, so never preload the app
 # and never recycle workers by request count (max_requests would drop every env of the worker).
-worker_class = "gthread"
+# gthread, with requests buffered before they take a thread: slow clients cannot hold them (head_first.py).
+worker_class = "gymserve.head_first.HeadFirstWorker"
 workers = _settings.workers
 threads = _settings.threads
 max_requests = 0

@@ -95,6 +95,11 @@ class Settings:
         "How often a worker renews its counts in the store; a worker silent for 3 beats stops counting.",
         minimum=0.5,
     )
+    head_timeout_seconds: float = _setting(
+        10.0,
+        "Longest a client may take to send a request (head, and a body up to the limit); it holds no thread meanwhile.",
+        minimum=0.1,
+    )
     max_answer_bytes: int = _setting(
         16_777_216,
         "Largest observation (or vector render) one answer may hold, in bytes, sub-envs included (422 at create).",

@@ -78,3 +78,21 @@ def test_an_nd_shape_numpy_cannot_hold_is_422_naming_it(client: Any, stepped: st
 def test_a_seed_that_is_not_a_number_is_4xx_on_both_apis(client: Any, stepped: str) -> None:
     assert client.post(f"/v2/envs/{stepped}/reset", json={"seed": "²"}).status_code == 422
     assert client.post(f"/v1/envs/{stepped}/reset/", json={"seed": "²"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (b"POST /v2/envs HTTP/1.1\r\n", False),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\n{}", False),
+        (b"POST /x HTTP/1.1\r\ncontent-length:  4\r\n\r\n{}{}", True),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", True),  # over the limit: the app answers 413
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        (b"GET /" + b"a" * 70_000, True),  # past any head gunicorn takes: it refuses it
+    ],
+)
+def test_a_request_is_whole_once_its_head_and_announced_body_arrived(data: bytes, whole: bool) -> None:
+    from gymserve.head_first import complete
+
+    assert complete(data, max_body=1024) is whole

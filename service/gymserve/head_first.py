@@ -1,0 +1,88 @@
+"""gunicorn's gthread worker, except that a request takes a thread only once all of it has arrived.
+
+Stock gthread hands a connection to a thread as soon as any byte arrives, and the thread then
+blocks until the request head is complete: twenty clients that send one line of a head and wait
+hold every thread of a worker, and everyone else waits (measured: past 60 s). Here a thread reads
+only what the socket already holds, without blocking, keeps it with the connection, and hands the
+connection back to gunicorn's poller until the head and a Content-Length body (up to
+GYMSERVE_MAX_BODY_BYTES) are complete; then the request runs as gunicorn would run it, reading from
+that buffer. A request still incomplete after GYMSERVE_HEAD_TIMEOUT_SECONDS of waiting is closed.
+gunicorn has no such setting for gthread (its `timeout` is for a hung worker, not a slow client).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from typing import Any
+
+from gunicorn.workers import gthread
+
+from .settings import Settings
+
+_HEAD_END = b"\r\n\r\n"
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
+_HEAD_LIMIT = 64 * 1024  # beyond this gunicorn's own limits (request line, fields) refuse the head anyway
+_RECV = 256 * 1024
+
+
+def complete(data: bytes, max_body: int) -> bool:
+    """Whether `data` holds a whole request head and, when it announces one within `max_body`, its whole body."""
+    end = data.find(_HEAD_END)
+    if end < 0:
+        return len(data) > _HEAD_LIMIT
+    length = _CONTENT_LENGTH.search(data, 0, end + 2)
+    if length is None:
+        return True  # no body, or a chunked one: the app bounds and reads it
+    size = int(length[1])
+    return size > max_body or len(data) >= end + len(_HEAD_END) + size  # too large: the app answers 413 unread
+
+
+class HeadFirstWorker(gthread.ThreadWorker):
+    """gthread that never blocks a thread on a client that has not finished sending its request."""
+
+    def init_process(self) -> None:
+        settings = Settings.from_env()
+        self.head_timeout = settings.head_timeout_seconds
+        self.max_body = settings.max_body_bytes
+        super().init_process()
+
+    def handle(self, conn: Any) -> Any:
+        if self.cfg.is_ssl:  # TLS is terminated in front of gymserve (the router, an ingress)
+            return super().handle(conn)
+        ready = self._buffer_request(conn)
+        if ready is not True:
+            return ready
+        conn.gymserve_deadline = None
+        return super().handle(conn)
+
+    def _buffer_request(self, conn: Any) -> Any:
+        """True: the request is all in the parser's buffer. gthread's _DEFER: wait in the poller. False: close."""
+        conn.init()  # builds the parser; reads nothing
+        unreader = conn.parser.unreader
+        held = unreader.buf.getvalue()  # read ahead by the previous request of a kept-alive connection
+        unreader.buf = io.BytesIO()
+        try:
+            conn.sock.setblocking(False)
+            while not complete(held, self.max_body):
+                try:
+                    chunk = conn.sock.recv(_RECV)
+                except (BlockingIOError, InterruptedError):
+                    now = time.monotonic()
+                    deadline = getattr(conn, "gymserve_deadline", None)
+                    if deadline is None:
+                        conn.gymserve_deadline = now + self.head_timeout
+                    elif now > deadline:
+                        self.log.debug("closing a connection whose request did not arrive in time")
+                        return False
+                    return gthread._DEFER
+                except OSError:
+                    return False
+                if not chunk:
+                    return False  # closed by the client, between requests or in the middle of one
+                held += chunk
+        finally:
+            unreader.unread(held)
+            conn.sock.setblocking(True)
+        return True
