@@ -261,7 +261,7 @@ class AnswerTooLarge(BadRequest):
 
     def __init__(self, field: str, size: int, limit: int, setting: str) -> None:
         super().__init__(
-            f"{field}: one answer of this env would hold {size} bytes of observations, over the limit of "
+            f"{field}: one answer of this env would hold {size} bytes, over the limit of "
             f"{limit} ({setting}); ask for fewer sub-envs or smaller observations",
             details={"field": field, "size": size, "limit": limit, "setting": setting},
         )
