@@ -176,3 +176,52 @@ def test_without_a_key_the_farm_answers_401_and_probes_stay_open(farm: tuple[Ser
     assert call("GET", srv.url + "/v1/envs/", {"Authorization": "Bearer nope"}).status_code == 401
     for path in ("/healthz", "/readyz", "/metrics", "/v2/openapi.json"):
         assert call("GET", srv.url + path, {}).status_code == 200
+
+
+# --- the clients take a key ---
+
+
+def test_remote_envs_take_api_key_or_read_it_from_the_environment(
+    farm: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gymserve.client import RemoteEnv, RemoteVectorEnv
+    from gymserve.client.errors import RemoteError
+    from tenant_files import KEYS
+
+    srv = farm[0]
+    monkeypatch.delenv("GYMSERVE_API_KEY", raising=False)
+    with pytest.raises(RemoteError) as err:
+        RemoteEnv(srv.url, "CartPole-v1")
+    assert (err.value.status, err.value.code) == (401, "unauthorized")
+    env = RemoteEnv(srv.url, "CartPole-v1", api_key=KEYS["team-a"])
+    env.reset(seed=1)
+    env.step(0)
+    listed = {e["instance_id"] for e in call("GET", srv.url + "/v2/envs", A).json()["envs"]}
+    assert env.instance_id in listed
+    env.close()
+    monkeypatch.setenv("GYMSERVE_API_KEY", KEYS["team-b"])
+    vector = RemoteVectorEnv(srv.url, "CartPole-v1", 3)
+    vector.reset(seed=1)
+    assert {e["instance_id"] for e in call("GET", srv.url + "/v2/envs", B).json()["envs"]} == {vector.instance_id}
+    vector.close()
+    v1 = RemoteEnv(srv.url, "CartPole-v1", protocol="v1")  # the key from the environment, on /v1 too
+    v1.reset(seed=1)
+    v1.close()
+
+
+def test_bench_takes_api_key_and_never_reports_it(farm: tuple[Server, Server]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tenant_files import KEYS
+
+    srv = farm[1]
+    args = ["--url", srv.url, "--clients", "1", "--seconds", "1", "--processes", "1", "--json"]
+    cmd = [sys.executable, "-m", "gymserve.cli", "bench", *args]
+    done = subprocess.run([*cmd, "--api-key", KEYS["team-a"]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["steps"] > 0 and KEYS["team-a"] not in done.stdout
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert refused.returncode != 0
