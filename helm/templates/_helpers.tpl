@@ -233,11 +233,9 @@ key: {{ first (keys .Values.tenants.list | sortAlpha) }}
 - name: run
   emptyDir:
     medium: Memory
+# Also the bodies nginx buffers to disk (temp-paths.conf.template): bounded, so a flood of large answers
+# evicts the router pod rather than filling the node's disk.
 - name: tmp
-  emptyDir: {}
-# Bodies nginx buffers to disk (client_temp, proxy_temp): bounded, so a flood of large answers evicts the
-# router pod rather than filling the node's disk.
-- name: cache
   emptyDir:
     sizeLimit: {{ .Values.router.bufferSizeLimit }}
 {{- end -}}
@@ -252,8 +250,6 @@ key: {{ first (keys .Values.tenants.list | sortAlpha) }}
   mountPath: /run
 - name: tmp
   mountPath: /tmp
-- name: cache
-  mountPath: /var/cache/nginx
 {{- end -}}
 
 {{/*
