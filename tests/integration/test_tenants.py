@@ -11,6 +11,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,24 @@ def slot_of(instance_id: str) -> int:
     return int(instance_id.split(".")[1].split("-")[0])
 
 
+LIMITS: dict[str, dict[str, Any]] = {"team-a": {"max_envs": 12}, "team-b": {"max_envs": 12}}
+
+
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+def tenants_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write(tmp_path_factory.mktemp("tenants") / "tenants.toml", **LIMITS)
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory, tenants_file: Path) -> Iterator[tuple[Server, Server]]:
     tmp = tmp_path_factory.mktemp("farm")
-    tenants = write(tmp / "tenants.toml", **{"team-a": {"max_envs": 12}, "team-b": {"max_envs": 12}})
     with redis_server(tmp) as url:
-        settings = {"tenants_file": tenants, "store_url": url, "store_heartbeat_seconds": 0.5}
+        settings = {
+            "tenants_file": tenants_file,
+            "store_url": url,
+            "store_heartbeat_seconds": 0.5,
+            "tenants_reload_seconds": 0.2,
+        }
         replicas = (start_server(tmp, node_id="r0", **settings), start_server(tmp, node_id="r1", **settings))
         try:
             yield replicas
@@ -54,11 +67,18 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Ser
 
 def envs_on_both_workers(srv: Server, headers: dict[str, str]) -> list[str]:
     """Envs of one tenant created until both workers hold one (fresh connections pick workers at random)."""
-    ids: list[str] = []
-    while len({slot_of(i) for i in ids}) < 2:
-        assert len(ids) < 10, "every create landed on one worker"
-        ids.append(create(srv, headers).json()["instance_id"])
-    return ids
+    ids: dict[int, str] = {}
+    with ThreadPoolExecutor(4) as pool:  # at once: one worker alone cannot take them all
+        for _ in range(30):
+            for answer in pool.map(lambda _: create(srv, headers), range(4)):
+                iid = answer.json()["instance_id"]
+                if slot_of(iid) in ids:  # keep one per worker: quotas are small here
+                    call("DELETE", f"{srv.url}/v2/envs/{iid}", headers)
+                else:
+                    ids[slot_of(iid)] = iid
+            if len(ids) == 2:
+                return list(ids.values())
+    raise AssertionError("120 creates on fresh connections all landed on one worker")
 
 
 ATTEMPTS = [
@@ -176,6 +196,39 @@ def test_without_a_key_the_farm_answers_401_and_probes_stay_open(farm: tuple[Ser
     assert call("GET", srv.url + "/v1/envs/", {"Authorization": "Bearer nope"}).status_code == 401
     for path in ("/healthz", "/readyz", "/metrics", "/v2/openapi.json"):
         assert call("GET", srv.url + path, {}).status_code == 200
+
+
+def test_rate_and_ttl_limits_hold_on_the_farm_and_a_changed_file_is_read_without_restart(
+    farm: tuple[Server, Server], tenants_file: Path
+) -> None:
+    r0, r1 = farm
+    changed = {**LIMITS, "team-b": {"max_envs": 12, "creates_per_minute": 3, "max_ttl_seconds": 60}}
+    write(tenants_file, **changed)
+    os.utime(tenants_file, (time.time() + 1, time.time() + 1))
+    try:
+        time.sleep(0.5)  # each worker looks again after 0.2 s
+        ttl = create(r0, B, ttl=61)
+        assert ttl.status_code == 422 and ttl.json()["error"]["details"] == {"field": "ttl", "limit": 60.0}
+        made = [create(srv, B).json()["instance_id"] for srv in (r0, r1, r0)]  # 3 creates across both replicas
+        refused = create(r1, B)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert create(r1, A).status_code == 201  # team-a has no rate limit
+        for iid in made:
+            assert (
+                call("GET", f"{r0.url}/v2/envs/{iid}" if iid.startswith("r0") else f"{r1.url}/v2/envs/{iid}", B).json()[
+                    "ttl"
+                ]
+                == 60
+            )  # the server's default TTL (900 s) capped by the tenant's
+    finally:
+        write(tenants_file, **LIMITS)
+        os.utime(tenants_file, (time.time() + 2, time.time() + 2))
+        time.sleep(0.5)
+    for srv in farm:
+        for tenant in (A, B):
+            for env in call("GET", srv.url + "/v2/envs", tenant).json()["envs"]:
+                call("DELETE", f"{srv.url}/v2/envs/{env['instance_id']}", tenant)
 
 
 # --- the clients take a key ---

@@ -14,10 +14,9 @@ from ..codec import png, spaces, values
 from ..envs import CreateRequest
 from ..errors import NotSupported
 from ..pipeline import handler, models, negotiation
-from ..pipeline.lean import tenant_of
+from ..pipeline.lean import forwarded, tenant_of
 from ..registry import EnvRecord
 from ..routing import ids
-from ..routing.forward import FORWARDED_HEADER
 from . import batch, openapi, owner
 from .common import json_response, worker
 
@@ -184,8 +183,8 @@ def batch_step() -> Response:
     w = worker()
     body = _decode(models.BatchStepRequest, required=True)
     items = batch.checked_items(body.items, w.settings.max_batch_size)
-    forwarded = bool(request.headers.get(FORWARDED_HEADER))
-    return _answer({"results": batch.step_batch(w, items, forwarded, tenant_of(request.environ).name)})
+    hop = forwarded(request.environ)
+    return _answer({"results": batch.step_batch(w, items, hop, tenant_of(request.environ).name)})
 
 
 @bp.get("/envs/<instance_id>/render")

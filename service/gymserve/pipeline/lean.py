@@ -32,7 +32,6 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/openapi.json"})
 _HIDDEN = Resolution(Where.UNKNOWN, None)
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
-_FORWARDED = "HTTP_" + FORWARDED_HEADER.upper().replace("-", "_")
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
 
 
@@ -40,7 +39,7 @@ def resolution(worker: Worker, environ: dict[str, Any], instance_id: str) -> Res
     """The request's resolution of `instance_id`: computed here once, then read from the environ."""
     where: Resolution | None = environ.get(WHERE)
     if where is None:
-        can_forward = worker.forwarder is not None and _FORWARDED not in environ
+        can_forward = worker.forwarder is not None and not forwarded(environ)
         where = environ[WHERE] = visible(worker, tenant_of(environ).name, instance_id, can_forward)
     return where
 
@@ -56,6 +55,14 @@ def visible(worker: Worker, tenant: str, instance_id: str, can_forward: bool) ->
         if record is not None and record.tenant != tenant:
             return _HIDDEN
     return found
+
+
+def forwarded(environ: dict[str, Any]) -> bool:
+    """A sibling forwarded this request: the peer server says so in the environ, where no client can write.
+
+    (A client's X-Gymserve-Forwarded header used to decide this: it stopped the request's forwarding.)
+    """
+    return PEER_TENANT in environ
 
 
 def tenant_of(environ: dict[str, Any]) -> Tenant:
