@@ -62,7 +62,9 @@ def test_the_routers_buffers_have_a_size_limit_and_it_runs_as_non_root_read_only
     volumes = {v["name"]: v for v in spec["volumes"]}
     (container,) = spec["containers"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert volumes[mounts["/var/cache/nginx"]]["emptyDir"]["sizeLimit"] == "256Mi"
+    assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"] == "256Mi"  # where temp-paths.conf puts the buffers
+    temp_paths = render().one("ConfigMap", f"{FULLNAME}-router")["data"]["temp-paths.conf.template"]
+    assert "client_body_temp_path /tmp/" in temp_paths and "proxy_temp_path /tmp/" in temp_paths
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["securityContext"]["runAsNonRoot"] is True
 
