@@ -17,14 +17,21 @@ from stores import redis_server
 TEAM = Tenant("team-a", max_envs=5, creates_per_minute=1000)
 
 
+STARTED: list[Quotas] = []
+
+
 @pytest.fixture
 def url(tmp_path: Path) -> Iterator[str]:
     with redis_server(tmp_path) as url:
         yield url
+        while STARTED:  # their heartbeat threads, before the store they beat to goes away
+            STARTED.pop().stop()
 
 
 def quotas(url: str, worker: str, heartbeat: float = 10.0) -> Quotas:
-    return Quotas(RedisStore(url), worker, heartbeat, retry_after=5)
+    made = Quotas(RedisStore(url), worker, heartbeat, retry_after=5)
+    STARTED.append(made)
+    return made
 
 
 def test_workers_of_different_replicas_share_one_quota(url: str) -> None:
