@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,12 @@ from .errors import CapacityExceeded, UnknownInstance
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The tenant of the request this thread is answering (set by the lean path; None outside requests:
+# the reaper, shutdown). Every lookup by id goes through Registry.get, which hides the envs of other
+# tenants there, at the very point where an id that does not exist is refused: whatever a route
+# checks first (its body, say), another tenant's env and a missing one are answered alike.
+ASKING: ContextVar[str | None] = ContextVar("gymserve_asking_tenant", default=None)
 
 
 @dataclass(eq=False)
@@ -117,7 +124,8 @@ class Registry:
 
     def get(self, instance_id: str) -> EnvRecord:
         record = self._records.get(instance_id)
-        if record is None:
+        asking = ASKING.get()
+        if record is None or (asking is not None and record.tenant != asking):
             raise UnknownInstance(instance_id)
         return record
 

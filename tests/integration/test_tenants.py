@@ -91,6 +91,7 @@ ATTEMPTS = [
     ("POST", "/v1/envs/{}/reset/", {}),
     ("POST", "/v1/envs/{}/step/", {"action": 0}),
     ("POST", "/v1/envs/{}/close/", None),
+    ("POST", "/v2/envs/{}/step", {"nothing": 1}),  # a body refused first: alike for both, too
 ]
 
 
@@ -105,7 +106,7 @@ def test_another_tenants_envs_read_as_unknown_on_every_worker_and_stay_untouched
             for _ in range(3):  # fresh connections: by the owner and by its sibling (forwarded)
                 got = call(method, srv.url + path.format(iid), B, body)
                 unknown = call(method, srv.url + path.format(missing), B, body)
-                assert got.status_code == unknown.status_code == (404 if "/v2/" in path else 400), (method, path)
+                assert got.status_code == unknown.status_code in (400, 404, 422), (method, path)
                 assert got.text.replace(iid, "<id>") == unknown.text.replace(missing, "<id>")
         for iid in theirs:  # the owner's view: nothing happened
             info = call("GET", f"{srv.url}/v2/envs/{iid}", A).json()

@@ -18,9 +18,8 @@ import orjson
 from ..codec import values
 from ..errors import GymServeError, InstanceLost, Internal, InvalidValue, UnknownInstance, WrongReplica, error_body
 from ..pipeline import handler
-from ..pipeline.lean import visible
 from ..pipeline.models import BatchItem
-from ..routing.resolve import Where
+from ..routing.resolve import Where, resolve
 from ..worker import Worker
 
 log = logging.getLogger(__name__)
@@ -48,14 +47,14 @@ def error_result(err: GymServeError) -> Result:
 def step_batch(w: Worker, items: list[BatchItem], forwarded: bool, tenant: str) -> list[Result]:
     """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further.
 
-    Items are seen by `tenant` alone: another tenant's env fails its item exactly as an unknown id does.
+    Each sibling's items are forwarded for `tenant`; here, Registry.get hides other tenants' envs.
     """
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
     groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
     can_forward = w.forwarder is not None and not forwarded
     for i, item in enumerate(items):
-        where, owner = visible(w, tenant, item.id, can_forward)
+        where, owner = resolve(w.owner, item.id, can_forward)
         if where is Where.LOCAL:
             local.append(i)
         elif where is Where.SIBLING and owner is not None:

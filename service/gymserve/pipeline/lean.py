@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import metrics
 from ..errors import GymServeError, InstanceLost, Internal, PayloadTooLarge, Reply, Unauthorized, error_reply
+from ..registry import ASKING
 from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS
 from ..routing.resolve import Resolution, Where, resolve
 from ..tenancy.tenants import ANONYMOUS, Tenant
@@ -29,7 +30,6 @@ WHERE = "gymserve.where"  # environ key: this request's Resolution
 TENANT = "gymserve.tenant"  # environ key: the Tenant this request authenticated as (never from a header)
 # What anyone may read without a key: probes, the scrape and the contract.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/openapi.json"})
-_HIDDEN = Resolution(Where.UNKNOWN, None)
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
@@ -40,21 +40,8 @@ def resolution(worker: Worker, environ: dict[str, Any], instance_id: str) -> Res
     where: Resolution | None = environ.get(WHERE)
     if where is None:
         can_forward = worker.forwarder is not None and not forwarded(environ)
-        where = environ[WHERE] = visible(worker, tenant_of(environ).name, instance_id, can_forward)
+        where = environ[WHERE] = resolve(worker.owner, instance_id, can_forward)
     return where
-
-
-def visible(worker: Worker, tenant: str, instance_id: str, can_forward: bool) -> Resolution:
-    """`resolve`, seen by `tenant`: another tenant's env here reads exactly as an id that does not exist.
-
-    A sibling's env is checked by that sibling, which gets the tenant with the forwarded request.
-    """
-    found = resolve(worker.owner, instance_id, can_forward)
-    if found.where is Where.LOCAL:
-        record = worker.registry.find(instance_id)
-        if record is not None and record.tenant != tenant:
-            return _HIDDEN
-    return found
 
 
 def forwarded(environ: dict[str, Any]) -> bool:
@@ -79,9 +66,15 @@ class LeanPath:
         self.worker = worker
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        reply = self.answer(environ)
-        if reply is None:
-            return self.app(environ, start_response)
+        # This thread answers for the request's tenant until the answer is built (Flask's too: gymserve's
+        # answers are never streamed); a sibling's env is looked up by that sibling, told the tenant.
+        token = ASKING.set(None)
+        try:
+            reply = self.answer(environ)
+            if reply is None:
+                return self.app(environ, start_response)
+        finally:
+            ASKING.reset(token)
         status, headers, body = reply
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [body]
@@ -94,6 +87,7 @@ class LeanPath:
                 metrics.REFUSED_BY_TENANT.labels("unauthenticated", Unauthorized.code).inc()
                 return error_reply(Unauthorized(), not path.startswith("/v1/"))
             environ[TENANT] = tenant
+            ASKING.set(tenant.name)  # Registry.get hides other tenants' envs from here on
         match = _ENV_PATH.fullmatch(path)
         if match is None:
             return None
