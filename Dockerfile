@@ -47,6 +47,7 @@ RUN python3 -m venv /opt/gymserve
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so that a change to the code reuses this layer.
+# The image is a farm's server: it carries the `tenants` extra (the quota store's client) too.
 # pip merges the extra "gymnasium[...]" line with the pinned gymnasium requirement of the project.
 COPY pyproject.toml ./
 RUN python3 -c 'import re, sys, tomllib; \
@@ -55,7 +56,8 @@ bad = [f for f in families if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", f)]; \
 bad and sys.exit(f"ENV_FAMILIES: not a Gymnasium extra name: {bad}"); \
 "atari" in families and "ale_py" not in sys.argv[2].replace(" ", "").split(",") and \
     sys.exit("ENV_FAMILIES=atari: add --build-arg ENV_MODULES=ale_py (ale_py registers the ALE/* envs on import)"); \
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+deps = project["dependencies"] + project["optional-dependencies"]["tenants"]; \
 extra = ["gymnasium[" + ",".join(families) + "]"] if families else []; \
 print("\n".join(deps + extra + sys.argv[3].split()))' "$ENV_FAMILIES" "$ENV_MODULES" "$EXTRA_PIP_PACKAGES" \
     > requirements.txt \

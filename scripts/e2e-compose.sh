@@ -44,10 +44,24 @@ else
     echo "e2e-compose: no $standins: using the official images from the registry"
 fi
 
+# The tenants' store (deploy/compose/tenants.yml): the official image, or Debian's redis-server in a stand-in.
+if [ -z "${STORE_IMAGE:-}" ]; then
+    if timeout 60 docker pull --quiet valkey/valkey:8 >/dev/null 2>&1; then
+        export STORE_IMAGE=valkey/valkey:8
+    else
+        export STORE_IMAGE=local/valkey:bookworm
+        stage "no valkey/valkey:8 to pull: building the stand-in $STORE_IMAGE (deploy/store/Dockerfile)"
+        docker build --quiet -t "$STORE_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
+            deploy/store </dev/null >/dev/null
+    fi
+fi
+echo "e2e-compose: STORE_IMAGE=$STORE_IMAGE"
+
 stage "static checks"
 docker compose config --quiet
 docker compose --profile grafana config --quiet
 GYMSERVE_IMAGE=gymserve-derived docker compose -f docker-compose.yml -f docker-compose.image.yml config --quiet
+GYMSERVE_TENANTS=./tests/e2e/tenants.toml docker compose -f docker-compose.yml -f deploy/compose/tenants.yml config --quiet
 
 if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import docker, gymserve" 2>/dev/null; then
     stage "dev venv ($VENV)"

@@ -1,26 +1,22 @@
 #!/usr/bin/env bash
-# Set up and run every check: Debian's prometheus (the metrics tests scrape with a real one) and chromium
-# (the /ui test drives a headless one), a venv with the dev extras, ruff (lint + format), mypy, then pytest.
+# Set up and run every check: Debian's prometheus (the metrics tests scrape with a real one), chromium
+# (the /ui test drives a headless one) and redis-server (the tenants' farm-wide counts are tested against
+# a real one), a venv with the dev extras, ruff (lint + format), mypy, then pytest.
 # Usage: bash scripts/test.sh [pytest args...]   (default: the unit and integration suites)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+missing=""
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="prometheus"
+command -v redis-server >/dev/null || missing="$missing redis-server"
+command -v chromium >/dev/null || missing="$missing chromium"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        # shellcheck disable=SC2086  # one word per package
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null
     else
-        echo "scripts/test.sh: the metrics tests need prometheus and promtool: sudo apt-get install prometheus" >&2
-        exit 1
-    fi
-fi
-if ! command -v chromium >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
-    else
-        echo "scripts/test.sh: the /ui test needs Debian's chromium: sudo apt-get install chromium" >&2
+        echo "scripts/test.sh: the tests need:$missing (sudo apt-get install$missing)" >&2
         exit 1
     fi
 fi

@@ -97,7 +97,7 @@ def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **
         try:  # ready when every worker has its socket up, so that tests can rely on all of them
             if requests.get(server.url + "/readyz", timeout=1).json().get("workers") == workers:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy booting on a loaded machine
             pass
         time.sleep(0.1)
     server.stop()

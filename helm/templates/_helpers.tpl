@@ -153,21 +153,74 @@ What the kubelet waits after SIGTERM before SIGKILL: the preStop sleep, then the
 The GYMSERVE_* variables of a gymserve container: one per key of .Values.config (maxEnvs ->
 GYMSERVE_MAX_ENVS), empty strings left out so that gymserve's own default applies, and
 GYMSERVE_NODE_ID from the pod's name. Called with a dict: root (the chart's context) and
-optionally host (overrides config.host, for a test that serves on loopback).
+optionally host (overrides config.host, for a test that serves on loopback) and open (no tenants: a
+test pod that serves on its own). With tenants, the chart sets GYMSERVE_TENANTS_FILE and
+GYMSERVE_STORE_URL itself.
 */}}
 {{- define "gymserve.env" -}}
 {{- $root := .root -}}
+{{- $tenants := and $root.Values.tenants.enabled (not $.open) -}}
 - name: GYMSERVE_NODE_ID
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
 {{- range $key, $value := $root.Values.config }}
 {{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
+{{- if and $tenants (has $key (list "tenantsFile" "storeUrl")) }}{{ $value = "" }}{{ end }}
+{{- if and $.open (eq $key "tenantsFile") }}{{ $value = "" }}{{ end }}
 {{- if not (and (kindIs "string" $value) (eq $value "")) }}
 - name: {{ printf "GYMSERVE_%s" (snakecase $key | upper) }}
   value: {{ include "gymserve.number" $value | quote }}
 {{- end }}
 {{- end }}
+{{- if $tenants }}
+- name: GYMSERVE_TENANTS_FILE
+  value: /etc/gymserve/tenants/tenants.toml
+{{- with include "gymserve.storeUrl" $root }}
+- name: GYMSERVE_STORE_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The store's URL: store.url, or the release's own store; empty without one. */}}
+{{- define "gymserve.storeUrl" -}}
+{{- if .Values.store.url -}}
+{{ .Values.store.url }}
+{{- else if .Values.store.enabled -}}
+{{ printf "redis://%s-store%s:6379/0" (include "gymserve.fullname" .) (include "gymserve.svcDomain" .) }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the release runs its own store pod. */}}
+{{- define "gymserve.ownStore" -}}
+{{- if and .Values.tenants.enabled .Values.store.enabled (not .Values.store.url) }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret or ConfigMap that holds the tenants file. */}}
+{{- define "gymserve.tenantsVolume" -}}
+{{- if .Values.tenants.existingSecret -}}
+secret:
+  secretName: {{ .Values.tenants.existingSecret }}
+  items:
+    - key: tenants.toml
+      path: tenants.toml
+{{- else -}}
+configMap:
+  name: {{ include "gymserve.fullname" . }}-tenants
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key of a key `helm test` may use (the first generated one, or existingSecret's test-key). */}}
+{{- define "gymserve.tests.keyRef" -}}
+{{- if .Values.tenants.existingSecret -}}
+name: {{ .Values.tenants.existingSecret }}
+key: test-key
+optional: true
+{{- else -}}
+name: {{ include "gymserve.fullname" . }}-tenant-keys
+key: {{ first (keys .Values.tenants.list | sortAlpha) }}
+{{- end -}}
 {{- end -}}
 
 {{/* Volumes and mounts the router needs with a read-only root filesystem. */}}
@@ -180,8 +233,11 @@ optionally host (overrides config.host, for a test that serves on loopback).
 - name: run
   emptyDir:
     medium: Memory
+# Also the bodies nginx buffers to disk (temp-paths.conf.template): bounded, so a flood of large answers
+# evicts the router pod rather than filling the node's disk.
 - name: tmp
-  emptyDir: {}
+  emptyDir:
+    sizeLimit: {{ .Values.router.bufferSizeLimit }}
 {{- end -}}
 
 {{- define "gymserve.router.volumeMounts" -}}
@@ -220,6 +276,15 @@ sets the same ones for compose), rendered by the image's entrypoint at start.
   value: {{ printf "%s%s" (include "gymserve.backendService" .) (include "gymserve.svcDomain" .) | quote }}
 - name: GYMSERVE_PORT
   value: {{ include "gymserve.number" .Values.config.port | quote }}
+# The router refuses what the app would refuse (GYMSERVE_MAX_BODY_BYTES), before buffering it.
+- name: GYMSERVE_MAX_BODY_BYTES
+  value: {{ include "gymserve.number" .Values.config.maxBodyBytes | quote }}
+- name: GYMSERVE_ROUTER_CONNECTIONS_PER_CLIENT
+  value: {{ .Values.router.limits.connectionsPerClient | quote }}
+- name: GYMSERVE_ROUTER_REQUESTS_PER_SECOND
+  value: {{ .Values.router.limits.requestsPerSecond | quote }}
+- name: GYMSERVE_ROUTER_REQUEST_BURST
+  value: {{ .Values.router.limits.burst | quote }}
 # Substitute only those: nginx's own $variables and anything else stay as they are.
 - name: NGINX_ENVSUBST_FILTER
   value: "^(GYMSERVE_|NGINX_LOCAL_RESOLVERS)"

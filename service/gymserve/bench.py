@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .client.http import auth_headers
 from .codec import spaces, values
 
 JSON = "application/json"
@@ -45,6 +46,7 @@ class BenchConfig:
     mode: str = "single"  # /v2 only: single (one env per request), batch (/v2/batch/step), vector (num_envs)
     batch_size: int = 16  # batch mode: envs each client steps in one request
     num_envs: int = 16  # vector mode: sub-envs of each client's vector env
+    api_key: str = field(default="", repr=False)  # a farm with tenants: sent as a Bearer token, never reported
 
 
 @dataclass
@@ -60,8 +62,9 @@ class ClientResult:
 class _Connection:
     """http.client over one socket, reopened per request when asked for fresh connections."""
 
-    def __init__(self, url: str, fresh: bool) -> None:
+    def __init__(self, url: str, fresh: bool, api_key: str = "") -> None:
         parts = urlsplit(url)
+        self.auth = auth_headers(api_key or None)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.fresh = fresh
@@ -71,7 +74,7 @@ class _Connection:
         """(status, body, bytes on the wire in both directions, forwarded by another worker)."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        headers = {"Content-Type": media_type, "Accept": media_type}
+        headers = {"Content-Type": media_type, "Accept": media_type, **self.auth}
         if self.fresh:
             headers["Connection"] = "close"
         try:
@@ -230,7 +233,7 @@ class _V2(_Driver):
 
 
 def _run_client(cfg: BenchConfig, seed: int, deadline: float, result: ClientResult) -> None:
-    conn = _Connection(cfg.url, cfg.fresh_connections)
+    conn = _Connection(cfg.url, cfg.fresh_connections, cfg.api_key)
     driver: _Driver = _V1Single(cfg, conn) if cfg.api == "v1" else _V2(cfg, conn)
     try:
         driver.setup(seed)
@@ -339,7 +342,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     for r in results:
         errors.update(r.errors)
     return {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "api_key")},  # never the key
         "steps": steps,
         "steps_per_s": steps / cfg.seconds,
         "requests": requests,
@@ -417,6 +420,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-envs", type=int, default=BenchConfig.num_envs, help="vector mode: sub-envs of each client's vector env"
     )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="a tenant's key for a farm with tenants (default: $GYMSERVE_API_KEY; never printed)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--progress", action="store_true", help="show elapsed time on stderr")
 
@@ -440,6 +448,7 @@ def main(args: argparse.Namespace) -> int:
         mode=args.mode,
         batch_size=args.batch_size,
         num_envs=args.num_envs,
+        api_key=args.api_key or "",
     )
     report = run(cfg)
     print(json.dumps(report, indent=2) if args.json else format_report(report))

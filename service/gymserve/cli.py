@@ -1,16 +1,20 @@
-"""The `gymserve` command: `gymserve serve` runs gunicorn with gymserve's config; `--version`; `settings`."""
+"""The `gymserve` command: `serve` runs gunicorn with gymserve's config; `bench`; `settings`; `tenant-key`."""
 
 from __future__ import annotations
 
 import argparse
 import glob
 import os
+import re
 import sys
 import tempfile
 
 from . import __version__
 from . import bench as bench_module
 from .settings import MULTIPROC_ENV, PREFIX, Settings, SettingsError, describe
+from .tenancy import keys
+from .tenancy.tenants import TenantsFileError
+from .tenancy.tenants import load as load_tenants
 
 
 def _fresh_multiproc_dir(path: str | None) -> str:
@@ -62,8 +66,13 @@ def _serve(args: argparse.Namespace) -> int:
     env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
     try:
         settings = Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
+        if settings.tenants_file:  # a bad file later keeps the last good one; at start there is none
+            load_tenants(settings.tenants_file)
     except SettingsError as exc:
         print(f"gymserve: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except TenantsFileError as exc:
+        print(f"gymserve: bad tenants file ({PREFIX}TENANTS_FILE): {exc}", file=sys.stderr)
         return 2
     if not _envs_can_be_created(settings):
         return 2
@@ -94,6 +103,20 @@ def _settings_table(_: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_key(args: argparse.Namespace) -> int:
+    """A new random key for a tenant (shown once: only its digest goes in the file) and the file's lines."""
+    if not re.fullmatch(keys.NAME_PATTERN, args.name) or args.name == "anonymous":
+        print(f"gymserve: tenant name {args.name!r}: use lowercase letters, digits, '-' and '_'", file=sys.stderr)
+        return 2
+    key = keys.new_key()
+    # First line: the key (give it to the tenant; it is shown once). Then the lines for the file, which
+    # hold its digest only (or append the digest to an existing tenant's key_sha256 to rotate keys).
+    print(key)
+    print(f"# for {PREFIX}TENANTS_FILE:")
+    print(keys.file_entry(args.name, key), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gymserve", description="Serve Gymnasium environments over HTTP.")
     parser.add_argument("--version", action="version", version=f"gymserve {__version__}")
@@ -109,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=bench_module.main)
     table = sub.add_parser("settings", help="print every GYMSERVE_* setting in effect, its source and default")
     table.set_defaults(func=_settings_table)
+    tenant_key = sub.add_parser(
+        "tenant-key", help="print a new API key for a tenant and its lines for the tenants file"
+    )
+    tenant_key.add_argument("name", help="the tenant's name in the tenants file")
+    tenant_key.set_defaults(func=_tenant_key)
     return parser
 
 

@@ -7,7 +7,7 @@ import fnmatch
 import inspect
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,15 @@ def _dependencies_of(env_id: str) -> Iterator[None]:
     )
 
 
+def _import_renderers() -> None:
+    """pygame's submodules, imported once here: Gymnasium's envs import pygame on their first render, and two
+    requests that render first at once in one worker can see a half-imported module (pygame.surfarray without
+    pixels3d, a 500)."""
+    with suppress(ImportError):
+        import pygame.gfxdraw
+        import pygame.surfarray  # noqa: F401
+
+
 class EnvFactory:
     """Creates envs from the allowlist, refusing anything that could run code of the client's choosing."""
 
@@ -82,6 +91,7 @@ class EnvFactory:
         """Imports GYMSERVE_ENV_MODULES first (EnvModuleError names one that fails), then builds the allowlist."""
         self.settings = settings
         self.kwargs_policy = KwargsPolicy(settings)
+        _import_renderers()
         module_envs = import_env_modules(settings.env_module_names)
         patterns = settings.allowed_env_patterns
         self.allowed: frozenset[str] = frozenset(

@@ -206,3 +206,68 @@ def error_reply(err: GymServeError, native: bool) -> Reply:
     body = orjson.dumps(error_body(err, native))
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *err.headers.items()]
     return (err.status if native else err.v1_status), headers, body
+
+
+class Unauthorized(GymServeError):
+    """A farm with tenants: the request carries no key, or one no tenant holds (both APIs answer 401)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this server needs an API key: send 'Authorization: Bearer <key>' with a key of your tenant",
+            headers={"WWW-Authenticate": 'Bearer realm="gymserve"'},
+        )
+
+    @property
+    def v1_status(self) -> int:
+        return self.status
+
+
+class QuotaExceeded(GymServeError):
+    """The tenant holds as many envs as its quota allows, farm-wide (the farm itself may have room)."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, tenant: str, limit: int, usage: int, weight: int) -> None:
+        super().__init__(
+            f"tenant {tenant} holds {usage} of its {limit} envs across the farm and cannot take {weight} more; "
+            "close some of its envs first",
+            details={"tenant": tenant, "limit": limit, "usage": usage, "requested": weight},
+        )
+
+
+class RateLimited(GymServeError):
+    """The tenant created envs faster than its creates_per_minute; Retry-After says when the next one fits."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, tenant: str, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"tenant {tenant} may create {limit} envs per minute across the farm; retry in {retry_after}s",
+            details={"tenant": tenant, "limit": limit},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class AnswerTooLarge(BadRequest):
+    """An env whose observations (or renders) would make answers larger than the server allows one to be."""
+
+    status = 422
+    code = "answer_too_large"
+
+    def __init__(self, field: str, size: int, limit: int, setting: str) -> None:
+        super().__init__(
+            f"{field}: one answer of this env would hold {size} bytes, over the limit of "
+            f"{limit} ({setting}); ask for fewer sub-envs or smaller observations",
+            details={"field": field, "size": size, "limit": limit, "setting": setting},
+        )
+
+
+class StoreUnavailable(Unavailable):
+    """The shared store that counts tenants' envs cannot be reached: creates wait, steps go on."""
+
+    code = "quota_store_unavailable"

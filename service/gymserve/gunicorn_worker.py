@@ -1,54 +1,124 @@
-"""gunicorn's gthread worker, minus its hand-off to the poller between the requests of a tight keep-alive loop.
+"""gymserve's gunicorn worker: gthread, where a request takes a thread only once it has all arrived, and a thread
+that answered a tight keep-alive loop answers that client's next request without the poller in between.
 
-gthread gives a keep-alive connection back to its main thread after every request: the thread pool's
-done-callback wakes the poller through a pipe, the poller registers the socket, waits for it to be
-readable and submits it to the pool again. An RL client steps in a tight loop (its next request comes
-a few hundred microseconds after its answer), so that round costs about as much CPU as the step itself
-(py-spy: 29% of a loaded worker's samples in the hand-off). This worker lets the thread that answered
-wait briefly for that client's next request and answer it too, but only while another thread is
-free, so that no other connection ever waits for a lingering one.
-See https://docs.gunicorn.org/en/stable/design.html#async-workers for the model it keeps.
+Slow clients. Stock gthread hands a connection to a thread as soon as any byte arrives, and the thread
+then blocks until the request head is complete: twenty clients that send one line of a head and wait
+hold every thread of a worker, and everyone else waits (measured: past 60 s). Here a thread reads only
+what the socket already holds, without blocking, keeps it with the connection, and hands the connection
+back to gunicorn's poller until the head and a Content-Length body (up to GYMSERVE_MAX_BODY_BYTES) are
+complete; then the request runs as gunicorn would run it, reading from that buffer. A request still
+incomplete after GYMSERVE_HEAD_TIMEOUT_SECONDS is closed. (gunicorn's `timeout` is for a hung worker,
+not a slow client.)
+
+Tight loops. gthread gives a keep-alive connection back to its poller after every request: a pipe write
+wakes the poller, which registers the socket, waits for it and submits it to the pool again. An RL
+client's next request comes a few hundred microseconds after its answer, so that round costs about as
+much CPU as a step (py-spy: 29% of a loaded worker's samples). The thread that answered waits up to
+GYMSERVE_KEEPALIVE_LINGER_SECONDS for the next request, but only while another thread is free, so no
+other connection ever waits for a lingering one.
+See https://docs.gunicorn.org/en/stable/design.html for the worker model this keeps.
 """
 
 from __future__ import annotations
 
+import io
+import re
 import select
 import threading
+import time
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers import gthread
+
+from .settings import Settings
+
+_HEAD_END = b"\r\n\r\n"
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
+_HEAD_LIMIT = 64 * 1024  # beyond this gunicorn's own limits (request line, fields) refuse the head anyway
+_RECV = 256 * 1024
 
 
-class KeepAliveThreadWorker(ThreadWorker):
-    """gthread, with a thread lingering up to `linger_seconds` on its connection for the next request."""
+def complete(data: bytes, max_body: int) -> bool:
+    """Whether `data` holds a whole request head and, when it announces one within `max_body`, its whole body."""
+    end = data.find(_HEAD_END)
+    if end < 0:
+        return len(data) > _HEAD_LIMIT
+    length = _CONTENT_LENGTH.search(data, 0, end + 2)
+    if length is None:
+        return True  # no body, or a chunked one: the app bounds and reads it
+    size = int(length[1])
+    return size > max_body or len(data) >= end + len(_HEAD_END) + size  # too large: the app answers 413 unread
 
-    linger_seconds = 0.0  # set by gunicorn_conf from GYMSERVE_KEEPALIVE_LINGER_SECONDS
+
+class GymserveWorker(gthread.ThreadWorker):
+    """gthread that never blocks a thread on a slow client, and keeps a fast one on its thread."""
 
     def init_process(self) -> None:
+        settings = Settings.from_env()
+        self.head_timeout = settings.head_timeout_seconds
+        self.max_body = settings.max_body_bytes
+        self.linger = settings.keepalive_linger_seconds
         self._busy = 0
         self._busy_lock = threading.Lock()
         super().init_process()
 
     def handle(self, conn: Any) -> Any:
+        if self.cfg.is_ssl:  # TLS is terminated in front of gymserve (the router, an ingress)
+            return super().handle(conn)
         with self._busy_lock:
             self._busy += 1
         try:
-            keep = super().handle(conn)
-            while keep is True and self._next_request_soon(conn):
+            while True:
+                ready = self._buffer_request(conn)
+                if ready is not True:
+                    return ready
+                conn.gymserve_deadline = None
                 keep = super().handle(conn)
-            return keep
+                if keep is not True or not self._next_request_soon(conn):
+                    return keep
         finally:
             with self._busy_lock:
                 self._busy -= 1
 
     def _next_request_soon(self, conn: Any) -> bool:
-        """Whether this thread should answer the connection's next request itself (it has arrived in time)."""
-        if not self.alive or self.linger_seconds <= 0 or self._busy >= self.cfg.threads:
+        """Whether this thread should take the connection's next request itself: it came in time, and another
+        thread is free for everyone else."""
+        if not self.alive or self.linger <= 0 or self._busy >= self.cfg.threads:
             return False
         if conn.parser.unreader.buf.getvalue():
             return True  # already read ahead: the poller would never see it as readable
         try:
-            readable, _, _ = select.select([conn.sock], [], [], self.linger_seconds)
+            readable, _, _ = select.select([conn.sock], [], [], self.linger)
         except (OSError, ValueError):
             return False
         return bool(readable)
+
+    def _buffer_request(self, conn: Any) -> Any:
+        """True: the request is all in the parser's buffer. gthread's _DEFER: wait in the poller. False: close."""
+        conn.init()  # builds the parser; reads nothing
+        unreader = conn.parser.unreader
+        held = unreader.buf.getvalue()  # read ahead by the previous request of a kept-alive connection
+        unreader.buf = io.BytesIO()
+        try:
+            conn.sock.setblocking(False)
+            while not complete(held, self.max_body):
+                try:
+                    chunk = conn.sock.recv(_RECV)
+                except (BlockingIOError, InterruptedError):
+                    now = time.monotonic()
+                    deadline = getattr(conn, "gymserve_deadline", None)
+                    if deadline is None:
+                        conn.gymserve_deadline = now + self.head_timeout
+                    elif now > deadline:
+                        self.log.debug("closing a connection whose request did not arrive in time")
+                        return False
+                    return gthread._DEFER
+                except OSError:
+                    return False
+                if not chunk:
+                    return False  # closed by the client, between requests or in the middle of one
+                held += chunk
+        finally:
+            unreader.unread(held)
+            conn.sock.setblocking(True)
+        return True

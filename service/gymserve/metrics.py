@@ -113,6 +113,21 @@ BUILD_INFO = Gauge(
     ["version", "gymnasium_version", "python_version"],
     multiprocess_mode="max",
 )
+# By tenant: new series rather than a label added to the ones above, whose every series (and every
+# dashboard and rule reading them) would change. Tenant names come from the tenants file: bounded.
+STEPS_BY_TENANT = Counter("gymserve_tenant_steps_total", "Env steps taken, by tenant.", ["tenant"])
+LIVE_BY_TENANT = Gauge(
+    "gymserve_tenant_envs", "Live envs, by tenant (dead workers excluded).", ["tenant"], multiprocess_mode="livesum"
+)
+REFUSED_BY_TENANT = Counter(
+    "gymserve_tenant_refusals_total",
+    "Creates refused, by tenant and error code (quota_exceeded, rate_limited, ...); "
+    "requests without a valid key count as tenant 'unauthenticated', code 'unauthorized'.",
+    ["tenant", "code"],
+)
+TENANT_MAX_ENVS = Gauge(
+    "gymserve_tenant_max_envs", "A tenant's farm-wide max_envs (absent: no quota).", ["tenant"], multiprocess_mode="max"
+)
 
 OTHER_ENV = "other"  # the label for an env id that is not on the allowlist (bounded cardinality)
 
@@ -149,18 +164,35 @@ class EnvMeters:
 
     __slots__ = ("episode_length", "episode_return", "episodes", "live", "resets", "step_seconds", "steps")
 
-    def __init__(self, env_id: str, settings: Settings | None = None) -> None:
+    def __init__(self, env_id: str, settings: Settings | None = None, tenant: str = "anonymous") -> None:
         self.step_seconds = STEP_SECONDS.labels(env_id)
-        self.steps = STEPS.labels(env_id)
+        self.steps = _Both(STEPS.labels(env_id), STEPS_BY_TENANT.labels(tenant))
         self.resets = RESETS.labels(env_id)
         self.episodes = EPISODES.labels(env_id)
-        self.live = LIVE_ENVS.labels(env_id)
+        self.live = _Both(LIVE_ENVS.labels(env_id), LIVE_BY_TENANT.labels(tenant))
         settings = settings or Settings()
         self.episode_return = EPISODE_RETURN.labels(env_id, settings.episode_buckets("return", env_id))
         self.episode_length = EPISODE_LENGTH.labels(env_id, settings.episode_buckets("length", env_id))
         # Export these at 0 from the first create, so that rate()/increase() see their first event.
         REAPED.labels(env_id)
         LOST.labels(env_id)
+
+
+class _Both:
+    """A count kept by env id and by tenant at once: the step path moves both with one call."""
+
+    __slots__ = ("by_env", "by_tenant")
+
+    def __init__(self, by_env: Any, by_tenant: Any) -> None:
+        self.by_env, self.by_tenant = by_env, by_tenant
+
+    def inc(self, amount: float = 1) -> None:
+        self.by_env.inc(amount)
+        self.by_tenant.inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self.by_env.dec(amount)
+        self.by_tenant.dec(amount)
 
 
 def worker_died(pid: int) -> None:

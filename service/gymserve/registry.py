@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,12 @@ from .errors import CapacityExceeded, UnknownInstance
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The tenant of the request this thread is answering (set by the lean path; None outside requests:
+# the reaper, shutdown). Every lookup by id goes through Registry.get, which hides the envs of other
+# tenants there, at the very point where an id that does not exist is refused: whatever a route
+# checks first (its body, say), another tenant's env and a missing one are answered alike.
+ASKING: ContextVar[str | None] = ContextVar("gymserve_asking_tenant", default=None)
 
 
 @dataclass(eq=False)
@@ -48,6 +55,7 @@ class EnvRecord:
     vector_tally: Any = None  # operations.VectorTally of a vector env, made at its first reset or step
     recent_episodes: deque[tuple[float, int]] = field(default_factory=deque)  # (return, length), oldest first
     frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
+    tenant: str = "anonymous"  # who created it: only that tenant's requests see it
 
     @property
     def weight(self) -> int:
@@ -125,7 +133,8 @@ class Registry:
 
     def get(self, instance_id: str) -> EnvRecord:
         record = self._records.get(instance_id)
-        if record is None:
+        asking = ASKING.get()
+        if record is None or (asking is not None and record.tenant != asking):
             raise UnknownInstance(instance_id)
         return record
 

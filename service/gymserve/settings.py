@@ -134,6 +134,35 @@ class Settings:
         "Buckets of the gymserve_episode_length histogram (steps) by env id, written like "
         "GYMSERVE_EPISODE_RETURN_BUCKETS.",
     )
+    # --- tenants, keys and what one request may cost ---
+    tenants_file: str = _setting(
+        "",
+        "TOML file of tenants, their key digests and limits (docs/sharing.md); unset: open, one anonymous tenant.",
+    )
+    tenants_reload_seconds: float = _setting(
+        5.0,
+        "How often each worker looks whether the tenants file changed (a bad file keeps the last good one).",
+        minimum=0.1,
+    )
+    store_url: str = _setting(
+        "",
+        "redis:// URL of the Redis or Valkey that counts tenants' envs farm-wide (unset: quotas hold per worker).",
+    )
+    store_heartbeat_seconds: float = _setting(
+        10.0,
+        "How often a worker renews its counts in the store; a worker silent for 3 beats stops counting.",
+        minimum=0.5,
+    )
+    head_timeout_seconds: float = _setting(
+        10.0,
+        "Longest a client may take to send a request (head, and a body up to the limit); it holds no thread meanwhile.",
+        minimum=0.1,
+    )
+    max_answer_bytes: int = _setting(
+        16_777_216,
+        "Largest observation (or vector render) one answer may hold, in bytes, sub-envs included (422 at create).",
+        minimum=1024,
+    )
 
     def __post_init__(self) -> None:
         if not self.node_id:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
 
-from . import metrics
+from . import cost, metrics
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
 from .errors import CapacityExceeded, Draining, GymServeError
 from .registry import EnvRecord, Registry
@@ -14,6 +17,8 @@ from .routing.forward import Forwarder
 from .routing.ids import IdMinter, Owner
 from .routing.replica import Replica
 from .settings import Settings
+from .tenancy.quotas import Quotas
+from .tenancy.tenants import ANONYMOUS, Directory, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,15 @@ class Worker:
         self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
         on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
         self.factory = EnvFactory(settings)
-        self.registry = Registry(settings, on_count, _count_closed)
+        self.registry = Registry(settings, on_count, self._closed)
+        # Who each request is (its key), and the tenants' farm-wide counts (none without a tenants file).
+        self.tenants = Directory(settings.tenants_file, settings.tenants_reload_seconds)
+        me = f"{self.owner.node}.{self.owner.slot}.{self.owner.generation}.{secrets.token_hex(4)}"
+        self.quotas = (
+            Quotas(None, me, settings.store_heartbeat_seconds, settings.retry_after_seconds)
+            if self.tenants.open
+            else Quotas.build(settings.store_url, me, settings.store_heartbeat_seconds, settings.retry_after_seconds)
+        )
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
         # Batch stepping forwards each sibling's items in parallel; threads start on first use, after fork.
@@ -66,27 +79,32 @@ class Worker:
             reasons.append("full")
         return reasons
 
-    def ttl_for(self, requested: float | None) -> float:
+    def ttl_for(self, requested: float | None, tenant: Tenant = ANONYMOUS) -> float:
         """The idle TTL of a new env: the server default, or the client's wish (a positive number, as the
-        request model says) capped by the server maximum."""
-        if requested is None:
-            return self.settings.env_ttl_seconds
-        cap = self.settings.env_ttl_max_seconds
-        return float(min(requested, cap) if cap else requested)
+        request model says) capped by the server maximum.
 
-    def create(self, req: CreateRequest, ttl: float) -> EnvRecord:
+        A tenant's max_ttl_seconds caps the default too, and a wish above it is refused (422 naming ttl).
+        """
+        ttl = self.quotas.ttl(tenant, requested, self.settings.env_ttl_seconds)
+        if requested is None:
+            return ttl
+        cap = self.settings.env_ttl_max_seconds
+        return float(min(ttl, cap) if cap else ttl)
+
+    def create(self, req: CreateRequest, ttl: float, tenant: Tenant = ANONYMOUS) -> EnvRecord:
         try:
-            record = self._create(req, ttl)
+            record = self._create(req, ttl, tenant)
         except GymServeError as err:
             metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
+            metrics.REFUSED_BY_TENANT.labels(tenant.name, err.code).inc()
             raise
-        record.meters = metrics.EnvMeters(record.env_id, self.settings)
+        record.meters = metrics.EnvMeters(record.env_id, self.settings, tenant.name)
         record.meters.live.inc(record.weight)
         metrics.CREATED.labels(record.env_id).inc(record.weight)
         log.info("created env %s (%s%s)", record.instance_id, record.env_id, _vector_note(record))
         return record
 
-    def _create(self, req: CreateRequest, ttl: float) -> EnvRecord:
+    def _create(self, req: CreateRequest, ttl: float, tenant: Tenant) -> EnvRecord:
         if self.draining.is_set():
             raise Draining(
                 "this server is draining for shutdown and takes no new envs; retry on another",
@@ -105,7 +123,12 @@ class Worker:
                 details={"limit": self.settings.max_envs},
             )
         with self.registry.reserve(weight):
-            env = self.factory.make(req)
+            self.quotas.admit(tenant, weight)  # 429 if the tenant used its share of the farm
+            try:
+                env = self._make_within_bounds(req)
+            except BaseException:
+                self.quotas.release(tenant.name, weight)
+                raise
             record = EnvRecord(
                 instance_id=self.ids.mint(),
                 env_id=req.env_id,
@@ -114,14 +137,43 @@ class Worker:
                 num_envs=req.num_envs,
                 auto_reset=req.auto_reset,
                 autoreset_mode=(req.autoreset_mode or DEFAULT_AUTORESET) if req.num_envs else None,
+                tenant=tenant.name,
             )
             self.registry.add(record)
         return record
+
+    def _make_within_bounds(self, req: CreateRequest) -> Any:
+        """The env, unless one answer of it would exceed GYMSERVE_MAX_ANSWER_BYTES (422 at create).
+
+        A vector env is weighed on one sub-env made first: building all of them to find out would be the
+        very allocation the limit is there to prevent (AddRenderObservation renders each one at make).
+        """
+        limit = self.settings.max_answer_bytes
+        renders = (req.kwargs or {}).get("render_mode") == "rgb_array" and "AddRenderObservation" not in req.wrappers
+        if req.num_envs is not None:
+            probe = self.factory.make(replace(req, num_envs=None, autoreset_mode=None))
+            try:
+                cost.check(probe, req.num_envs, limit, renders)
+            finally:
+                probe.close()
+        env = self.factory.make(req)
+        if req.num_envs is None:
+            try:
+                cost.check(env, 1, limit, renders=False)
+            except GymServeError:
+                env.close()
+                raise
+        return env
 
     def close(self, instance_id: str) -> EnvRecord:
         record = self.registry.pop(instance_id)
         log.info("closed env %s (%s)", record.instance_id, record.env_id)
         return record
+
+    def _closed(self, record: EnvRecord, reason: str) -> None:
+        """Every env closed (client, ttl, shutdown) gives its places back to its tenant's quota."""
+        self.quotas.release(record.tenant, record.weight)
+        _count_closed(record, reason)
 
 
 def _vector_note(record: EnvRecord) -> str:

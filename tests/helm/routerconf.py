@@ -40,14 +40,15 @@ def render(env: dict[str, str]) -> str:
 
 
 def compose_router() -> dict[str, Any]:
-    """The router service of docker-compose.yml (its environment has no ${...} interpolation to resolve)."""
+    """The router service of docker-compose.yml (its environment's ${NAME:-default} are left as written)."""
     return dict(yaml.safe_load(COMPOSE_FILE.read_text())["services"]["router"])
 
 
 def compose_env() -> dict[str, str]:
     env = compose_router()["environment"]
     assert isinstance(env, dict), "the router's environment is a map"
-    return {k: "" if v is None else str(v) for k, v in env.items()}
+    # What compose makes of ${NAME:-default} when NAME is not set in the shell: the default.
+    return {k: "" if v is None else re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
 def chart_env(rendered: Rendered) -> dict[str, str]:

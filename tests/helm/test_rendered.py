@@ -71,12 +71,16 @@ def test_every_object_is_in_the_release_namespace_and_labelled(rendered: Rendere
 def test_selectors_are_stable_and_select_the_right_pods(rendered: Rendered) -> None:
     server_labels = rendered.statefulset["spec"]["template"]["metadata"]["labels"]
     router_labels = rendered.router["spec"]["template"]["metadata"]["labels"]
+    stores = [d for d in rendered.of_kind("Deployment") if d["metadata"]["name"] == f"{FULLNAME}-store"]
+    store_labels = stores[0]["spec"]["template"]["metadata"]["labels"] if stores else {}
     for name, selector in selectors(rendered):
         assert not SELECTOR_FORBIDDEN & set(selector), f"{name} selects on labels that change on upgrade"
         assert selector["app.kubernetes.io/instance"] == "t", name
         target = router_labels if name in (f"Service/{FULLNAME}", f"Deployment/{FULLNAME}-router") else server_labels
         if name.startswith("NetworkPolicy/") and name.endswith("-router"):
             target = router_labels
+        if name.endswith("-store"):  # the tenants' store (Deployment, Service, NetworkPolicy)
+            target = store_labels
         plain = {k: v for k, v in selector.items() if k != "gymserve/headless"}  # a Service label, not a pod's
         assert plain.items() <= target.items(), f"{name} does not select its pods: {selector}"
     # A new chart version alone must not replace the gymserve pods: that would lose every env.
@@ -245,12 +249,24 @@ def test_router_service_fronts_the_router(rendered: Rendered) -> None:
 
 # --- opt-in features ---------------------------------------------------------------------------------
 
-OPT_IN = {"Ingress", "ServiceMonitor", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
+OPT_IN = {"Ingress", "ServiceMonitor", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 
 
 def test_opt_in_features_are_off_by_default() -> None:
     assert not {o["kind"] for o in render().objects} & OPT_IN
     assert render().statefulset["spec"]["replicas"] == 2
+
+
+def test_network_policies_are_on_by_default() -> None:
+    """A shared farm: only the router and Prometheus reach the gymserve pods unless the values say otherwise."""
+    server = render().one("NetworkPolicy", FULLNAME)
+    (rule,) = server["spec"]["ingress"]
+    assert [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"][:2]] == [
+        "router",
+        "test",
+    ]
+    assert rule["from"][2]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert len(rule["from"]) == 3
 
 
 def test_all_features_render_current_apis() -> None:
@@ -322,7 +338,11 @@ def test_helm_test_pods(rendered: Rendered) -> None:
     app = rendered.one("Pod", f"{FULLNAME}-test-app")
     env = env_of(app["spec"]["containers"][0])
     assert env["GYMSERVE_HOST"] == "127.0.0.1"  # serves inside the test pod only
-    assert {k for k in env if k.startswith(PREFIX)} == {k for k in env_of(rendered.server) if k.startswith(PREFIX)}
+    # The same settings, except the tenants': the test pod serves open, on its own (no tenants file, no store).
+    tenancy = {"GYMSERVE_TENANTS_FILE", "GYMSERVE_STORE_URL"}
+    assert {k for k in env if k.startswith(PREFIX)} == {
+        k for k in env_of(rendered.server) if k.startswith(PREFIX)
+    } - tenancy
 
 
 def test_connection_test_is_optional() -> None:

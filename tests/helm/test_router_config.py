@@ -61,6 +61,10 @@ def test_compose_and_chart_fill_in_every_variable_and_only_those() -> None:
         "GYMSERVE_ROUTER_NODE_DOMAIN",
         "GYMSERVE_ROUTER_BACKEND",
         "GYMSERVE_PORT",
+        "GYMSERVE_MAX_BODY_BYTES",
+        "GYMSERVE_ROUTER_CONNECTIONS_PER_CLIENT",
+        "GYMSERVE_ROUTER_REQUESTS_PER_SECOND",
+        "GYMSERVE_ROUTER_REQUEST_BURST",
     }
     for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
         substituted = {n for n in env if re.search(env["NGINX_ENVSUBST_FILTER"], n)}

@@ -47,7 +47,9 @@ def code(result: dict[str, Any]) -> str | None:
 def test_every_item_is_answered_in_request_order_like_a_local_env(worker: Worker) -> None:
     ids = create(worker, seed=5, n=3)
     actions = [1, 0, 1]
-    results = step_batch(worker, [BatchItem(iid, a) for iid, a in zip(ids, actions, strict=True)], forwarded=False)
+    results = step_batch(
+        worker, [BatchItem(iid, a) for iid, a in zip(ids, actions, strict=True)], forwarded=False, tenant="anonymous"
+    )
     local = gym.make("CartPole-v1")
     for result, action in zip(results, actions, strict=True):
         local.reset(seed=5)
@@ -74,7 +76,7 @@ def test_each_item_that_cannot_step_fails_alone_with_its_own_error(worker: Worke
         BatchItem(gone, 1),
         BatchItem(other, 7),
     ]
-    results = step_batch(worker, items, forwarded=False)
+    results = step_batch(worker, items, forwarded=False, tenant="anonymous")
     assert [code(r) for r in results] == [
         None,
         "unknown_instance",
@@ -93,29 +95,29 @@ def test_each_item_that_cannot_step_fails_alone_with_its_own_error(worker: Worke
 
 
 def test_an_unknown_id_is_echoed_only_up_to_100_characters(worker: Worker) -> None:
-    (result,) = step_batch(worker, [BatchItem("x" * 5000, 1)], forwarded=False)
+    (result,) = step_batch(worker, [BatchItem("x" * 5000, 1)], forwarded=False, tenant="anonymous")
     assert code(result) == "unknown_instance" and len(result["error"]["details"]["instance_id"]) == 100
 
 
 def test_an_env_whose_episode_ended_needs_a_reset_while_the_others_step_on(worker: Worker) -> None:
     ended, fresh = create(worker, seed=0, n=2)
     for _ in range(500):
-        (result,) = step_batch(worker, [BatchItem(ended, 1)], forwarded=False)
+        (result,) = step_batch(worker, [BatchItem(ended, 1)], forwarded=False, tenant="anonymous")
         if result["terminated"] or result["truncated"]:
             break
     else:
         pytest.fail("CartPole pushed one way never ended")
-    results = step_batch(worker, [BatchItem(ended, 1), BatchItem(fresh, 1)], forwarded=False)
+    results = step_batch(worker, [BatchItem(ended, 1), BatchItem(fresh, 1)], forwarded=False, tenant="anonymous")
     assert [code(r) for r in results] == ["reset_needed", None]
 
 
 def test_numbered_items_are_resent_not_rerun(worker: Worker) -> None:
     (iid,) = create(worker, seed=3)
-    first = step_batch(worker, [BatchItem(iid, 1, seq=1)], forwarded=False)[0]
-    again = step_batch(worker, [BatchItem(iid, 1, seq=1)], forwarded=False)[0]
+    first = step_batch(worker, [BatchItem(iid, 1, seq=1)], forwarded=False, tenant="anonymous")[0]
+    again = step_batch(worker, [BatchItem(iid, 1, seq=1)], forwarded=False, tenant="anonymous")[0]
     assert again["seq"] == first["seq"] == 1 and np.array_equal(again["observation"], first["observation"])
     assert worker.registry.get(iid).steps == 1
-    (conflict,) = step_batch(worker, [BatchItem(iid, 0, seq=1)], forwarded=False)
+    (conflict,) = step_batch(worker, [BatchItem(iid, 0, seq=1)], forwarded=False, tenant="anonymous")
     assert code(conflict) == "sequence_conflict" and conflict["error"]["details"]["expected"] == 2
 
 
@@ -131,7 +133,7 @@ def test_an_item_that_raises_unexpectedly_fails_alone_as_internal(
         return real(w, item)
 
     monkeypatch.setattr(handler, "step_item", buggy)
-    results = step_batch(worker, [BatchItem(iid, 1) for iid in ids], forwarded=False)
+    results = step_batch(worker, [BatchItem(iid, 1) for iid in ids], forwarded=False, tenant="anonymous")
     assert [code(r) for r in results] == [None, "internal", None]
     assert "secret" not in str(results[1])  # the client is told only that it happened ...
     assert "a bug with a secret in it" in caplog.text  # ... the log gets the traceback

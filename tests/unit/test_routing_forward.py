@@ -149,7 +149,7 @@ def test_an_answer_comes_back_with_only_the_allowed_headers(
     serve(1, app)
     f = forwarder()
     headers = {"Content-Type": "application/json", "Accept": "application/msgpack"}
-    answer = f.send(1, "POST", "/v2/envs/a.1-0.x/step", "q=1", headers, b'{"action": 1}', "a.1-0.x")
+    answer = f.send(1, "POST", "/v2/envs/a.1-0.x/step", "q=1", headers, b'{"action": 1}', "a.1-0.x", tenant="anonymous")
     assert answer.status == 201
     assert answer.body == b'echo:{"action": 1}'
     assert answer.headers == {
@@ -176,7 +176,7 @@ def test_one_connection_per_thread_carries_many_requests(
     serve(2, app)
     f = forwarder()
     for i in range(5):
-        assert f.send(2, "GET", "/v2/envs", "", {}, str(i).encode()).body == f"echo:{i}".encode()
+        assert f.send(2, "GET", "/v2/envs", "", {}, str(i).encode(), tenant="anonymous").body == f"echo:{i}".encode()
     assert [call["body"] for call in app.calls] == [b"0", b"1", b"2", b"3", b"4"]
     assert len(kept(f)) == 1  # five requests over one kept connection
 
@@ -184,7 +184,7 @@ def test_one_connection_per_thread_carries_many_requests(
 def test_a_missing_socket_is_a_lost_instance(forwarder: Callable[..., Forwarder]) -> None:
     f = forwarder()
     with pytest.raises(InstanceLost) as lost:
-        f.send(1, "POST", "/v2/envs/a.1-0.x/step", "", {}, b"", "a.1-0.x")
+        f.send(1, "POST", "/v2/envs/a.1-0.x/step", "", {}, b"", "a.1-0.x", tenant="anonymous")
     assert lost.value.status == 410 and lost.value.details == {"instance_id": "a.1-0.x"}
 
 
@@ -194,7 +194,7 @@ def test_a_socket_nobody_listens_on_is_a_lost_instance(replica: Replica, forward
     dead.bind(replica.socket_path(1))
     dead.close()
     with pytest.raises(InstanceLost):
-        forwarder().send(1, "GET", "/v2/envs", "", {}, b"", "a.1-0.x")
+        forwarder().send(1, "GET", "/v2/envs", "", {}, b"", "a.1-0.x", tenant="anonymous")
 
 
 def test_a_peer_that_never_answers_times_out_within_the_timeout(
@@ -207,7 +207,7 @@ def test_a_peer_that_never_answers_times_out_within_the_timeout(
     started = time.monotonic()
     try:
         with pytest.raises(OwnerTimeout) as slow:
-            f.send(1, "POST", "/v2/envs/a.1-0.x/step", "", {}, b"{}", "a.1-0.x")
+            f.send(1, "POST", "/v2/envs/a.1-0.x/step", "", {}, b"{}", "a.1-0.x", tenant="anonymous")
     finally:
         mute.close()
     elapsed = time.monotonic() - started
@@ -247,10 +247,10 @@ def test_a_kept_connection_to_a_replaced_peer_is_retried_once_on_the_new_one(
     old_app, new_app = EchoApp("old"), EchoApp("new")
     old = start_dying_peer(old_app, replica.socket_path(1))
     f = forwarder()
-    assert f.send(1, "GET", "/v2/envs", "", {}, b"1").body == b"old:1"
+    assert f.send(1, "GET", "/v2/envs", "", {}, b"1", tenant="anonymous").body == b"old:1"
     old.die()
     serve(1, new_app)  # gunicorn's replacement worker takes the slot's socket path
-    assert f.send(1, "GET", "/v2/envs", "", {}, b"2").body == b"new:2"
+    assert f.send(1, "GET", "/v2/envs", "", {}, b"2", tenant="anonymous").body == b"new:2"
     assert [c["body"] for c in old_app.calls] == [b"1"] and [c["body"] for c in new_app.calls] == [b"2"]
 
 
@@ -259,10 +259,10 @@ def test_a_kept_connection_to_a_peer_that_died_for_good_is_a_lost_instance(
 ) -> None:
     old = start_dying_peer(EchoApp(), replica.socket_path(1))
     f = forwarder()
-    f.send(1, "GET", "/v2/envs", "", {}, b"")
+    f.send(1, "GET", "/v2/envs", "", {}, b"", tenant="anonymous")
     old.die()
     with pytest.raises(InstanceLost):
-        f.send(1, "GET", "/v2/envs", "", {}, b"", "a.1-0.x")
+        f.send(1, "GET", "/v2/envs", "", {}, b"", "a.1-0.x", tenant="anonymous")
 
 
 def test_a_fresh_connection_that_breaks_is_not_retried(replica: Replica, forwarder: Callable[..., Forwarder]) -> None:
@@ -285,7 +285,7 @@ def test_a_fresh_connection_that_breaks_is_not_retried(replica: Replica, forward
     threading.Thread(target=accept_and_hang_up, daemon=True).start()
     try:
         with pytest.raises(InstanceLost):
-            forwarder().send(1, "GET", "/v2/envs", "", {}, b"once", "a.1-0.x")
+            forwarder().send(1, "GET", "/v2/envs", "", {}, b"once", "a.1-0.x", tenant="anonymous")
     finally:
         hangup.close()
     assert calls == [b"once"]
@@ -306,7 +306,7 @@ def test_an_app_that_raises_gives_a_500_in_the_apis_shape(
     serve(1, broken_app)
     f = forwarder()
     for _ in range(2):  # and the sibling's connection survives it
-        answer = f.send(1, "POST", path, "", {}, b"{}", "a.1-0.x")
+        answer = f.send(1, "POST", path, "", {}, b"{}", "a.1-0.x", tenant="anonymous")
         body = orjson.loads(answer.body)
         assert answer.status == 500 and answer.headers["Content-Type"] == "application/json"
         assert set(body) == shape

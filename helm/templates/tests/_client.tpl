@@ -13,7 +13,10 @@ import urllib.request
 
 def call(base, method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("GYMSERVE_API_KEY"):  # a farm with tenants
+        headers["Authorization"] = "Bearer " + os.environ["GYMSERVE_API_KEY"]
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=15) as resp:
             return resp.status, resp.read(), dict(resp.headers)

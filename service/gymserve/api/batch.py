@@ -44,8 +44,11 @@ def error_result(err: GymServeError) -> Result:
     return error_body(err, native=True)
 
 
-def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Result]:
-    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further."""
+def step_batch(w: Worker, items: list[BatchItem], forwarded: bool, tenant: str) -> list[Result]:
+    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further.
+
+    Each sibling's items are forwarded for `tenant`; here, Registry.get hides other tenants' envs.
+    """
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
     groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
@@ -65,7 +68,7 @@ def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Resul
     # Siblings work on their groups while this worker steps its own; with nothing local, one group runs here.
     inline = next(iter(groups)) if groups and not local else None
     pending: dict[int, Future[list[Result]]] = {
-        slot: w.peer_pool.submit(_forward_group, w, slot, [items[i] for i in idx])
+        slot: w.peer_pool.submit(_forward_group, w, slot, [items[i] for i in idx], tenant)
         for slot, idx in groups.items()
         if slot != inline
     }
@@ -73,7 +76,7 @@ def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Resul
         results[i] = _step_local(w, items[i])
     answers = {slot: future.result() for slot, future in pending.items()}
     if inline is not None:
-        answers[inline] = _forward_group(w, inline, [items[i] for i in groups[inline]])
+        answers[inline] = _forward_group(w, inline, [items[i] for i in groups[inline]], tenant)
     for slot, idx in groups.items():
         for i, result in zip(idx, answers[slot], strict=True):
             results[i] = result
@@ -90,13 +93,13 @@ def _step_local(w: Worker, item: BatchItem) -> Result:
         return error_result(Internal())
 
 
-def _forward_group(w: Worker, slot: int, items: list[BatchItem]) -> list[Result]:
+def _forward_group(w: Worker, slot: int, items: list[BatchItem], tenant: str) -> list[Result]:
     """One sibling's items as one sub-batch over its socket; if it cannot answer, each item says why."""
     assert w.forwarder is not None
     body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
     headers = {"Content-Type": values.MSGPACK, "Accept": values.MSGPACK}
     try:
-        answer = w.forwarder.send(slot, "POST", PATH, "", headers, body, items[0].id)
+        answer = w.forwarder.send(slot, "POST", PATH, "", headers, body, items[0].id, tenant=tenant)
     except InstanceLost:
         return [error_result(InstanceLost(item.id)) for item in items]
     except GymServeError as err:

@@ -249,6 +249,11 @@ SCHEMAS.update(_REQUESTS)
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whether Retry-After is sent)
     400: ("bad_request (the body is not valid JSON/msgpack, or not a map), missing_parameter.", False),
+    401: (
+        "unauthorized: a farm with tenants needs 'Authorization: Bearer <key>' (WWW-Authenticate says so); "
+        "an open farm never sends it.",
+        False,
+    ),
     403: ("env_not_allowed: the env id is not on this server's allowlist.", False),
     404: ("unknown_instance: no env has this id (closed, reaped, or never created); not_found: no such route.", False),
     405: ("method_not_allowed: the route exists, but not with this method.", False),
@@ -262,12 +267,21 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
     422: (
         "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
-        "not_supported; details.field names the offending input.",
+        "not_supported, answer_too_large (its answers would exceed GYMSERVE_MAX_ANSWER_BYTES); "
+        "details.field names the offending input.",
         False,
     ),
-    429: ("Not sent by gymserve; a router in front may send it. Clients retry after Retry-After.", True),
+    429: (
+        "quota_exceeded: the tenant holds its max_envs across the farm (details: limit, usage); rate_limited: "
+        "its creates per minute, or the router's per-client limits, with Retry-After.",
+        True,
+    ),
     500: ("internal: an unexpected failure, logged by the server with its traceback.", False),
-    503: ("capacity_exceeded (the replica is full) or draining (it is shutting down).", True),
+    503: (
+        "capacity_exceeded (the replica is full), draining (it is shutting down) or quota_store_unavailable "
+        "(the store of tenants' counts cannot be reached).",
+        True,
+    ),
     504: ("owner_timeout: the worker that holds the env did not answer in time.", False),
 }
 RESPONSES = {
@@ -278,7 +292,7 @@ RESPONSES = {
     }
     for status, (text, retry) in ERRORS.items()
 }
-_ALWAYS = (400, 404, 410, 413, 415, 429, 500, 503, 504)
+_ALWAYS = (400, 401, 404, 410, 413, 415, 429, 500, 503, 504)
 
 
 def _native_content(schema: str) -> dict[str, Any]:
@@ -461,5 +475,12 @@ DOCUMENT: dict[str, Any] = {
             }
         },
     },
-    "components": {"schemas": SCHEMAS, "responses": RESPONSES},
+    "components": {
+        "schemas": SCHEMAS,
+        "responses": RESPONSES,
+        # With a tenants file (GYMSERVE_TENANTS_FILE) every route but /v2/openapi.json needs a tenant's key.
+        "securitySchemes": {"tenantKey": {"type": "http", "scheme": "bearer"}},
+    },
+    # A key, or none on an open farm.
+    "security": [{"tenantKey": []}, {}],
 }

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from flask import Response, request
 
 from ..errors import GymServeError, InstanceLost, UnknownInstance
-from ..pipeline.lean import resolution
+from ..pipeline.lean import forwarded, resolution, tenant_of
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
 from ..worker import Worker
@@ -32,7 +32,7 @@ def create_elsewhere_if_full(weight: int = 1) -> Response | None:
     """A create this worker has no room for goes to the sibling with the fewest envs (a vector env needs room
     for all its sub-envs); None: create here, which answers 503 if the replica is full."""
     w = worker()
-    if w.registry.has_room(weight) or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
+    if w.registry.has_room(weight) or w.forwarder is None or forwarded(request.environ):
         return None
     slot = w.roomiest_sibling(weight)
     return None if slot is None else forward_to(w, slot, "")
@@ -44,13 +44,15 @@ def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
     Nothing when this request was itself forwarded (the asking worker collects) or the worker stands alone.
     """
     w = worker()
-    if w.forwarder is None or w.replica is None or request.headers.get(FORWARDED_HEADER):
+    if w.forwarder is None or w.replica is None or forwarded(request.environ):
         return
     for slot in w.replica.live_slots():
         if slot == w.owner.slot:
             continue
         try:
-            answer = w.forwarder.send(slot, "GET", path, "", {"Accept": accept}, b"")
+            answer = w.forwarder.send(
+                slot, "GET", path, "", {"Accept": accept}, b"", tenant=tenant_of(request.environ).name
+            )
         except GymServeError:
             continue  # that worker just died: its envs are gone, nothing to list
         if answer.status == 200:
@@ -62,7 +64,14 @@ def forward_to(w: Worker, slot: int, instance_id: str) -> Response:
     headers = {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
     query = request.query_string.decode("latin-1")
     answer = w.forwarder.send(
-        slot, request.method, request.path, query, headers, request.get_data(cache=False), instance_id
+        slot,
+        request.method,
+        request.path,
+        query,
+        headers,
+        request.get_data(cache=False),
+        instance_id,
+        tenant=tenant_of(request.environ).name,
     )
     # Tell the client (and benchmarks) that this answer took a hop: keep-alive clients should not see it.
     return Response(answer.body, status=answer.status, headers={**answer.headers, FORWARDED_HEADER: "1"})

@@ -11,6 +11,7 @@ from ..codec import spaces as space_codec
 from ..envs import CreateRequest
 from ..errors import InvalidValue
 from ..pipeline import handler, models
+from ..pipeline.lean import tenant_of
 from . import owner
 from .common import json_body, json_response, required_param, worker
 
@@ -33,7 +34,8 @@ def env_create() -> Response:
         disable_env_checker=body.disable_env_checker,
         kwargs=body.kwargs or {},
     )
-    record = w.create(req, w.ttl_for(body.ttl))
+    tenant = tenant_of(request.environ)
+    record = w.create(req, w.ttl_for(body.ttl, tenant), tenant)
     return json_response({"instance_id": record.instance_id})
 
 
@@ -46,8 +48,9 @@ def _handled(kind: str, instance_id: str) -> Response:
 
 @bp.get("/")
 def env_list_all() -> Response:
-    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
-    all_envs = {r.instance_id: r.env_id for r in worker().registry.snapshot()}
+    """The caller's envs on the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    tenant = tenant_of(request.environ).name
+    all_envs = {r.instance_id: r.env_id for r in worker().registry.snapshot() if r.tenant == tenant}
     for body in owner.sibling_answers("/v1/envs/", "application/json"):
         all_envs.update(orjson.loads(body).get("all_envs", {}))
     return json_response({"all_envs": all_envs})

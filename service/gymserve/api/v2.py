@@ -14,9 +14,9 @@ from ..codec import png, spaces, values
 from ..envs import CreateRequest
 from ..errors import InvalidValue, NotSupported
 from ..pipeline import handler, models, negotiation
+from ..pipeline.lean import forwarded, tenant_of
 from ..registry import EnvRecord
 from ..routing import ids
-from ..routing.forward import FORWARDED_HEADER
 from . import batch, openapi, owner
 from .common import json_response, worker
 
@@ -153,14 +153,16 @@ def create_env() -> Response:
         num_envs=body.num_envs,
         autoreset_mode=body.autoreset_mode,
     )
-    record = w.create(req, w.ttl_for(body.ttl))
+    tenant = tenant_of(request.environ)
+    record = w.create(req, w.ttl_for(body.ttl, tenant), tenant)
     return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
 
 
 @bp.get("/envs")
 def list_envs() -> Response:
-    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
-    envs = [_summary(r) for r in worker().registry.snapshot()]
+    """The caller's envs on the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    tenant = tenant_of(request.environ).name
+    envs = [_summary(r) for r in worker().registry.snapshot() if r.tenant == tenant]
     for body in owner.sibling_answers("/v2/envs", values.MSGPACK):
         envs.extend(values.loads(body, values.MSGPACK)["envs"])
     return _answer({"envs": envs})
@@ -195,7 +197,8 @@ def batch_step() -> Response:
     w = worker()
     body = _decode(models.BatchStepRequest, required=True)
     items = batch.checked_items(body.items, w.settings.max_batch_size)
-    return _answer({"results": batch.step_batch(w, items, forwarded=bool(request.headers.get(FORWARDED_HEADER)))})
+    hop = forwarded(request.environ)
+    return _answer({"results": batch.step_batch(w, items, hop, tenant_of(request.environ).name)})
 
 
 @bp.get("/envs/<instance_id>/render")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,13 @@ from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, HTTPError, 
 from .errors import ConnectionFailed, EnvClosed, RemoteError, ResponseTimeout, ServerUnreachable
 
 BUSY_STATUSES = frozenset({429, 503})
+API_KEY_ENV = "GYMSERVE_API_KEY"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The Authorization header of a farm with tenants: `api_key`, else $GYMSERVE_API_KEY; none when neither is set."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 @dataclass(frozen=True)

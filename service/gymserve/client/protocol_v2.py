@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from ..codec import spaces, values
 from ..pipeline import models
 from .errors import RemoteError
-from .http import HttpSession
+from .http import HttpSession, auth_headers
 
 ENCODINGS = {"msgpack": values.MSGPACK, "json": values.JSON}
 T = TypeVar("T")
@@ -22,9 +22,12 @@ def create_body(env_id: str, render_mode: str | None, kwargs: dict[str, Any], **
     return {name: value for name in body.__struct_fields__ if (value := getattr(body, name)) is not None}
 
 
-def session(base_url: str, timeout: float, retries: int, compress: bool) -> HttpSession:
+def session(base_url: str, timeout: float, retries: int, compress: bool, api_key: str | None = None) -> HttpSession:
     return HttpSession(
-        base_url, timeout=timeout, retries=retries, headers={"Accept-Encoding": "gzip"} if compress else None
+        base_url,
+        timeout=timeout,
+        retries=retries,
+        headers={**({"Accept-Encoding": "gzip"} if compress else {}), **auth_headers(api_key)},
     )
 
 

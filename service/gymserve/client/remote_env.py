@@ -32,8 +32,9 @@ class RemoteEnv(gym.Env[Any, Any]):
     whose connection fails, or that the server refuses as busy (429, 503), is retried `retries`
     times with backoff without ever running twice. `compress` asks for gzipped large answers.
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
-    observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
-    arguments go to the env's constructor on the server.
+    observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. `api_key` (default:
+    $GYMSERVE_API_KEY) is the tenant's key of a farm with tenants. Other keyword arguments go to the
+    env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -56,6 +57,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         retries: int = 4,
         compress: bool = True,
         wrappers: Sequence[str] = (),
+        api_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
@@ -66,7 +68,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         create = create_body(
             env_id, render_mode, kwargs, max_episode_steps=max_episode_steps, ttl=ttl, wrappers=list(wrappers)
         )
-        http = session(base_url, timeout, retries, compress and protocol == "v2")
+        http = session(base_url, timeout, retries, compress and protocol == "v2", api_key)
         self._remote: _Remote = opened(
             http,
             lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),

@@ -31,7 +31,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     `final_obs`/`final_info` entries of `info` are Gymnasium's own. Values travel as msgpack
     (`encoding="json"` for JSON) in their native dtypes and shapes; every reset and step carries the
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
-    up to `retries` times and never runs twice. Other keyword arguments go to each sub-env's constructor.
+    up to `retries` times and never runs twice. `api_key` (default: $GYMSERVE_API_KEY) is the tenant's
+    key of a farm with tenants. Other keyword arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
@@ -50,6 +51,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         retries: int = 4,
         compress: bool = True,
         wrappers: Sequence[str] = (),
+        api_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -68,7 +70,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             ttl=ttl,
             wrappers=list(wrappers),
         )
-        http = session(base_url, timeout, retries, compress)
+        http = session(base_url, timeout, retries, compress, api_key)
         self._remote = opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding]))
         self._http: HttpSession = http
         created = self._remote.created

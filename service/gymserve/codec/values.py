@@ -160,6 +160,9 @@ def _ndarray(inner: Any, field: str, depth: int) -> Any:
         or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_DIM_SIZE for n in shape)
     ):
         raise InvalidValue(f"{field}.shape", f"expected a list of at most {MAX_DIMS} integers from 0 to {MAX_DIM_SIZE}")
+    if math.prod(n for n in shape if n) > MAX_DIM_SIZE:
+        # numpy refuses a shape whose non-zero dimensions overflow, even with no element at all
+        raise InvalidValue(f"{field}.shape", f"its non-zero dimensions multiply to more than {MAX_DIM_SIZE}")
     dtype = np.dtype(name)
     count = math.prod(shape)
     if isinstance(data, bytes):

@@ -16,18 +16,22 @@ from http import HTTPStatus
 from typing import Any
 
 from .. import metrics
-from ..errors import GymServeError, InstanceLost, Internal, PayloadTooLarge, Reply, error_reply
-from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
+from ..errors import GymServeError, InstanceLost, Internal, PayloadTooLarge, Reply, Unauthorized, error_reply
+from ..registry import ASKING
+from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS
 from ..routing.resolve import Resolution, Where, resolve
+from ..tenancy.tenants import ANONYMOUS, Tenant
 from ..worker import Worker
 from . import handler
 
 log = logging.getLogger(__name__)
 
 WHERE = "gymserve.where"  # environ key: this request's Resolution
+TENANT = "gymserve.tenant"  # environ key: the Tenant this request authenticated as (never from a header)
+# What anyone may read without a key: probes, the scrape and the contract.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/openapi.json"})
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
-_FORWARDED = "HTTP_" + FORWARDED_HEADER.upper().replace("-", "_")
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
 
 
@@ -35,9 +39,23 @@ def resolution(worker: Worker, environ: dict[str, Any], instance_id: str) -> Res
     """The request's resolution of `instance_id`: computed here once, then read from the environ."""
     where: Resolution | None = environ.get(WHERE)
     if where is None:
-        can_forward = worker.forwarder is not None and _FORWARDED not in environ
+        can_forward = worker.forwarder is not None and not forwarded(environ)
         where = environ[WHERE] = resolve(worker.owner, instance_id, can_forward)
     return where
+
+
+def forwarded(environ: dict[str, Any]) -> bool:
+    """A sibling forwarded this request: the peer server says so in the environ, where no client can write.
+
+    (A client's X-Gymserve-Forwarded header used to decide this: it stopped the request's forwarding.)
+    """
+    return PEER_TENANT in environ
+
+
+def tenant_of(environ: dict[str, Any]) -> Tenant:
+    """The tenant the lean path authenticated this request as (anonymous on an open server or path)."""
+    tenant: Tenant = environ.get(TENANT, ANONYMOUS)
+    return tenant
 
 
 class LeanPath:
@@ -48,15 +66,29 @@ class LeanPath:
         self.worker = worker
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        reply = self.answer(environ)
-        if reply is None:
-            return self.app(environ, start_response)
+        # This thread answers for the request's tenant until the answer is built (Flask's too: gymserve's
+        # answers are never streamed); a sibling's env is looked up by that sibling, told the tenant.
+        token = ASKING.set(None)
+        try:
+            reply = self.answer(environ)
+            if reply is None:
+                return self.app(environ, start_response)
+        finally:
+            ASKING.reset(token)
         status, headers, body = reply
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [body]
 
     def answer(self, environ: dict[str, Any]) -> Reply | None:
-        match = _ENV_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        if path not in OPEN_PATHS:
+            tenant = self._authenticate(environ)
+            if tenant is None:
+                metrics.REFUSED_BY_TENANT.labels("unauthenticated", Unauthorized.code).inc()
+                return error_reply(Unauthorized(), not path.startswith("/v1/"))
+            environ[TENANT] = tenant
+            ASKING.set(tenant.name)  # Registry.get hides other tenants' envs from here on
+        match = _ENV_PATH.fullmatch(path)
         if match is None:
             return None
         api, instance_id, rest = match.groups()
@@ -70,6 +102,14 @@ class LeanPath:
         if where is Where.LOCAL and kind is not None:
             return self._run(environ, api, kind, instance_id)
         return None
+
+    def _authenticate(self, environ: dict[str, Any]) -> Tenant | None:
+        """Once per request: a sibling's forward names its tenant in the message; a client shows its key."""
+        directory = self.worker.tenants
+        peer_tenant = environ.get(PEER_TENANT)
+        if peer_tenant is not None:
+            return directory.by_name(peer_tenant)
+        return directory.authenticate(environ.get("HTTP_AUTHORIZATION"))
 
     def _run(self, environ: dict[str, Any], api: str, kind: str, instance_id: str) -> Reply:
         started = time.perf_counter()
@@ -109,6 +149,7 @@ class LeanPath:
                 headers,
                 body,
                 instance_id,
+                tenant=tenant_of(environ).name,
             )
         except GymServeError as err:  # the owner is gone or slow: answered in the API's shape
             return error_reply(err, native)

@@ -17,6 +17,9 @@ FORWARDED_HEADER = "X-Gymserve-Forwarded"
 # Headers that travel with a forwarded request and back with its answer; nothing else does.
 REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding")
 RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Location", "Content-Encoding")
+# The WSGI environ key under which the owner finds the tenant the forwarding worker authenticated:
+# it comes from the message's meta, never from a header, so no client can claim a tenant.
+PEER_TENANT = "gymserve.peer_tenant"
 
 
 @dataclass
@@ -56,14 +59,24 @@ class Forwarder:
             entry[0].close()
 
     def send(
-        self, slot: int, method: str, path: str, query: str, headers: dict[str, str], body: bytes, instance_id: str = ""
+        self,
+        slot: int,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        instance_id: str = "",
+        *,
+        tenant: str,
     ) -> Answer:
-        """Forward once. A dead owner means its envs are gone: InstanceLost, never a silent re-create."""
+        """Forward once, for `tenant`. A dead owner means its envs are gone: InstanceLost, never a re-create."""
         meta = {
             "method": method,
             "path": path,
             "query": query,
             "headers": {**headers, FORWARDED_HEADER: str(self.my_slot)},
+            "tenant": tenant,
         }
         for attempt in range(2):
             try:

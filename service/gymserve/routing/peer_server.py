@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from ..errors import Internal, error_reply
+from .forward import PEER_TENANT
 from .wire import read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def _environ(meta: dict[str, Any], body: bytes) -> dict[str, Any]:
     for name, value in meta.get("headers", {}).items():
         key = name.upper().replace("-", "_")
         environ[key if key == "CONTENT_TYPE" else "HTTP_" + key] = value
+    if isinstance(meta.get("tenant"), str):  # authenticated by the sibling that forwarded it
+        environ[PEER_TENANT] = meta["tenant"]
     return environ
 
 

@@ -1,0 +1,177 @@
+"""Where the farm-wide counts live: Redis/Valkey when configured, else this process's memory.
+
+Each worker keeps, per tenant, its own count of live envs in a hash (field: the worker) next to a
+hash of deadlines the worker renews with a heartbeat. Readers sum only the fields whose worker is
+still alive, so the envs of a worker or replica that died stop counting once its deadline passes,
+without anyone having to notice the death. The check and the add run as one Lua script: two
+replicas cannot both take the last place. Every key of one tenant shares a hash tag, so the script
+touches one cluster slot. The create rate is a sliding window: a sorted set of create times.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, NamedTuple, Protocol
+
+
+class Admission(NamedTuple):
+    verdict: str  # "ok", "quota" (value: envs in use) or "rate" (value: ms until a create is allowed)
+    value: int
+
+
+class Store(Protocol):
+    def admit(
+        self, tenant: str, worker: str, weight: int, max_envs: int | None, rate: int | None, life_ms: int
+    ) -> Admission: ...
+
+    def release(self, tenant: str, worker: str, weight: int) -> None: ...
+
+    def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None: ...
+
+    def usage(self, tenant: str) -> int: ...
+
+
+WINDOW_MS = 60_000  # creates_per_minute: the window of the rate
+
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me, weight, max_envs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, window, life = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if rate >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[3]) >= rate then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {'rate', tonumber(oldest[2]) + window - now}
+  end
+end
+local deadlines = redis.call('HGETALL', KEYS[2])
+for i = 1, #deadlines, 2 do
+  if tonumber(deadlines[i + 1]) < now then
+    redis.call('HDEL', KEYS[2], deadlines[i])
+    redis.call('HDEL', KEYS[1], deadlines[i])
+  end
+end
+local used = 0
+local counts = redis.call('HGETALL', KEYS[1])
+for i = 1, #counts, 2 do
+  if redis.call('HEXISTS', KEYS[2], counts[i]) == 1 then
+    used = used + tonumber(counts[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], counts[i])
+  end
+end
+if max_envs >= 0 and used + weight > max_envs then
+  return {'quota', used}
+end
+redis.call('HINCRBY', KEYS[1], me, weight)
+redis.call('HSET', KEYS[2], me, now + life)
+if rate >= 0 then
+  redis.call('ZADD', KEYS[3], now, ARGV[7])
+  redis.call('PEXPIRE', KEYS[3], window)
+end
+return {'ok', used + weight}
+"""
+
+_BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[3]))
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+_USAGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local used = 0
+local counts = redis.call('HGETALL', KEYS[1])
+for i = 1, #counts, 2 do
+  local deadline = redis.call('HGET', KEYS[2], counts[i])
+  if deadline and tonumber(deadline) >= now then used = used + tonumber(counts[i + 1]) end
+end
+return used
+"""
+
+
+def _keys(tenant: str) -> list[str]:
+    tag = "{gymserve:" + tenant + "}"
+    return [f"{tag}:envs", f"{tag}:alive", f"{tag}:creates"]
+
+
+class RedisStore:
+    """The counts in Redis or Valkey (any server that runs Lua scripts: both do, and both are packaged everywhere)."""
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        import redis  # only with a tenants file and a store: the open server never imports it
+
+        self.errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._admit = self.client.register_script(_ADMIT)
+        self._beat = self.client.register_script(_BEAT)
+        self._usage = self.client.register_script(_USAGE)
+        self._serial = 0
+        self._serial_lock = threading.Lock()
+
+    def admit(
+        self, tenant: str, worker: str, weight: int, max_envs: int | None, rate: int | None, life_ms: int
+    ) -> Admission:
+        with self._serial_lock:
+            self._serial += 1
+            member = f"{worker}:{self._serial}"
+        limit, per_window = -1 if max_envs is None else max_envs, -1 if rate is None else rate
+        verdict, value = self._admit(_keys(tenant), [worker, weight, limit, per_window, WINDOW_MS, life_ms, member])
+        return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict, int(value))
+
+    def release(self, tenant: str, worker: str, weight: int) -> None:
+        self.client.hincrby(_keys(tenant)[0], worker, -weight)
+
+    def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None:
+        self._beat(_keys(tenant)[:2], [worker, count, life_ms])
+
+    def usage(self, tenant: str) -> int:
+        return int(self._usage(_keys(tenant)[:2]))
+
+
+class MemoryStore:
+    """The same counts in this process: without a store, quotas hold per worker (the log says so at start)."""
+
+    errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._envs: dict[str, int] = {}
+        self._creates: dict[str, list[float]] = {}
+
+    def admit(
+        self, tenant: str, worker: str, weight: int, max_envs: int | None, rate: int | None, life_ms: int
+    ) -> Admission:
+        now = time.monotonic() * 1000
+        with self._lock:
+            times = [t for t in self._creates.get(tenant, []) if t > now - WINDOW_MS]
+            self._creates[tenant] = times
+            if rate is not None and len(times) >= rate:
+                return Admission("rate", int(times[0] + WINDOW_MS - now))
+            used = self._envs.get(tenant, 0)
+            if max_envs is not None and used + weight > max_envs:
+                return Admission("quota", used)
+            self._envs[tenant] = used + weight
+            if rate is not None:
+                times.append(now)
+            return Admission("ok", used + weight)
+
+    def release(self, tenant: str, worker: str, weight: int) -> None:
+        with self._lock:
+            self._envs[tenant] = max(0, self._envs.get(tenant, 0) - weight)
+
+    def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None:
+        pass  # one process: nothing outlives it
+
+    def usage(self, tenant: str) -> int:
+        return self._envs.get(tenant, 0)

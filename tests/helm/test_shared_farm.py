@@ -1,0 +1,139 @@
+"""The chart's defaults for a farm teams share: resources, the router's limits, tenants' keys and the store."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+import pytest
+from helmchart import CHART, FULLNAME, env_of, render
+from routerconf import chart_env, compose_env
+from routerconf import render as render_template
+
+from gymserve.settings import Settings
+from gymserve.tenancy.tenants import parse
+
+pytestmark = pytest.mark.helm
+
+TENANTS = ("tenants.enabled=true", "tenants.list.team-a.maxEnvs=200", "tenants.list.team-b.createsPerMinute=60")
+
+
+def containers(rendered: Any) -> list[dict[str, Any]]:
+    workloads = [*rendered.of_kind("StatefulSet"), *rendered.of_kind("Deployment")]
+    return [c for w in workloads for c in w["spec"]["template"]["spec"]["containers"]]
+
+
+@pytest.mark.parametrize("sets", [(), TENANTS])
+def test_every_container_has_cpu_and_memory_requests_and_limits(sets: tuple[str, ...]) -> None:
+    found = containers(render(None, *sets))
+    assert len(found) == (3 if sets else 2)  # gymserve, router (and the store)
+    for container in found:
+        for kind in ("requests", "limits"):
+            assert set(container["resources"][kind]) >= {"cpu", "memory"}, container["name"]
+
+
+def test_the_routers_body_limit_is_the_apps_in_compose_and_the_chart() -> None:
+    app_default = Settings.from_env({}).max_body_bytes
+    for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
+        assert f"client_max_body_size {app_default};" in render_template(env), name
+    bigger = chart_env(render(None, "config.maxBodyBytes=2000000"))
+    assert "client_max_body_size 2000000;" in render_template(bigger)
+
+
+def test_per_client_limits_are_settable_and_the_same_by_default_in_compose_and_the_chart() -> None:
+    defaults = {}
+    for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
+        config = render_template(env)
+        defaults[name] = (
+            re.search(r"limit_conn gs_per_client (\d+);", config)[1],  # type: ignore[index]
+            re.search(r"rate=(\d+)r/s", config)[1],  # type: ignore[index]
+            re.search(r"limit_req zone=gs_rate burst=(\d+) nodelay;", config)[1],  # type: ignore[index]
+        )
+        assert "limit_conn_status 429;" in config and "limit_req_status 429;" in config
+    assert defaults["compose"] == defaults["chart"] == ("64", "2000", "4000")
+    custom = render_template(chart_env(render(None, "router.limits.connectionsPerClient=4")))
+    assert "limit_conn gs_per_client 4;" in custom
+
+
+def test_the_routers_buffers_have_a_size_limit_and_it_runs_as_non_root_read_only() -> None:
+    spec = render().router["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"] == "256Mi"  # where temp-paths.conf puts the buffers
+    temp_paths = render().one("ConfigMap", f"{FULLNAME}-router")["data"]["temp-paths.conf.template"]
+    assert "client_body_temp_path /tmp/" in temp_paths and "proxy_temp_path /tmp/" in temp_paths
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def test_without_tenants_there_is_no_store_and_no_key() -> None:
+    rendered = render()
+    assert not any(o["metadata"]["name"].endswith(("-store", "-tenant-keys", "-tenants")) for o in rendered.objects)
+    env = env_of(rendered.server)
+    assert "GYMSERVE_TENANTS_FILE" not in env and "GYMSERVE_STORE_URL" not in env
+
+
+def test_generated_keys_are_in_a_secret_and_only_their_digests_reach_the_pods() -> None:
+    rendered = render(None, *TENANTS)
+    secret = rendered.one("Secret", f"{FULLNAME}-tenant-keys")
+    keys = {name: base64.b64decode(value).decode() for name, value in secret["data"].items()}
+    assert set(keys) == {"team-a", "team-b"} and all(len(k) > 40 for k in keys.values())
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    text = rendered.one("ConfigMap", f"{FULLNAME}-tenants")["data"]["tenants.toml"]
+    tenants = parse(text, "rendered")
+    assert tenants["team-a"].max_envs == 200 and tenants["team-b"].creates_per_minute == 60
+    for name, key in keys.items():
+        assert tenants[name].digests == (hashlib.sha256(key.encode()).digest(),)
+        assert key not in text
+    env = env_of(rendered.server)
+    assert env["GYMSERVE_TENANTS_FILE"] == "/etc/gymserve/tenants/tenants.toml"
+    assert env["GYMSERVE_STORE_URL"] == f"redis://{FULLNAME}-store.farm.svc.cluster.local:6379/0"
+    mounts = {m["mountPath"]: m for m in rendered.server["volumeMounts"]}
+    assert "subPath" not in mounts["/etc/gymserve/tenants"]  # a subPath mount would never see an update
+    volumes = {v["name"]: v for v in rendered.statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/etc/gymserve/tenants"]["name"]]["configMap"]["name"] == f"{FULLNAME}-tenants"
+
+
+def test_the_store_is_the_releases_own_pod_reached_by_gymserve_alone() -> None:
+    rendered = render(None, *TENANTS)
+    store = rendered.one("Deployment", f"{FULLNAME}-store")
+    (container,) = store["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "valkey/valkey:8"
+    assert rendered.one("Service", f"{FULLNAME}-store")["spec"]["ports"][0]["port"] == 6379
+    policy = rendered.one("NetworkPolicy", f"{FULLNAME}-store")
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"]] == ["server"]
+    egress = rendered.one("NetworkPolicy", FULLNAME)["spec"]["egress"]
+    assert egress[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "store"
+
+
+def test_an_existing_secret_and_an_external_store() -> None:
+    rendered = render(
+        None, "tenants.enabled=true", "tenants.existingSecret=our-tenants", "store.url=redis://ext:6380/1"
+    )
+    assert not rendered.of_kind("Secret") and not any(
+        o["metadata"]["name"].endswith("-store") for o in rendered.objects
+    )
+    env = env_of(rendered.server)
+    assert env["GYMSERVE_STORE_URL"] == "redis://ext:6380/1"
+    volumes = {v["name"]: v for v in rendered.statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tenants"]["secret"]["secretName"] == "our-tenants"
+    egress = rendered.one("NetworkPolicy", FULLNAME)["spec"]["egress"]
+    assert egress[0]["ports"] == [{"port": 6380, "protocol": "TCP"}]
+
+
+def test_helm_test_uses_a_tenants_key_through_the_router_and_runs_its_own_app_open() -> None:
+    rendered = render(None, *TENANTS)
+    pods = {p["metadata"]["name"]: p for p in rendered.tests}
+    connection = env_of(pods[f"{FULLNAME}-test-connection"]["spec"]["containers"][0])
+    assert connection["GYMSERVE_API_KEY"]["secretKeyRef"] == {"name": f"{FULLNAME}-tenant-keys", "key": "team-a"}
+    app = env_of(pods[f"{FULLNAME}-test-app"]["spec"]["containers"][0])
+    assert "GYMSERVE_TENANTS_FILE" not in app
+
+
+def test_notes_say_how_to_read_a_generated_key() -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "tenant-keys -o jsonpath=" in notes and "base64 -d" in notes
