@@ -30,7 +30,7 @@ from routerconf import chart_env, compose_env
 from routerconf import render as render_template
 
 from gymserve.api.openapi import SCHEMAS
-from gymserve.errors import GymServeError, error_body
+from gymserve.errors import GymServeError, error_body, kinds
 from servers import free_port
 
 pytestmark = pytest.mark.helm
@@ -254,6 +254,7 @@ def assert_error(answer: Answer, api: str, status: int, code: str, details: dict
     message = answer.body["error"]["message"] if native else answer.body["message"]
     expected = GymServeError(message, details=details)
     expected.code = code
+    expected.fault, expected.retryable = kinds().get(code, ("client", False))  # type: ignore[assignment]
     assert answer.body == error_body(expected, native), answer.body
     if native:
         jsonschema.validate(answer.body, SCHEMAS["Error"])  # the OpenAPI document's /v2 error

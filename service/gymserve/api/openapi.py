@@ -8,10 +8,14 @@ import msgspec
 
 from .. import __version__
 from ..codec import values as native
+from ..errors import kinds
 from ..pipeline import models
 from ..routing.ids import MAX_ID_LENGTH
 
 DTYPES = sorted(native.DTYPES)
+_KINDS_TEXT = "; ".join(
+    f"{code} {fault}{' (retryable)' if retry else ''}" for code, (fault, retry) in sorted(kinds().items())
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -218,6 +222,17 @@ SCHEMAS.update(
                             "type": "object",
                             "description": "`field` names the offending input; sequence conflicts add "
                             "`expected` and `got`.",
+                        },
+                        "fault": {
+                            "enum": ["client", "env", "infrastructure"],
+                            "description": "Whose failure: client (fix the request), env (the env itself raised), "
+                            "infrastructure (the service failed: a trainer may drop the episode rather than learn "
+                            "from it). By code: " + _KINDS_TEXT,
+                        },
+                        "retryable": {
+                            "type": "boolean",
+                            "description": "Whether sending the same request again (after Retry-After, if given) "
+                            "can succeed; numbered resets and steps are safe to resend.",
                         },
                     }
                 )
