@@ -40,6 +40,7 @@ class EnvRecord:
     episode_over: bool = False  # the last step ended the episode: /v2 needs a reset before the next step
     seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
     last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
+    labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (pipeline.models.Labels)
 
     @property
     def weight(self) -> int:
@@ -51,6 +52,10 @@ class EnvRecord:
 
     def expired(self, now: float) -> bool:
         return self.ttl > 0 and now - self.last_used > self.ttl
+
+    def matches(self, selector: dict[str, str]) -> bool:
+        """Whether every label of `selector` is one of this env's (an empty selector matches every env)."""
+        return all(self.labels.get(k) == v for k, v in selector.items())
 
 
 class Registry:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 
 from . import metrics
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
-from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue
+from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue, UnknownInstance
 from .registry import EnvRecord, Registry
 from .routing.forward import Forwarder
 from .routing.ids import IdMinter, Owner
@@ -75,9 +76,9 @@ class Worker:
         cap = self.settings.env_ttl_max_seconds
         return float(min(requested, cap) if cap else requested)
 
-    def create(self, req: CreateRequest, ttl: float) -> EnvRecord:
+    def create(self, req: CreateRequest, ttl: float, labels: dict[str, str] | None = None) -> EnvRecord:
         try:
-            record = self._create(req, ttl)
+            record = self._create(req, ttl, labels or {})
         except GymServeError as err:
             metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
             raise
@@ -87,7 +88,7 @@ class Worker:
         log.info("created env %s (%s%s)", record.instance_id, record.env_id, _vector_note(record))
         return record
 
-    def _create(self, req: CreateRequest, ttl: float) -> EnvRecord:
+    def _create(self, req: CreateRequest, ttl: float, labels: dict[str, str]) -> EnvRecord:
         if self.draining.is_set():
             raise Draining(
                 "this server is draining for shutdown and takes no new envs; retry on another",
@@ -115,6 +116,7 @@ class Worker:
                 num_envs=req.num_envs,
                 auto_reset=req.auto_reset,
                 autoreset_mode=(req.autoreset_mode or DEFAULT_AUTORESET) if req.num_envs else None,
+                labels=dict(labels),
             )
             self.registry.add(record)
         return record
@@ -123,6 +125,17 @@ class Worker:
         record = self.registry.pop(instance_id)
         log.info("closed env %s (%s)", record.instance_id, record.env_id)
         return record
+
+    def close_matching(self, selector: dict[str, str]) -> int:
+        """Close this worker's envs whose labels match `selector` (never empty: that would be every env)."""
+        assert selector, "a bulk close needs a label selector"
+        closed = 0
+        for record in self.registry.snapshot():
+            if record.matches(selector):
+                with suppress(UnknownInstance):  # closed meanwhile by its client or the reaper
+                    self.close(record.instance_id)
+                    closed += 1
+        return closed
 
 
 def _vector_note(record: EnvRecord) -> str:

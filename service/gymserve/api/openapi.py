@@ -139,6 +139,11 @@ SCHEMAS: dict[str, Any] = {
                 {"type": "integer", "minimum": 1, "description": "A vector env's sub-envs; null for a single env."}
             ),
             "autoreset_mode": _nullable(_AUTORESET),
+            "labels": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "The labels given at create (empty if none).",
+            },
         }
     ),
 }
@@ -212,6 +217,7 @@ SCHEMAS.update(
             }
         ),
         "RenderAnswer": _object({"frame": _ref("Value")}),
+        "DeleteCount": _object({"deleted": {"type": "integer", "minimum": 0}}),
         "Error": _object(
             {
                 "error": _object(
@@ -328,6 +334,16 @@ _ID_PARAMETER = {
     "schema": {"type": "string", "maxLength": MAX_ID_LENGTH},
     "example": "gymserve-0.1-7.9f0c4b2a6d8e41f3a5c7e9b1d3f5a7c9",
 }
+_LABEL_PARAMETER = {
+    "name": "label",
+    "in": "query",
+    "required": False,
+    "description": "key=value: only envs with this label; repeat for several (all must match).",
+    "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": models.MAX_LABELS},
+    "style": "form",
+    "explode": True,
+    "example": ["run=ppo-7"],
+}
 _INFO_CONTENT = _native_content("EnvInfo")
 _FRAME_CONTENT = {
     "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
@@ -355,9 +371,31 @@ DOCUMENT: dict[str, Any] = {
                 ("CreateRequest", True),
                 ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
             ),
-            "get": _operation(
-                "listEnvs", "List the envs of this replica", (200, "Every worker's envs.", _native_content("EnvList"))
-            ),
+            "get": {
+                **_operation(
+                    "listEnvs",
+                    "List the envs of this replica",
+                    (
+                        200,
+                        "Every worker's envs (those matching every label selector given).",
+                        _native_content("EnvList"),
+                    ),
+                    (422,),
+                ),
+                "parameters": [_LABEL_PARAMETER],
+            },
+            "delete": {
+                **_operation(
+                    "deleteEnvs",
+                    "Close the envs of this replica that match label selectors",
+                    (200, "How many envs were closed.", _native_content("DeleteCount")),
+                    (422,),
+                    description="Closes exactly the envs of this replica (every worker) whose labels match every "
+                    "label=key=value given; at least one is required (422 without: never every env). Through a "
+                    "router with several replicas, repeat it until it answers 0, or call it on each replica.",
+                ),
+                "parameters": [_LABEL_PARAMETER],
+            },
         },
         "/v2/envs/{instance_id}": {
             "parameters": [_ID_PARAMETER],

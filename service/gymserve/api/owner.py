@@ -38,8 +38,8 @@ def create_elsewhere_if_full(weight: int = 1) -> Response | None:
     return None if slot is None else forward_to(w, slot, "")
 
 
-def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
-    """Every other live worker's answer to GET `path`: the rest of a replica-wide list.
+def sibling_answers(path: str, accept: str, method: str = "GET", query: str = "") -> Iterator[bytes]:
+    """Every other live worker's answer to `method path?query`: the rest of a replica-wide list (or bulk delete).
 
     Nothing when this request was itself forwarded (the asking worker collects) or the worker stands alone.
     """
@@ -50,7 +50,7 @@ def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
         if slot == w.owner.slot:
             continue
         try:
-            answer = w.forwarder.send(slot, "GET", path, "", {"Accept": accept}, b"")
+            answer = w.forwarder.send(slot, method, path, query, {"Accept": accept}, b"")
         except GymServeError:
             continue  # that worker just died: its envs are gone, nothing to list
         if answer.status == 200:

@@ -9,10 +9,10 @@ from typing import Any
 import gymnasium as gym
 from flask import Blueprint, Response, request
 
-from .. import operations
+from .. import labels, operations
 from ..codec import png, spaces, values
 from ..envs import CreateRequest
-from ..errors import NotSupported
+from ..errors import InvalidValue, NotSupported
 from ..pipeline import handler, models, negotiation
 from ..registry import EnvRecord
 from ..routing import ids
@@ -83,6 +83,7 @@ def _summary(record: EnvRecord) -> dict[str, Any]:
         "expires_at": None if ttl_left is None else _timestamp(now + ttl_left),
         "num_envs": record.num_envs,
         "autoreset_mode": record.autoreset_mode,
+        "labels": record.labels,
     }
 
 
@@ -139,17 +140,35 @@ def create_env() -> Response:
         num_envs=body.num_envs,
         autoreset_mode=body.autoreset_mode,
     )
-    record = w.create(req, w.ttl_for(body.ttl))
+    record = w.create(req, w.ttl_for(body.ttl), body.labels)
     return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
 
 
 @bp.get("/envs")
 def list_envs() -> Response:
-    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
-    envs = [_summary(r) for r in worker().registry.snapshot()]
-    for body in owner.sibling_answers("/v2/envs", values.MSGPACK):
+    """The envs of the whole replica (this worker's, plus each sibling's, asked over its socket), those whose
+    labels match every `label=key=value` given."""
+    chosen = labels.selector(request.args.getlist("label"))
+    envs = [_summary(r) for r in worker().registry.snapshot() if r.matches(chosen)]
+    for body in owner.sibling_answers("/v2/envs", values.MSGPACK, query=_query()):
         envs.extend(values.loads(body, values.MSGPACK)["envs"])
     return _answer({"envs": envs})
+
+
+@bp.delete("/envs")
+def delete_envs() -> Response:
+    """Close exactly the envs of this replica whose labels match every `label=key=value` (at least one)."""
+    chosen = labels.selector(request.args.getlist("label"))
+    if not chosen:  # never "close everything" by a forgotten parameter
+        raise InvalidValue("label", "a bulk delete needs at least one label=key=value; it never closes every env")
+    deleted = worker().close_matching(chosen)
+    for body in owner.sibling_answers("/v2/envs", values.MSGPACK, "DELETE", _query()):
+        deleted += values.loads(body, values.MSGPACK)["deleted"]
+    return _answer({"deleted": deleted})
+
+
+def _query() -> str:
+    return request.query_string.decode("latin-1")
 
 
 @bp.get("/envs/<instance_id>")

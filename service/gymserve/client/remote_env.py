@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
@@ -32,7 +32,8 @@ class RemoteEnv(gym.Env[Any, Any]):
     whose connection fails, or that the server refuses as busy (429, 503), is retried `retries`
     times with backoff without ever running twice. `compress` asks for gzipped large answers.
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
-    observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
+    observation. `labels={"run": "ppo-7"}` tags the env (DELETE /v2/envs?label=run=ppo-7 closes a run's
+    envs). `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
     arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
@@ -56,6 +57,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         retries: int = 4,
         compress: bool = True,
         wrappers: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
@@ -64,7 +66,13 @@ class RemoteEnv(gym.Env[Any, Any]):
             raise ValueError("wrappers need protocol='v2'")
         self.render_mode = render_mode
         create = create_body(
-            env_id, render_mode, kwargs, max_episode_steps=max_episode_steps, ttl=ttl, wrappers=list(wrappers)
+            env_id,
+            render_mode,
+            kwargs,
+            max_episode_steps=max_episode_steps,
+            ttl=ttl,
+            wrappers=list(wrappers),
+            labels=dict(labels or {}),
         )
         http = session(base_url, timeout, retries, compress and protocol == "v2")
         self._remote: _Remote = opened(

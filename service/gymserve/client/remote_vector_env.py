@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -50,6 +50,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         retries: int = 4,
         compress: bool = True,
         wrappers: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -67,6 +68,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             max_episode_steps=max_episode_steps,
             ttl=ttl,
             wrappers=list(wrappers),
+            labels=dict(labels or {}),
         )
         http = session(base_url, timeout, retries, compress)
         self._remote = opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding]))
