@@ -208,6 +208,21 @@ class Internal(GymServeError):
         super().__init__("internal server error")
 
 
+class IdempotencyInFlight(GymServeError):
+    """A create with this key is still being made: its answer comes to the request that is running it."""
+
+    status = 409
+    code = "idempotency_in_flight"
+    retryable = True
+
+
+class IdempotencyMismatch(GymServeError):
+    """This key already named a create with another body: a key names one create, never two."""
+
+    status = 422
+    code = "idempotency_mismatch"
+
+
 def error_body(err: GymServeError, native: bool) -> dict[str, Any]:
     """/v2 (`native`): {"error": {code, message, details, fault, retryable}}; /v1: the seed's {"message"} plus
     code, fault, retryable and details (additive fields: seed clients read only the message)."""

@@ -10,6 +10,7 @@ from contextlib import suppress
 from . import metrics
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
 from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue, UnknownInstance
+from .idempotency import Keys
 from .registry import EnvRecord, Registry
 from .routing.forward import Forwarder
 from .routing.ids import IdMinter, Owner
@@ -33,7 +34,8 @@ class Worker:
         self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
         on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
         self.factory = EnvFactory(settings)
-        self.registry = Registry(settings, on_count, _count_closed)
+        self.keys = Keys()  # the idempotency keys of the creates this worker made
+        self.registry = Registry(settings, on_count, self._closed)
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
         # Batch stepping forwards each sibling's items in parallel; threads start on first use, after fork.
@@ -125,6 +127,10 @@ class Worker:
         record = self.registry.pop(instance_id)
         log.info("closed env %s (%s)", record.instance_id, record.env_id)
         return record
+
+    def _closed(self, record: EnvRecord, reason: str) -> None:
+        _count_closed(record, reason)
+        self.keys.forget_env(record.instance_id)
 
     def close_matching(self, selector: dict[str, str]) -> int:
         """Close this worker's envs whose labels match `selector` (never empty: that would be every env)."""

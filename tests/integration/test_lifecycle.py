@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
-from test_v2_api import JSON, Api, Contract, expect_error
+from test_v2_api import Api, Contract, expect_error
 
 from gymserve.client import RemoteEnv, RemoteVectorEnv
 from servers import Server, start_server
@@ -86,3 +85,34 @@ def test_clients_pass_labels(farm: Server) -> None:
         assert vec.info()["labels"] == {"run": run}
         assert requests.delete(f"{farm.url}/v2/envs?label=run={run}", timeout=30).json() == {"deleted": 2}
         vec.close()  # already gone: closing says nothing
+
+
+# --- idempotent create ---
+
+
+def test_the_same_key_and_body_give_the_same_env_on_any_worker(api: Api) -> None:
+    run, key = _run(), str(uuid.uuid4())
+    body = {"env_id": "CartPole-v1", "labels": {"run": run}}
+    answers = [api.call("POST", "/v2/envs", body, headers={"Idempotency-Key": key}) for _ in range(6)]
+    assert {resp.status_code for resp, _ in answers} == {201}
+    assert len({info["instance_id"] for _, info in answers}) == 1
+    assert answers[0][0].content == answers[-1][0].content, "a resend gets the first answer again"
+    assert [resp.headers.get("Idempotent-Replayed") for resp, _ in answers] == [None] + ["true"] * 5
+    assert len(_ids(api, f"run={run}")) == 1, "one env, however many workers the resends reached"
+    other, _ = api.call("POST", "/v2/envs", {**body, "ttl": 60}, headers={"Idempotency-Key": key})
+    expect_error(other, 422, "idempotency_mismatch", "Idempotency-Key")
+    assert (
+        api.call("POST", "/v2/envs", body, send_as="application/msgpack", headers={"Idempotency-Key": key})[
+            0
+        ].status_code
+        == 422
+    ), "the same body means the same bytes in the same encoding"
+    api.call("DELETE", f"/v2/envs/{answers[0][1]['instance_id']}")
+    resp, again = api.call("POST", "/v2/envs", body, headers={"Idempotency-Key": key})
+    assert resp.status_code == 201 and again["instance_id"] != answers[0][1]["instance_id"], "forgotten with its env"
+    api.call("DELETE", f"/v2/envs?label=run={run}")
+
+
+def test_a_bad_key_is_refused_naming_the_header(api: Api) -> None:
+    resp, _ = api.call("POST", "/v2/envs", {"env_id": "CartPole-v1"}, headers={"Idempotency-Key": "x" * 201})
+    expect_error(resp, 422, "invalid_value", "Idempotency-Key")

@@ -259,7 +259,8 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     405: ("method_not_allowed: the route exists, but not with this method.", False),
     409: (
         "reset_needed: step before reset (or after the episode ended); sequence_conflict: `seq` is neither the "
-        "next number nor a resend of the last call (details.expected says which is next).",
+        "next number nor a resend of the last call (details.expected says which is next); idempotency_in_flight: "
+        "a create with this Idempotency-Key is still running.",
         False,
     ),
     410: ("instance_lost: the env was lost with its worker process; create a new env.", False),
@@ -267,7 +268,8 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
     422: (
         "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
-        "not_supported; details.field names the offending input.",
+        "not_supported, idempotency_mismatch (the key named a create with another body); details.field names the "
+        "offending input.",
         False,
     ),
     429: ("Not sent by gymserve; a router in front may send it. Clients retry after Retry-After.", True),
@@ -334,6 +336,21 @@ _ID_PARAMETER = {
     "schema": {"type": "string", "maxLength": MAX_ID_LENGTH},
     "example": "gymserve-0.1-7.9f0c4b2a6d8e41f3a5c7e9b1d3f5a7c9",
 }
+_IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Names this create (a random UUID per create, say), so that a resend is answered with the same "
+    "env instead of making a second one.",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+}
+_IDEMPOTENCY_TEXT = (
+    "With an Idempotency-Key: the same key and the same body (byte for byte) are answered 201 with the same env "
+    "(and Idempotent-Replayed: true) for as long as that env lives; the same key with another body is a 422 "
+    "idempotency_mismatch; a resend while the first is still running is a 409 idempotency_in_flight (retryable). "
+    "Through the router, keyed creates go to a replica chosen by a consistent hash of the key; a change in the "
+    "set of replicas can move a key (see docs/lifecycle.md)."
+)
 _LABEL_PARAMETER = {
     "name": "label",
     "in": "query",
@@ -363,14 +380,20 @@ DOCUMENT: dict[str, Any] = {
     },
     "paths": {
         "/v2/envs": {
-            "post": _operation(
-                "createEnv",
-                "Create an env",
-                (201, "Created; Location names the new env.", _INFO_CONTENT),
-                (403, 422),
-                ("CreateRequest", True),
-                ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
-            ),
+            "post": {
+                **_operation(
+                    "createEnv",
+                    "Create an env",
+                    (201, "Created; Location names the new env.", _INFO_CONTENT),
+                    (403, 409, 422),
+                    ("CreateRequest", True),
+                    ok_headers={
+                        "Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}},
+                    },
+                    description=_IDEMPOTENCY_TEXT,
+                ),
+                "parameters": [_IDEMPOTENCY_PARAMETER],
+            },
             "get": {
                 **_operation(
                     "listEnvs",

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from flask import Response, request
 
+from .. import idempotency
 from ..errors import GymServeError, InstanceLost, UnknownInstance
 from ..pipeline.lean import resolution
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
@@ -36,6 +37,18 @@ def create_elsewhere_if_full(weight: int = 1) -> Response | None:
         return None
     slot = w.roomiest_sibling(weight)
     return None if slot is None else forward_to(w, slot, "")
+
+
+def create_where_key_lives(key: str) -> Response | None:
+    """A create with an Idempotency-Key goes to the worker its key hashes to, which alone remembers the key;
+    None: that is this worker (or it stands alone, or the request was forwarded)."""
+    w = worker()
+    if w.replica is None or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
+        return None
+    slot = idempotency.slot_of(key, sorted({*w.replica.live_slots(), w.owner.slot}))
+    if slot == w.owner.slot:
+        return None
+    return forward_to(w, slot, "")
 
 
 def sibling_answers(path: str, accept: str, method: str = "GET", query: str = "") -> Iterator[bytes]:

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 from flask import Blueprint, Response, request
 
-from .. import labels, operations
+from .. import idempotency, labels, operations
 from ..codec import png, spaces, values
 from ..envs import CreateRequest
 from ..errors import InvalidValue, NotSupported
@@ -17,6 +17,7 @@ from ..pipeline import handler, models, negotiation
 from ..registry import EnvRecord
 from ..routing import ids
 from ..routing.forward import FORWARDED_HEADER
+from ..worker import Worker
 from . import batch, openapi, owner
 from .common import json_response, worker
 
@@ -125,11 +126,32 @@ def _single_space(env: Any, name: str) -> dict[str, Any] | None:
 @bp.post("/envs")
 def create_env() -> Response:
     w = worker()
+    key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+    if key is not None and (there := owner.create_where_key_lives(key)) is not None:
+        return there
     body = _decode(models.CreateRequest, required=True)
-    elsewhere = owner.create_elsewhere_if_full(body.num_envs or 1)
-    if elsewhere is not None:
+    if key is None and (elsewhere := owner.create_elsewhere_if_full(body.num_envs or 1)) is not None:
         return elsewhere
     models.check_limits(body, w.settings)
+    if key is None:
+        return _created(_create(w, body))
+    earlier = w.keys.claim(key, idempotency.digest(request.content_type, request.get_data(cache=True)))
+    if earlier is not None:  # a resend of a create that was made: its env, not a second one
+        return _answer(earlier, 201, {"Location": f"/v2/envs/{earlier['instance_id']}", "Idempotent-Replayed": "true"})
+    try:
+        info = _info(_create(w, body))
+    except BaseException:
+        w.keys.release(key)
+        raise
+    w.keys.done(key, info["instance_id"], info)
+    return _answer(info, 201, {"Location": f"/v2/envs/{info['instance_id']}"})
+
+
+def _created(record: EnvRecord) -> Response:
+    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+
+
+def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
     req = CreateRequest(
         env_id=body.env_id,
         max_episode_steps=body.max_episode_steps,
@@ -140,8 +162,7 @@ def create_env() -> Response:
         num_envs=body.num_envs,
         autoreset_mode=body.autoreset_mode,
     )
-    record = w.create(req, w.ttl_for(body.ttl), body.labels)
-    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+    return w.create(req, w.ttl_for(body.ttl), body.labels)
 
 
 @bp.get("/envs")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,8 +46,7 @@ class V2Protocol:
     def __init__(self, http: HttpSession, create: dict[str, Any], media_type: str = values.MSGPACK) -> None:
         self.http = http
         self.media_type = media_type
-        # A create is not numbered: it is resent only if it never reached the server (or was refused as busy).
-        info = self._call("POST", "/v2/envs", create, resend=False)
+        info = self._create(create)
         self.created = info  # what the server said about the env when it made it
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
@@ -53,8 +54,23 @@ class V2Protocol:
         self.action_space = spaces.rebuild_space(info["action_space"])
         self.observation_space = spaces.rebuild_space(info["observation_space"])
 
-    def _call(self, method: str, path: str, body: Any = None, *, resend: bool = True) -> Any:
-        headers = {"Accept": self.media_type}
+    def _create(self, create: dict[str, Any]) -> Any:
+        """A create named by a random Idempotency-Key: resent, like a step, when its answer is lost, and then
+        answered with the env it made (adopted, not leaked); a resend that finds the first still running waits."""
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        for attempt in range(self.http.retries + 1):
+            try:
+                return self._call("POST", "/v2/envs", create, headers=key)
+            except RemoteError as err:
+                if err.code != "idempotency_in_flight" or attempt == self.http.retries:
+                    raise
+                time.sleep(self.http.backoff * 2**attempt)
+        raise AssertionError("not reached")
+
+    def _call(
+        self, method: str, path: str, body: Any = None, *, resend: bool = True, headers: dict[str, str] | None = None
+    ) -> Any:
+        headers = {"Accept": self.media_type, **(headers or {})}
         data = None
         if body is not None:
             data = values.dumps(body, self.media_type)
