@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
-from . import metrics
+from . import metrics, snapshots
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
 from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue, UnknownInstance
 from .idempotency import Keys
@@ -79,28 +80,36 @@ class Worker:
         return float(min(requested, cap) if cap else requested)
 
     def create(self, req: CreateRequest, ttl: float, labels: dict[str, str] | None = None) -> EnvRecord:
+        return self._opened(req.env_id, lambda: self._create(req, ttl, labels or {}), "created")
+
+    def fork(self, instance_id: str, ttl: float | None, labels: dict[str, str] | None) -> EnvRecord:
+        """A new env of this worker in exactly the state of `instance_id` (random generators included), with its
+        own id, sequence, counters and TTL (the original's unless given) and labels (copied unless given)."""
+        source = self.registry.get(instance_id)
+        return self._opened(source.env_id, lambda: self._fork(source, ttl, labels), "forked")
+
+    def _opened(self, env_id: str, make: Callable[[], EnvRecord], verb: str) -> EnvRecord:
+        """`make()`'s new env, counted and logged like every new env (its failure counted too)."""
         try:
-            record = self._create(req, ttl, labels or {})
+            record = make()
         except GymServeError as err:
-            metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
+            metrics.FAILED.labels(metrics.label_for(env_id, self.factory.allowed), err.code).inc()
             raise
         record.meters = metrics.EnvMeters(record.env_id)
         record.meters.live.inc(record.weight)
         metrics.CREATED.labels(record.env_id).inc(record.weight)
-        log.info("created env %s (%s%s)", record.instance_id, record.env_id, _vector_note(record))
+        log.info("%s env %s (%s%s)", verb, record.instance_id, record.env_id, _vector_note(record))
         return record
 
-    def _create(self, req: CreateRequest, ttl: float, labels: dict[str, str]) -> EnvRecord:
+    def _check_room(self, weight: int) -> None:
+        """A new env of `weight` may be made here: not draining, and the replica has room (503 otherwise)."""
         if self.draining.is_set():
             raise Draining(
                 "this server is draining for shutdown and takes no new envs; retry on another",
                 retry_after=self.settings.retry_after_seconds,
             )
-        self.factory.check_env_id(req.env_id)
-        self.factory.check_vector(req)
         # Other workers count without a shared lock (a worker killed holding one would stall them all),
         # so the replica limit can be overshot by at most one create per worker racing this check.
-        weight = req.weight
         if self.replica_envs() + weight > self.settings.max_envs:
             raise CapacityExceeded(
                 f"this replica holds {self.replica_envs()} of its maximum of {self.settings.max_envs} envs "
@@ -108,6 +117,35 @@ class Worker:
                 retry_after=self.settings.retry_after_seconds,
                 details={"limit": self.settings.max_envs},
             )
+
+    def _fork(self, source: EnvRecord, ttl: float | None, labels: dict[str, str] | None) -> EnvRecord:
+        self._check_room(source.weight)
+        with self.registry.reserve(source.weight):
+            with self.registry.use(source.instance_id) as locked:  # no step moves it while it is copied
+                env = snapshots.copy_env(locked.env)
+                seed, episode_over = locked.seed, locked.episode_over
+            record = EnvRecord(
+                instance_id=self.ids.mint(),
+                env_id=source.env_id,
+                env=env,
+                ttl=source.ttl if ttl is None else ttl,
+                num_envs=source.num_envs,
+                auto_reset=source.auto_reset,
+                autoreset_mode=source.autoreset_mode,
+                seed=seed,
+                episode_over=episode_over,
+                labels=dict(source.labels if labels is None else labels),
+            )
+            self.registry.add(record)
+        return record
+
+    def _create(self, req: CreateRequest, ttl: float, labels: dict[str, str]) -> EnvRecord:
+        if self.draining.is_set():
+            self._check_room(req.weight)  # the draining answer comes before any check of the request
+        self.factory.check_env_id(req.env_id)
+        self.factory.check_vector(req)
+        weight = req.weight
+        self._check_room(weight)
         with self.registry.reserve(weight):
             env = self.factory.make(req)
             record = EnvRecord(

@@ -4,14 +4,18 @@ OpenAPI document (the Contract of test_v2_api)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from test_v2_api import Api, Contract, expect_error
 
-from gymserve.client import RemoteEnv, RemoteVectorEnv
+from gymserve.client import RemoteEnv, RemoteError, RemoteVectorEnv
+from lifecycle_envs import DICT_ENV, sitecustomize_dir
 from servers import Server, start_server
 
 pytestmark = pytest.mark.integration
@@ -21,7 +25,12 @@ SNAPSHOT_KEY = "test-farm-key-" + "k" * 32
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("lifecycle"), workers=2, snapshot_key=SNAPSHOT_KEY)
+    """Two workers that also allow the test's Dict-observation env (registered by a sitecustomize.py)."""
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    with pytest.MonkeyPatch.context() as patch:
+        site = str(sitecustomize_dir(tmp / "site"))
+        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p))
+        srv = start_server(tmp, workers=2, snapshot_key=SNAPSHOT_KEY, allowed_envs=f"CartPole-v1,Acrobot-v1,{DICT_ENV}")
     yield srv
     srv.stop()
 
@@ -116,3 +125,88 @@ def test_the_same_key_and_body_give_the_same_env_on_any_worker(api: Api) -> None
 def test_a_bad_key_is_refused_naming_the_header(api: Api) -> None:
     resp, _ = api.call("POST", "/v2/envs", {"env_id": "CartPole-v1"}, headers={"Idempotency-Key": "x" * 201})
     expect_error(resp, 422, "invalid_value", "Idempotency-Key")
+
+
+# --- fork ---
+
+
+def _trajectory(env: Any, actions: list[Any]) -> list[Any]:
+    """The transitions of `actions`, up to the end of the episode (a single env's)."""
+    out = []
+    for action in actions:
+        out.append(env.step(action))
+        if out[-1][2] is True or out[-1][3] is True:
+            break
+    return out
+
+
+def _assert_bit_identical(a: Any, b: Any) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            _assert_bit_identical(a[key], b[key])
+    elif isinstance(a, (tuple, list)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_bit_identical(x, y)
+    elif isinstance(a, np.ndarray) and a.dtype == object:  # a vector env's final_obs: one per sub-env
+        assert isinstance(b, np.ndarray) and b.dtype == object and a.shape == b.shape
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            _assert_bit_identical(x, y)
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    else:
+        assert type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", DICT_ENV])
+def test_a_fork_follows_the_same_trajectory_and_never_moves_the_original(farm: Server, env_id: str) -> None:
+    with RemoteEnv(farm.url, env_id, labels={"run": "fork"}) as original:
+        original.reset(seed=11)
+        rng = np.random.default_rng(0)
+        _trajectory(original, [0, 1, 0])
+        fork = original.fork()
+        with fork:
+            assert fork.instance_id != original.instance_id
+            info = fork._remote.info()  # type: ignore[attr-defined]
+            assert info["seq"] == 0 and info["labels"] == {"run": "fork"}
+            assert info["owner"] == original._remote.info()["owner"], "a fork lives on its original's worker"  # type: ignore[attr-defined]
+            actions = [int(a) for a in rng.integers(0, 2, 20)]
+            theirs = _trajectory(fork, actions)  # the fork first: stepping it must not move the original
+            mine = _trajectory(original, actions)
+            _assert_bit_identical(theirs, mine)
+            relabelled = fork.fork(labels={"run": "other"})
+            assert relabelled._remote.info()["labels"] == {"run": "other"}  # type: ignore[attr-defined]
+            relabelled.close()
+
+
+def test_a_vector_fork_follows_the_same_trajectories(farm: Server) -> None:
+    with RemoteVectorEnv(farm.url, "CartPole-v1", 3, autoreset_mode="same_step") as original:
+        original.reset(seed=5)
+        original.step(np.array([0, 1, 0]))
+        with original.fork() as fork:
+            assert fork.num_envs == 3 and fork.metadata == original.metadata
+            actions = [np.array(a) for a in np.random.default_rng(1).integers(0, 2, (40, 3))]
+            _assert_bit_identical(_trajectory(fork, actions), _trajectory(original, actions))
+
+
+def test_a_fork_counts_against_capacity_as_its_sub_envs(make_server: Any) -> None:
+    srv = make_server(workers=1, max_envs_per_worker=5, max_envs=5)
+    with RemoteVectorEnv(srv.url, "CartPole-v1", 3) as vec:
+        with pytest.raises(RemoteError) as full:
+            vec.fork()
+        assert full.value.status == 503 and full.value.code == "capacity_exceeded"
+        assert full.value.fault == "infrastructure" and full.value.retryable
+
+
+def test_an_env_that_cannot_be_copied_is_422_not_supported_saying_why(api: Api) -> None:
+    instance_id = api.create(kwargs={"render_mode": "rgb_array"})
+    api.call("POST", f"/v2/envs/{instance_id}/reset", {"seed": 1})
+    api.call("GET", f"/v2/envs/{instance_id}/render")  # the renderer now holds a pygame clock
+    resp, _ = api.call("POST", f"/v2/envs/{instance_id}/fork")
+    error = expect_error(resp, 422, "not_supported", "instance_id")
+    assert "cannot be copied" in error["message"] and "Clock" in error["message"]
+    resp, forked = api.call("POST", f"/v2/envs/{api.create()}/fork", {"ttl": 30, "labels": {"run": "x"}})
+    assert resp.status_code == 201 and forked["ttl"] == 30 and forked["labels"] == {"run": "x"}
+    api.call("DELETE", f"/v2/envs/{instance_id}")
+    expect_error(api.call("POST", f"/v2/envs/{instance_id}/fork")[0], 404, "unknown_instance")

@@ -543,13 +543,16 @@ def test_garbage_never_gets_a_5xx(api: Api, route: str) -> None:
 
 
 def test_the_lifecycle_routes_answer_as_the_contract_says(api: Api) -> None:
-    """Labels, bulk delete (tested in full in test_lifecycle.py), held to this module's contract too."""
+    """Labels, bulk delete and fork (tested in full in test_lifecycle.py), held to this module's contract too."""
     instance_id = api.create(labels={"run": "contract"})
     resp, listed = api.call("GET", "/v2/envs?label=run=contract")
     assert [e["instance_id"] for e in listed["envs"]] == [instance_id]
     resp, answer = api.call("DELETE", "/v2/envs?label=run=contract", accept=MSGPACK)
     assert resp.status_code == 200 and answer == {"deleted": 1}
     expect_error(api.call("DELETE", "/v2/envs")[0], 422, "invalid_value", "label")
+    original = api.create()
+    resp, fork = api.call("POST", f"/v2/envs/{original}/fork", accept=MSGPACK)
+    assert resp.status_code == 201 and resp.headers["Location"] == f"/v2/envs/{fork['instance_id']}"
 
 
 def test_every_operation_and_status_in_this_module_was_checked_against_the_contract(api: Api) -> None:

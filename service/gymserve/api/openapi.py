@@ -430,6 +430,23 @@ DOCUMENT: dict[str, Any] = {
             ),
             "delete": _operation("deleteEnv", "Close an env", (204, "Closed.", {})),
         },
+        "/v2/envs/{instance_id}/fork": {
+            "parameters": [_ID_PARAMETER],
+            "post": _operation(
+                "forkEnv",
+                "Fork an env: a new env in exactly its state",
+                (201, "The fork; Location names it.", _INFO_CONTENT),
+                (422,),
+                ("ForkRequest", False),
+                "A deep copy of the env, random generators included, made under its lock on the worker that holds "
+                "it: the same actions then give bit-identical trajectories, and stepping one never moves the other. "
+                "The fork has its own id, sequence (seq 0), step and episode counts, TTL (the original's unless "
+                "given) and labels (copied unless given), and counts against capacity like a create (a vector env "
+                "as its sub-envs). An env that cannot be copied (one holding a renderer's clock, say) is a 422 "
+                "not_supported that says why.",
+                ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
+            ),
+        },
         "/v2/envs/{instance_id}/reset": {
             "parameters": [_ID_PARAMETER],
             "post": _operation(

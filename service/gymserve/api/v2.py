@@ -205,6 +205,15 @@ def keepalive(instance_id: str) -> Response:
     return _answer(_summary(record))
 
 
+@bp.post("/envs/<instance_id>/fork")
+def fork_env(instance_id: str) -> Response:
+    """A new env on the same worker in exactly this env's state: the same actions then give the same trajectory."""
+    w = worker()
+    body = _decode(models.ForkRequest)
+    local = owner.local_id(instance_id)
+    return _created(w.fork(local, None if body.ttl is None else w.ttl_for(body.ttl), body.labels))
+
+
 @bp.post("/envs/<instance_id>/reset")
 def reset_env(instance_id: str) -> Response:
     return _handled("reset", instance_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..codec import spaces, values
@@ -43,10 +43,20 @@ class V2Protocol:
     """An env created over /v2. Every reset and step carries the next sequence number, so that a request
     whose answer was lost is resent as it was and the server answers it again without running it twice."""
 
-    def __init__(self, http: HttpSession, create: dict[str, Any], media_type: str = values.MSGPACK) -> None:
+    def __init__(
+        self,
+        http: HttpSession,
+        create: dict[str, Any] | None,
+        media_type: str = values.MSGPACK,
+        *,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        """Create an env from `create`, or (`info`) take on one the server already made (a fork)."""
         self.http = http
         self.media_type = media_type
-        info = self._create(create)
+        if info is None:
+            assert create is not None
+            info = self._create(create)
         self.created = info  # what the server said about the env when it made it
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
@@ -94,6 +104,11 @@ class V2Protocol:
 
     def render(self) -> Any:
         return self._call("GET", f"{self._path}/render")["frame"]
+
+    def fork(self, ttl: float | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
+        """The server's answer about a new fork of this env (not resent: a lost answer leaves the fork to its TTL)."""
+        body = {k: v for k, v in (("ttl", ttl), ("labels", None if labels is None else dict(labels))) if v is not None}
+        return self._call("POST", f"{self._path}/fork", body, resend=False)
 
     def info(self) -> dict[str, Any]:
         """What the server knows about this env: steps, episodes, seq, TTL, owner, spec."""

@@ -74,15 +74,41 @@ class RemoteEnv(gym.Env[Any, Any]):
             wrappers=list(wrappers),
             labels=dict(labels or {}),
         )
-        http = session(base_url, timeout, retries, compress and protocol == "v2")
-        self._remote: _Remote = opened(
+        self._session_args = (base_url, timeout, retries, compress and protocol == "v2")
+        http = session(*self._session_args)
+        self._attach(
             http,
-            lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+            opened(
+                http,
+                lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+            ),
+            env_id,
         )
+
+    def _attach(self, http: HttpSession, remote: _Remote, env_id: str) -> None:
         self._http: HttpSession = http
-        self.action_space = self._remote.action_space
-        self.observation_space = self._remote.observation_space
+        self._remote: _Remote = remote
+        self.action_space = remote.action_space
+        self.observation_space = remote.observation_space
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+
+    def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteEnv:
+        """A new RemoteEnv (its own connection) for a fork of this env on the server: a new env in exactly this
+        env's state, random generators included, so the same actions give the same trajectory (/v2 only)."""
+        remote = self._v2()
+        info = remote.fork(ttl, labels)
+        http = session(*self._session_args)
+        twin = type(self).__new__(type(self))
+        twin.render_mode = self.render_mode
+        twin._session_args = self._session_args
+        twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)), info["env_id"])
+        return twin
+
+    def _v2(self) -> V2Protocol:
+        remote = self._open()
+        if not isinstance(remote, V2Protocol):
+            raise ValueError("forks and snapshots need protocol='v2'")
+        return remote
 
     @property
     def instance_id(self) -> str | None:

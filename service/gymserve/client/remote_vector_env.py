@@ -70,18 +70,36 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             wrappers=list(wrappers),
             labels=dict(labels or {}),
         )
-        http = session(base_url, timeout, retries, compress)
-        self._remote = opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding]))
-        self._http: HttpSession = http
-        created = self._remote.created
-        self.num_envs = int(created["num_envs"])
+        self._session_args = (base_url, timeout, retries, compress)
         self.render_mode = render_mode
-        self.action_space = self._remote.action_space
-        self.observation_space = self._remote.observation_space
+        http = session(*self._session_args)
+        self._attach(http, opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding])))
+
+    def _attach(self, http: HttpSession, remote: V2Protocol) -> None:
+        self._http: HttpSession = http
+        self._remote = remote
+        created = remote.created
+        self.num_envs = int(created["num_envs"])
+        self.action_space = remote.action_space
+        self.observation_space = remote.observation_space
         self.single_action_space = spaces.rebuild_space(created["single_action_space"])
         self.single_observation_space = spaces.rebuild_space(created["single_observation_space"])
-        self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == name)}
+        mode = created["autoreset_mode"]
+        self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == mode)}
+        env_id = created["env_id"]
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+
+    def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteVectorEnv:
+        """A new RemoteVectorEnv (its own connection) for a fork of this vector env on the server: every sub-env in
+        exactly its state, random generators included, so the same actions give the same trajectories."""
+        remote = self._open()
+        info = remote.fork(ttl, labels)
+        http = session(*self._session_args)
+        twin = type(self).__new__(type(self))
+        twin.render_mode = self.render_mode
+        twin._session_args = self._session_args
+        twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)))
+        return twin
 
     @property
     def instance_id(self) -> str | None:

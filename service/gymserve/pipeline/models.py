@@ -138,7 +138,14 @@ class EpisodesRequest(Body):
     seed: Seed | None = None
 
 
-MODELS = (CreateRequest, ResetRequest, StepRequest, BatchStepRequest)
+class ForkRequest(Body):
+    """POST /v2/envs/<id>/fork: the fork's own TTL and labels (the original's unless given)."""
+
+    ttl: Ttl | None = None
+    labels: Labels | None = None
+
+
+MODELS = (CreateRequest, ResetRequest, StepRequest, BatchStepRequest, ForkRequest)
 B = TypeVar("B", bound=Body)
 _AT = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
 _NAMED = re.compile(r"`(?P<name>[^`]+)`")
