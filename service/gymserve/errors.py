@@ -223,6 +223,16 @@ class IdempotencyMismatch(GymServeError):
     code = "idempotency_mismatch"
 
 
+class InvalidSnapshot(BadRequest):
+    """A snapshot this farm's key did not seal (altered, foreign, not a snapshot), or that cannot be restored."""
+
+    status = 422
+    code = "invalid_snapshot"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details={"field": "snapshot"})
+
+
 def error_body(err: GymServeError, native: bool) -> dict[str, Any]:
     """/v2 (`native`): {"error": {code, message, details, fault, retryable}}; /v1: the seed's {"message"} plus
     code, fault, retryable and details (additive fields: seed clients read only the message)."""

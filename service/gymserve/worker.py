@@ -36,6 +36,7 @@ class Worker:
         on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
         self.factory = EnvFactory(settings)
         self.keys = Keys()  # the idempotency keys of the creates this worker made
+        self.sealer = snapshots.Sealer.from_environ(settings.max_snapshot_bytes)
         self.registry = Registry(settings, on_count, self._closed)
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
@@ -122,21 +123,56 @@ class Worker:
         self._check_room(source.weight)
         with self.registry.reserve(source.weight):
             with self.registry.use(source.instance_id) as locked:  # no step moves it while it is copied
-                env = snapshots.copy_env(locked.env)
-                seed, episode_over = locked.seed, locked.episode_over
-            record = EnvRecord(
-                instance_id=self.ids.mint(),
-                env_id=source.env_id,
-                env=env,
-                ttl=source.ttl if ttl is None else ttl,
-                num_envs=source.num_envs,
-                auto_reset=source.auto_reset,
-                autoreset_mode=source.autoreset_mode,
-                seed=seed,
-                episode_over=episode_over,
-                labels=dict(source.labels if labels is None else labels),
-            )
-            self.registry.add(record)
+                state = _state_of(locked, snapshots.copy_env(locked.env))
+            return self._adopt(state, source.ttl if ttl is None else ttl, labels)
+
+    def snapshot(self, instance_id: str) -> bytes:
+        """The env's state sealed into a blob that any replica with this farm's key can restore."""
+        with self.registry.use(instance_id) as record:  # pickled under its lock: no step moves it meanwhile
+            return self.sealer.seal(_state_of(record, record.env))
+
+    def restore(
+        self,
+        blob: bytes,
+        env_id: str,
+        ttl: float,
+        labels: dict[str, str] | None,
+        num_envs: int | None = None,
+        autoreset_mode: str | None = None,
+    ) -> EnvRecord:
+        """A new env in the state a snapshot holds; the blob is opened only if this farm's key sealed it.
+        `env_id` (and `num_envs`, `autoreset_mode` if given) must be the snapshot's."""
+        self.factory.check_env_id(env_id)
+        state = self.sealer.open(blob)
+        for name, given, held in (
+            ("env_id", env_id, state.env_id),
+            ("num_envs", num_envs, state.num_envs),
+            ("autoreset_mode", autoreset_mode, state.autoreset_mode),
+        ):
+            if given is not None and given != held:
+                raise InvalidValue(name, f"the snapshot's is {held!r}, not {given!r}")
+        return self._opened(env_id, lambda: self._restore(state, ttl, labels), "restored")
+
+    def _restore(self, state: snapshots.EnvState, ttl: float, labels: dict[str, str] | None) -> EnvRecord:
+        self._check_room(state.weight)
+        with self.registry.reserve(state.weight):
+            return self._adopt(state, ttl, labels)
+
+    def _adopt(self, state: snapshots.EnvState, ttl: float, labels: dict[str, str] | None) -> EnvRecord:
+        """A new record for an env copied or restored (its place already reserved); labels: the state's unless given."""
+        record = EnvRecord(
+            instance_id=self.ids.mint(),
+            env_id=state.env_id,
+            env=state.env,
+            ttl=ttl,
+            num_envs=state.num_envs,
+            auto_reset=state.auto_reset,
+            autoreset_mode=state.autoreset_mode,
+            seed=state.seed,
+            episode_over=state.episode_over,
+            labels=dict(state.labels if labels is None else labels),
+        )
+        self.registry.add(record)
         return record
 
     def _create(self, req: CreateRequest, ttl: float, labels: dict[str, str]) -> EnvRecord:
@@ -180,6 +216,19 @@ class Worker:
                     self.close(record.instance_id)
                     closed += 1
         return closed
+
+
+def _state_of(record: EnvRecord, env: object) -> snapshots.EnvState:
+    return snapshots.EnvState(
+        env_id=record.env_id,
+        env=env,
+        num_envs=record.num_envs,
+        autoreset_mode=record.autoreset_mode,
+        auto_reset=record.auto_reset,
+        seed=record.seed,
+        episode_over=record.episode_over,
+        labels=dict(record.labels),
+    )
 
 
 def _vector_note(record: EnvRecord) -> str:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import requests
-from test_v2_api import Api, Contract, expect_error
+from test_v2_api import JSON, Api, Contract, expect_error
 
+from gymserve import idempotency
 from gymserve.client import RemoteEnv, RemoteError, RemoteVectorEnv
+from gymserve.snapshots import EnvState, Sealer
 from lifecycle_envs import DICT_ENV, sitecustomize_dir
 from servers import Server, start_server
 
@@ -210,3 +214,87 @@ def test_an_env_that_cannot_be_copied_is_422_not_supported_saying_why(api: Api) 
     assert resp.status_code == 201 and forked["ttl"] == 30 and forked["labels"] == {"run": "x"}
     api.call("DELETE", f"/v2/envs/{instance_id}")
     expect_error(api.call("POST", f"/v2/envs/{instance_id}/fork")[0], 404, "unknown_instance")
+
+
+# --- snapshot and restore ---
+
+
+def _snapshot_of(api: Api, instance_id: str) -> bytes:
+    resp = requests.get(f"{api.url}/v2/envs/{instance_id}/snapshot", timeout=30)
+    api.contract.check(resp)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/octet-stream"
+    return resp.content
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", DICT_ENV])
+def test_a_restored_snapshot_follows_the_same_trajectory_on_any_worker(farm: Server, env_id: str) -> None:
+    with RemoteEnv(farm.url, env_id, labels={"run": "snap"}) as original:
+        original.reset(seed=3)
+        _trajectory(original, [0, 1, 0, 1])
+        blob = original.snapshot()
+        restored = [RemoteEnv(farm.url, env_id, snapshot=blob, ttl=60) for _ in range(3)]
+        try:
+            info = restored[0]._remote.info()  # type: ignore[attr-defined]
+            assert info["labels"] == {"run": "snap"} and info["ttl"] == 60 and info["seq"] == 0
+            actions = [i % 2 for i in range(30)]
+            want = _trajectory(original, actions)
+            for env in restored:
+                _assert_bit_identical(_trajectory(env, actions), want)
+        finally:
+            for env in restored:
+                env.close()
+
+
+def test_a_snapshot_restores_on_every_worker(api: Api) -> None:
+    """Idempotency keys chosen to hash to each worker: whichever worker restores the blob opens it."""
+    blob = _snapshot_of(api, api.create())
+    data = msgspec.msgpack.encode({"env_id": "CartPole-v1", "snapshot": blob})
+    for slot in (0, 1):
+        key = next(k for k in (str(uuid.uuid4()) for _ in range(100)) if idempotency.slot_of(k, [0, 1]) == slot)
+        headers = {"Content-Type": "application/msgpack", "Idempotency-Key": key}
+        resp, info = api.call("POST", "/v2/envs", data=data, headers=headers)
+        assert resp.status_code == 201 and info["owner"]["worker"] == slot
+
+
+def test_a_vector_snapshot_restores_every_sub_env(farm: Server) -> None:
+    with RemoteVectorEnv(farm.url, "CartPole-v1", 3) as original:
+        original.reset(seed=9)
+        original.step(np.array([1, 0, 1]))
+        blob = original.snapshot()
+        with RemoteVectorEnv(farm.url, "CartPole-v1", 3, snapshot=blob) as restored:
+            actions = [np.array(a) for a in np.random.default_rng(2).integers(0, 2, (30, 3))]
+            _assert_bit_identical(_trajectory(restored, actions), _trajectory(original, actions))
+        with pytest.raises(RemoteError) as wrong:
+            RemoteVectorEnv(farm.url, "CartPole-v1", 4, snapshot=blob)
+        assert wrong.value.status == 422 and wrong.value.details["field"] == "num_envs"
+
+
+def test_a_tampered_or_foreign_blob_is_422_and_never_unpickled(api: Api, tmp_path: Path) -> None:
+    blob = _snapshot_of(api, api.create())
+    tampered = bytearray(blob)
+    tampered[-5] ^= 0x01
+    # A pickle that would leave a file behind if it were ever loaded, sealed with another farm's key.
+    marker = tmp_path / "unpickled"
+    trap = EnvState("CartPole-v1", _Trap(str(marker)), None, None, False, None, False, {})
+    forged = Sealer(b"another-farm-key-" + b"x" * 32, 1 << 20).seal(trap)
+    for bad in (bytes(tampered), forged, b"not a snapshot", blob[:40]):
+        for media_type in (JSON, "application/msgpack"):
+            body = {"env_id": "CartPole-v1", "snapshot": bad}
+            data = (msgspec.json if media_type == JSON else msgspec.msgpack).encode(body)
+            resp, _ = api.call("POST", "/v2/envs", data=data, headers={"Content-Type": media_type})
+            expect_error(resp, 422, "invalid_snapshot", "snapshot")
+    assert not marker.exists(), "a blob the farm did not sign must never be unpickled"
+    resp, _ = api.call("POST", "/v2/envs", data=msgspec.json.encode({"env_id": "Acrobot-v1", "snapshot": blob}))
+    expect_error(resp, 422, "invalid_value", "env_id")
+    data = msgspec.json.encode({"env_id": "CartPole-v1", "snapshot": blob, "kwargs": {"render_mode": "ansi"}})
+    expect_error(api.call("POST", "/v2/envs", data=data)[0], 422, "invalid_value", "kwargs")
+    resp, restored = api.call("POST", "/v2/envs", data=msgspec.json.encode({"env_id": "CartPole-v1", "snapshot": blob}))
+    assert resp.status_code == 201 and restored["env_id"] == "CartPole-v1"
+
+
+class _Trap:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))

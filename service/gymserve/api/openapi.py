@@ -268,7 +268,8 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
     422: (
         "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
-        "not_supported, idempotency_mismatch (the key named a create with another body); details.field names the "
+        "not_supported, idempotency_mismatch (the key named a create with another body), invalid_snapshot (a "
+        "snapshot this farm's key did not sign, or that cannot be restored here); details.field names the "
         "offending input.",
         False,
     ),
@@ -445,6 +446,29 @@ DOCUMENT: dict[str, Any] = {
                 "as its sub-envs). An env that cannot be copied (one holding a renderer's clock, say) is a 422 "
                 "not_supported that says why.",
                 ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
+            ),
+        },
+        "/v2/envs/{instance_id}/snapshot": {
+            "parameters": [_ID_PARAMETER],
+            "get": _operation(
+                "snapshotEnv",
+                "Snapshot an env: its state as an opaque, signed blob",
+                (
+                    200,
+                    "The blob: send it back as the snapshot field of POST /v2/envs to restore the env there.",
+                    {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+                        }
+                    },
+                ),
+                (422,),
+                description="The env pickled under its lock with what the server knows of it (env id, vector size and "
+                "autoreset mode, last seed, labels; not its id, counters or TTL), signed with HMAC-SHA256 under the "
+                "farm's GYMSERVE_SNAPSHOT_KEY: any replica with the same key restores it, and a blob that key did not "
+                "sign is refused (422 invalid_snapshot) without ever being unpickled. Bounded by "
+                "GYMSERVE_MAX_SNAPSHOT_BYTES. Without a key, snapshots are off (422 not_supported naming it); an env "
+                "that cannot be pickled is a 422 not_supported that says why.",
             ),
         },
         "/v2/envs/{instance_id}/reset": {

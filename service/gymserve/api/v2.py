@@ -152,6 +152,8 @@ def _created(record: EnvRecord) -> Response:
 
 
 def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
+    if body.snapshot is not None:
+        return _restore(w, body, body.snapshot)
     req = CreateRequest(
         env_id=body.env_id,
         max_episode_steps=body.max_episode_steps,
@@ -163,6 +165,24 @@ def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
         autoreset_mode=body.autoreset_mode,
     )
     return w.create(req, w.ttl_for(body.ttl), body.labels)
+
+
+# What a restore takes from its snapshot, never from the body.
+_MADE_BY_SNAPSHOT = ("kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "wrappers")
+
+
+def _restore(w: Worker, body: models.CreateRequest, blob: bytes) -> EnvRecord:
+    for name in _MADE_BY_SNAPSHOT:
+        if getattr(body, name):
+            raise InvalidValue(name, "a restore takes the env from its snapshot: give only env_id, ttl and labels")
+    return w.restore(blob, body.env_id, w.ttl_for(body.ttl), body.labels, body.num_envs, body.autoreset_mode)
+
+
+@bp.get("/envs/<instance_id>/snapshot")
+def snapshot_env(instance_id: str) -> Response:
+    """The env's state as an opaque blob, signed with the farm's key: POST /v2/envs {"snapshot": ...} restores it."""
+    blob = worker().snapshot(owner.local_id(instance_id))
+    return Response(blob, headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
 
 
 @bp.get("/envs")

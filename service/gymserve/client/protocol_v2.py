@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import msgspec
+
 from ..codec import spaces, values
 from ..pipeline import models
 from .errors import RemoteError
@@ -68,9 +70,14 @@ class V2Protocol:
         """A create named by a random Idempotency-Key: resent, like a step, when its answer is lost, and then
         answered with the env it made (adopted, not leaked); a resend that finds the first still running waits."""
         key = {"Idempotency-Key": str(uuid.uuid4())}
+        # A snapshot travels as msgpack bin or JSON base64, as msgspec writes them (codec.values has no bytes).
+        data = None
+        if "snapshot" in create:
+            encode = msgspec.msgpack.encode if values.is_msgpack(self.media_type) else msgspec.json.encode
+            data = encode({k: v for k, v in create.items() if k != "kwargs" or v})
         for attempt in range(self.http.retries + 1):
             try:
-                return self._call("POST", "/v2/envs", create, headers=key)
+                return self._call("POST", "/v2/envs", create, headers=key, data=data)
             except RemoteError as err:
                 if err.code != "idempotency_in_flight" or attempt == self.http.retries:
                     raise
@@ -78,12 +85,19 @@ class V2Protocol:
         raise AssertionError("not reached")
 
     def _call(
-        self, method: str, path: str, body: Any = None, *, resend: bool = True, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        resend: bool = True,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
     ) -> Any:
+        """`body` (native values) or `data` (already encoded in this protocol's media type); the answer decoded."""
         headers = {"Accept": self.media_type, **(headers or {})}
-        data = None
-        if body is not None:
-            data = values.dumps(body, self.media_type)
+        if body is not None or data is not None:
+            data = values.dumps(body, self.media_type) if data is None else data
             headers["Content-Type"] = self.media_type
         reply = self.http.send(method, path, data, headers, resend=resend, retry_busy=True).checked()
         return values.loads(reply.data, reply.media_type or values.JSON, "answer") if reply.data else None
@@ -104,6 +118,13 @@ class V2Protocol:
 
     def render(self) -> Any:
         return self._call("GET", f"{self._path}/render")["frame"]
+
+    def snapshot(self) -> bytes:
+        """The env's state as the server's signed blob (a read: resent if its answer is lost)."""
+        headers = {"Accept": "application/octet-stream"}
+        return (
+            self.http.send("GET", f"{self._path}/snapshot", None, headers, resend=True, retry_busy=True).checked().data
+        )
 
     def fork(self, ttl: float | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
         """The server's answer about a new fork of this env (not resent: a lost answer leaves the fork to its TTL)."""

@@ -33,8 +33,9 @@ class RemoteEnv(gym.Env[Any, Any]):
     times with backoff without ever running twice. `compress` asks for gzipped large answers.
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
     observation. `labels={"run": "ppo-7"}` tags the env (DELETE /v2/envs?label=run=ppo-7 closes a run's
-    envs). `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
-    arguments go to the env's constructor on the server.
+    envs). `snapshot=blob` (from `snapshot()`) restores an env instead of making one (its render mode and
+    constructor arguments come from the snapshot). `protocol="v1"` speaks the seed's /v1 and never resends a
+    step. Other keyword arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -58,12 +59,13 @@ class RemoteEnv(gym.Env[Any, Any]):
         compress: bool = True,
         wrappers: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
+        snapshot: bytes | None = None,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
             raise ValueError(f"protocol must be 'v1' or 'v2' and encoding one of {sorted(ENCODINGS)}")
-        if wrappers and protocol == "v1":
-            raise ValueError("wrappers need protocol='v2'")
+        if (wrappers or snapshot) and protocol == "v1":
+            raise ValueError("wrappers and snapshots need protocol='v2'")
         self.render_mode = render_mode
         create = create_body(
             env_id,
@@ -73,6 +75,7 @@ class RemoteEnv(gym.Env[Any, Any]):
             ttl=ttl,
             wrappers=list(wrappers),
             labels=dict(labels or {}),
+            snapshot=snapshot,
         )
         self._session_args = (base_url, timeout, retries, compress and protocol == "v2")
         http = session(*self._session_args)
@@ -91,6 +94,13 @@ class RemoteEnv(gym.Env[Any, Any]):
         self.action_space = remote.action_space
         self.observation_space = remote.observation_space
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+        if isinstance(remote, V2Protocol):  # a fork's or a restored env's render mode is its original's
+            self.render_mode = remote.created["render_mode"]
+
+    def snapshot(self) -> bytes:
+        """The env's state on the server as an opaque blob signed by the farm (it needs GYMSERVE_SNAPSHOT_KEY);
+        `RemoteEnv(url, env_id, snapshot=blob)` restores it on any replica of the farm."""
+        return self._v2().snapshot()
 
     def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteEnv:
         """A new RemoteEnv (its own connection) for a fork of this env on the server: a new env in exactly this

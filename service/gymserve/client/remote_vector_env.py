@@ -51,6 +51,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         compress: bool = True,
         wrappers: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
+        snapshot: bytes | None = None,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -69,6 +70,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             ttl=ttl,
             wrappers=list(wrappers),
             labels=dict(labels or {}),
+            snapshot=snapshot,
         )
         self._session_args = (base_url, timeout, retries, compress)
         self.render_mode = render_mode
@@ -84,10 +86,16 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self.observation_space = remote.observation_space
         self.single_action_space = spaces.rebuild_space(created["single_action_space"])
         self.single_observation_space = spaces.rebuild_space(created["single_observation_space"])
+        self.render_mode = created["render_mode"]
         mode = created["autoreset_mode"]
         self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == mode)}
         env_id = created["env_id"]
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+
+    def snapshot(self) -> bytes:
+        """The vector env's state on the server as an opaque blob signed by the farm;
+        `RemoteVectorEnv(url, env_id, num_envs, snapshot=blob)` restores it on any replica of the farm."""
+        return self._open().snapshot()
 
     def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteVectorEnv:
         """A new RemoteVectorEnv (its own connection) for a fork of this vector env on the server: every sub-env in

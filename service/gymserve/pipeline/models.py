@@ -91,6 +91,18 @@ class CreateRequest(Body):
         | None
     ) = None
     labels: Labels | None = None
+    snapshot: (
+        Annotated[
+            bytes,
+            Meta(
+                description="Restore a snapshot (GET /v2/envs/<id>/snapshot) instead of making a new env: msgpack "
+                "bin, or base64 in JSON. env_id must be the snapshot's; ttl and labels may be given (labels: the "
+                "snapshot's unless given); num_envs and autoreset_mode, if given, must be the snapshot's; no "
+                "other field. Needs the same GYMSERVE_SNAPSHOT_KEY as the farm that made it."
+            ),
+        ]
+        | None
+    ) = None
 
     __values__ = ("kwargs",)
 
