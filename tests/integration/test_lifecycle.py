@@ -4,7 +4,9 @@ OpenAPI document (the Contract of test_v2_api)."""
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,3 +300,47 @@ class _Trap:
 
     def __reduce__(self) -> Any:
         return (open, (self.path, "w"))
+
+
+# --- leases ---
+
+
+@pytest.fixture(scope="module")
+def short_ttl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("lease"), workers=2, env_ttl_seconds=1.5, reaper_interval_seconds=0.1)
+    yield srv
+    srv.stop()
+
+
+def test_a_client_keeps_its_env_alive_through_a_long_pause(short_ttl: Server) -> None:
+    leased = RemoteEnv(short_ttl.url, "CartPole-v1")
+    unleased = RemoteEnv(short_ttl.url, "CartPole-v1", keepalive=False)
+    vec = RemoteVectorEnv(short_ttl.url, "CartPole-v1", 2)
+    try:
+        assert leased._lease is not None and leased._lease.thread.daemon  # never keeps the process alive
+        leased.reset(seed=0)
+        vec.reset(seed=0)
+        time.sleep(4)  # more than twice the TTL: a learner updating its model
+        leased.step(0)
+        vec.step(np.array([0, 1]))
+        with pytest.raises(RemoteError) as reaped:
+            unleased.reset(seed=0)
+        assert reaped.value.status == 404
+    finally:
+        for env in (leased, unleased, vec):
+            env.close()
+    assert leased._lease is not None
+    leased._lease.thread.join(5)
+    assert not leased._lease.thread.is_alive(), "close() stops the keepalives"
+
+
+def test_a_dropped_client_lets_its_lease_end_and_the_env_expire(short_ttl: Server) -> None:
+    env = RemoteEnv(short_ttl.url, "CartPole-v1")
+    instance_id, lease = env.instance_id, env._lease
+    assert lease is not None
+    del env
+    gc.collect()
+    lease.thread.join(5)
+    assert not lease.thread.is_alive(), "the lease holds only a weak reference to the env"
+    time.sleep(2.5)
+    assert requests.get(f"{short_ttl.url}/v2/envs/{instance_id}", timeout=30).status_code == 404

@@ -62,7 +62,7 @@ class V2Protocol:
         self.created = info  # what the server said about the env when it made it
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
-        self._path = f"/v2/envs/{self.instance_id}"
+        self.path = self._path = f"/v2/envs/{self.instance_id}"
         self.action_space = spaces.rebuild_space(info["action_space"])
         self.observation_space = spaces.rebuild_space(info["observation_space"])
 

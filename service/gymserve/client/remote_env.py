@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from .errors import EnvClosed
 from .http import HttpSession
+from .lease import Lease
 from .protocol_v1 import V1Protocol
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
@@ -33,9 +34,11 @@ class RemoteEnv(gym.Env[Any, Any]):
     times with backoff without ever running twice. `compress` asks for gzipped large answers.
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
     observation. `labels={"run": "ppo-7"}` tags the env (DELETE /v2/envs?label=run=ppo-7 closes a run's
-    envs). `snapshot=blob` (from `snapshot()`) restores an env instead of making one (its render mode and
-    constructor arguments come from the snapshot). `protocol="v1"` speaks the seed's /v1 and never resends a
-    step. Other keyword arguments go to the env's constructor on the server.
+    envs). While this object lives, a daemon thread sends keepalives at a fraction of the env's TTL, so a
+    learner pausing for minutes keeps its env (`keepalive=False` turns that off). `snapshot=blob` (from
+    `snapshot()`) restores an env instead of making one (its render mode and constructor arguments come
+    from the snapshot); `fork()` makes a copy of the env. `protocol="v1"` speaks the seed's /v1 and never
+    resends a step. Other keyword arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -60,6 +63,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         wrappers: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
         snapshot: bytes | None = None,
+        keepalive: bool = True,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
@@ -77,6 +81,7 @@ class RemoteEnv(gym.Env[Any, Any]):
             labels=dict(labels or {}),
             snapshot=snapshot,
         )
+        self._keepalive = keepalive
         self._session_args = (base_url, timeout, retries, compress and protocol == "v2")
         http = session(*self._session_args)
         self._attach(
@@ -94,8 +99,11 @@ class RemoteEnv(gym.Env[Any, Any]):
         self.action_space = remote.action_space
         self.observation_space = remote.observation_space
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+        self._lease: Lease | None = None
         if isinstance(remote, V2Protocol):  # a fork's or a restored env's render mode is its original's
             self.render_mode = remote.created["render_mode"]
+            if self._keepalive and remote.created["ttl"] > 0:
+                self._lease = Lease(session(*self._session_args), remote.path, remote.created["ttl"], remote)
 
     def snapshot(self) -> bytes:
         """The env's state on the server as an opaque blob signed by the farm (it needs GYMSERVE_SNAPSHOT_KEY);
@@ -111,6 +119,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         twin = type(self).__new__(type(self))
         twin.render_mode = self.render_mode
         twin._session_args = self._session_args
+        twin._keepalive = self._keepalive
         twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)), info["env_id"])
         return twin
 
@@ -145,6 +154,8 @@ class RemoteEnv(gym.Env[Any, Any]):
 
     def close(self) -> None:
         """Delete the env on the server; calling it again does nothing."""
+        if self._lease is not None:
+            self._lease.stop()
         if self._remote.instance_id is not None:
             try:
                 self._remote.close()

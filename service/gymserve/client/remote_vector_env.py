@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 from ..codec import spaces
 from .errors import EnvClosed
 from .http import HttpSession
+from .lease import Lease
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
 # The server's names of Gymnasium's autoreset modes.
@@ -31,7 +32,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     `final_obs`/`final_info` entries of `info` are Gymnasium's own. Values travel as msgpack
     (`encoding="json"` for JSON) in their native dtypes and shapes; every reset and step carries the
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
-    up to `retries` times and never runs twice. Other keyword arguments go to each sub-env's constructor.
+    up to `retries` times and never runs twice. A daemon thread keeps the env alive while this object lives
+    (`keepalive=False`: not). Other keyword arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
@@ -52,6 +54,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         wrappers: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
         snapshot: bytes | None = None,
+        keepalive: bool = True,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -72,6 +75,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             labels=dict(labels or {}),
             snapshot=snapshot,
         )
+        self._keepalive = keepalive
         self._session_args = (base_url, timeout, retries, compress)
         self.render_mode = render_mode
         http = session(*self._session_args)
@@ -91,6 +95,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == mode)}
         env_id = created["env_id"]
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+        self._lease: Lease | None = None
+        if self._keepalive and created["ttl"] > 0:  # keeps the env alive while this object lives
+            self._lease = Lease(session(*self._session_args), remote.path, created["ttl"], remote)
 
     def snapshot(self) -> bytes:
         """The vector env's state on the server as an opaque blob signed by the farm;
@@ -106,6 +113,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         twin = type(self).__new__(type(self))
         twin.render_mode = self.render_mode
         twin._session_args = self._session_args
+        twin._keepalive = self._keepalive
         twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)))
         return twin
 
@@ -147,6 +155,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Delete the vector env on the server."""
+        if self._lease is not None:
+            self._lease.stop()
         if self._remote.instance_id is not None:
             try:
                 self._remote.close()
