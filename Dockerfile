@@ -34,13 +34,15 @@ RUN python3 -m venv --without-pip /opt/gymserve
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so that a change to the code reuses this layer.
-# pip merges the extra "gymnasium[...]" line with the pinned gymnasium requirement of the project.
+# The client's dependencies and the server's (the "server" extra). pip merges the extra "gymnasium[...]" line
+# with the pinned gymnasium requirement of the project.
 COPY pyproject.toml ./
 RUN python3 -c 'import re, sys, tomllib; \
 families = [f.strip() for f in sys.argv[1].split(",") if f.strip()]; \
 bad = [f for f in families if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", f)]; \
 bad and sys.exit(f"ENV_FAMILIES: not a Gymnasium extra name: {bad}"); \
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+deps = project["dependencies"] + project["optional-dependencies"]["server"]; \
 extra = ["gymnasium[" + ",".join(families) + "]"] if families else []; \
 print("\n".join(deps + extra))' "$ENV_FAMILIES" > requirements.txt \
     && cat requirements.txt \

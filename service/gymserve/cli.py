@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import sys
 import tempfile
@@ -26,6 +27,11 @@ def _fresh_multiproc_dir(path: str | None) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # `pip install gymserve` is the client alone; the server's packages come with the "server" extra.
+    missing = [name for name in ("flask", "gunicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"gymserve serve: the server needs {', '.join(missing)}: pip install 'gymserve[server]'", file=sys.stderr)
+        return 2
     overrides = {
         k: v
         for k, v in {"host": args.host, "port": args.port, "workers": args.workers, "threads": args.threads}.items()
