@@ -144,6 +144,8 @@ def create_env() -> Response:
         w.keys.release(key)
         raise
     w.keys.done(key, info["instance_id"], info)
+    if w.registry.find(info["instance_id"]) is None:  # closed before its key was kept (a bulk delete): drop it
+        w.keys.forget_env(info["instance_id"])
     return _answer(info, 201, {"Location": f"/v2/envs/{info['instance_id']}"})
 
 
