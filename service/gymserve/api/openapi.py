@@ -349,8 +349,8 @@ _IDEMPOTENCY_TEXT = (
     "With an Idempotency-Key: the same key and the same body (byte for byte) are answered 201 with the same env "
     "(and Idempotent-Replayed: true) for as long as that env lives; the same key with another body is a 422 "
     "idempotency_mismatch; a resend while the first is still running is a 409 idempotency_in_flight (retryable). "
-    "Through the router, keyed creates go to a replica chosen by a consistent hash of the key; a change in the "
-    "set of replicas can move a key (see docs/lifecycle.md)."
+    "Through the router, keyed creates go to a replica chosen by a hash of the key; a change in the set of "
+    "replicas can move a key (see docs/lifecycle.md)."
 )
 _LABEL_PARAMETER = {
     "name": "label",
