@@ -2,7 +2,8 @@
 
 Each worker keeps the keys of the creates it made (one worker per key: the create view sends a keyed create
 to the worker its key hashes to). A key lives as long as its env and is forgotten with it (closed, reaped,
-lost), so memory is bounded by the envs a worker may hold plus the creates in flight.
+lost), so memory is bounded by the envs a worker may hold plus the creates in flight. A full worker passes a
+keyed create on to a sibling and remembers where, for the env's TTL, within a bound (MAX_PASSED_ON).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +42,24 @@ def digest(content_type: str | None, body: bytes) -> bytes:
     return hashlib.blake2b(kind + b"\n" + body, digest_size=16).digest()
 
 
+# Most keys whose creates this worker passed on to a sibling (when it was full) that it keeps at once.
+MAX_PASSED_ON = 10_000
+
+
 @dataclass
 class _Entry:
     digest: bytes
     instance_id: str | None = None  # None while the create runs
     answer: Any = None  # the create's answer (payload), sent again to a resend
+    slot: int | None = None  # this worker was full: the sibling it passed the create on to, which keeps the key
+    expires: float = 0.0  # when a passed-on entry is dropped (this worker cannot know when that env closes)
+
+
+@dataclass(frozen=True)
+class PassedOn:
+    """A key whose create this worker passed on to a sibling: resends go there too."""
+
+    slot: int
 
 
 class Keys:
@@ -56,9 +71,13 @@ class Keys:
         self._by_env: dict[str, str] = {}
 
     def claim(self, key: str, asked: bytes) -> Any:
-        """The earlier answer of this key, or None if this request is to run the create (then `done` or `release`)."""
+        """The earlier answer of this key, PassedOn(slot) if a sibling made it, or None if this request is to run
+        the create (then `done`, `pass_on` or `release`)."""
         with self._lock:
             entry = self._entries.get(key)
+            if entry is not None and entry.slot is not None and entry.expires < time.monotonic():
+                del self._entries[key]  # passed on long ago: the env it made is likely gone
+                entry = None
             if entry is None:
                 self._entries[key] = _Entry(asked)
                 return None
@@ -67,6 +86,8 @@ class Keys:
                 f"{HEADER} {key[:100]!r} was used for a create with another body; use a new key for a new create",
                 details={"field": HEADER},
             )
+        if entry.slot is not None:
+            return PassedOn(entry.slot)
         if entry.instance_id is None:
             raise IdempotencyInFlight(
                 f"a create with {HEADER} {key[:100]!r} is still running; resend it when it has answered",
@@ -79,6 +100,20 @@ class Keys:
             entry = self._entries[key]
             entry.instance_id, entry.answer = instance_id, answer
             self._by_env[instance_id] = key
+
+    def pass_on(self, key: str, slot: int, keep_seconds: float) -> None:
+        """This worker is full: the sibling `slot` makes the env and keeps the key; resends are sent there for
+        `keep_seconds` (the env's TTL: a resend comes within seconds, and the env's life is unknown here)."""
+        now = time.monotonic()
+        with self._lock:
+            passed = [k for k, e in self._entries.items() if e.slot is not None]
+            expired = [k for k in passed if self._entries[k].expires < now]
+            overflow = passed[: max(0, len(passed) - MAX_PASSED_ON + 1)]  # the oldest, beyond the bound
+            for stale in {*expired, *overflow}:
+                del self._entries[stale]
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.slot, entry.expires = slot, now + keep_seconds
 
     def release(self, key: str) -> None:
         """The create failed: nothing was made, so the key may be used again."""

@@ -344,3 +344,24 @@ def test_a_dropped_client_lets_its_lease_end_and_the_env_expire(short_ttl: Serve
     assert not lease.thread.is_alive(), "the lease holds only a weak reference to the env"
     time.sleep(2.5)
     assert requests.get(f"{short_ttl.url}/v2/envs/{instance_id}", timeout=30).status_code == 404
+
+
+def test_a_keyed_create_whose_worker_is_full_is_made_by_a_sibling_and_resends_find_it(make_server: Any) -> None:
+    srv = make_server(workers=2, max_envs_per_worker=1, max_envs=2)
+
+    def keyed(key: str) -> requests.Response:
+        return requests.post(
+            f"{srv.url}/v2/envs", json={"env_id": "CartPole-v1"}, headers={"Idempotency-Key": key}, timeout=30
+        )
+
+    first, second = (
+        next(k for k in (str(uuid.uuid4()) for _ in range(100)) if idempotency.slot_of(k, [0, 1]) == 0)
+        for _ in range(2)
+    )
+    assert keyed(first).json()["owner"]["worker"] == 0  # worker 0 is now full
+    made = keyed(second)
+    assert made.status_code == 201 and made.json()["owner"]["worker"] == 1, "passed on to the worker with room"
+    for _ in range(4):
+        again = keyed(second)
+        assert again.status_code == 201 and again.json()["instance_id"] == made.json()["instance_id"]
+        assert again.headers.get("Idempotent-Replayed") == "true"

@@ -48,3 +48,24 @@ def test_the_flask_app_answers_a_resend_with_the_same_env(client: Any) -> None:
     assert first.status_code == again.status_code == 201
     assert first.json["instance_id"] == again.json["instance_id"]
     assert client.delete(f"/v2/envs/{first.json['instance_id']}").status_code == 204
+
+
+def test_a_key_passed_on_to_a_sibling_sends_resends_there_until_it_expires(monkeypatch: Any) -> None:
+    keys = idempotency.Keys()
+    assert keys.claim("k", b"a") is None
+    keys.pass_on("k", 3, keep_seconds=60)
+    assert keys.claim("k", b"a") == idempotency.PassedOn(3)
+    with pytest.raises(IdempotencyMismatch):
+        keys.claim("k", b"b")
+    later = idempotency.time.monotonic() + 61
+    monkeypatch.setattr(idempotency.time, "monotonic", lambda: later)
+    assert keys.claim("k", b"a") is None, "an expired pass-on is forgotten"
+
+
+def test_passed_on_keys_are_bounded(monkeypatch: Any) -> None:
+    monkeypatch.setattr(idempotency, "MAX_PASSED_ON", 3)
+    keys = idempotency.Keys()
+    for i in range(6):
+        keys.claim(f"k{i}", b"a")
+        keys.pass_on(f"k{i}", 1, keep_seconds=60)
+    assert len(keys) <= 3

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from flask import Response, request
 
 from .. import idempotency
-from ..errors import GymServeError, InstanceLost, UnknownInstance
+from ..errors import GymServeError, InstanceLost, Unavailable, UnknownInstance
 from ..pipeline.lean import resolution
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
@@ -39,16 +39,48 @@ def create_elsewhere_if_full(weight: int = 1) -> Response | None:
     return None if slot is None else forward_to(w, slot, "")
 
 
+def _home_of(key: str) -> int:
+    """The worker slot an idempotency key belongs to, among the live ones (this one included)."""
+    w = worker()
+    assert w.replica is not None
+    return idempotency.slot_of(key, sorted({*w.replica.live_slots(), w.owner.slot}))
+
+
 def create_where_key_lives(key: str) -> Response | None:
     """A create with an Idempotency-Key goes to the worker its key hashes to, which alone remembers the key;
-    None: that is this worker (or it stands alone, or the request was forwarded)."""
+    None: that is this worker (or it stands alone, or the request was forwarded, or that worker just stopped:
+    its keys went with it, so this worker makes the env)."""
     w = worker()
     if w.replica is None or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
         return None
-    slot = idempotency.slot_of(key, sorted({*w.replica.live_slots(), w.owner.slot}))
+    slot = _home_of(key)
     if slot == w.owner.slot:
         return None
-    return forward_to(w, slot, "")
+    request.get_data(cache=True)  # kept, so that this worker can still make the env if the forward fails
+    try:
+        return forward_to(w, slot, "")
+    except GymServeError:
+        return None
+
+
+def pass_keyed_create_on(key: str, weight: int) -> int | None:
+    """The sibling that takes a keyed create its key's worker (this one) has no room for, and keeps the key;
+    None: create here (room, no sibling with room, or this worker is itself the one it was passed on to)."""
+    w = worker()
+    if w.registry.has_room(weight) or w.forwarder is None or w.replica is None or _home_of(key) != w.owner.slot:
+        return None
+    return w.roomiest_sibling(weight)
+
+
+def forward_create(slot: int) -> Response:
+    """A keyed create to the sibling that holds (or will hold) its key: a second hop when it came forwarded."""
+    w = worker()
+    try:
+        return forward_to(w, slot, "")
+    except GymServeError:
+        raise Unavailable(
+            "the worker chosen for this create stopped; send it again", retry_after=w.settings.retry_after_seconds
+        ) from None
 
 
 def sibling_answers(path: str, accept: str, method: str = "GET", query: str = "") -> Iterator[bytes]:

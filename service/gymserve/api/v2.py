@@ -136,9 +136,18 @@ def create_env() -> Response:
     if key is None:
         return _created(_create(w, body))
     earlier = w.keys.claim(key, idempotency.digest(request.content_type, request.get_data(cache=True)))
+    if isinstance(earlier, idempotency.PassedOn):  # this worker was full: the sibling it chose has the key
+        return owner.forward_create(earlier.slot)
     if earlier is not None:  # a resend of a create that was made: its env, not a second one
         return _answer(earlier, 201, {"Location": f"/v2/envs/{earlier['instance_id']}", "Idempotent-Replayed": "true"})
     try:
+        sibling = owner.pass_keyed_create_on(key, body.num_envs or 1)
+        if sibling is not None:  # full here, room there: it makes the env and keeps the key; resends follow
+            w.keys.pass_on(key, sibling, w.ttl_for(body.ttl) or w.settings.env_ttl_max_seconds or 86_400.0)
+            answer = owner.forward_create(sibling)
+            if answer.status_code >= 400:  # nothing was made there: the key is free again
+                w.keys.release(key)
+            return answer
         info = _info(_create(w, body))
     except BaseException:
         w.keys.release(key)
