@@ -2,7 +2,12 @@
 #
 #   docker build -t gymserve .                                          # classic-control + toy-text
 #   docker build -t gymserve --build-arg ENV_FAMILIES=classic-control,toy-text,mujoco .
+#   docker build -t gymserve --build-arg ENV_FAMILIES=classic-control,toy-text,atari --build-arg ENV_MODULES=ale_py .
+#   docker build -t gymserve --build-arg EXTRA_PIP_PACKAGES="my-envs==1.2" --build-arg ENV_MODULES=my_envs .
 #   docker run --rm -p 127.0.0.1:8000:8000 gymserve
+#
+# A derived image (FROM gymserve, pip install your package, ENV GYMSERVE_ENV_MODULES) is the other
+# way to add envs: see docs/custom-envs.md and examples/guess-env/Dockerfile.
 #
 # No registry? Pass a local base image: --build-arg PYTHON_IMAGE=local/python:3.11-bookworm.
 # Builds with BuildKit and with the legacy builder alike: no `# syntax=` line, no RUN --mount.
@@ -13,9 +18,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 
 # Gymnasium extras to install on top of the ones gymserve always needs (classic-control, toy-text):
-# a comma-separated list such as "mujoco" or "box2d" (box2d compiles: add BUILD_APT_PACKAGES too).
+# a comma-separated list such as "mujoco", "box2d" or "atari" (ale-py, which ships its ROMs; it
+# needs ENV_MODULES=ale_py, which registers the ALE/* envs). Gymnasium 1.x's box2d is a wheel.
 ARG ENV_FAMILIES=classic-control,toy-text
-# Debian packages that only the build needs, e.g. "swig build-essential" for box2d. Not in the runtime.
+# Extra pip requirement specifiers, space-separated (e.g. "my-envs==1.2 other-envs>=0.3"), installed
+# into the same venv with gymserve's pinned requirements, so that pip resolves them together.
+ARG EXTRA_PIP_PACKAGES=""
+# Modules every worker imports at start (GYMSERVE_ENV_MODULES): the packages that register envs.
+ARG ENV_MODULES=""
+# Debian packages that only the build needs, e.g. "build-essential" for a package that has no wheel.
+# (Gymnasium >= 1.1 depends on the Box2D wheel: box2d no longer needs swig and a compiler.) Not in the runtime.
 ARG BUILD_APT_PACKAGES=""
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -28,8 +40,9 @@ RUN if [ -n "$BUILD_APT_PACKAGES" ]; then \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 
-# The venv has no pip of its own: the base image's pip installs into it, so the runtime carries none.
-RUN python3 -m venv --without-pip /opt/gymserve
+# The venv carries its own pip (about 12 MB), so that a derived image can `RUN pip install my-envs`
+# into it: see docs/custom-envs.md.
+RUN python3 -m venv /opt/gymserve
 
 WORKDIR /src
 
@@ -41,17 +54,23 @@ RUN python3 -c 'import re, sys, tomllib; \
 families = [f.strip() for f in sys.argv[1].split(",") if f.strip()]; \
 bad = [f for f in families if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", f)]; \
 bad and sys.exit(f"ENV_FAMILIES: not a Gymnasium extra name: {bad}"); \
+"atari" in families and "ale_py" not in sys.argv[2].replace(" ", "").split(",") and \
+    sys.exit("ENV_FAMILIES=atari: add --build-arg ENV_MODULES=ale_py (ale_py registers the ALE/* envs on import)"); \
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 deps = project["dependencies"] + project["optional-dependencies"]["server"]; \
 extra = ["gymnasium[" + ",".join(families) + "]"] if families else []; \
-print("\n".join(deps + extra))' "$ENV_FAMILIES" > requirements.txt \
+print("\n".join(deps + extra + sys.argv[3].split()))' "$ENV_FAMILIES" "$ENV_MODULES" "$EXTRA_PIP_PACKAGES" \
+    > requirements.txt \
     && cat requirements.txt \
     && python3 -m pip --python /opt/gymserve/bin/python install -r requirements.txt
 
 COPY README.md ./
 COPY service ./service
 RUN python3 -m pip --python /opt/gymserve/bin/python install --no-deps . \
-    && /opt/gymserve/bin/gymserve --version
+    && /opt/gymserve/bin/gymserve --version \
+    && if [ -n "$ENV_MODULES" ]; then \
+        /opt/gymserve/bin/python -c 'import importlib, sys; [importlib.import_module(m.strip()) for m in sys.argv[1].split(",") if m.strip()]' "$ENV_MODULES"; \
+    fi
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -59,12 +78,14 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG ENV_FAMILIES=classic-control,toy-text
+ARG ENV_MODULES=""
 LABEL org.opencontainers.image.title="gymserve" \
       org.opencontainers.image.description="Gymnasium environments served over HTTP" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      io.gymserve.env-families="${ENV_FAMILIES}"
+      io.gymserve.env-families="${ENV_FAMILIES}" \
+      io.gymserve.env-modules="${ENV_MODULES}"
 
 # Debian packages the envs need at run time, e.g. "libosmesa6" for MuJoCo's rgb_array renders
 # (then run with MUJOCO_GL=osmesa).
@@ -89,7 +110,10 @@ ENV PATH=/opt/gymserve/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     GYMSERVE_HOST=0.0.0.0 \
     GYMSERVE_PORT=8000 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/gymserve-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/gymserve-metrics \
+    GYMSERVE_ENV_MODULES=${ENV_MODULES} \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
 
 USER 10001:10001
 WORKDIR /tmp

@@ -47,6 +47,7 @@ fi
 stage "static checks"
 docker compose config --quiet
 docker compose --profile grafana config --quiet
+GYMSERVE_IMAGE=gymserve-derived docker compose -f docker-compose.yml -f docker-compose.image.yml config --quiet
 
 if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import docker, gymserve" 2>/dev/null; then
     stage "dev venv ($VENV)"
@@ -57,5 +58,5 @@ fi
 stage "tests/e2e"
 # -o markers: the e2e marker, also where pyproject does not register it (--strict-markers).
 GYMSERVE_E2E=1 "$VENV/bin/pytest" -p no:cacheprovider -o "markers=e2e: docker compose end-to-end tests" \
-    tests/e2e/test_compose.py "$@" </dev/null
+    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py "$@" </dev/null
 stage "done"

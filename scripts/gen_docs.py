@@ -94,6 +94,7 @@ class Setting:
     help: str
     minimum: float | None
     choices: tuple[str, ...]
+    items: str | None  # the pattern every comma-separated item must match
 
     @property
     def variable(self) -> str:
@@ -158,6 +159,7 @@ def settings(cls: type = Settings) -> list[Setting]:
                 help=f.metadata["help"],
                 minimum=f.metadata.get("minimum"),
                 choices=tuple(f.metadata.get("choices") or ()),
+                items=(f.metadata.get("items") or (None,))[0],
             )
         )
     return found
@@ -298,6 +300,8 @@ def schema_config(cls: type = Settings) -> dict[str, Any]:
             prop["minimum"] = s.minimum
         if s.choices:
             prop["enum"] = list(s.choices)
+        if s.items:  # the same list rule as Settings: items matching the pattern, commas between
+            prop["pattern"] = rf"^(?:\s*{s.items}\s*(?:,\s*{s.items}\s*)*)?$"
         prop.update(s.override.schema)
         props[s.chart_key] = prop
     return {

@@ -26,6 +26,33 @@ def _fresh_multiproc_dir(path: str | None) -> str:
     return path
 
 
+def _envs_can_be_created(settings: Settings) -> bool:
+    """Import GYMSERVE_ENV_MODULES and build the allowlist once before gunicorn forks, as every worker will.
+
+    A module that fails, or an allowlist that matches no env at all, stops the start: such a server
+    could never create an env, yet /readyz would call it ready. A pattern that matches nothing while
+    others do is only a warning, so that one allowlist can serve images with and without a family.
+    """
+    from .env_modules import EnvModuleError  # gymnasium is imported only by `serve`, not by `--version`
+    from .envs import EnvFactory
+
+    try:
+        factory = EnvFactory(settings)
+    except EnvModuleError as exc:
+        print(f"gymserve: {exc}", file=sys.stderr)
+        return False
+    for pattern in factory.unmatched_patterns():
+        print(f"gymserve: warning: {PREFIX}ALLOWED_ENVS: '{pattern}' matches no registered env", file=sys.stderr)
+    if not factory.allowed:
+        print(
+            f"gymserve: no env could ever be created: {PREFIX}ALLOWED_ENVS={settings.allowed_envs!r} matches "
+            f"no registered env (with {PREFIX}ENV_MODULES={settings.env_modules!r})",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def _serve(args: argparse.Namespace) -> int:
     # `pip install gymserve` is the client alone; the server's packages come with the "server" extra.
     missing = [name for name in ("flask", "gunicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
@@ -40,9 +67,11 @@ def _serve(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
     try:
-        Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
+        settings = Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
     except SettingsError as exc:
         print(f"gymserve: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if not _envs_can_be_created(settings):
         return 2
     # Metrics of every worker go to one directory, wiped now so that no dead process's numbers return.
     # https://prometheus.github.io/client_python/multiprocess/

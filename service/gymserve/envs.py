@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 import re
@@ -16,7 +17,9 @@ from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation, Autoreset
 
+from .env_modules import import_env_modules
 from .errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
+from .kwargs_policy import KwargsPolicy
 from .settings import Settings
 
 # Registered ids only: letters, digits and the separators Gymnasium uses. No "module:Env" form,
@@ -76,22 +79,44 @@ class EnvFactory:
     """Creates envs from the allowlist, refusing anything that could run code of the client's choosing."""
 
     def __init__(self, settings: Settings) -> None:
+        """Imports GYMSERVE_ENV_MODULES first (EnvModuleError names one that fails), then builds the allowlist."""
         self.settings = settings
+        self.kwargs_policy = KwargsPolicy(settings)
+        module_envs = import_env_modules(settings.env_module_names)
         patterns = settings.allowed_env_patterns
         self.allowed: frozenset[str] = frozenset(
             env_id
             for env_id, spec in gym.envs.registry.items()
             if ":" not in env_id
-            and (any(fnmatch.fnmatchcase(env_id, p) for p in patterns) if patterns else _gymnasium_family(spec))
+            and (
+                any(fnmatch.fnmatchcase(env_id, p) for p in patterns)
+                if patterns
+                else _gymnasium_family(spec) or env_id in module_envs
+            )
         )
 
+    def unmatched_patterns(self) -> list[str]:
+        """Patterns of GYMSERVE_ALLOWED_ENVS that match no registered env: a typo, or a module not listed."""
+        return [
+            p for p in self.settings.allowed_env_patterns if not any(fnmatch.fnmatchcase(i, p) for i in self.allowed)
+        ]
+
+    def _hint(self, env_id: str) -> str:
+        """A pointer to the id the client probably meant: another version, another case, or a close spelling."""
+        name = env_id.rsplit("-v", 1)[0]
+        others = sorted(i for i in self.allowed if i.rsplit("-v", 1)[0] == name)
+        if others:  # Gymnasium 1.x renamed versions, e.g. Taxi-v3 -> Taxi-v4
+            return f"; this server has {', '.join(others)}"
+        same_case = sorted(i for i in self.allowed if i.lower() == env_id.lower())
+        close = same_case or difflib.get_close_matches(env_id, sorted(self.allowed), n=3, cutoff=0.8)
+        if close:
+            return f": no env of that id is registered on this server; did you mean {' or '.join(close)}?"
+        return ": no env of that id is registered on this server"
+
     def malformed(self, env_id: object) -> MalformedEnvId:
-        hint = ""
-        if isinstance(env_id, str) and ENV_ID_PATTERN.fullmatch(env_id):
-            name = env_id.rsplit("-v", 1)[0]
-            others = sorted(i for i in self.allowed if i.rsplit("-v", 1)[0] == name)
-            if others:  # Gymnasium 1.x renamed versions, e.g. Taxi-v3 -> Taxi-v4
-                hint = f"; this server has {', '.join(others)}"
+        """The seed's words ("malformed environment ID", which /v1 clients match), plus what is really wrong."""
+        well_formed = isinstance(env_id, str) and ENV_ID_PATTERN.fullmatch(env_id)
+        hint = self._hint(env_id) if isinstance(env_id, str) and well_formed else ""
         return MalformedEnvId(
             f"Attempted to look up malformed environment ID '{env_id}'{hint}", details={"field": "env_id"}
         )
@@ -155,6 +180,7 @@ class EnvFactory:
         if len(orjson.dumps(kwargs, option=orjson.OPT_SERIALIZE_NUMPY)) > self.settings.max_kwargs_bytes:
             raise InvalidValue("kwargs", f"larger than the server's limit of {self.settings.max_kwargs_bytes} bytes")
         self._check_kwargs(env_id, kwargs)
+        self.kwargs_policy.check(env_id, kwargs)
         self.check_vector(req)
         for i, name in enumerate(req.wrappers):
             if name not in WRAPPERS:

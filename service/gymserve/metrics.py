@@ -14,6 +14,8 @@ import glob
 import json
 import os
 import platform
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium
@@ -26,9 +28,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 from . import __version__
-from .settings import MULTIPROC_ENV
+from .settings import MULTIPROC_ENV, Settings
 
 # A CartPole step takes ~10 us in Gymnasium and ~1 ms over HTTP; MuJoCo and rendering take far longer.
 STEP_BUCKETS = (
@@ -144,14 +147,17 @@ def exposition() -> bytes:
 class EnvMeters:
     """The labelled children of one env's metrics, looked up once at create, not on every step."""
 
-    __slots__ = ("episodes", "live", "resets", "step_seconds", "steps")
+    __slots__ = ("episode_length", "episode_return", "episodes", "live", "resets", "step_seconds", "steps")
 
-    def __init__(self, env_id: str) -> None:
+    def __init__(self, env_id: str, settings: Settings | None = None) -> None:
         self.step_seconds = STEP_SECONDS.labels(env_id)
         self.steps = STEPS.labels(env_id)
         self.resets = RESETS.labels(env_id)
         self.episodes = EPISODES.labels(env_id)
         self.live = LIVE_ENVS.labels(env_id)
+        settings = settings or Settings()
+        self.episode_return = EPISODE_RETURN.labels(env_id, settings.episode_buckets("return", env_id))
+        self.episode_length = EPISODE_LENGTH.labels(env_id, settings.episode_buckets("length", env_id))
         # Export these at 0 from the first create, so that rate()/increase() see their first event.
         REAPED.labels(env_id)
         LOST.labels(env_id)
@@ -188,3 +194,46 @@ def _live_envs_of(directory: str, pid: int) -> dict[str, float]:
 
 def label_for(env_id: Any, allowed: frozenset[str]) -> str:
     return env_id if isinstance(env_id, str) and env_id in allowed else OTHER_ENV
+
+
+class BucketedByEnv:
+    """One histogram name whose buckets are chosen per env id (GYMSERVE_EPISODE_*_BUCKETS).
+
+    prometheus_client fixes a Histogram's buckets when it is defined, so there is one unregistered
+    Histogram per bucket set, all of the same name. Under gunicorn every one of them writes to the
+    multiprocess files, which the exposition merges by name, so each env id's series carries its own `le`
+    set; in a single process this collector (registered once) merges them the same way.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self._by_buckets: dict[tuple[float, ...], Histogram] = {}
+        self._lock = threading.Lock()
+
+    def labels(self, env_id: str, buckets: tuple[float, ...]) -> Any:
+        with self._lock:
+            histogram = self._by_buckets.get(buckets)
+            if histogram is None:
+                histogram = Histogram(self.name, self.documentation, ["env_id"], buckets=buckets, registry=None)
+                self._by_buckets[buckets] = histogram
+        return histogram.labels(env_id)
+
+    def describe(self) -> Iterator[Metric]:
+        yield Metric(self.name, self.documentation, "histogram")
+
+    def collect(self) -> Iterator[Metric]:
+        family = Metric(self.name, self.documentation, "histogram")
+        with self._lock:
+            histograms = list(self._by_buckets.values())
+        for histogram in histograms:
+            for metric in histogram.collect():
+                family.samples.extend(metric.samples)
+        yield family
+
+
+EPISODE_RETURN = BucketedByEnv(
+    "gymserve_episode_return", "Return (sum of rewards) of each finished episode, by env id."
+)
+EPISODE_LENGTH = BucketedByEnv("gymserve_episode_length", "Length in steps of each finished episode, by env id.")
+REGISTRY.register(EPISODE_RETURN)
+REGISTRY.register(EPISODE_LENGTH)

@@ -51,6 +51,8 @@ def reset(record: EnvRecord, seed: int | None, options: dict[str, Any] | None) -
     obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seed, options=options))
     record.episodes += 1
     record.episode_over = False
+    # An episode cut short by a reset never finished: it has no return to report.
+    record.episode_return, record.episode_length, record.autoreset_pending = 0.0, 0, False
     if seed is not None:
         record.seed = seed
     if record.meters is not None:
@@ -63,12 +65,14 @@ def vector_reset(record: EnvRecord, seeds: Seeds, options: dict[str, Any] | None
     count = record.weight
     if isinstance(seeds, list) and len(seeds) != count:
         raise InvalidValue("seed", f"expected one seed (or null) per sub-env: {count}, got {len(seeds)}")
+    mask = None
     if options is not None and "reset_mask" in options:
         mask = _reset_mask(options["reset_mask"], count)
         options = {**options, "reset_mask": mask}
         count = int(mask.sum())
     obs, info = _guarded(record, "reset", lambda: record.env.reset(seed=seeds, options=options))
     record.episodes += count
+    _vector_tally(record).restart(mask)
     if isinstance(seeds, int):
         record.seed = seeds
     if record.meters is not None:
@@ -101,6 +105,8 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
     record.steps += record.weight
     if record.autoreset_mode != "disabled":
         record.episodes += finished  # this step's or the next one's autoreset starts them again
+    for episode_return, length in _vector_tally(record).add(record.autoreset_mode, rewards, terminated | truncated):
+        _episode_finished(record, episode_return, length)
     meters = record.meters
     if meters is not None:
         meters.step_seconds.observe(elapsed)
@@ -122,14 +128,63 @@ def step_native(record: EnvRecord, action: Any) -> StepResult:
     obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
     elapsed = time.perf_counter() - started
     record.steps += 1
+    past_the_end = record.episode_over  # /v1, like the seed, lets a client step on after the end: no new episode
     record.episode_over = (terminated or truncated) and not record.auto_reset
+    if record.autoreset_pending:  # the Autoreset wrapper reset the env in this call: reward 0, no env step
+        record.autoreset_pending = False
+    elif not past_the_end:
+        record.episode_return += float(reward)
+        record.episode_length += 1
+        if terminated or truncated:
+            _episode_finished(record, record.episode_return, record.episode_length)
+            record.episode_return, record.episode_length, record.autoreset_pending = 0.0, 0, record.auto_reset
     meters = record.meters
     if meters is not None:
         meters.step_seconds.observe(elapsed)
         meters.steps.inc()
-        if terminated or truncated:
+        if (terminated or truncated) and not past_the_end:
             meters.episodes.inc()
     return obs, float(reward), bool(terminated), bool(truncated), info
+
+
+def _episode_finished(record: EnvRecord, episode_return: float, length: int) -> None:
+    record.recent_episodes.append((episode_return, length))
+    if record.meters is not None:
+        record.meters.episode_return.observe(episode_return)
+        record.meters.episode_length.observe(length)
+
+
+class VectorTally:
+    """The running return and length of each sub-env of a vector env, and which sub-envs just finished."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.returns = np.zeros(num_envs)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self.finished = np.zeros(num_envs, dtype=np.bool_)
+
+    def restart(self, mask: np.ndarray | None) -> None:
+        """A reset of the sub-envs of `mask` (all when None): their unfinished episodes are dropped."""
+        where = slice(None) if mask is None else mask
+        self.returns[where], self.lengths[where], self.finished[where] = 0.0, 0, False
+
+    def add(self, autoreset_mode: str | None, rewards: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
+        """Count one step; the (return, length) of each episode it finished, in sub-env order."""
+        # next_step: a sub-env that finished in the last step is reset in this one (reward 0, not an env step).
+        counted = ~self.finished if autoreset_mode == "next_step" else np.ones_like(self.finished)
+        self.returns += np.where(counted, rewards, 0.0)
+        self.lengths += counted
+        done = np.asarray(done, dtype=np.bool_)
+        ended = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(done)]
+        self.returns[done], self.lengths[done] = 0.0, 0
+        self.finished = done.copy()
+        return ended
+
+
+def _vector_tally(record: EnvRecord) -> VectorTally:
+    if record.vector_tally is None:
+        record.vector_tally = VectorTally(record.weight)
+    tally: VectorTally = record.vector_tally
+    return tally
 
 
 def render(record: EnvRecord) -> Any:

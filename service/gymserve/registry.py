@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -40,6 +41,13 @@ class EnvRecord:
     episode_over: bool = False  # the last step ended the episode: /v2 needs a reset before the next step
     seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
     last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
+    # Episode statistics (operations.py keeps them): a single env's running episode, a vector env's per sub-env.
+    episode_return: float = 0.0
+    episode_length: int = 0
+    autoreset_pending: bool = False  # an auto_reset env's next step is the Autoreset wrapper's reset, not a step
+    vector_tally: Any = None  # operations.VectorTally of a vector env, made at its first reset or step
+    recent_episodes: deque[tuple[float, int]] = field(default_factory=deque)  # (return, length), oldest first
+    frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
     labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (pipeline.models.Labels)
 
     @property
@@ -112,6 +120,7 @@ class Registry:
                 self._publish()
 
     def add(self, record: EnvRecord) -> None:
+        record.recent_episodes = deque(record.recent_episodes, maxlen=self.settings.episode_history)
         with self._lock:
             self._records[record.instance_id] = record
             self._weight += record.weight
@@ -141,6 +150,22 @@ class Registry:
             record.last_used = time.monotonic()
             yield record
             record.last_used = time.monotonic()
+
+    @contextmanager
+    def watch(self, record: EnvRecord, wait: float) -> Iterator[bool]:
+        """The env's lock for a viewer's read (a render): its idle clock is left alone, since watching is not using.
+
+        Yields False, without the lock, when another request held it for longer than `wait` seconds.
+        """
+        if not record.lock.acquire(timeout=wait):
+            yield False
+            return
+        try:
+            if record.closed:
+                raise UnknownInstance(record.instance_id)
+            yield True
+        finally:
+            record.lock.release()
 
     def pop(self, instance_id: str, reason: str = "client") -> EnvRecord:
         """Remove and close an env; waits for a request in flight on it to finish."""

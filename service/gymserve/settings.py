@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import itertools
+import math
 import os
 import re
 import socket
@@ -18,8 +21,16 @@ class SettingsError(ValueError):
     """A GYMSERVE_* variable has a value that cannot be used; the message names the variable."""
 
 
-def _setting(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices})
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    choices: tuple[str, ...] = (),
+    items: tuple[str, str] | None = None,
+) -> Any:
+    """A setting; `items` = (pattern, example): a comma-separated list whose every item matches the pattern."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices, "items": items})
 
 
 def _default_node_id() -> str:
@@ -30,6 +41,14 @@ def _default_node_id() -> str:
 
 
 NODE_ID_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+MODULE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+KWARG_EXEMPTION_PATTERN = r"[A-Za-z0-9_.\-/*?\[\]]+:[A-Za-z_][A-Za-z0-9_]*"
+
+# Episode returns span orders of magnitude and signs across envs (Pendulum about -1500..0, CartPole 0..500,
+# MountainCar -200..-100): the default buckets are coarse on both sides of 0; operators refine them per env id.
+DEFAULT_RETURN_BUCKETS = (-1000, -500, -200, -100, -50, -20, -10, -5, -1, 0, 1, 5, 10, 20, 50, 100, 200, 500, 1000)
+DEFAULT_LENGTH_BUCKETS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+BucketRules = tuple[tuple[str, tuple[float, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,12 @@ class Settings:
     port: int = _setting(8000, "TCP port gunicorn binds to.", minimum=1)
     workers: int = _setting(2, "gunicorn worker processes; each holds its own envs.", minimum=1)
     threads: int = _setting(8, "Threads per worker (gthread); requests on different envs run in parallel.", minimum=1)
+    keepalive_linger_seconds: float = _setting(
+        0.002,
+        "How long a worker thread that answered a keep-alive request waits for that client's next one before "
+        "handing the connection back to gunicorn's poller, while another thread is free (0: never waits).",
+        minimum=0,
+    )
     log_level: str = _setting(
         "info", "Log level of gunicorn and gymserve.", choices=("debug", "info", "warning", "error", "critical")
     )
@@ -51,7 +76,19 @@ class Settings:
     allowed_envs: str = _setting(
         "",
         "Comma-separated env ids or fnmatch patterns that may be created "
-        "(default: every env Gymnasium itself registers).",
+        "(default: every env Gymnasium itself registers, plus those of GYMSERVE_ENV_MODULES).",
+    )
+    env_modules: str = _setting(
+        "",
+        "Comma-separated Python modules every worker imports at start, so that the envs they register "
+        "can be created (e.g. ale_py, or your own package). Clients can never name a module.",
+        items=(MODULE_PATTERN, "a module name, like ale_py or my_envs.v2"),
+    )
+    env_kwargs_allow: str = _setting(
+        "",
+        "Comma-separated ENV:KWARG pairs (ENV may be an fnmatch pattern) exempt from the kwargs policy, "
+        "e.g. HalfCheetah-v5:xml_file. See docs/custom-envs.md.",
+        items=(KWARG_EXEMPTION_PATTERN, "ENV:KWARG, like HalfCheetah-v5:xml_file"),
     )
     max_episode_steps_limit: int = _setting(100_000, "Largest max_episode_steps a create may ask for.", minimum=1)
 
@@ -83,6 +120,28 @@ class Settings:
         minimum=1024,
     )
 
+    # --- watching: the /ui page, frames and episode statistics ---
+    frame_wait_seconds: float = _setting(
+        0.5,
+        "How long a frame request (GET /v2/envs/<id>/frame) waits for an env busy with another request "
+        "before it answers with the env's last frame instead.",
+        minimum=0,
+    )
+    episode_history: int = _setting(
+        100, "Finished episodes whose return and length each env keeps for GET /v2/envs/<id>.", minimum=1
+    )
+    episode_return_buckets: str = _setting(
+        "default=" + ",".join(map(format, DEFAULT_RETURN_BUCKETS)),
+        "Buckets of the gymserve_episode_return histogram by env id: 'pattern=b1,b2,...' entries joined by ';', "
+        "the first fnmatch pattern that matches an env id wins, 'default' matches every env id "
+        "(e.g. 'CartPole-*=10,50,100,200,500;default=-100,0,100').",
+    )
+    episode_length_buckets: str = _setting(
+        "default=" + ",".join(map(format, DEFAULT_LENGTH_BUCKETS)),
+        "Buckets of the gymserve_episode_length histogram (steps) by env id, written like "
+        "GYMSERVE_EPISODE_RETURN_BUCKETS.",
+    )
+
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", _default_node_id())
@@ -96,10 +155,27 @@ class Settings:
                 f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "
                 f"{PREFIX}ENV_TTL_MAX_SECONDS={self.env_ttl_max_seconds}"
             )
+        for f in fields(self):
+            if f.metadata["items"] is not None:
+                pattern, example = f.metadata["items"]
+                for item in _items(getattr(self, f.name)):
+                    if not re.fullmatch(pattern, item):
+                        raise SettingsError(f"{PREFIX}{f.name.upper()}: {item!r} is not {example}")
+        for name in ("episode_return_buckets", "episode_length_buckets"):
+            parse_buckets(PREFIX + name.upper(), getattr(self, name))  # a bad value stops the start, naming it
 
     @property
     def allowed_env_patterns(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.allowed_envs.split(",") if p.strip())
+        return _items(self.allowed_envs)
+
+    @property
+    def env_module_names(self) -> tuple[str, ...]:
+        return _items(self.env_modules)
+
+    @property
+    def env_kwargs_exemptions(self) -> tuple[tuple[str, str], ...]:
+        """(env pattern, kwarg name) pairs of GYMSERVE_ENV_KWARGS_ALLOW."""
+        return tuple((env, kwarg) for env, _, kwarg in (p.rpartition(":") for p in _items(self.env_kwargs_allow)))
 
     @property
     def episodes_max_bytes(self) -> int:
@@ -120,6 +196,15 @@ class Settings:
     def stop_grace_seconds(self) -> float:
         """What an orchestrator should wait after SIGTERM before SIGKILL (compose, Kubernetes)."""
         return self.graceful_timeout_seconds + 5.0
+
+    def episode_buckets(self, kind: str, env_id: str) -> tuple[float, ...]:
+        """The buckets of the episode `kind` ("return" or "length") histogram for `env_id`."""
+        name = f"episode_{kind}_buckets"
+        rules = parse_buckets(PREFIX + name.upper(), getattr(self, name))
+        for pattern, buckets in rules:
+            if pattern == "default" or fnmatch.fnmatchcase(env_id, pattern):
+                return buckets
+        return tuple(map(float, DEFAULT_RETURN_BUCKETS if kind == "return" else DEFAULT_LENGTH_BUCKETS))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -154,6 +239,10 @@ class Settings:
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
 
+def _items(csv: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in csv.split(",") if p.strip())
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
@@ -163,6 +252,23 @@ def _parse(var: str, raw: str, type_name: Any) -> Any:
         return _PARSERS[kind](raw.strip())
     except ValueError:
         raise SettingsError(f"{var}={raw!r}: expected {'a number' if kind == 'float' else 'an integer'}") from None
+
+
+def parse_buckets(var: str, raw: str) -> BucketRules:
+    """'pattern=b1,b2,...;...' as (pattern, strictly increasing finite bounds) pairs; a SettingsError names `var`."""
+    rules = []
+    for entry in filter(None, (e.strip() for e in raw.split(";"))):
+        pattern, sep, numbers = (part.strip() for part in entry.partition("="))
+        if not sep or not pattern:
+            raise SettingsError(f"{var}={raw!r}: {entry!r} is not 'pattern=b1,b2,...'")
+        try:
+            bounds = tuple(float(n) for n in numbers.split(","))
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r}: the buckets of {pattern!r} must be numbers separated by ','") from None
+        if not all(math.isfinite(b) for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
+            raise SettingsError(f"{var}={raw!r}: the buckets of {pattern!r} must be finite and strictly increasing")
+        rules.append((pattern, bounds))
+    return tuple(rules)
 
 
 def describe() -> list[dict[str, Any]]:

@@ -54,6 +54,12 @@ class EnvState:
     seed: int | None
     episode_over: bool
     labels: dict[str, str]
+    # The running episode as operations.py keeps it: an auto_reset env's pending reset changes what its next
+    # step does; the running return and length (a vector env's tally) carry on in the copy's statistics.
+    autoreset_pending: bool = False
+    episode_return: float = 0.0
+    episode_length: int = 0
+    vector_tally: Any = None
 
     @property
     def weight(self) -> int:

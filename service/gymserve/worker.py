@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -71,12 +72,11 @@ class Worker:
             reasons.append("full")
         return reasons
 
-    def ttl_for(self, requested: object) -> float:
-        """The idle TTL of a new env: the server default, or the client's wish capped by the server maximum."""
+    def ttl_for(self, requested: float | None) -> float:
+        """The idle TTL of a new env: the server default, or the client's wish (a positive number, as the
+        request model says) capped by the server maximum."""
         if requested is None:
             return self.settings.env_ttl_seconds
-        if isinstance(requested, bool) or not isinstance(requested, (int, float)) or requested <= 0:
-            raise InvalidValue("ttl", f"expected a positive number of seconds, got {requested!r}")
         cap = self.settings.env_ttl_max_seconds
         return float(min(requested, cap) if cap else requested)
 
@@ -96,7 +96,7 @@ class Worker:
         except GymServeError as err:
             metrics.FAILED.labels(metrics.label_for(env_id, self.factory.allowed), err.code).inc()
             raise
-        record.meters = metrics.EnvMeters(record.env_id)
+        record.meters = metrics.EnvMeters(record.env_id, self.settings)
         record.meters.live.inc(record.weight)
         metrics.CREATED.labels(record.env_id).inc(record.weight)
         log.info("%s env %s (%s%s)", verb, record.instance_id, record.env_id, _vector_note(record))
@@ -171,6 +171,10 @@ class Worker:
             seed=state.seed,
             episode_over=state.episode_over,
             labels=dict(state.labels if labels is None else labels),
+            autoreset_pending=state.autoreset_pending,
+            episode_return=state.episode_return,
+            episode_length=state.episode_length,
+            vector_tally=state.vector_tally,
         )
         self.registry.add(record)
         return record
@@ -228,6 +232,10 @@ def _state_of(record: EnvRecord, env: object) -> snapshots.EnvState:
         seed=record.seed,
         episode_over=record.episode_over,
         labels=dict(record.labels),
+        autoreset_pending=record.autoreset_pending,
+        episode_return=record.episode_return,
+        episode_length=record.episode_length,
+        vector_tally=copy.deepcopy(record.vector_tally),
     )
 
 

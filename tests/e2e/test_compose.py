@@ -259,6 +259,28 @@ def test_a_fork_through_the_router_follows_its_original(stack: Stack) -> None:
                     break
 
 
+def test_the_ui_page_and_each_envs_frame_come_through_the_router(stack: Stack) -> None:
+    """The image carries the page's files (package data); the router sends each frame to the env's replica."""
+    for name, kind in (("", "text/html"), ("app.js", "text/javascript"), ("style.css", "text/css")):
+        with urllib.request.urlopen(f"{stack.router_url}/ui/{name}", timeout=30) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith(kind), name
+    nodes: set[str] = set()
+    for _ in range(20):  # fresh connections: the creates land on any replica, until two have answered
+        if len(nodes) > 1:
+            break
+        created = stack.call("POST", "/v2/envs", {"env_id": "CartPole-v1", "kwargs": {"render_mode": "rgb_array"}})
+        assert created.status == 201, created.body
+        iid = created.body["instance_id"]
+        nodes.add(ID_RE.fullmatch(iid)["node"])
+        assert stack.call("POST", f"/v2/envs/{iid}/reset", {"seed": 1}).status == 200
+        with urllib.request.urlopen(f"{stack.router_url}/v2/envs/{iid}/frame", timeout=30) as resp:
+            assert resp.headers["Content-Type"] == "image/png" and resp.read().startswith(b"\x89PNG")
+        listed = stack.call("GET", f"/v2/envs/{iid}").body
+        assert listed["render_mode"] == "rgb_array" and listed["last_episode"] is None
+        assert stack.call("DELETE", f"/v2/envs/{iid}").status == 204
+    assert len(nodes) > 1, f"all creates landed on {nodes}: the frames did not cross replicas"
+
+
 def test_router_is_not_an_open_proxy(stack: Stack) -> None:
     token = "0123456789abcdef" * 2
     prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]

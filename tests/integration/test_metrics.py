@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
 RULES = REPO / "deploy" / "prometheus" / "rules" / "gymserve.yml"
 MAX_ENVS = 12  # small, so that the capacity alert has something to say
+# Episode buckets per env id: CartPole's returns are step counts, FrozenLake's are 0 or 1.
+RETURN_BUCKETS = "CartPole-*=5,8,10,12,20,50;default=0,0.5,1"
 
 
 def needs(tool: str) -> str:
@@ -70,7 +72,7 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, make_server):
-    srv = make_server(workers=2, max_envs=MAX_ENVS, reaper_interval_seconds=0.2)
+    srv = make_server(workers=2, max_envs=MAX_ENVS, reaper_interval_seconds=0.2, episode_return_buckets=RETURN_BUCKETS)
     port = free_port()
     rules = tmp_path / "rules.yml"
     shutil.copy(RULES, rules)
@@ -123,8 +125,11 @@ def slot_1_pid(srv) -> int:
     return int(re.findall(r"worker pid (\d+) has slot 1 ", srv.log())[-1])
 
 
-def drive_traffic(srv) -> dict[str, int]:
-    """Steps, resets, episodes, closes, reaps, failures, forwards and a killed worker; returns live env counts."""
+def drive_traffic(srv, finished: dict[str, list[tuple[float, int]]]) -> dict[str, int]:
+    """Steps, resets, episodes, closes, reaps, failures, forwards and a killed worker; returns live env counts.
+
+    `finished` gets the (return, length) of every episode that ended, summed here from the step answers.
+    """
     live: dict[str, list[str]] = {"CartPole-v1": [], "FrozenLake-v1": []}
     for _round in range(6):
         for env_id in live:
@@ -132,12 +137,19 @@ def drive_traffic(srv) -> dict[str, int]:
         short = post(srv.url + "/v1/envs/", {"env_id": "CartPole-v1", "ttl": 0.3}).json()["instance_id"]
         post(f"{srv.url}/v1/envs/{short}/reset/")
         assert post(srv.url + "/v1/envs/", {"env_id": "NoSuchEnv-v0"}).status_code == 400
-        for ids in live.values():
+        for env_id, ids in live.items():
             for iid in ids:
                 post(f"{srv.url}/v1/envs/{iid}/reset/", {"seed": 1})
+                total, length, over = 0.0, 0, False
                 for _ in range(12):
-                    if post(f"{srv.url}/v1/envs/{iid}/step/", {"action": 0}).status_code != 200:
+                    answer = post(f"{srv.url}/v1/envs/{iid}/step/", {"action": 0})
+                    if answer.status_code != 200:
                         break  # the episode ended: the next reset starts another
+                    if not over:  # /v1 lets a client step on after the end (CartPole: reward 0): no new episode
+                        total, length = total + answer.json()["reward"], length + 1
+                        over = answer.json()["done"]
+                        if over:
+                            finished[env_id].append((total, length))
         closed = live["FrozenLake-v1"].pop(0)
         assert requests.delete(f"{srv.url}/v1/envs/{closed}/").status_code == 200
         time.sleep(1.2)  # let Prometheus scrape between rounds, and the reaper take the short-lived env
@@ -171,14 +183,16 @@ def fill(expr: str, replica: str) -> str:
 
 def test_dashboards_and_alerts_answer_from_a_real_prometheus(prometheus):
     srv, prom = prometheus
-    live = drive_traffic(srv)
+    finished: dict[str, list[tuple[float, int]]] = {"CartPole-v1": [], "FrozenLake-v1": []}
+    live = drive_traffic(srv, finished)
     time.sleep(3)  # a few more scrapes after the last request
     instance = srv.url.split("//")[1]
 
     # What the traffic says, exactly.
     assert prom.value('sum(rate(gymserve_steps_total{env_id="CartPole-v1"}[1m]))') > 0
     for env_id, count in live.items():
-        assert prom.value(f'sum(gymserve_envs{{env_id="{env_id}"}})') == count, env_id
+        # `or vector(0)`: when every env of an id lived on the killed worker, its series went with it.
+        assert prom.value(f'sum(gymserve_envs{{env_id="{env_id}"}}) or vector(0)') == count, env_id
     assert prom.value("sum(gymserve_envs_reaped_total)") >= 5
     assert prom.value("sum(gymserve_envs_lost_total)") >= 1
     assert prom.value("sum(gymserve_worker_restarts_total)") == 1
@@ -188,6 +202,21 @@ def test_dashboards_and_alerts_answer_from_a_real_prometheus(prometheus):
     assert prom.value('gymserve_capacity_envs{scope="replica"}') == MAX_ENVS
     assert prom.query('gymserve_build_info{version!=""}')
     assert not prom.query('{__name__=~"gymserve_.*", instance_id!=""}'), "an instance id must never be a label"
+
+    # The episode histograms hold exactly the episodes the traffic finished, in each env id's own buckets.
+    assert len(finished["CartPole-v1"]) >= 6
+    for env_id, episodes in finished.items():
+        returns, lengths = [r for r, _ in episodes], [n for _, n in episodes]
+        assert prom.value(f'sum(gymserve_episodes_total{{env_id="{env_id}"}})') == len(episodes), env_id
+        for name, values in (("return", returns), ("length", lengths)):
+            assert prom.value(f'sum(gymserve_episode_{name}_count{{env_id="{env_id}"}})') == len(values), env_id
+            assert prom.value(f'sum(gymserve_episode_{name}_sum{{env_id="{env_id}"}})') == pytest.approx(sum(values))
+        bounds = (5, 8, 10, 12, 20, 50) if env_id == "CartPole-v1" else (0, 0.5, 1)
+        found = {float(r["metric"]["le"]) for r in prom.query(f'gymserve_episode_return_bucket{{env_id="{env_id}"}}')}
+        assert found == {*map(float, bounds), float("inf")}, env_id
+        for bound in bounds:
+            expr = f'sum(gymserve_episode_return_bucket{{env_id="{env_id}", le="{float(bound)}"}})'
+            assert prom.value(expr) == sum(r <= bound for r in returns), expr
 
     # Every panel query of every dashboard, variables filled in, returns data.
     assert DASHBOARDS

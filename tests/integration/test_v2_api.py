@@ -305,6 +305,46 @@ def test_render_is_png_for_frames_text_for_ansi_and_native_on_request(api: Api) 
     assert "render_mode" in error["message"]
 
 
+def decoded_png(body: bytes) -> np.ndarray:
+    pygame = pytest.importorskip("pygame")
+    return np.asarray(pygame.surfarray.array3d(pygame.image.load(io.BytesIO(body), "frame.png")))
+
+
+def test_frames_are_the_renders_a_viewer_sees_and_episodes_are_reported_as_they_finish(api: Api) -> None:
+    iid = api.create("CartPole-v1", kwargs={"render_mode": "rgb_array"})
+    expect_error(api.call("GET", f"/v2/envs/{iid}/frame")[0], 409, "reset_needed")
+    api.call("POST", f"/v2/envs/{iid}/reset", {"seed": 4})
+    resp, frame = api.call("GET", f"/v2/envs/{iid}/frame", accept="*/*")
+    assert resp.headers["Content-Type"] == "image/png"
+    render = api.call("GET", f"/v2/envs/{iid}/render", accept="image/png")[1]
+    assert np.array_equal(decoded_png(frame), decoded_png(render))
+    expect_error(api.call("GET", f"/v2/envs/{iid}/frame?sub_env=1")[0], 422, "invalid_value", "sub_env")
+    expect_error(api.call("GET", f"/v2/envs/{iid}/frame?sub_env=-1")[0], 422, "invalid_value", "sub_env")
+    local = gym.make("CartPole-v1")
+    local.reset(seed=4)
+    total, length, done = 0.0, 0, False
+    while not done:
+        _, reward, terminated, truncated, _ = local.step(1)
+        total, length, done = total + float(reward), length + 1, terminated or truncated
+        api.call("POST", f"/v2/envs/{iid}/step", {"action": 1})
+    _, info = api.call("GET", f"/v2/envs/{iid}")
+    assert info["last_episode"] == {"return": total, "length": length}
+    assert info["recent_episodes"] == {"returns": [total], "lengths": [length]}
+    listed = {e["instance_id"]: e for e in api.call("GET", "/v2/envs")[1]["envs"]}
+    assert listed[iid]["last_episode"] == info["last_episode"] and listed[iid]["render_mode"] == "rgb_array"
+
+    ansi = api.create("FrozenLake-v1", kwargs={"render_mode": "ansi"})
+    api.call("POST", f"/v2/envs/{ansi}/reset", {"seed": 0})
+    resp, text = api.call("GET", f"/v2/envs/{ansi}/frame", accept="*/*")
+    assert resp.headers["Content-Type"].startswith("text/plain") and "FFF" in text
+    plain = api.create()
+    expect_error(api.call("GET", f"/v2/envs/{plain}/frame")[0], 422, "not_supported", "render_mode")
+    vec = api.create("CartPole-v1", num_envs=2, kwargs={"render_mode": "rgb_array"})
+    api.call("POST", f"/v2/envs/{vec}/reset", {"seed": [1, 2]})
+    first = api.call("GET", f"/v2/envs/{vec}/frame?sub_env=0", accept="*/*")[1]
+    assert first != api.call("GET", f"/v2/envs/{vec}/frame?sub_env=1", accept="*/*")[1]
+
+
 def test_resending_the_last_seq_returns_the_same_answer_without_stepping_again(api: Api) -> None:
     iid = api.create()
     api.call("POST", f"/v2/envs/{iid}/reset", {"seed": 1, "seq": 1}, send_as=MSGPACK)

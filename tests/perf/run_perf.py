@@ -184,6 +184,33 @@ def gymserve_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
+def remote_vector_rows(seconds: float, num_envs: int) -> list[Row]:
+    """RemoteVectorEnv (a real gymnasium VectorEnv) stepping a server-side vector env: one client on the load
+    core, the server on the server core, one request per vector step, as a training loop would."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
+    with serving(argv, port, "/readyz", gymserve_env()):
+        code = f"""
+import time, numpy as np
+from gymserve.client import RemoteVectorEnv
+env = RemoteVectorEnv("http://127.0.0.1:{port}", "CartPole-v1", num_envs={num_envs})
+env.reset(seed=0)
+a = np.zeros({num_envs}, dtype=np.int64); n = 0
+for _ in range(50):
+    env.step(a)
+end = time.perf_counter() + {seconds}
+while time.perf_counter() < end:
+    for _ in range(50):
+        env.step(a)
+    n += 50 * {num_envs}
+env.close()
+print(n / {seconds})"""
+        out = subprocess.run(
+            pinned(LOAD_CORE, [sys.executable, "-c", code]), capture_output=True, text=True, timeout=300, check=True
+        )
+    return [Row(f"RemoteVectorEnv x{num_envs}, 1 request per step", 1, float(out.stdout.split()[-1]))]
+
+
 def gymserve_rows(seconds: float) -> list[Row]:
     port = free_port()
     argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
@@ -415,6 +442,7 @@ def main() -> int:
     if not args.skip_seed:
         rows += seed_rows(args.seconds)
     rows += gymserve_rows(args.seconds)
+    rows += remote_vector_rows(args.seconds, args.num_envs)
     rows += extra_rows(args)
     live_rows, live = live_env_rows(args.live_envs)
     rows += live_rows
@@ -444,7 +472,7 @@ def print_table(rows: list[Row], live: dict[str, float], args: argparse.Namespac
     seed = find(rows, "seed as shipped", 16)
     seed_g = find(rows, "seed under gunicorn", 16)
     frame = find(rows, "gymserve /v2 msgpack, 400x600x3", 1)
-    vec = find(rows, "gymserve /v2 vector", 2)
+    vec = find(rows, "RemoteVectorEnv", 1)
     limit_vec = find(rows, "limit: make_vec", 1)
     print()
     print("targets:")

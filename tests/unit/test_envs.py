@@ -48,9 +48,9 @@ def test_missing_optional_dependency_names_it_and_how_to_install(factory):
         import mujoco  # noqa: F401
     except ImportError:
         with pytest.raises(MissingDependency, match=r"MuJoCo.*pip install"):
-            factory.make(CreateRequest("Ant-v4"))
+            factory.make(CreateRequest("Ant-v5"))
     else:
-        factory.make(CreateRequest("Ant-v4")).close()
+        factory.make(CreateRequest("Ant-v5")).close()
 
 
 @pytest.mark.parametrize(

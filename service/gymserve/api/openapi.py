@@ -139,6 +139,14 @@ SCHEMAS: dict[str, Any] = {
                 {"type": "integer", "minimum": 1, "description": "A vector env's sub-envs; null for a single env."}
             ),
             "autoreset_mode": _nullable(_AUTORESET),
+            "render_mode": _nullable({"type": "string"}),
+            "idle_seconds": {"type": "number", "minimum": 0, "description": "Seconds since the env was last used."},
+            "last_episode": _nullable(
+                _object(
+                    {"return": {"type": "number"}, "length": {"type": "integer", "minimum": 0}},
+                    description="The return and length of the last episode that finished (any sub-env's).",
+                )
+            ),
             "labels": {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
@@ -170,6 +178,14 @@ SCHEMAS["EnvInfo"] = _object(
         "observation_space": _ref("Space"),
         "single_action_space": _nullable(_ref("Space")),
         "single_observation_space": _nullable(_ref("Space")),
+        "recent_episodes": _object(
+            {
+                "returns": {"type": "array", "items": {"type": "number"}},
+                "lengths": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+            description="The returns and lengths of the last finished episodes (GYMSERVE_EPISODE_HISTORY of "
+            "them), oldest first; a vector env's from every sub-env. An episode cut short by a reset is not one.",
+        ),
     },
     description="For a vector env, action_space and observation_space are batched and the single_* spaces are "
     "one sub-env's; for a single env the single_* spaces are null.",
@@ -504,6 +520,34 @@ DOCUMENT: dict[str, Any] = {
                     _FRAME_CONTENT,
                 ),
                 (422,),
+            ),
+        },
+        "/v2/envs/{instance_id}/frame": {
+            "parameters": [
+                _ID_PARAMETER,
+                {
+                    "name": "sub_env",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    "description": "A vector env's sub-env to show.",
+                },
+            ],
+            "get": _operation(
+                "getFrame",
+                "Watch an env: its current frame, without using it",
+                (
+                    200,
+                    "An rgb_array frame as PNG or an ansi frame as text.",
+                    {key: _FRAME_CONTENT[key] for key in ("image/png", "text/plain")},
+                ),
+                (409, 422),
+                description="For viewers such as the /ui page. Unlike render, a frame is not a use: the env's idle "
+                "clock is left alone, so an abandoned env still expires while watched. The frame is rendered "
+                "under the env's lock; if another request holds it for longer than GYMSERVE_FRAME_WAIT_SECONDS, "
+                "the last frame is answered again (503 with Retry-After if there is none). Envs whose "
+                "render_mode is not rgb_array or ansi answer 422; a classic-control env before its first reset "
+                "answers 409 reset_needed.",
             ),
         },
         "/v2/envs/{instance_id}/keepalive": {

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 from flask import Blueprint, Response, request
 
-from .. import idempotency, labels, operations
+from .. import frames, idempotency, labels, operations
 from ..codec import png, spaces, values
 from ..envs import CreateRequest
 from ..errors import InvalidValue, NotSupported
@@ -84,8 +84,18 @@ def _summary(record: EnvRecord) -> dict[str, Any]:
         "expires_at": None if ttl_left is None else _timestamp(now + ttl_left),
         "num_envs": record.num_envs,
         "autoreset_mode": record.autoreset_mode,
+        "render_mode": getattr(record.env, "render_mode", None),
+        "idle_seconds": round(idle, 3),
+        "last_episode": _last_episode(record),
         "labels": record.labels,
     }
+
+
+def _last_episode(record: EnvRecord) -> dict[str, Any] | None:
+    if not record.recent_episodes:
+        return None
+    episode_return, length = record.recent_episodes[-1]
+    return {"return": episode_return, "length": length}
 
 
 def _info(record: EnvRecord) -> dict[str, Any]:
@@ -112,6 +122,10 @@ def _info(record: EnvRecord) -> dict[str, Any]:
         # A vector env's spaces are batched; these are one sub-env's.
         "single_action_space": _single_space(env, "single_action_space"),
         "single_observation_space": _single_space(env, "single_observation_space"),
+        "recent_episodes": {
+            "returns": [r for r, _ in record.recent_episodes],
+            "lengths": [n for _, n in record.recent_episodes],
+        },
     }
 
 
@@ -284,6 +298,20 @@ def _frame(frame: Any) -> Response:
     if media_type == negotiation.TEXT:
         return _send(frame.encode("utf-8"), "text/plain; charset=utf-8")
     return _send(values.dumps({"frame": frame}, media_type), media_type)
+
+
+@bp.get("/envs/<instance_id>/frame")
+def frame(instance_id: str) -> Response:
+    """A viewer's frame (the /ui page polls it): like render, but watching is not using, so the env still expires."""
+    w = worker()
+    record = w.registry.get(owner.local_id(instance_id))
+    raw = request.args.get("sub_env", "0")
+    if not raw.isdigit():
+        raise InvalidValue("sub_env", f"expected a sub-env index (a non-negative integer), got {raw[:20]!r}")
+    shown = frames.latest(w.registry, record, int(raw), w.settings.frame_wait_seconds)
+    response = Response(shown.body, content_type=shown.media_type)
+    response.headers["Cache-Control"] = "no-store"  # a frame is stale at the next step
+    return response
 
 
 @bp.delete("/envs/<instance_id>")

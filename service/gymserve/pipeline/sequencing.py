@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ..codec import values as native
 from ..errors import SequenceConflict
 from ..registry import EnvRecord
@@ -33,7 +35,17 @@ class SequencedAnswer:
 def request_digest(kind: str, asked: Any) -> bytes:
     """What a resend must repeat: the call's kind and decoded values, so that it matches by whatever route,
     in whatever body encoding, it comes again."""
-    return hashlib.blake2b(kind.encode() + b"\n" + native.dumps(asked, native.MSGPACK), digest_size=16).digest()
+    canonical = msgpack.packb(_keys_sorted(native.to_wire(asked, binary=True)), use_bin_type=True)
+    return hashlib.blake2b(kind.encode() + b"\n" + canonical, digest_size=16).digest()
+
+
+def _keys_sorted(tree: Any) -> Any:
+    """Maps have no order, and a client (a Go map, a proxy) may send the same one in another order."""
+    if isinstance(tree, dict):
+        return {key: _keys_sorted(tree[key]) for key in sorted(tree)}
+    if isinstance(tree, list):
+        return [_keys_sorted(item) for item in tree]
+    return tree
 
 
 def answer_bytes(

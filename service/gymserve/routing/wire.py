@@ -32,8 +32,10 @@ def write_message(out: Any, meta: dict[str, Any], body: bytes) -> None:
 
 def _read_part(stream: Readable) -> bytes | None:
     prefix = stream.read(_LENGTH.size)
-    if len(prefix) < _LENGTH.size:
+    if not prefix:
         return None
+    if len(prefix) < _LENGTH.size:  # part of a length: the peer went away while sending, not between messages
+        raise ConnectionError("peer closed the connection in the middle of a message")
     (size,) = _LENGTH.unpack(prefix)
     data = stream.read(size)
     if len(data) < size:
