@@ -186,6 +186,27 @@ def test_a_fork_follows_the_same_trajectory_and_never_moves_the_original(farm: S
             relabelled.close()
 
 
+def test_a_fork_taken_as_an_auto_reset_episode_ends_resets_like_its_original(api: Api) -> None:
+    instance_id = api.create(auto_reset=True)
+    api.call("POST", f"/v2/envs/{instance_id}/reset", {"seed": 4})
+    for _ in range(200):  # one action only: the pole falls within a few dozen steps
+        _, step = api.call("POST", f"/v2/envs/{instance_id}/step", {"action": 1})
+        if step["terminated"] or step["truncated"]:
+            break
+    else:
+        raise AssertionError("the episode never ended")
+    _, fork = api.call("POST", f"/v2/envs/{instance_id}/fork")
+    for action in [0, 1, 0, 1, 1]:  # the first of these is the Autoreset wrapper's reset on both
+        _, theirs = api.call("POST", f"/v2/envs/{fork['instance_id']}/step", {"action": action})
+        _, mine = api.call("POST", f"/v2/envs/{instance_id}/step", {"action": action})
+        theirs.pop("seq")
+        mine.pop("seq")
+        _assert_bit_identical(theirs, mine)
+    _, fork_info = api.call("GET", f"/v2/envs/{fork['instance_id']}")
+    _, info = api.call("GET", f"/v2/envs/{instance_id}")
+    assert fork_info["last_episode"] is None and info["last_episode"] is not None, "the fork's own statistics"
+
+
 def test_a_vector_fork_follows_the_same_trajectories(farm: Server) -> None:
     with RemoteVectorEnv(farm.url, "CartPole-v1", 3, autoreset_mode="same_step") as original:
         original.reset(seed=5)
