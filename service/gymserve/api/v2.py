@@ -147,8 +147,12 @@ def create_env() -> Response:
     if key is None and (elsewhere := owner.create_elsewhere_if_full(body.num_envs or 1)) is not None:
         return elsewhere
     models.check_limits(body, w.settings)
-    if key is None:
-        return _created(_create(w, body))
+    return _created(_create(w, body)) if key is None else _keyed_create(w, key, body)
+
+
+def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
+    """A create named by an Idempotency-Key, on the worker the key belongs to: a resend of the same body gets the
+    same env (and answer) again, another body a 422, a resend while the first runs a 409 (docs/lifecycle.md)."""
     earlier = w.keys.claim(key, idempotency.digest(request.content_type, request.get_data(cache=True)))
     if isinstance(earlier, idempotency.PassedOn):  # this worker was full: the sibling it chose has the key
         return owner.forward_create(earlier.slot)
