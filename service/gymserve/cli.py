@@ -66,8 +66,11 @@ def _serve(args: argparse.Namespace) -> int:
     }
     env = dict(os.environ)
     env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
+    from .snapshots import Sealer  # imports gymnasium: only `serve` does, not `--version`
+
     try:
         settings = Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
+        Sealer.from_environ(settings.max_snapshot_bytes, env)  # the snapshot key (a secret) too
     except SettingsError as exc:
         print(f"gymserve: bad setting: {exc}", file=sys.stderr)
         return 2

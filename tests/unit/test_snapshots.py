@@ -61,3 +61,14 @@ def test_json_carries_the_blob_in_base64(monkeypatch: pytest.MonkeyPatch) -> Non
     assert resp.status_code == 201 and resp.json["labels"] == {"run": "b64"}
     resp = client.post("/v2/envs", json={"env_id": "CartPole-v1", "snapshot": "not base64!"})
     assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "snapshot"
+
+
+def test_serve_refuses_a_short_key_before_starting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gymserve.cli import main
+
+    monkeypatch.setenv("GYMSERVE_SNAPSHOT_KEY", "short")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "GYMSERVE_SNAPSHOT_KEY" in err and "short" not in err.replace("GYMSERVE_SNAPSHOT_KEY", ""), "never echoed"
