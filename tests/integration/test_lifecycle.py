@@ -386,3 +386,20 @@ def test_a_keyed_create_whose_worker_is_full_is_made_by_a_sibling_and_resends_fi
         again = keyed(second)
         assert again.status_code == 201 and again.json()["instance_id"] == made.json()["instance_id"]
         assert again.headers.get("Idempotent-Replayed") == "true"
+
+
+def test_a_snapshot_restores_on_another_replica_with_the_farms_key_only(make_server: Any, farm: Server) -> None:
+    """Another replica of the same farm (same key) restores it; a replica of another farm refuses it unopened."""
+    same_farm = make_server(workers=1, node_id="replica-b", snapshot_key=SNAPSHOT_KEY)
+    other_farm = make_server(workers=1, node_id="other-farm", snapshot_key="another-farm-" + "o" * 32)
+    with RemoteEnv(farm.url, "CartPole-v1") as original:
+        original.reset(seed=21)
+        original.step(1)
+        blob = original.snapshot()
+        with RemoteEnv(same_farm.url, "CartPole-v1", snapshot=blob) as restored:
+            assert restored.instance_id is not None and restored.instance_id.startswith("replica-b.")
+            actions = [0, 1, 1, 0, 1, 0]
+            _assert_bit_identical(_trajectory(restored, actions), _trajectory(original, actions))
+        with pytest.raises(RemoteError) as foreign:
+            RemoteEnv(other_farm.url, "CartPole-v1", snapshot=blob)
+        assert (foreign.value.status, foreign.value.code) == (422, "invalid_snapshot")
