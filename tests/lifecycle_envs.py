@@ -1,12 +1,11 @@
 """Test envs that Gymnasium does not ship: a Dict observation drawn from the env's own random generator.
 
-Registered on import. A test server imports it through the sitecustomize.py that `sitecustomize_dir` writes
-(the server runs in its own process), so the tests can fork and snapshot an env with a Dict observation.
+Registered on import: a test server imports it as GYMSERVE_ENV_MODULES=lifecycle_envs (with tests/ on its
+PYTHONPATH), so the tests can fork and snapshot an env with a Dict observation.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -52,11 +51,3 @@ class DictObservationEnv(gym.Env[dict[str, Any], int]):
 
 if DICT_ENV not in gym.envs.registry:
     gym.register(DICT_ENV, entry_point=DictObservationEnv)
-
-
-def sitecustomize_dir(where: Path) -> Path:
-    """A directory whose sitecustomize.py registers these envs in any Python started with it on PYTHONPATH."""
-    where.mkdir(parents=True, exist_ok=True)
-    tests = Path(__file__).resolve().parent
-    (where / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(tests)!r})\nimport lifecycle_envs\n")
-    return where

@@ -21,7 +21,7 @@ from test_v2_api import JSON, Api, Contract, expect_error
 from gymserve import idempotency
 from gymserve.client import RemoteEnv, RemoteError, RemoteVectorEnv
 from gymserve.snapshots import EnvState, Sealer
-from lifecycle_envs import DICT_ENV, sitecustomize_dir
+from lifecycle_envs import DICT_ENV
 from servers import Server, start_server
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,17 @@ SNAPSHOT_KEY = "test-farm-key-" + "k" * 32
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Two workers that also allow the test's Dict-observation env (registered by a sitecustomize.py)."""
-    tmp = tmp_path_factory.mktemp("lifecycle")
+    """Two workers that also serve the test's Dict-observation env (GYMSERVE_ENV_MODULES=lifecycle_envs)."""
+    tests = str(Path(__file__).resolve().parents[1])
     with pytest.MonkeyPatch.context() as patch:
-        site = str(sitecustomize_dir(tmp / "site"))
-        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p))
-        srv = start_server(tmp, workers=2, snapshot_key=SNAPSHOT_KEY, allowed_envs=f"CartPole-v1,Acrobot-v1,{DICT_ENV}")
+        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+        srv = start_server(
+            tmp_path_factory.mktemp("lifecycle"),
+            workers=2,
+            snapshot_key=SNAPSHOT_KEY,
+            env_modules="lifecycle_envs",
+            allowed_envs=f"CartPole-v1,Acrobot-v1,{DICT_ENV}",
+        )
     yield srv
     srv.stop()
 
