@@ -47,8 +47,9 @@ RUN python3 -m venv /opt/gymserve
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so that a change to the code reuses this layer.
-# The image is a farm's server: it carries the `tenants` extra (the quota store's client) too.
-# pip merges the extra "gymnasium[...]" line with the pinned gymnasium requirement of the project.
+# The client's dependencies, the server's (the "server" extra) and the quota store's client (the "tenants"
+# extra): the image is a farm's server. pip merges the extra "gymnasium[...]" line with the pinned gymnasium
+# requirement of the project.
 COPY pyproject.toml ./
 RUN python3 -c 'import re, sys, tomllib; \
 families = [f.strip() for f in sys.argv[1].split(",") if f.strip()]; \
@@ -57,7 +58,7 @@ bad and sys.exit(f"ENV_FAMILIES: not a Gymnasium extra name: {bad}"); \
 "atari" in families and "ale_py" not in sys.argv[2].replace(" ", "").split(",") and \
     sys.exit("ENV_FAMILIES=atari: add --build-arg ENV_MODULES=ale_py (ale_py registers the ALE/* envs on import)"); \
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-deps = project["dependencies"] + project["optional-dependencies"]["tenants"]; \
+deps = project["dependencies"] + project["optional-dependencies"]["server"] + project["optional-dependencies"]["tenants"]; \
 extra = ["gymnasium[" + ",".join(families) + "]"] if families else []; \
 print("\n".join(deps + extra + sys.argv[3].split()))' "$ENV_FAMILIES" "$ENV_MODULES" "$EXTRA_PIP_PACKAGES" \
     > requirements.txt \

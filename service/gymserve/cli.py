@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import re
 import sys
@@ -57,6 +58,11 @@ def _envs_can_be_created(settings: Settings) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # `pip install gymserve` is the client alone; the server's packages come with the "server" extra.
+    missing = [name for name in ("flask", "gunicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"gymserve serve: the server needs {', '.join(missing)}: pip install 'gymserve[server]'", file=sys.stderr)
+        return 2
     overrides = {
         k: v
         for k, v in {"host": args.host, "port": args.port, "workers": args.workers, "threads": args.threads}.items()
@@ -64,10 +70,13 @@ def _serve(args: argparse.Namespace) -> int:
     }
     env = dict(os.environ)
     env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
+    from .snapshots import Sealer  # imports gymnasium: only `serve` does, not `--version`
+
     try:
         settings = Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
         if settings.tenants_file:  # a bad file later keeps the last good one; at start there is none
             load_tenants(settings.tenants_file)
+        Sealer.from_environ(settings.max_snapshot_bytes, env)  # the snapshot key (a secret) too
     except SettingsError as exc:
         print(f"gymserve: bad setting: {exc}", file=sys.stderr)
         return 2

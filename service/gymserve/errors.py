@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 # An error answer as WSGI wants it: status, headers, body.
 Reply = tuple[int, list[tuple[str, str]], bytes]
+Fault = Literal["client", "env", "infrastructure"]
 
 
 class GymServeError(Exception):
@@ -15,6 +16,10 @@ class GymServeError(Exception):
 
     status = 400
     code = "bad_request"
+    # Whose failure it is, and whether sending the same request again can succeed: decided here, per class,
+    # so that every answer (app, lean path, batch items, the router's template) says the same.
+    fault: Fault = "client"  # client: fix the request; env: the env itself failed; infrastructure: the service did
+    retryable = False
 
     def __init__(
         self, message: str, *, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -63,8 +68,11 @@ class EnvNotAllowed(BadRequest):
 
 
 class MissingDependency(BadRequest):
+    """The env needs a package this server does not have: the server's make-up, not the request's."""
+
     status = 422
     code = "missing_dependency"
+    fault = "infrastructure"
 
 
 class EnvFailed(BadRequest):
@@ -72,6 +80,7 @@ class EnvFailed(BadRequest):
 
     status = 422
     code = "env_error"
+    fault = "env"
 
 
 class UnknownInstance(GymServeError):
@@ -85,6 +94,7 @@ class UnknownInstance(GymServeError):
 class InstanceLost(GymServeError):
     status = 410
     code = "instance_lost"
+    fault = "infrastructure"  # the env's state is gone: only a new env helps, so no retry
 
     def __init__(self, instance_id: str) -> None:
         super().__init__(
@@ -99,6 +109,8 @@ class OwnerTimeout(GymServeError):
 
     status = 504
     code = "owner_timeout"
+    fault = "infrastructure"
+    retryable = True  # a numbered step or reset is safe to resend: it never runs twice
 
 
 class ResetNeeded(GymServeError):
@@ -142,6 +154,8 @@ class Unavailable(GymServeError):
 
     status = 503
     code = "unavailable"
+    fault = "infrastructure"
+    retryable = True
 
     def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
@@ -175,6 +189,8 @@ class RoutingError(GymServeError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code = status, code
+        if status >= 500:
+            self.fault = "infrastructure"
 
     @property
     def v1_status(self) -> int:
@@ -186,19 +202,58 @@ class Internal(GymServeError):
 
     status = 500
     code = "internal"
+    fault = "infrastructure"
 
     def __init__(self) -> None:
         super().__init__("internal server error")
 
 
+class IdempotencyInFlight(GymServeError):
+    """A create with this key is still being made: its answer comes to the request that is running it."""
+
+    status = 409
+    code = "idempotency_in_flight"
+    retryable = True
+
+
+class IdempotencyMismatch(GymServeError):
+    """This key already named a create with another body: a key names one create, never two."""
+
+    status = 422
+    code = "idempotency_mismatch"
+
+
+class InvalidSnapshot(BadRequest):
+    """A snapshot this farm's key did not seal (altered, foreign, not a snapshot), or that cannot be restored."""
+
+    status = 422
+    code = "invalid_snapshot"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details={"field": "snapshot"})
+
+
 def error_body(err: GymServeError, native: bool) -> dict[str, Any]:
-    """/v2 (`native`): {"error": {code, message, details}}; /v1: the seed's {"message"} plus code and details."""
+    """/v2 (`native`): {"error": {code, message, details, fault, retryable}}; /v1: the seed's {"message"} plus
+    code, fault, retryable and details (additive fields: seed clients read only the message)."""
+    kind = {"fault": err.fault, "retryable": err.retryable}
     if native:
-        return {"error": {"code": err.code, "message": err.message, "details": err.details}}
-    body: dict[str, Any] = {"message": err.message, "code": err.code}
+        return {"error": {"code": err.code, "message": err.message, "details": err.details, **kind}}
+    body: dict[str, Any] = {"message": err.message, "code": err.code, **kind}
     if err.details:
         body["details"] = err.details
     return body
+
+
+def kinds() -> dict[str, tuple[str, bool]]:
+    """Every error code this server sends, with its fault and retryable: for the OpenAPI document and tests."""
+    found: dict[str, tuple[str, bool]] = {}
+    pending: list[type[GymServeError]] = [GymServeError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, (cls.fault, cls.retryable))
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 def error_reply(err: GymServeError, native: bool) -> Reply:

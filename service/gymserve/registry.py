@@ -56,6 +56,7 @@ class EnvRecord:
     recent_episodes: deque[tuple[float, int]] = field(default_factory=deque)  # (return, length), oldest first
     frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
     tenant: str = "anonymous"  # who created it: only that tenant's requests see it
+    labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (pipeline.models.Labels)
 
     @property
     def weight(self) -> int:
@@ -67,6 +68,10 @@ class EnvRecord:
 
     def expired(self, now: float) -> bool:
         return self.ttl > 0 and now - self.last_used > self.ttl
+
+    def matches(self, selector: dict[str, str]) -> bool:
+        """Whether every label of `selector` is one of this env's (an empty selector matches every env)."""
+        return all(self.labels.get(k) == v for k, v in selector.items())
 
 
 class Registry:

@@ -112,6 +112,13 @@ class Settings:
     drain_seconds: float = _setting(20.0, "After SIGTERM: how long steps on existing envs keep working.", minimum=0)
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
     retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
+    max_snapshot_bytes: int = _setting(
+        1_048_576,
+        "Largest env snapshot in bytes (GET /v2/envs/<id>/snapshot; a restore's body is also bounded by "
+        "GYMSERVE_MAX_BODY_BYTES). Snapshots are signed with GYMSERVE_SNAPSHOT_KEY, a secret read from the "
+        "environment only (never printed); without it they are off.",
+        minimum=1024,
+    )
 
     # --- watching: the /ui page, frames and episode statistics ---
     frame_wait_seconds: float = _setting(

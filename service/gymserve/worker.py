@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
-from . import cost, metrics
+from . import cost, metrics, snapshots
 from .envs import DEFAULT_AUTORESET, CreateRequest, EnvFactory
-from .errors import CapacityExceeded, Draining, GymServeError
+from .errors import CapacityExceeded, Draining, GymServeError, InvalidValue, UnknownInstance
+from .idempotency import Keys
 from .registry import EnvRecord, Registry
 from .routing.forward import Forwarder
 from .routing.ids import IdMinter, Owner
@@ -37,6 +41,8 @@ class Worker:
         self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
         on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
         self.factory = EnvFactory(settings)
+        self.keys = Keys()  # the idempotency keys of the creates this worker made
+        self.sealer = snapshots.Sealer.from_environ(settings.max_snapshot_bytes)
         self.registry = Registry(settings, on_count, self._closed)
         # Who each request is (its key), and the tenants' farm-wide counts (none without a tenants file).
         self.tenants = Directory(settings.tenants_file, settings.tenants_reload_seconds)
@@ -91,30 +97,42 @@ class Worker:
         cap = self.settings.env_ttl_max_seconds
         return float(min(ttl, cap) if cap else ttl)
 
-    def create(self, req: CreateRequest, ttl: float, tenant: Tenant = ANONYMOUS) -> EnvRecord:
+    def create(
+        self, req: CreateRequest, ttl: float, tenant: Tenant = ANONYMOUS, labels: dict[str, str] | None = None
+    ) -> EnvRecord:
+        return self._opened(req.env_id, tenant, lambda: self._create(req, ttl, tenant, labels or {}), "created")
+
+    def fork(
+        self, instance_id: str, ttl: float | None, labels: dict[str, str] | None, tenant: Tenant = ANONYMOUS
+    ) -> EnvRecord:
+        """A new env of this worker in exactly the state of `instance_id` (random generators included), with its
+        own id, sequence, counters and TTL (the original's unless given) and labels (copied unless given)."""
+        source = self.registry.get(instance_id)  # another tenant's env reads as unknown here
+        return self._opened(source.env_id, tenant, lambda: self._fork(source, ttl, labels, tenant), "forked")
+
+    def _opened(self, env_id: str, tenant: Tenant, make: Callable[[], EnvRecord], verb: str) -> EnvRecord:
+        """`make()`'s new env, counted and logged like every new env (its failure counted too)."""
         try:
-            record = self._create(req, ttl, tenant)
+            record = make()
         except GymServeError as err:
-            metrics.FAILED.labels(metrics.label_for(req.env_id, self.factory.allowed), err.code).inc()
+            metrics.FAILED.labels(metrics.label_for(env_id, self.factory.allowed), err.code).inc()
             metrics.REFUSED_BY_TENANT.labels(tenant.name, err.code).inc()
             raise
         record.meters = metrics.EnvMeters(record.env_id, self.settings, tenant.name)
         record.meters.live.inc(record.weight)
         metrics.CREATED.labels(record.env_id).inc(record.weight)
-        log.info("created env %s (%s%s)", record.instance_id, record.env_id, _vector_note(record))
+        log.info("%s env %s (%s%s)", verb, record.instance_id, record.env_id, _vector_note(record))
         return record
 
-    def _create(self, req: CreateRequest, ttl: float, tenant: Tenant) -> EnvRecord:
+    def _check_room(self, weight: int) -> None:
+        """A new env of `weight` may be made here: not draining, and the replica has room (503 otherwise)."""
         if self.draining.is_set():
             raise Draining(
                 "this server is draining for shutdown and takes no new envs; retry on another",
                 retry_after=self.settings.retry_after_seconds,
             )
-        self.factory.check_env_id(req.env_id)
-        self.factory.check_vector(req)
         # Other workers count without a shared lock (a worker killed holding one would stall them all),
         # so the replica limit can be overshot by at most one create per worker racing this check.
-        weight = req.weight
         if self.replica_envs() + weight > self.settings.max_envs:
             raise CapacityExceeded(
                 f"this replica holds {self.replica_envs()} of its maximum of {self.settings.max_envs} envs "
@@ -122,25 +140,102 @@ class Worker:
                 retry_after=self.settings.retry_after_seconds,
                 details={"limit": self.settings.max_envs},
             )
+
+    def _admitted(self, tenant: Tenant, weight: int, make: Callable[[], EnvRecord]) -> EnvRecord:
+        """`make()` with room for `weight` envs held on this worker and in the tenant's farm-wide quota (429)."""
+        self._check_room(weight)
         with self.registry.reserve(weight):
-            self.quotas.admit(tenant, weight)  # 429 if the tenant used its share of the farm
+            self.quotas.admit(tenant, weight)
             try:
-                env = self._make_within_bounds(req)
+                return make()
             except BaseException:
                 self.quotas.release(tenant.name, weight)
                 raise
+
+    def _fork(self, source: EnvRecord, ttl: float | None, labels: dict[str, str] | None, tenant: Tenant) -> EnvRecord:
+        def copied() -> EnvRecord:
+            with self.registry.use(source.instance_id) as locked:  # no step moves it while it is copied
+                state = _state_of(locked, snapshots.copy_env(locked.env))
+            return self._adopt(state, source.ttl if ttl is None else ttl, labels, tenant)
+
+        return self._admitted(tenant, source.weight, copied)
+
+    def snapshot(self, instance_id: str) -> bytes:
+        """The env's state sealed into a blob that any replica with this farm's key can restore."""
+        with self.registry.use(instance_id) as record:  # pickled under its lock: no step moves it meanwhile
+            return self.sealer.seal(_state_of(record, record.env))
+
+    def restore(
+        self,
+        blob: bytes,
+        env_id: str,
+        ttl: float,
+        labels: dict[str, str] | None,
+        num_envs: int | None = None,
+        autoreset_mode: str | None = None,
+        tenant: Tenant = ANONYMOUS,
+    ) -> EnvRecord:
+        """A new env in the state a snapshot holds; the blob is opened only if this farm's key sealed it.
+        `env_id` (and `num_envs`, `autoreset_mode` if given) must be the snapshot's."""
+        self.factory.check_env_id(env_id)
+        state = self.sealer.open(blob)
+        for name, given, held in (
+            ("env_id", env_id, state.env_id),
+            ("num_envs", num_envs, state.num_envs),
+            ("autoreset_mode", autoreset_mode, state.autoreset_mode),
+        ):
+            if given is not None and given != held:
+                raise InvalidValue(name, f"the snapshot's is {held!r}, not {given!r}")
+
+        def restored() -> EnvRecord:
+            return self._admitted(tenant, state.weight, lambda: self._adopt(state, ttl, labels, tenant))
+
+        return self._opened(env_id, tenant, restored, "restored")
+
+    def _adopt(self, state: snapshots.EnvState, ttl: float, labels: dict[str, str] | None, tenant: Tenant) -> EnvRecord:
+        """A new record for an env copied or restored (its place already reserved); labels: the state's unless given."""
+        record = EnvRecord(
+            instance_id=self.ids.mint(),
+            env_id=state.env_id,
+            env=state.env,
+            ttl=ttl,
+            num_envs=state.num_envs,
+            auto_reset=state.auto_reset,
+            autoreset_mode=state.autoreset_mode,
+            seed=state.seed,
+            episode_over=state.episode_over,
+            labels=dict(state.labels if labels is None else labels),
+            autoreset_pending=state.autoreset_pending,
+            episode_return=state.episode_return,
+            episode_length=state.episode_length,
+            vector_tally=state.vector_tally,
+            tenant=tenant.name,
+        )
+        self.registry.add(record)
+        return record
+
+    def _create(self, req: CreateRequest, ttl: float, tenant: Tenant, labels: dict[str, str]) -> EnvRecord:
+        if self.draining.is_set():
+            self._check_room(req.weight)  # the draining answer comes before any check of the request
+        self.factory.check_env_id(req.env_id)
+        self.factory.check_vector(req)
+
+        def made() -> EnvRecord:
             record = EnvRecord(
                 instance_id=self.ids.mint(),
                 env_id=req.env_id,
-                env=env,
+                env=self._make_within_bounds(req),
                 ttl=ttl,
                 num_envs=req.num_envs,
                 auto_reset=req.auto_reset,
                 autoreset_mode=(req.autoreset_mode or DEFAULT_AUTORESET) if req.num_envs else None,
+                labels=dict(labels),
                 tenant=tenant.name,
             )
             self.registry.add(record)
-        return record
+            return record
+
+        return self._admitted(tenant, req.weight, made)
 
     def _make_within_bounds(self, req: CreateRequest) -> Any:
         """The env, unless one answer of it would exceed GYMSERVE_MAX_ANSWER_BYTES (422 at create).
@@ -171,9 +266,38 @@ class Worker:
         return record
 
     def _closed(self, record: EnvRecord, reason: str) -> None:
-        """Every env closed (client, ttl, shutdown) gives its places back to its tenant's quota."""
+        """Every env closed (client, ttl, shutdown) gives its places back to its tenant's quota, and its key."""
         self.quotas.release(record.tenant, record.weight)
         _count_closed(record, reason)
+        self.keys.forget_env(record.instance_id)
+
+    def close_matching(self, selector: dict[str, str], tenant: str) -> int:
+        """Close `tenant`'s envs on this worker whose labels match `selector` (never empty: that would be every env)."""
+        assert selector, "a bulk close needs a label selector"
+        closed = 0
+        for record in self.registry.snapshot():
+            if record.tenant == tenant and record.matches(selector):
+                with suppress(UnknownInstance):  # closed meanwhile by its client or the reaper
+                    self.close(record.instance_id)
+                    closed += 1
+        return closed
+
+
+def _state_of(record: EnvRecord, env: object) -> snapshots.EnvState:
+    return snapshots.EnvState(
+        env_id=record.env_id,
+        env=env,
+        num_envs=record.num_envs,
+        autoreset_mode=record.autoreset_mode,
+        auto_reset=record.auto_reset,
+        seed=record.seed,
+        episode_over=record.episode_over,
+        labels=dict(record.labels),
+        autoreset_pending=record.autoreset_pending,
+        episode_return=record.episode_return,
+        episode_length=record.episode_length,
+        vector_tally=copy.deepcopy(record.vector_tally),
+    )
 
 
 def _vector_note(record: EnvRecord) -> str:

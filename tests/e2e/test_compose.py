@@ -7,6 +7,7 @@ on its own. The tests run in file order on one stack: later ones build on the en
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import time
@@ -217,6 +218,45 @@ def test_python_client_works_through_the_router(stack: Stack) -> None:
                 local_terminated,
                 local_truncated,
             )
+
+
+def _keyed_create(stack: Stack, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A create with an Idempotency-Key through the router, on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.router_port, timeout=30)
+    try:
+        headers = {"Connection": "close", "Content-Type": "application/json", "Idempotency-Key": key}
+        conn.request("POST", "/v2/envs", body=json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_key_reaches_the_same_env_through_the_router_and_keys_spread_over_replicas(stack: Stack) -> None:
+    body = {"env_id": "CartPole-v1", "labels": {"run": "e2e-keys"}}
+    answers = [_keyed_create(stack, "e2e-key-0", body) for _ in range(12)]
+    assert {status for status, _ in answers} == {201}, answers[0]
+    assert len({info["instance_id"] for _, info in answers}) == 1, "one env, however often the create is resent"
+    status, error = _keyed_create(stack, "e2e-key-0", {**body, "ttl": 60})
+    assert (status, error["error"]["code"]) == (422, "idempotency_mismatch")
+    nodes = {_keyed_create(stack, f"e2e-key-{i}", body)[1]["instance_id"].split(".")[0] for i in range(1, 30)}
+    assert nodes == set(stack.replica_ids), f"keyed creates landed on {nodes}, replicas are {stack.replica_ids}"
+    deleted = sum(stack.call("DELETE", "/v2/envs?label=run=e2e-keys").body["deleted"] for _ in range(6))
+    assert 0 < deleted <= 30
+
+
+def test_a_fork_through_the_router_follows_its_original(stack: Stack) -> None:
+    with RemoteEnv(stack.router_url, "CartPole-v1") as original:
+        original.reset(seed=3)
+        original.step(0)
+        with original.fork() as fork:
+            assert fork.instance_id is not None and original.instance_id is not None
+            assert fork.instance_id.split(".")[0] == original.instance_id.split(".")[0], "the same replica"
+            for action in [1, 0, 1, 1, 0, 0, 1, 0] * 2:
+                theirs, mine = fork.step(action), original.step(action)
+                assert theirs[0].tobytes() == mine[0].tobytes() and theirs[1:4] == mine[1:4]
+                if mine[2] or mine[3]:
+                    break
 
 
 def test_the_ui_page_and_each_envs_frame_come_through_the_router(stack: Stack) -> None:

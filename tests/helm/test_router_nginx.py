@@ -30,7 +30,7 @@ from routerconf import chart_env, compose_env
 from routerconf import render as render_template
 
 from gymserve.api.openapi import SCHEMAS
-from gymserve.errors import GymServeError, error_body
+from gymserve.errors import GymServeError, error_body, kinds
 from servers import free_port
 
 pytestmark = pytest.mark.helm
@@ -213,7 +213,9 @@ def start_router(tmp_path: Path, env: dict[str, str], dns: FakeDns) -> Iterator[
 
 def farm_env(farm: str, replica_port: int) -> dict[str, str]:
     env = compose_env() if farm == "compose" else chart_env(render())
-    return {**env, "GYMSERVE_PORT": str(replica_port)}
+    # nginx resolves the keyed-create upstream with the system's resolver when it starts (the fake DNS serves
+    # only nginx's run-time resolver): a name the system knows stands in for the backend.
+    return {**env, "GYMSERVE_PORT": str(replica_port), "GYMSERVE_ROUTER_BACKEND": "localhost"}
 
 
 def dns_table(env: dict[str, str], farm: str, backend: str = UP) -> dict[str, str]:
@@ -254,6 +256,7 @@ def assert_error(answer: Answer, api: str, status: int, code: str, details: dict
     message = answer.body["error"]["message"] if native else answer.body["message"]
     expected = GymServeError(message, details=details)
     expected.code = code
+    expected.fault, expected.retryable = kinds().get(code, ("client", False))  # type: ignore[assignment]
     assert answer.body == error_body(expected, native), answer.body
     if native:
         jsonschema.validate(answer.body, SCHEMAS["Error"])  # the OpenAPI document's /v2 error
@@ -326,5 +329,23 @@ def test_no_replica_to_take_a_create(farm: str, replica: int, tmp_path: Path, ap
             # The status nginx met (502: refused), the body in the API's shape, and when to retry.
             assert_error(answer, api, 502, "unavailable", {}, "unavailable")
             assert answer.headers.get("retry-after") == "5"
+    finally:
+        dns.close()
+
+
+def test_creates_with_an_idempotency_key_take_the_hashed_upstream(farm: str, replica: int, tmp_path: Path) -> None:
+    """The run-time name of the backend refuses, the keyed upstream (resolved at start) answers: keyed creates,
+    and only they, go through the consistent hash of the key."""
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm, backend=REFUSED))
+    try:
+        for router in start_router(tmp_path, env, dns):
+            keyed = {"Content-Type": "application/json", "Idempotency-Key": "k-1"}
+            answer = router.call("POST", "/v2/envs", keyed, b"{}")
+            assert answer.status == 200 and answer.body["path"] == "/v2/envs", answer
+            plain = router.call("POST", "/v2/envs", {"Content-Type": "application/json"}, b"{}")
+            assert_error(plain, "v2", 502, "unavailable", {}, "unavailable")
+            listing = router.call("GET", "/v2/envs", {"Idempotency-Key": "k-1"}, b"")
+            assert_error(listing, "v2", 502, "unavailable", {}, "unavailable")  # only a POST is a create
     finally:
         dns.close()

@@ -37,8 +37,8 @@ from servers import Server, free_port
 pytestmark = pytest.mark.integration
 
 F32_MAX = float(np.finfo(np.float32).max)
-# Keys gymserve adds to the seed's answers: reset's info, step's done, and an error's code and details.
-ADDITIVE = {"info", "done", "code", "details"}
+# Keys gymserve adds to the seed's answers: reset's info, step's done, and an error's code, details, fault, retryable.
+ADDITIVE = {"info", "done", "code", "details", "fault", "retryable"}
 TRAJECTORIES = [
     ("CartPole-v1", 42, [0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0]),
     ("FrozenLake-v1", 5, [2, 2, 1, 1, 1, 2, 0, 3, 1, 2, 2, 1]),

@@ -132,6 +132,26 @@ def test_lists_collected_from_both_workers_show_the_callers_envs_only(farm: tupl
         call("DELETE", f"{srv.url}/v2/envs/{iid}", A)
 
 
+def test_lifecycle_rules_are_per_tenant_keys_labels_bulk_deletes_and_forks(farm: tuple[Server, Server]) -> None:
+    """An idempotency key, a label selector and a fork name only the caller's envs, whatever another tenant did."""
+    srv = farm[0]
+    keyed = {"Idempotency-Key": "same-key-for-both-teams"}
+    env_a = call("POST", srv.url + "/v2/envs", {**A, **keyed}, {"env_id": "CartPole-v1", "labels": {"run": "r1"}})
+    env_b = call("POST", srv.url + "/v2/envs", {**B, **keyed}, {"env_id": "CartPole-v1", "labels": {"run": "r1"}})
+    assert env_a.status_code == env_b.status_code == 201
+    a_id, b_id = env_a.json()["instance_id"], env_b.json()["instance_id"]
+    assert a_id != b_id and "Idempotent-Replayed" not in env_b.headers  # B's key never replays A's env
+    again = call("POST", srv.url + "/v2/envs", {**B, **keyed}, {"env_id": "CartPole-v1", "labels": {"run": "r1"}})
+    assert again.json()["instance_id"] == b_id  # but B's own resend does
+    assert call("POST", f"{srv.url}/v2/envs/{a_id}/fork", B, {}).status_code == 404
+    for _ in range(3):  # fresh connections: from either worker, siblings' envs included
+        listed = call("GET", srv.url + "/v2/envs?label=run=r1", B).json()["envs"]
+        assert [e["instance_id"] for e in listed] == [b_id]
+    assert call("DELETE", srv.url + "/v2/envs?label=run=r1", B).json() == {"deleted": 1}
+    assert call("GET", f"{srv.url}/v2/envs/{a_id}", A).status_code == 200  # A's env with the same label lives on
+    assert call("DELETE", srv.url + "/v2/envs?label=run=r1", A).json() == {"deleted": 1}
+
+
 def test_headers_that_claim_a_tenant_or_a_hop_are_ignored(farm: tuple[Server, Server]) -> None:
     srv = farm[0]
     theirs = envs_on_both_workers(srv, A)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -580,6 +581,22 @@ def test_garbage_never_gets_a_5xx(api: Api, route: str) -> None:
         for media_type in (JSON, MSGPACK):
             resp, _ = api.call("POST", path, data=garbage, headers={"Content-Type": media_type})
             assert resp.status_code < 500, (garbage, resp.text)
+
+
+def test_the_lifecycle_routes_answer_as_the_contract_says(api: Api) -> None:
+    """Labels, bulk delete, fork and snapshot (all tested in test_lifecycle.py), held to this contract too."""
+    instance_id = api.create(labels={"run": "contract"})
+    resp, listed = api.call("GET", "/v2/envs?label=run=contract")
+    assert [e["instance_id"] for e in listed["envs"]] == [instance_id]
+    resp, answer = api.call("DELETE", "/v2/envs?label=run=contract", accept=MSGPACK)
+    assert resp.status_code == 200 and answer == {"deleted": 1}
+    expect_error(api.call("DELETE", "/v2/envs")[0], 422, "invalid_value", "label")
+    original = api.create()
+    resp, fork = api.call("POST", f"/v2/envs/{original}/fork", accept=MSGPACK)
+    assert resp.status_code == 201 and resp.headers["Location"] == f"/v2/envs/{fork['instance_id']}"
+    resp, _ = api.call("GET", f"/v2/envs/{original}/snapshot", accept="application/octet-stream")
+    if "GYMSERVE_SNAPSHOT_KEY" not in os.environ:  # this server has no key: snapshots are off, and say so
+        assert "GYMSERVE_SNAPSHOT_KEY" in expect_error(resp, 422, "not_supported", "snapshot")["message"]
 
 
 def test_every_operation_and_status_in_this_module_was_checked_against_the_contract(api: Api) -> None:

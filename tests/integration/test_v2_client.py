@@ -8,6 +8,7 @@ the same sequence number and the server answers again without running the reques
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any
 
 import gymnasium as gym
@@ -16,7 +17,7 @@ import pytest
 import requests
 from gymnasium.wrappers import AddRenderObservation
 
-from gymserve.client import ConnectionFailed, RemoteEnv, RemoteError, ServerUnreachable
+from gymserve.client import RemoteEnv, RemoteError, ServerUnreachable
 from servers import free_port
 from tcp_proxy import FORWARD, LOSE, TcpProxy, busy_answer
 
@@ -116,13 +117,15 @@ def test_a_server_that_stays_busy_raises_after_the_retries(server: Any) -> None:
         proxy.close()
 
 
-def test_a_create_whose_answer_is_lost_is_not_resent(server: Any) -> None:
+def test_a_create_whose_answer_is_lost_is_resent_with_its_key_and_adopted_not_leaked(server: Any) -> None:
     proxy = TcpProxy(server.url, on_nth(b"POST /v2/envs ", 1, LOSE))
+    run = "adopt-" + uuid.uuid4().hex[:8]
     try:
-        with pytest.raises(ConnectionFailed) as err:
-            RemoteEnv(proxy.url, "CartPole-v1")
-        assert err.value.attempts == 1 and not isinstance(err.value, ServerUnreachable)
-        assert requests_to(proxy, b"POST /v2/envs ") == 1  # an env may be left behind: its TTL closes it
+        with RemoteEnv(proxy.url, "CartPole-v1", labels={"run": run}) as remote:
+            assert requests_to(proxy, b"POST /v2/envs ") == 2  # the answer was lost, the create resent
+            listed = requests.get(f"{server.url}/v2/envs?label=run={run}", timeout=30).json()["envs"]
+            assert [e["instance_id"] for e in listed] == [remote.instance_id]  # one env, the one adopted
+            remote.reset(seed=0)
     finally:
         proxy.close()
 

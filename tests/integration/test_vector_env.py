@@ -178,7 +178,7 @@ def test_sub_envs_count_against_capacity_in_metrics_and_in_readiness(make_server
 
 def test_an_idle_vector_env_is_reaped_by_its_ttl(make_server: Any) -> None:
     srv = make_server(reaper_interval_seconds=0.1)
-    remote = RemoteVectorEnv(srv.url, "CartPole-v1", 3, ttl=0.5)
+    remote = RemoteVectorEnv(srv.url, "CartPole-v1", 3, ttl=0.5, keepalive=False)  # idle: no lease
     remote.reset(seed=0)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and metric(srv.url, "gymserve_envs_reaped_total") < 3:

@@ -14,7 +14,12 @@ def test_unexpected_exception_is_a_generic_500_that_leaks_nothing(client, app, c
     with caplog.at_level(logging.ERROR):
         resp = client.get("/boom")
     assert resp.status_code == 500
-    assert resp.json == {"message": "internal server error", "code": "internal"}
+    assert resp.json == {
+        "message": "internal server error",
+        "code": "internal",
+        "fault": "infrastructure",
+        "retryable": False,
+    }
     assert "secret" not in resp.get_data(as_text=True)
     assert "secret internals" in caplog.text  # logged with its traceback for the operator
 

@@ -297,7 +297,7 @@ def broken_app(environ: dict[str, Any], start_response: Any) -> Any:
 
 @pytest.mark.parametrize(
     ("path", "shape"),
-    [("/v2/envs/a.1-0.x/step", {"error"}), ("/v1/envs/a.1-0.x/step/", {"message", "code"})],
+    [("/v2/envs/a.1-0.x/step", {"error"}), ("/v1/envs/a.1-0.x/step/", {"message", "code", "fault", "retryable"})],
     ids=["v2", "v1"],
 )
 def test_an_app_that_raises_gives_a_500_in_the_apis_shape(

@@ -8,10 +8,14 @@ import msgspec
 
 from .. import __version__
 from ..codec import values as native
+from ..errors import kinds
 from ..pipeline import models
 from ..routing.ids import MAX_ID_LENGTH
 
 DTYPES = sorted(native.DTYPES)
+_KINDS_TEXT = "; ".join(
+    f"{code} {fault}{' (retryable)' if retry else ''}" for code, (fault, retry) in sorted(kinds().items())
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -143,6 +147,11 @@ SCHEMAS: dict[str, Any] = {
                     description="The return and length of the last episode that finished (any sub-env's).",
                 )
             ),
+            "labels": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "The labels given at create (empty if none).",
+            },
         }
     ),
 }
@@ -224,6 +233,7 @@ SCHEMAS.update(
             }
         ),
         "RenderAnswer": _object({"frame": _ref("Value")}),
+        "DeleteCount": _object({"deleted": {"type": "integer", "minimum": 0}}),
         "Error": _object(
             {
                 "error": _object(
@@ -234,6 +244,17 @@ SCHEMAS.update(
                             "type": "object",
                             "description": "`field` names the offending input; sequence conflicts add "
                             "`expected` and `got`.",
+                        },
+                        "fault": {
+                            "enum": ["client", "env", "infrastructure"],
+                            "description": "Whose failure: client (fix the request), env (the env itself raised), "
+                            "infrastructure (the service failed: a trainer may drop the episode rather than learn "
+                            "from it). By code: " + _KINDS_TEXT,
+                        },
+                        "retryable": {
+                            "type": "boolean",
+                            "description": "Whether sending the same request again (after Retry-After, if given) "
+                            "can succeed; numbered resets and steps are safe to resend.",
                         },
                     }
                 )
@@ -259,7 +280,8 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     405: ("method_not_allowed: the route exists, but not with this method.", False),
     409: (
         "reset_needed: step before reset (or after the episode ended); sequence_conflict: `seq` is neither the "
-        "next number nor a resend of the last call (details.expected says which is next).",
+        "next number nor a resend of the last call (details.expected says which is next); idempotency_in_flight: "
+        "a create with this Idempotency-Key is still running.",
         False,
     ),
     410: ("instance_lost: the env was lost with its worker process; create a new env.", False),
@@ -267,8 +289,9 @@ ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whet
     415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
     422: (
         "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
-        "not_supported, answer_too_large (its answers would exceed GYMSERVE_MAX_ANSWER_BYTES); "
-        "details.field names the offending input.",
+        "not_supported, answer_too_large (its answers would exceed GYMSERVE_MAX_ANSWER_BYTES), idempotency_mismatch "
+        "(the key named a create with another body), invalid_snapshot (a snapshot this farm's key did not sign, or "
+        "that cannot be restored here); details.field names the offending input.",
         False,
     ),
     429: (
@@ -343,6 +366,31 @@ _ID_PARAMETER = {
     "schema": {"type": "string", "maxLength": MAX_ID_LENGTH},
     "example": "gymserve-0.1-7.9f0c4b2a6d8e41f3a5c7e9b1d3f5a7c9",
 }
+_IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Names this create (a random UUID per create, say), so that a resend is answered with the same "
+    "env instead of making a second one.",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+}
+_IDEMPOTENCY_TEXT = (
+    "With an Idempotency-Key: the same key and the same body (byte for byte) are answered 201 with the same env "
+    "(and Idempotent-Replayed: true) for as long as that env lives; the same key with another body is a 422 "
+    "idempotency_mismatch; a resend while the first is still running is a 409 idempotency_in_flight (retryable). "
+    "Through the router, keyed creates go to a replica chosen by a hash of the key; a change in the set of "
+    "replicas can move a key (see docs/lifecycle.md)."
+)
+_LABEL_PARAMETER = {
+    "name": "label",
+    "in": "query",
+    "required": False,
+    "description": "key=value: only envs with this label; repeat for several (all must match).",
+    "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": models.MAX_LABELS},
+    "style": "form",
+    "explode": True,
+    "example": ["run=ppo-7"],
+}
 _INFO_CONTENT = _native_content("EnvInfo")
 _FRAME_CONTENT = {
     "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
@@ -362,17 +410,45 @@ DOCUMENT: dict[str, Any] = {
     },
     "paths": {
         "/v2/envs": {
-            "post": _operation(
-                "createEnv",
-                "Create an env",
-                (201, "Created; Location names the new env.", _INFO_CONTENT),
-                (403, 422),
-                ("CreateRequest", True),
-                ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
-            ),
-            "get": _operation(
-                "listEnvs", "List the envs of this replica", (200, "Every worker's envs.", _native_content("EnvList"))
-            ),
+            "post": {
+                **_operation(
+                    "createEnv",
+                    "Create an env",
+                    (201, "Created; Location names the new env.", _INFO_CONTENT),
+                    (403, 409, 422),
+                    ("CreateRequest", True),
+                    ok_headers={
+                        "Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}},
+                    },
+                    description=_IDEMPOTENCY_TEXT,
+                ),
+                "parameters": [_IDEMPOTENCY_PARAMETER],
+            },
+            "get": {
+                **_operation(
+                    "listEnvs",
+                    "List the envs of this replica",
+                    (
+                        200,
+                        "Every worker's envs (those matching every label selector given).",
+                        _native_content("EnvList"),
+                    ),
+                    (422,),
+                ),
+                "parameters": [_LABEL_PARAMETER],
+            },
+            "delete": {
+                **_operation(
+                    "deleteEnvs",
+                    "Close the envs of this replica that match label selectors",
+                    (200, "How many envs were closed.", _native_content("DeleteCount")),
+                    (422,),
+                    description="Closes exactly the envs of this replica (every worker) whose labels match every "
+                    "label=key=value given; at least one is required (422 without: never every env). Through a "
+                    "router with several replicas, repeat it until it answers 0, or call it on each replica.",
+                ),
+                "parameters": [_LABEL_PARAMETER],
+            },
         },
         "/v2/envs/{instance_id}": {
             "parameters": [_ID_PARAMETER],
@@ -383,6 +459,46 @@ DOCUMENT: dict[str, Any] = {
                 description="Reading an env does not restart its idle clock; keepalive does.",
             ),
             "delete": _operation("deleteEnv", "Close an env", (204, "Closed.", {})),
+        },
+        "/v2/envs/{instance_id}/fork": {
+            "parameters": [_ID_PARAMETER],
+            "post": _operation(
+                "forkEnv",
+                "Fork an env: a new env in exactly its state",
+                (201, "The fork; Location names it.", _INFO_CONTENT),
+                (422,),
+                ("ForkRequest", False),
+                "A deep copy of the env, random generators included, made under its lock on the worker that holds "
+                "it: the same actions then give bit-identical trajectories, and stepping one never moves the other. "
+                "The fork has its own id, sequence (seq 0), step and episode counts, TTL (the original's unless "
+                "given) and labels (copied unless given), and counts against capacity like a create (a vector env "
+                "as its sub-envs). An env that cannot be copied (one holding a renderer's clock, say) is a 422 "
+                "not_supported that says why.",
+                ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
+            ),
+        },
+        "/v2/envs/{instance_id}/snapshot": {
+            "parameters": [_ID_PARAMETER],
+            "get": _operation(
+                "snapshotEnv",
+                "Snapshot an env: its state as an opaque, signed blob",
+                (
+                    200,
+                    "The blob: send it back as the snapshot field of POST /v2/envs to restore the env there.",
+                    {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+                        }
+                    },
+                ),
+                (422,),
+                description="The env pickled under its lock with what the server knows of it (env id, vector size and "
+                "autoreset mode, last seed, labels; not its id, counters or TTL), signed with HMAC-SHA256 under the "
+                "farm's GYMSERVE_SNAPSHOT_KEY: any replica with the same key restores it, and a blob that key did not "
+                "sign is refused (422 invalid_snapshot) without ever being unpickled. Bounded by "
+                "GYMSERVE_MAX_SNAPSHOT_BYTES. Without a key, snapshots are off (422 not_supported naming it); an env "
+                "that cannot be pickled is a 422 not_supported that says why.",
+            ),
         },
         "/v2/envs/{instance_id}/reset": {
             "parameters": [_ID_PARAMETER],

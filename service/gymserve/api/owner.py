@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 from flask import Response, request
 
-from ..errors import GymServeError, InstanceLost, UnknownInstance
+from .. import idempotency
+from ..errors import GymServeError, InstanceLost, Unavailable, UnknownInstance
 from ..pipeline.lean import forwarded, resolution, tenant_of
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
@@ -38,8 +39,52 @@ def create_elsewhere_if_full(weight: int = 1) -> Response | None:
     return None if slot is None else forward_to(w, slot, "")
 
 
-def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
-    """Every other live worker's answer to GET `path`: the rest of a replica-wide list.
+def _home_of(key: str) -> int:
+    """The worker slot an idempotency key belongs to, among the live ones (this one included)."""
+    w = worker()
+    assert w.replica is not None
+    return idempotency.slot_of(key, sorted({*w.replica.live_slots(), w.owner.slot}))
+
+
+def create_where_key_lives(key: str) -> Response | None:
+    """A create with an Idempotency-Key goes to the worker its key hashes to, which alone remembers the key;
+    None: that is this worker (or it stands alone, or the request was forwarded, or that worker just stopped:
+    its keys went with it, so this worker makes the env)."""
+    w = worker()
+    if w.replica is None or w.forwarder is None or forwarded(request.environ):
+        return None
+    slot = _home_of(key)
+    if slot == w.owner.slot:
+        return None
+    request.get_data(cache=True)  # kept, so that this worker can still make the env if the forward fails
+    try:
+        return forward_to(w, slot, "")
+    except GymServeError:
+        return None
+
+
+def pass_keyed_create_on(key: str, weight: int) -> int | None:
+    """The sibling that takes a keyed create its key's worker (this one) has no room for, and keeps the key;
+    None: create here (room, no sibling with room, or this worker is itself the one it was passed on to)."""
+    w = worker()
+    if w.registry.has_room(weight) or w.forwarder is None or w.replica is None or _home_of(key) != w.owner.slot:
+        return None
+    return w.roomiest_sibling(weight)
+
+
+def forward_create(slot: int) -> Response:
+    """A keyed create to the sibling that holds (or will hold) its key: a second hop when it came forwarded."""
+    w = worker()
+    try:
+        return forward_to(w, slot, "")
+    except GymServeError:
+        raise Unavailable(
+            "the worker chosen for this create stopped; send it again", retry_after=w.settings.retry_after_seconds
+        ) from None
+
+
+def sibling_answers(path: str, accept: str, method: str = "GET", query: str = "") -> Iterator[bytes]:
+    """Every other live worker's answer to `method path?query`: the rest of a replica-wide list (or bulk delete).
 
     Nothing when this request was itself forwarded (the asking worker collects) or the worker stands alone.
     """
@@ -51,7 +96,7 @@ def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
             continue
         try:
             answer = w.forwarder.send(
-                slot, "GET", path, "", {"Accept": accept}, b"", tenant=tenant_of(request.environ).name
+                slot, method, path, query, {"Accept": accept}, b"", tenant=tenant_of(request.environ).name
             )
         except GymServeError:
             continue  # that worker just died: its envs are gone, nothing to list

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 from flask import Blueprint, Response, request
 
-from .. import frames, operations
+from .. import frames, idempotency, labels, operations
 from ..codec import png, spaces, values
 from ..envs import CreateRequest
 from ..errors import InvalidValue, NotSupported
@@ -17,6 +17,7 @@ from ..pipeline import handler, models, negotiation
 from ..pipeline.lean import forwarded, tenant_of
 from ..registry import EnvRecord
 from ..routing import ids
+from ..worker import Worker
 from . import batch, openapi, owner
 from .common import json_response, worker
 
@@ -86,6 +87,7 @@ def _summary(record: EnvRecord) -> dict[str, Any]:
         "render_mode": getattr(record.env, "render_mode", None),
         "idle_seconds": round(idle, 3),
         "last_episode": _last_episode(record),
+        "labels": record.labels,
     }
 
 
@@ -138,11 +140,51 @@ def _single_space(env: Any, name: str) -> dict[str, Any] | None:
 @bp.post("/envs")
 def create_env() -> Response:
     w = worker()
+    key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+    if key is not None and (there := owner.create_where_key_lives(key)) is not None:
+        return there
     body = _decode(models.CreateRequest, required=True)
-    elsewhere = owner.create_elsewhere_if_full(body.num_envs or 1)
-    if elsewhere is not None:
+    if key is None and (elsewhere := owner.create_elsewhere_if_full(body.num_envs or 1)) is not None:
         return elsewhere
     models.check_limits(body, w.settings)
+    return _created(_create(w, body)) if key is None else _keyed_create(w, key, body)
+
+
+def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
+    """A create named by an Idempotency-Key, on the worker the key belongs to: a resend of the same body gets the
+    same env (and answer) again, another body a 422, a resend while the first runs a 409 (docs/lifecycle.md)."""
+    # The key picks the worker; the tenant's key is what is kept, so another tenant's same key never names its env.
+    mine = f"{tenant_of(request.environ).name}/{key}"
+    earlier = w.keys.claim(mine, idempotency.digest(request.content_type, request.get_data(cache=True)))
+    if isinstance(earlier, idempotency.PassedOn):  # this worker was full: the sibling it chose has the key
+        return owner.forward_create(earlier.slot)
+    if earlier is not None:  # a resend of a create that was made: its env, not a second one
+        return _answer(earlier, 201, {"Location": f"/v2/envs/{earlier['instance_id']}", "Idempotent-Replayed": "true"})
+    try:
+        sibling = owner.pass_keyed_create_on(key, body.num_envs or 1)
+        if sibling is not None:  # full here, room there: it makes the env and keeps the key; resends follow
+            w.keys.pass_on(mine, sibling, w.ttl_for(body.ttl) or w.settings.env_ttl_max_seconds or 86_400.0)
+            answer = owner.forward_create(sibling)
+            if answer.status_code >= 400:  # nothing was made there: the key is free again
+                w.keys.release(mine)
+            return answer
+        info = _info(_create(w, body))
+    except BaseException:
+        w.keys.release(mine)
+        raise
+    w.keys.done(mine, info["instance_id"], info)
+    if w.registry.find(info["instance_id"]) is None:  # closed before its key was kept (a bulk delete): drop it
+        w.keys.forget_env(info["instance_id"])
+    return _answer(info, 201, {"Location": f"/v2/envs/{info['instance_id']}"})
+
+
+def _created(record: EnvRecord) -> Response:
+    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+
+
+def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
+    if body.snapshot is not None:
+        return _restore(w, body, body.snapshot)
     req = CreateRequest(
         env_id=body.env_id,
         max_episode_steps=body.max_episode_steps,
@@ -154,18 +196,55 @@ def create_env() -> Response:
         autoreset_mode=body.autoreset_mode,
     )
     tenant = tenant_of(request.environ)
-    record = w.create(req, w.ttl_for(body.ttl, tenant), tenant)
-    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+    return w.create(req, w.ttl_for(body.ttl, tenant), tenant, body.labels)
+
+
+# What a restore takes from its snapshot, never from the body.
+_MADE_BY_SNAPSHOT = ("kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "wrappers")
+
+
+def _restore(w: Worker, body: models.CreateRequest, blob: bytes) -> EnvRecord:
+    for name in _MADE_BY_SNAPSHOT:
+        if getattr(body, name):
+            raise InvalidValue(name, "a restore takes the env from its snapshot: give only env_id, ttl and labels")
+    tenant = tenant_of(request.environ)
+    ttl = w.ttl_for(body.ttl, tenant)
+    return w.restore(blob, body.env_id, ttl, body.labels, body.num_envs, body.autoreset_mode, tenant)
+
+
+@bp.get("/envs/<instance_id>/snapshot")
+def snapshot_env(instance_id: str) -> Response:
+    """The env's state as an opaque blob, signed with the farm's key: POST /v2/envs {"snapshot": ...} restores it."""
+    blob = worker().snapshot(owner.local_id(instance_id))
+    return Response(blob, headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
 
 
 @bp.get("/envs")
 def list_envs() -> Response:
-    """The caller's envs on the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    """The caller's envs on the whole replica (this worker's, plus each sibling's, asked over its socket), those
+    whose labels match every `label=key=value` given."""
     tenant = tenant_of(request.environ).name
-    envs = [_summary(r) for r in worker().registry.snapshot() if r.tenant == tenant]
-    for body in owner.sibling_answers("/v2/envs", values.MSGPACK):
+    chosen = labels.selector(request.args.getlist("label"))
+    envs = [_summary(r) for r in worker().registry.snapshot() if r.tenant == tenant and r.matches(chosen)]
+    for body in owner.sibling_answers("/v2/envs", values.MSGPACK, query=_query()):
         envs.extend(values.loads(body, values.MSGPACK)["envs"])
     return _answer({"envs": envs})
+
+
+@bp.delete("/envs")
+def delete_envs() -> Response:
+    """Close exactly the envs of this replica whose labels match every `label=key=value` (at least one)."""
+    chosen = labels.selector(request.args.getlist("label"))
+    if not chosen:  # never "close everything" by a forgotten parameter
+        raise InvalidValue("label", "a bulk delete needs at least one label=key=value; it never closes every env")
+    deleted = worker().close_matching(chosen, tenant_of(request.environ).name)
+    for body in owner.sibling_answers("/v2/envs", values.MSGPACK, "DELETE", _query()):
+        deleted += values.loads(body, values.MSGPACK)["deleted"]
+    return _answer({"deleted": deleted})
+
+
+def _query() -> str:
+    return request.query_string.decode("latin-1")
 
 
 @bp.get("/envs/<instance_id>")
@@ -179,6 +258,17 @@ def keepalive(instance_id: str) -> Response:
     with worker().registry.use(owner.local_id(instance_id)) as record:
         pass
     return _answer(_summary(record))
+
+
+@bp.post("/envs/<instance_id>/fork")
+def fork_env(instance_id: str) -> Response:
+    """A new env on the same worker in exactly this env's state: the same actions then give the same trajectory."""
+    w = worker()
+    body = _decode(models.ForkRequest)
+    local = owner.local_id(instance_id)
+    tenant = tenant_of(request.environ)
+    ttl = None if body.ttl is None else w.ttl_for(body.ttl, tenant)
+    return _created(w.fork(local, ttl, body.labels, tenant))
 
 
 @bp.post("/envs/<instance_id>/reset")

@@ -12,14 +12,33 @@ class ClientError(Exception):
 
 
 class RemoteError(ClientError, RuntimeError):
-    """The server answered with an error; carries its status, message, code and details."""
+    """The server answered with an error; carries its status, message, code and details, and whose failure it is
+    (`fault`: "client", "env" or "infrastructure") and whether the same request may succeed again (`retryable`).
 
-    def __init__(self, status: int, message: str, code: str = "", details: dict[str, Any] | None = None):
+    An answer without those fields (an older server, a proxy's own page) gets them from its status: 5xx is the
+    infrastructure's (429, 502, 503 and 504 retryable), any other the client's.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str = "",
+        details: dict[str, Any] | None = None,
+        fault: str | None = None,
+        retryable: bool | None = None,
+    ):
         super().__init__(f"{status} {code}: {message}" if code else f"{status}: {message}")
         self.status = status
         self.message = message
         self.code = code
         self.details = details or {}
+        self.fault = fault if fault in ("client", "env", "infrastructure") else _fault_of(status)
+        self.retryable = retryable if isinstance(retryable, bool) else status in (429, 502, 503, 504)
+
+
+def _fault_of(status: int) -> str:
+    return "infrastructure" if status >= 500 else "client"
 
 
 class ConnectionFailed(ClientError, ConnectionError):

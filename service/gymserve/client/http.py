@@ -48,7 +48,12 @@ class Reply:
         if not isinstance(payload, dict):
             payload = {"message": self.data[:200].decode("utf-8", "replace")}
         raise RemoteError(
-            self.status, str(payload.get("message", "")), str(payload.get("code", "")), payload.get("details")
+            self.status,
+            str(payload.get("message", "")),
+            str(payload.get("code", "")),
+            payload.get("details"),
+            payload.get("fault"),
+            payload.get("retryable"),
         )
 
 

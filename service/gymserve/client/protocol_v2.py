@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+
+import msgspec
 
 from ..codec import spaces, values
 from ..pipeline import models
@@ -44,23 +48,59 @@ class V2Protocol:
     """An env created over /v2. Every reset and step carries the next sequence number, so that a request
     whose answer was lost is resent as it was and the server answers it again without running it twice."""
 
-    def __init__(self, http: HttpSession, create: dict[str, Any], media_type: str = values.MSGPACK) -> None:
+    def __init__(
+        self,
+        http: HttpSession,
+        create: dict[str, Any] | None,
+        media_type: str = values.MSGPACK,
+        *,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        """Create an env from `create`, or (`info`) take on one the server already made (a fork)."""
         self.http = http
         self.media_type = media_type
-        # A create is not numbered: it is resent only if it never reached the server (or was refused as busy).
-        info = self._call("POST", "/v2/envs", create, resend=False)
+        if info is None:
+            assert create is not None
+            info = self._create(create)
         self.created = info  # what the server said about the env when it made it
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
-        self._path = f"/v2/envs/{self.instance_id}"
+        self.path = self._path = f"/v2/envs/{self.instance_id}"
         self.action_space = spaces.rebuild_space(info["action_space"])
         self.observation_space = spaces.rebuild_space(info["observation_space"])
 
-    def _call(self, method: str, path: str, body: Any = None, *, resend: bool = True) -> Any:
-        headers = {"Accept": self.media_type}
+    def _create(self, create: dict[str, Any]) -> Any:
+        """A create named by a random Idempotency-Key: resent, like a step, when its answer is lost, and then
+        answered with the env it made (adopted, not leaked); a resend that finds the first still running waits."""
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        # A snapshot travels as msgpack bin or JSON base64, as msgspec writes them (codec.values has no bytes).
         data = None
-        if body is not None:
-            data = values.dumps(body, self.media_type)
+        if "snapshot" in create:
+            encode = msgspec.msgpack.encode if values.is_msgpack(self.media_type) else msgspec.json.encode
+            data = encode({k: v for k, v in create.items() if k != "kwargs" or v})
+        for attempt in range(self.http.retries + 1):
+            try:
+                return self._call("POST", "/v2/envs", create, headers=key, data=data)
+            except RemoteError as err:
+                if err.code != "idempotency_in_flight" or attempt == self.http.retries:
+                    raise
+                time.sleep(self.http.backoff * 2**attempt)
+        raise AssertionError("not reached")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        resend: bool = True,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Any:
+        """`body` (native values) or `data` (already encoded in this protocol's media type); the answer decoded."""
+        headers = {"Accept": self.media_type, **(headers or {})}
+        if body is not None or data is not None:
+            data = values.dumps(body, self.media_type) if data is None else data
             headers["Content-Type"] = self.media_type
         reply = self.http.send(method, path, data, headers, resend=resend, retry_busy=True).checked()
         return values.loads(reply.data, reply.media_type or values.JSON, "answer") if reply.data else None
@@ -81,6 +121,18 @@ class V2Protocol:
 
     def render(self) -> Any:
         return self._call("GET", f"{self._path}/render")["frame"]
+
+    def snapshot(self) -> bytes:
+        """The env's state as the server's signed blob (a read: resent if its answer is lost)."""
+        headers = {"Accept": "application/octet-stream"}
+        return (
+            self.http.send("GET", f"{self._path}/snapshot", None, headers, resend=True, retry_busy=True).checked().data
+        )
+
+    def fork(self, ttl: float | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
+        """The server's answer about a new fork of this env (not resent: a lost answer leaves the fork to its TTL)."""
+        body = {k: v for k, v in (("ttl", ttl), ("labels", None if labels is None else dict(labels))) if v is not None}
+        return self._call("POST", f"{self._path}/fork", body, resend=False)
 
     def info(self) -> dict[str, Any]:
         """What the server knows about this env: steps, episodes, seq, TTL, owner, spec."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 
 from .errors import EnvClosed
 from .http import HttpSession
+from .lease import Lease
 from .protocol_v1 import V1Protocol
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
@@ -32,9 +33,13 @@ class RemoteEnv(gym.Env[Any, Any]):
     whose connection fails, or that the server refuses as busy (429, 503), is retried `retries`
     times with backoff without ever running twice. `compress` asks for gzipped large answers.
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
-    observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. `api_key` (default:
-    $GYMSERVE_API_KEY) is the tenant's key of a farm with tenants. Other keyword arguments go to the
-    env's constructor on the server.
+    observation. `labels={"run": "ppo-7"}` tags the env (DELETE /v2/envs?label=run=ppo-7 closes a run's
+    envs). While this object lives, a daemon thread sends keepalives at a fraction of the env's TTL, so a
+    learner pausing for minutes keeps its env (`keepalive=False` turns that off). `snapshot=blob` (from
+    `snapshot()`) restores an env instead of making one (its render mode and constructor arguments come
+    from the snapshot); `fork()` makes a copy of the env. `protocol="v1"` speaks the seed's /v1 and never
+    resends a step. `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with tenants.
+    Other keyword arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -58,25 +63,73 @@ class RemoteEnv(gym.Env[Any, Any]):
         compress: bool = True,
         wrappers: Sequence[str] = (),
         api_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        snapshot: bytes | None = None,
+        keepalive: bool = True,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
             raise ValueError(f"protocol must be 'v1' or 'v2' and encoding one of {sorted(ENCODINGS)}")
-        if wrappers and protocol == "v1":
-            raise ValueError("wrappers need protocol='v2'")
+        if (wrappers or snapshot) and protocol == "v1":
+            raise ValueError("wrappers and snapshots need protocol='v2'")
         self.render_mode = render_mode
         create = create_body(
-            env_id, render_mode, kwargs, max_episode_steps=max_episode_steps, ttl=ttl, wrappers=list(wrappers)
+            env_id,
+            render_mode,
+            kwargs,
+            max_episode_steps=max_episode_steps,
+            ttl=ttl,
+            wrappers=list(wrappers),
+            labels=dict(labels or {}),
+            snapshot=snapshot,
         )
-        http = session(base_url, timeout, retries, compress and protocol == "v2", api_key)
-        self._remote: _Remote = opened(
+        self._keepalive = keepalive
+        self._session_args = (base_url, timeout, retries, compress and protocol == "v2", api_key)
+        http = session(*self._session_args)
+        self._attach(
             http,
-            lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+            opened(
+                http,
+                lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+            ),
+            env_id,
         )
+
+    def _attach(self, http: HttpSession, remote: _Remote, env_id: str) -> None:
         self._http: HttpSession = http
-        self.action_space = self._remote.action_space
-        self.observation_space = self._remote.observation_space
+        self._remote: _Remote = remote
+        self.action_space = remote.action_space
+        self.observation_space = remote.observation_space
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+        self._lease: Lease | None = None
+        if isinstance(remote, V2Protocol):  # a fork's or a restored env's render mode is its original's
+            self.render_mode = remote.created["render_mode"]
+            if self._keepalive and remote.created["ttl"] > 0:
+                self._lease = Lease(session(*self._session_args), remote.path, remote.created["ttl"], remote)
+
+    def snapshot(self) -> bytes:
+        """The env's state on the server as an opaque blob signed by the farm (it needs GYMSERVE_SNAPSHOT_KEY);
+        `RemoteEnv(url, env_id, snapshot=blob)` restores it on any replica of the farm."""
+        return self._v2().snapshot()
+
+    def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteEnv:
+        """A new RemoteEnv (its own connection) for a fork of this env on the server: a new env in exactly this
+        env's state, random generators included, so the same actions give the same trajectory (/v2 only)."""
+        remote = self._v2()
+        info = remote.fork(ttl, labels)
+        http = session(*self._session_args)
+        twin = type(self).__new__(type(self))
+        twin.render_mode = self.render_mode
+        twin._session_args = self._session_args
+        twin._keepalive = self._keepalive
+        twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)), info["env_id"])
+        return twin
+
+    def _v2(self) -> V2Protocol:
+        remote = self._open()
+        if not isinstance(remote, V2Protocol):
+            raise ValueError("forks and snapshots need protocol='v2'")
+        return remote
 
     @property
     def instance_id(self) -> str | None:
@@ -103,6 +156,8 @@ class RemoteEnv(gym.Env[Any, Any]):
 
     def close(self) -> None:
         """Delete the env on the server; calling it again does nothing."""
+        if self._lease is not None:
+            self._lease.stop()
         if self._remote.instance_id is not None:
             try:
                 self._remote.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 from ..codec import spaces
 from .errors import EnvClosed
 from .http import HttpSession
+from .lease import Lease
 from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
 
 # The server's names of Gymnasium's autoreset modes.
@@ -31,8 +32,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     `final_obs`/`final_info` entries of `info` are Gymnasium's own. Values travel as msgpack
     (`encoding="json"` for JSON) in their native dtypes and shapes; every reset and step carries the
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
-    up to `retries` times and never runs twice. `api_key` (default: $GYMSERVE_API_KEY) is the tenant's
-    key of a farm with tenants. Other keyword arguments go to each sub-env's constructor.
+    up to `retries` times and never runs twice. A daemon thread keeps the env alive while this object lives
+    (`keepalive=False`: not). `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with
+    tenants. Other keyword arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
@@ -52,6 +54,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         compress: bool = True,
         wrappers: Sequence[str] = (),
         api_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        snapshot: bytes | None = None,
+        keepalive: bool = True,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -69,19 +74,50 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             max_episode_steps=max_episode_steps,
             ttl=ttl,
             wrappers=list(wrappers),
+            labels=dict(labels or {}),
+            snapshot=snapshot,
         )
-        http = session(base_url, timeout, retries, compress, api_key)
-        self._remote = opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding]))
-        self._http: HttpSession = http
-        created = self._remote.created
-        self.num_envs = int(created["num_envs"])
+        self._keepalive = keepalive
+        self._session_args = (base_url, timeout, retries, compress, api_key)
         self.render_mode = render_mode
-        self.action_space = self._remote.action_space
-        self.observation_space = self._remote.observation_space
+        http = session(*self._session_args)
+        self._attach(http, opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding])))
+
+    def _attach(self, http: HttpSession, remote: V2Protocol) -> None:
+        self._http: HttpSession = http
+        self._remote = remote
+        created = remote.created
+        self.num_envs = int(created["num_envs"])
+        self.action_space = remote.action_space
+        self.observation_space = remote.observation_space
         self.single_action_space = spaces.rebuild_space(created["single_action_space"])
         self.single_observation_space = spaces.rebuild_space(created["single_observation_space"])
-        self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == name)}
+        self.render_mode = created["render_mode"]
+        mode = created["autoreset_mode"]
+        self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == mode)}
+        env_id = created["env_id"]
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
+        self._lease: Lease | None = None
+        if self._keepalive and created["ttl"] > 0:  # keeps the env alive while this object lives
+            self._lease = Lease(session(*self._session_args), remote.path, created["ttl"], remote)
+
+    def snapshot(self) -> bytes:
+        """The vector env's state on the server as an opaque blob signed by the farm;
+        `RemoteVectorEnv(url, env_id, num_envs, snapshot=blob)` restores it on any replica of the farm."""
+        return self._open().snapshot()
+
+    def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteVectorEnv:
+        """A new RemoteVectorEnv (its own connection) for a fork of this vector env on the server: every sub-env in
+        exactly its state, random generators included, so the same actions give the same trajectories."""
+        remote = self._open()
+        info = remote.fork(ttl, labels)
+        http = session(*self._session_args)
+        twin = type(self).__new__(type(self))
+        twin.render_mode = self.render_mode
+        twin._session_args = self._session_args
+        twin._keepalive = self._keepalive
+        twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)))
+        return twin
 
     @property
     def instance_id(self) -> str | None:
@@ -121,6 +157,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Delete the vector env on the server."""
+        if self._lease is not None:
+            self._lease.stop()
         if self._remote.instance_id is not None:
             try:
                 self._remote.close()

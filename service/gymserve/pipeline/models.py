@@ -36,6 +36,24 @@ Seed = Annotated[int, Meta(ge=0, le=MAX_U63)]
 # A day and then some: the server caps every ttl at GYMSERVE_ENV_TTL_MAX_SECONDS; this only refuses nonsense.
 Ttl = Annotated[float, Meta(gt=0, le=1e9, description="Idle seconds before the env is closed (capped by the server).")]
 AutoresetMode = Literal["next_step", "same_step", "disabled"]
+# Labels are Kubernetes-like: a key is a name with an optional DNS-style prefix ("team.example/run"), a value a
+# name or empty; bounded in count and length so that they stay cheap to keep, list and match.
+LABEL_NAME = r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = rf"^([a-z0-9]([-a-z0-9.]{{0,61}}[a-z0-9])?/)?{LABEL_NAME}$"
+LABEL_VALUE = rf"^({LABEL_NAME})?$"
+MAX_LABELS = 16
+LabelKey = Annotated[str, Meta(pattern=LABEL_KEY, max_length=127)]
+LabelValue = Annotated[str, Meta(pattern=LABEL_VALUE, max_length=63)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Meta(
+        max_length=MAX_LABELS,
+        description=f'At most {MAX_LABELS} labels, e.g. {{"run": "ppo-7"}}: keys and values like Kubernetes '
+        "label names (letters, digits, '-', '_', '.', at most 63 characters; a key may have a 'prefix/'). "
+        "GET /v2/envs?label=run=ppo-7 lists, DELETE /v2/envs?label=run=ppo-7 closes the matching envs.",
+        examples=[{"run": "ppo-7"}],
+    ),
+]
 Wrapper = Literal["AddRenderObservation"]
 
 
@@ -70,6 +88,19 @@ class CreateRequest(Body):
     ) = None
     autoreset_mode: (
         Annotated[AutoresetMode, Meta(description="Vector envs only (Gymnasium's AutoresetMode); default next_step.")]
+        | None
+    ) = None
+    labels: Labels | None = None
+    snapshot: (
+        Annotated[
+            bytes,
+            Meta(
+                description="Restore a snapshot (GET /v2/envs/<id>/snapshot) instead of making a new env: msgpack "
+                "bin, or base64 in JSON. env_id must be the snapshot's; ttl and labels may be given (labels: the "
+                "snapshot's unless given); num_envs and autoreset_mode, if given, must be the snapshot's; no "
+                "other field. Needs the same GYMSERVE_SNAPSHOT_KEY as the farm that made it."
+            ),
+        ]
         | None
     ) = None
 
@@ -119,9 +150,16 @@ class EpisodesRequest(Body):
     seed: Seed | None = None
 
 
-MODELS = (CreateRequest, ResetRequest, StepRequest, BatchStepRequest)
+class ForkRequest(Body):
+    """POST /v2/envs/<id>/fork: the fork's own TTL and labels (the original's unless given)."""
+
+    ttl: Ttl | None = None
+    labels: Labels | None = None
+
+
+MODELS = (CreateRequest, ResetRequest, StepRequest, BatchStepRequest, ForkRequest)
 B = TypeVar("B", bound=Body)
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_AT = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
 _NAMED = re.compile(r"`(?P<name>[^`]+)`")
 
 
@@ -209,7 +247,11 @@ def _make_native(body: Body) -> None:
 def _refusal(message: str, model: type[Body]) -> BadRequest:
     """msgspec's words ("Expected `int` >= 1 - at `$.seq`") as gymserve's errors, naming the field."""
     at = _AT.search(message)
-    path = at["path"].lstrip(".") if at else ""
+    # A map's key or value (labels) is named by the map: "labels", not "labels[...]".
+    path = at["path"].lstrip(".").removesuffix("[...]") if at else ""
+    if at and at["key"]:
+        text = message[: at.start()]
+        return InvalidValue(path, "a key: " + text[0].lower() + text[1:])
     text = message[: at.start()] if at else message
     named = _NAMED.search(text)
     if text.startswith("Object missing required field") and named:

@@ -15,8 +15,8 @@ from .wire import read_message, write_message
 # Set on a request one worker forwards to another: the receiver never forwards it again.
 FORWARDED_HEADER = "X-Gymserve-Forwarded"
 # Headers that travel with a forwarded request and back with its answer; nothing else does.
-REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding")
-RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Location", "Content-Encoding")
+REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding", "Idempotency-Key")
+RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Location", "Content-Encoding", "Idempotent-Replayed")
 # The WSGI environ key under which the owner finds the tenant the forwarding worker authenticated:
 # it comes from the message's meta, never from a header, so no client can claim a tenant.
 PEER_TENANT = "gymserve.peer_tenant"
