@@ -175,6 +175,18 @@ optionally host (overrides config.host, for a test that serves on loopback).
 - name: templates
   configMap:
     name: {{ include "gymserve.router.fullname" . }}
+    items:
+      - key: default.conf.template
+        path: default.conf.template
+      - key: temp-paths.conf.template
+        path: temp-paths.conf.template
+- name: pools
+  configMap:
+    name: {{ include "gymserve.router.fullname" . }}
+    defaultMode: 0555
+    items:
+      - key: router-pools.sh
+        path: 40-gymserve-router-pools.sh
 - name: conf
   emptyDir: {}
 - name: run
@@ -187,6 +199,11 @@ optionally host (overrides config.host, for a test that serves on loopback).
 {{- define "gymserve.router.volumeMounts" -}}
 - name: templates
   mountPath: /etc/nginx/templates
+  readOnly: true
+# Next to the image's own entrypoint scripts: writes the connection pools, then keeps them current.
+- name: pools
+  mountPath: /docker-entrypoint.d/40-gymserve-router-pools.sh
+  subPath: 40-gymserve-router-pools.sh
   readOnly: true
 - name: conf
   mountPath: /etc/nginx/conf.d
@@ -218,6 +235,9 @@ sets the same ones for compose), rendered by the image's entrypoint at start.
   value: {{ printf ".%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
 - name: GYMSERVE_ROUTER_BACKEND
   value: {{ printf "%s%s" (include "gymserve.backendService" .) (include "gymserve.svcDomain" .) | quote }}
+# router-pools.sh: one keep-alive pool per pod that this name resolves to (ready or not).
+- name: GYMSERVE_ROUTER_REPLICAS
+  value: {{ printf "%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
 - name: GYMSERVE_PORT
   value: {{ include "gymserve.number" .Values.config.port | quote }}
 # Substitute only those: nginx's own $variables and anything else stay as they are.

@@ -100,12 +100,28 @@ class FakeDns:
         self.sock.close()
 
 
+# An env id whose replica reads the request, then drops the connection without answering (a crash mid-step).
+DROPPED = "d" * 32
+
+
 class Echo(BaseHTTPRequestHandler):
-    """A replica: answers every request with what it received."""
+    """A replica: answers every request with what it received, over keep-alive connections that it counts."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+    requests: list[str] = []
+
+    def setup(self) -> None:
+        super().setup()
+        Echo.connections += 1
 
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        Echo.requests.append(self.path)
+        if DROPPED in self.path:
+            self.close_connection = True
+            return
         body = json.dumps(
             {
                 "method": self.command,
@@ -161,10 +177,18 @@ class Router:
             conn.close()
 
 
-def start_router(tmp_path: Path, env: dict[str, str], dns: FakeDns) -> Iterator[Router]:
-    """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end."""
+def start_router(
+    tmp_path: Path, env: dict[str, str], dns: FakeDns, pools: dict[str, str] | None = None
+) -> Iterator[Router]:
+    """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end.
+
+    `pools`: node -> address of the connection pools that router-pools.sh would write (none by default).
+    """
     port = free_port()
     config = render_template({**env, "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns.port}"})
+    write_pools(tmp_path, pools or {}, int(env["GYMSERVE_PORT"]))
+    assert config.count(POOLS_GLOB) == 2
+    config = config.replace(POOLS_GLOB, f"{tmp_path}/*.gymserve-")
     # Only where it listens and logs differs from the image: a free port, files of the test's own.
     for image_value, test_value in [
         ("listen 8080 ", f"listen 127.0.0.1:{port} "),
@@ -209,6 +233,21 @@ def start_router(tmp_path: Path, env: dict[str, str], dns: FakeDns) -> Iterator[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+POOLS_GLOB = "/etc/nginx/conf.d/*.gymserve-"
+
+
+def write_pools(where: Path, pools: dict[str, str], port: int) -> None:
+    """The two files of router-pools.sh, in its format (test_router_pools.py runs the script itself)."""
+    (where / "router.gymserve-pools").write_text(
+        "".join(
+            f"upstream gymserve-node-{node} {{\n    server {ip}:{port};\n    keepalive 32;\n"
+            "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+            for node, ip in pools.items()
+        )
+    )
+    (where / "router.gymserve-nodes").write_text("".join(f"{n} gymserve-node-{n};\n" for n in pools))
 
 
 def farm_env(farm: str, replica_port: int) -> dict[str, str]:
@@ -290,9 +329,8 @@ def test_forged_ids_are_refused_by_the_router(router: Router, farm: str, api: st
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
-@pytest.mark.parametrize("why", ["gone", "refused"])
-def test_ids_of_a_lost_replica_are_lost_in_the_apps_words(router: Router, farm: str, api: str, why: str) -> None:
-    node = NODES[farm][why]
+def test_ids_of_a_gone_replica_are_lost_in_the_apps_words(router: Router, farm: str, api: str) -> None:
+    node = NODES[farm]["gone"]
     instance_id = f"{node}.1-7.{HEX}"
     suffix = "/step/" if api == "v1" else "/step"
     answer = router.call("POST", f"/{api}/envs/{instance_id}{suffix}", {"Content-Type": "application/json"}, b"{}")
@@ -301,6 +339,18 @@ def test_ids_of_a_lost_replica_are_lost_in_the_apps_words(router: Router, farm: 
     )
     assert message.startswith(f"Instance_id {instance_id} unknown") and LOST_WORDS in message
     assert f"replica {node} is not running" in message
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_replica_that_resolves_but_refuses_is_unavailable_not_lost(router: Router, farm: str, api: str) -> None:
+    node = NODES[farm]["refused"]
+    instance_id = f"{node}.1-7.{HEX}"
+    suffix = "/step/" if api == "v1" else "/step"
+    for _ in range(3):  # the same answer every time: no flip to "lost"
+        answer = router.call("POST", f"/{api}/envs/{instance_id}{suffix}", {"Content-Type": "application/json"}, b"{}")
+        message = assert_error(answer, api, 503, "unavailable", {"instance_id": instance_id}, "unavailable")
+        assert node in message and "retry later" in message
+        assert answer.headers.get("retry-after") == "1"
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
@@ -328,3 +378,51 @@ def test_no_replica_to_take_a_create(farm: str, replica: int, tmp_path: Path, ap
             assert answer.headers.get("retry-after") == "5"
     finally:
         dns.close()
+
+
+# --- connection pools (router-pools.sh writes them; test_router_pools.py runs the script) --------------------
+
+
+@pytest.fixture
+def pooled(farm: str, replica: int, tmp_path: Path) -> Iterator[Router]:
+    """A router with pools for the running replica, for one that refuses, and for one whose name is gone."""
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm))
+    nodes = NODES[farm]
+    try:
+        yield from start_router(
+            tmp_path, env, dns, pools={nodes["up"]: UP, nodes["refused"]: REFUSED, nodes["gone"]: REFUSED}
+        )
+    finally:
+        dns.close()
+
+
+def test_steps_reuse_the_pooled_connections(pooled: Router, farm: str) -> None:
+    before = Echo.connections
+    node = NODES[farm]["up"]
+    for i in range(60):  # each on a fresh client connection
+        path = f"/v2/envs/{node}.{i % 4}-1.{HEX}/step"
+        answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+        assert answer.status == 200 and answer.body["path"].startswith(f"/v2/envs/{node}."), answer
+    # One nginx worker here: its pool holds the connection it opened (a second one at most, for a race).
+    assert Echo.connections - before <= 2, f"{Echo.connections - before} connections for 60 requests"
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_pooled_replicas_are_lost_or_unavailable_by_their_name(pooled: Router, farm: str, api: str) -> None:
+    suffix = "/step/" if api == "v1" else "/step"
+    gone = f"{NODES[farm]['gone']}.1-7.{HEX}"
+    answer = pooled.call("POST", f"/{api}/envs/{gone}{suffix}", {"Content-Type": "application/json"}, b"{}")
+    assert_error(answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": gone}, "lost")
+    refused = f"{NODES[farm]['refused']}.1-7.{HEX}"
+    answer = pooled.call("POST", f"/{api}/envs/{refused}{suffix}", {"Content-Type": "application/json"}, b"{}")
+    assert_error(answer, api, 503, "unavailable", {"instance_id": refused}, "unavailable")
+    assert answer.headers.get("retry-after") == "1"
+
+
+def test_a_step_the_replica_dropped_is_not_resent(pooled: Router, farm: str) -> None:
+    path = f"/v2/envs/{NODES[farm]['up']}.0-1.{DROPPED}/step"
+    answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+    # Sent, then the connection broke: it may have run, so the router tells the client to decide, once.
+    assert answer.status == 503 and answer.headers.get("retry-after") == "5", answer
+    assert Echo.requests.count(path) == 1

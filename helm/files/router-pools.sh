@@ -1,0 +1,65 @@
+#!/bin/sh
+# gymserve's router: one keep-alive connection pool per replica, kept in step with the replicas that run.
+#
+# Runs from the nginx image's /docker-entrypoint.d (docker compose and the chart both mount it there, next to
+# router.conf.template): it writes the pools once before nginx starts, then checks every
+# GYMSERVE_ROUTER_DISCOVERY_SECONDS (default 2) in the background and reloads nginx when they changed.
+# Open-source nginx before 1.27.3 resolves an upstream's server names only at start, and a name that does not
+# resolve stops it; so the pools hold addresses, and a reload (which keeps serving) picks up scaling.
+#
+# A pool is written only for an address that GYMSERVE_ROUTER_REPLICAS resolves to (the replicas, ready or not),
+# whose /healthz names a node that matches GYMSERVE_ROUTER_NODE_PATTERN, and whose node name
+# (+ GYMSERVE_ROUTER_NODE_DOMAIN) resolves to that same address: the router reaches through a pool exactly the
+# replica it would reach by resolving the node's name, and nothing a client wrote.
+set -eu
+
+POOLS_DIR=${GYMSERVE_ROUTER_POOLS_DIR:-/etc/nginx/conf.d}
+INTERVAL=${GYMSERVE_ROUTER_DISCOVERY_SECONDS:-2}
+# Idle connections each nginx worker keeps per replica; closed before gunicorn's keepalive (75 s) would.
+KEEPALIVE=${GYMSERVE_ROUTER_KEEPALIVE:-32}
+
+addresses() {
+    getent ahostsv4 "$1" 2>/dev/null | awk '{ print $1 }' | sort -u
+}
+
+# "<node> <address>" for every replica that says who it is, one line each.
+replicas() {
+    for ip in $(addresses "$GYMSERVE_ROUTER_REPLICAS"); do
+        node=$(curl -fsS --max-time 1 "http://$ip:$GYMSERVE_PORT/healthz" 2>/dev/null |
+            sed -n 's/.*"node": *"\([a-z0-9-]*\)".*/\1/p') || continue
+        [ -n "$node" ] || continue
+        printf '%s\n' "$node" | grep -qxP "$GYMSERVE_ROUTER_NODE_PATTERN" || continue
+        addresses "$node$GYMSERVE_ROUTER_NODE_DOMAIN" | grep -qxF "$ip" || continue
+        echo "$node $ip"
+    done | sort -u -k1,1
+}
+
+# Writes both files; exit status 0 when they changed.
+render() {
+    found=$(replicas)
+    pools=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" 'NF == 2 {
+        printf "upstream gymserve-node-%s {\n    server %s:%s;\n    keepalive %s;\n", $1, $2, port, keep
+        printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+    }')
+    nodes=$(printf '%s\n' "$found" | awk 'NF == 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
+    if [ "$pools" = "$(cat "$POOLS_DIR/router.gymserve-pools" 2>/dev/null)" ] &&
+        [ "$nodes" = "$(cat "$POOLS_DIR/router.gymserve-nodes" 2>/dev/null)" ]; then
+        return 1
+    fi
+    printf '%s\n' "$pools" >"$POOLS_DIR/router.gymserve-pools.new"
+    printf '%s\n' "$nodes" >"$POOLS_DIR/router.gymserve-nodes.new"
+    mv "$POOLS_DIR/router.gymserve-pools.new" "$POOLS_DIR/router.gymserve-pools"
+    mv "$POOLS_DIR/router.gymserve-nodes.new" "$POOLS_DIR/router.gymserve-nodes"
+    echo "router-pools: $(printf '%s\n' "$found" | grep -c . || true) replica(s): $(printf '%s' "$found" | tr '\n' ' ')"
+}
+
+loop() {
+    while sleep "$INTERVAL"; do
+        if render; then
+            nginx -s reload 2>&1 || echo "router-pools: nginx reload failed; the old pools stay" >&2
+        fi
+    done
+}
+
+render || true
+loop </dev/null &
