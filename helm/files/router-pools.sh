@@ -17,6 +17,10 @@ POOLS_DIR=${GYMSERVE_ROUTER_POOLS_DIR:-/etc/nginx/conf.d}
 INTERVAL=${GYMSERVE_ROUTER_DISCOVERY_SECONDS:-2}
 # Idle connections each nginx worker keeps per replica; closed before gunicorn's keepalive (75 s) would.
 KEEPALIVE=${GYMSERVE_ROUTER_KEEPALIVE:-32}
+# Optional (compose): a Prometheus file_sd list of the replicas by node name, so that their series carry the
+# name that instance ids carry (Docker's DNS gives Prometheus only addresses). The chart's ServiceMonitor
+# labels pods by name itself.
+TARGETS_FILE=${GYMSERVE_ROUTER_TARGETS_FILE:-}
 
 addresses() {
     getent ahostsv4 "$1" 2>/dev/null | awk '{ print $1 }' | sort -u
@@ -50,6 +54,14 @@ render() {
     printf '%s\n' "$nodes" >"$POOLS_DIR/router.gymserve-nodes.new"
     mv "$POOLS_DIR/router.gymserve-pools.new" "$POOLS_DIR/router.gymserve-pools"
     mv "$POOLS_DIR/router.gymserve-nodes.new" "$POOLS_DIR/router.gymserve-nodes"
+    if [ -n "$TARGETS_FILE" ]; then
+        printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" '
+            BEGIN { printf "[{\"targets\": [" }
+            NF == 2 { printf "%s\"%s:%s\"", (n++ ? ", " : ""), $1, port }
+            END { print "]}]" }' >"$TARGETS_FILE.new" &&
+            mv "$TARGETS_FILE.new" "$TARGETS_FILE" ||
+            echo "router-pools: could not write $TARGETS_FILE" >&2
+    fi
     echo "router-pools: $(printf '%s\n' "$found" | grep -c . || true) replica(s): $(printf '%s' "$found" | tr '\n' ' ')"
 }
 

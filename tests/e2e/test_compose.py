@@ -147,15 +147,6 @@ def _prometheus(stack: Stack, query: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
-def _replica_ip(container: Any) -> str:
-    """The replica's address on the network Prometheus scrapes it on."""
-    container.reload()
-    for name, net in container.attrs["NetworkSettings"]["Networks"].items():
-        if name.endswith("_metrics"):
-            return str(net["IPAddress"])
-    raise AssertionError(f"{container.name} is not on the metrics network")
-
-
 # --- the image -------------------------------------------------------------------------------------
 
 
@@ -219,6 +210,35 @@ def test_python_client_works_through_the_router(stack: Stack) -> None:
             )
 
 
+def _router_sockets_to_replicas(stack: Stack) -> int:
+    """TCP sockets in the router's network namespace whose far end is a replica's port 8000, in any state
+    (TIME_WAIT included: a connection closed within the last minute still counts)."""
+    router = stack.containers("router")[0]
+    out = router.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).output.decode()
+    rows = [line.split() for line in out.splitlines() if line.strip() and not line.lstrip().startswith("sl")]
+    return sum(1 for row in rows if row[2].endswith(":1F40"))
+
+
+def test_router_reuses_pooled_connections_to_the_replicas(stack: Stack, farm: list[Trajectory]) -> None:
+    # Every request on a fresh client connection, each routed on its own, to envs on both replicas.
+    envs = [t for t in farm if t.env_id == "CartPole-v1"]
+    assert {t.node for t in envs} == set(stack.replica_ids)
+    before = _router_sockets_to_replicas(stack)
+    requests = 0
+    for i in range(300):
+        t = envs[i % len(envs)]
+        answer = stack.call("POST", f"/v1/envs/{t.instance_id}/step/", {"action": i % 2})
+        assert answer.status == 200, answer.body
+        requests += 1
+        if answer.body["done"]:
+            assert stack.call("POST", f"/v1/envs/{t.instance_id}/reset/", {}).status == 200
+            requests += 1
+    after = _router_sockets_to_replicas(stack)
+    stack.measured["router sockets to replicas for 300+ steps (pooled)"] = f"{before} before, {after} after"
+    # Without pools each request opened (and left in TIME_WAIT) a connection of its own: 300 or more.
+    assert after <= 40 and after - before < requests / 10, (before, after, requests)
+
+
 def test_router_is_not_an_open_proxy(stack: Stack) -> None:
     token = "0123456789abcdef" * 2
     prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]
@@ -255,11 +275,11 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
 # --- Prometheus ------------------------------------------------------------------------------------
 
 
-def test_prometheus_scrapes_every_replica_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
-    ips = {_replica_ip(c): node for node, c in stack.replicas().items()}
-    expected_up = {f"{ip}:8000": "1" for ip in ips}
+def test_prometheus_scrapes_every_replica_by_node_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
+    # Targets are named like the ids the replicas mint (the router lists them for Prometheus by node name).
+    expected_up = {node: "1" for node in stack.replica_ids}
     # Every step the test took on a replica, at least (a scrape may predate the last ones: wait for the next).
-    taken = {f"{ip}:8000": float(sum(t.steps for t in farm if t.node == node)) for ip, node in ips.items()}
+    taken = {node: float(sum(t.steps for t in farm if t.node == node)) for node in stack.replica_ids}
     deadline = time.monotonic() + 90
     while True:
         up = {r["metric"]["instance"]: r["value"][1] for r in _prometheus(stack, 'up{job="gymserve"}')}
@@ -271,8 +291,10 @@ def test_prometheus_scrapes_every_replica_and_sees_the_steps(stack: Stack, farm:
         if (up == expected_up and counted) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert up == expected_up, f"targets {up}, replicas at {sorted(expected_up)}"
+    assert up == expected_up, f"targets {up}, replicas {sorted(expected_up)}"
     assert counted, f"gymserve_steps_total by instance: {steps}; steps the test took: {taken}"
+    nodes = {r["metric"].get("node") for r in _prometheus(stack, 'up{job="gymserve"}')}
+    assert nodes == set(stack.replica_ids), nodes
 
 
 # --- a replica that stops, and comes back ----------------------------------------------------------
@@ -292,12 +314,19 @@ def test_stopped_replica_loses_its_envs_and_the_others_keep_working(stack: Stack
         f"{time.monotonic() - started:.1f} s"
     )
 
-    for t in gone_envs:
-        answer = stack.call(
-            "POST", f"/v1/envs/{t.instance_id}/step/", {"action": jsonable(t.local.action_space.sample())}
-        )
-        assert (answer.status, answer.body["code"]) == (400, "instance_lost"), answer.body
-        assert "lost with its worker" in answer.body["message"]
+    # Lost means lost, from the first answer on and for as long as one looks: never a 503 or 504 in between,
+    # while the router's pools still hold the replica's old address and then after they dropped it.
+    answers: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        for t in gone_envs:
+            answer = stack.call(
+                "POST", f"/v1/envs/{t.instance_id}/step/", {"action": jsonable(t.local.action_space.sample())}
+            )
+            answers.append((answer.status, answer.body["code"]))
+            assert "lost with its worker" in answer.body["message"], answer.body
+    stack.measured["answers for a stopped replica's envs over 6 s"] = f"{len(answers)}, all lost"
+    assert set(answers) == {(400, "instance_lost")}, sorted(set(answers))
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda t: t.step(stack, 10), kept_envs))
     problems = {t.instance_id: t.mismatches for t in kept_envs if t.mismatches}

@@ -17,8 +17,8 @@ TEMPLATE = ROOT / "helm" / "files" / "router.conf.template"
 # Started by the image's entrypoint next to the template: keeps a keep-alive pool per replica.
 POOLS_SCRIPT = ROOT / "helm" / "files" / "router-pools.sh"
 POOLS_MOUNTED_AT = "/docker-entrypoint.d/40-gymserve-router-pools.sh"
-# What router-pools.sh reads besides the template's variables (both farms set it, envsubst ignores it).
-POOLS_VARIABLES = {"GYMSERVE_ROUTER_REPLICAS"}
+# What router-pools.sh reads besides the template's variables (envsubst finds none of them in the template).
+POOLS_VARIABLES = {"GYMSERVE_ROUTER_REPLICAS", "GYMSERVE_ROUTER_TARGETS_FILE"}
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 # Where both routers mount it: the image renders it into /etc/nginx/conf.d/default.conf.
 MOUNTED_AT = "/etc/nginx/templates/default.conf.template"

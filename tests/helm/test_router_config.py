@@ -41,6 +41,7 @@ def test_compose_mounts_the_charts_template_read_only() -> None:
     assert volumes == [
         f"./{TEMPLATE.relative_to(ROOT)}:{MOUNTED_AT}:ro",
         f"./{POOLS_SCRIPT.relative_to(ROOT)}:{POOLS_MOUNTED_AT}:ro",
+        "prometheus-targets:/gymserve-targets",  # where router-pools.sh lists the replicas for Prometheus
     ]
     # The image's entrypoint runs only executable scripts (git keeps the bit; the chart sets defaultMode).
     assert os.access(POOLS_SCRIPT, os.X_OK)
@@ -84,7 +85,8 @@ def test_compose_and_chart_fill_in_every_variable_and_only_those() -> None:
     }
     for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
         substituted = {n for n in env if re.search(env["NGINX_ENVSUBST_FILTER"], n)}
-        assert substituted == wanted | POOLS_VARIABLES, name
+        assert wanted <= substituted <= wanted | POOLS_VARIABLES, name
+        assert "GYMSERVE_ROUTER_REPLICAS" in substituted, name
         config = render_template(env)
         assert not template_variables(config), f"{name} leaves {template_variables(config)} to nginx"
 

@@ -6,6 +6,7 @@ answered), and that a change reloads nginx while no change does not.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -48,6 +49,7 @@ def run(tmp_path: Path) -> Iterator[Callable[[str], int]]:
             "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
             "GYMSERVE_ROUTER_POOLS_DIR": str(tmp_path),
             "GYMSERVE_ROUTER_DISCOVERY_SECONDS": interval,
+            "GYMSERVE_ROUTER_TARGETS_FILE": str(tmp_path / "targets.json"),
         }
         # A session of its own: the background loop stays in it, and is ended with it (by its id) below.
         proc = subprocess.Popen(["sh", str(POOLS_SCRIPT)], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
@@ -81,6 +83,8 @@ def test_only_replicas_that_are_who_they_say_get_a_pool(tmp_path: Path, run: Cal
     assert nodes == f"{NODE_A} gymserve-node-{NODE_A};\n"
     assert f"upstream gymserve-node-{NODE_A} {{\n    server 10.0.0.1:8000;\n    keepalive 32;" in pools
     assert "10.0.0.2" not in pools and "10.0.0.3" not in pools and "evil" not in pools
+    # Prometheus (compose) scrapes the same replicas by node name.
+    assert json.loads((tmp_path / "targets.json").read_text()) == [{"targets": [f"{NODE_A}:8000"]}]
 
 
 def test_the_loop_reloads_nginx_when_the_replicas_change_and_only_then(
