@@ -45,15 +45,27 @@ render() {
         printf "upstream gymserve-node-%s {\n    server %s:%s;\n    keepalive %s;\n", $1, $2, port, keep
         printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
     }')
+    pools="$pools
+$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
+        NF == 2 { servers = servers sprintf("    server %s:%s;\n", $2, port) }
+        END {
+            if (servers == "") exit
+            printf "upstream gymserve-replicas {\n%s    keepalive %s;\n", servers, keep
+            printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+        }')"
     nodes=$(printf '%s\n' "$found" | awk 'NF == 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
+    any=$(printf '%s\n' "$found" | awk 'NF == 2 { print "\"\" gymserve-replicas;"; exit }')
     if [ "$pools" = "$(cat "$POOLS_DIR/router.gymserve-pools" 2>/dev/null)" ] &&
-        [ "$nodes" = "$(cat "$POOLS_DIR/router.gymserve-nodes" 2>/dev/null)" ]; then
+        [ "$nodes" = "$(cat "$POOLS_DIR/router.gymserve-nodes" 2>/dev/null)" ] &&
+        [ "$any" = "$(cat "$POOLS_DIR/router.gymserve-any" 2>/dev/null)" ]; then
         return 1
     fi
     printf '%s\n' "$pools" >"$POOLS_DIR/router.gymserve-pools.new"
     printf '%s\n' "$nodes" >"$POOLS_DIR/router.gymserve-nodes.new"
-    mv "$POOLS_DIR/router.gymserve-pools.new" "$POOLS_DIR/router.gymserve-pools"
-    mv "$POOLS_DIR/router.gymserve-nodes.new" "$POOLS_DIR/router.gymserve-nodes"
+    printf '%s\n' "$any" >"$POOLS_DIR/router.gymserve-any.new"
+    for kind in pools nodes any; do
+        mv "$POOLS_DIR/router.gymserve-$kind.new" "$POOLS_DIR/router.gymserve-$kind"
+    done
     if [ -n "$TARGETS_FILE" ]; then
         printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" '
             BEGIN { printf "[{\"targets\": [" }

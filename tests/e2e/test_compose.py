@@ -235,8 +235,11 @@ def test_router_reuses_pooled_connections_to_the_replicas(stack: Stack, farm: li
             requests += 1
     after = _router_sockets_to_replicas(stack)
     stack.measured["router sockets to replicas for 300+ steps (pooled)"] = f"{before} before, {after} after"
-    # Without pools each request opened (and left in TIME_WAIT) a connection of its own: 300 or more.
-    assert after <= 40 and after - before < requests / 10, (before, after, requests)
+    # Without pools each request opened (and left in TIME_WAIT) a connection of its own: 300 or more. Creates
+    # and lists are pooled too, so even everything since the stack started (the farm's 48 creates and
+    # 2,000 steps) left few.
+    assert after - before < requests / 10, (before, after, requests)
+    assert after < 64, (before, after, requests)
 
 
 def test_router_is_not_an_open_proxy(stack: Stack) -> None:

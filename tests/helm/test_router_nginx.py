@@ -178,16 +178,21 @@ class Router:
 
 
 def start_router(
-    tmp_path: Path, env: dict[str, str], dns: FakeDns, pools: dict[str, str] | None = None
+    tmp_path: Path,
+    env: dict[str, str],
+    dns: FakeDns,
+    pools: dict[str, str] | None = None,
+    replicas: list[str] | None = None,
 ) -> Iterator[Router]:
     """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end.
 
-    `pools`: node -> address of the connection pools that router-pools.sh would write (none by default).
+    `pools`: node -> address of the connection pools that router-pools.sh would write (none by default);
+    `replicas`: the addresses of its pool of every replica (for creates and lists).
     """
     port = free_port()
     config = render_template({**env, "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns.port}"})
-    write_pools(tmp_path, pools or {}, int(env["GYMSERVE_PORT"]))
-    assert config.count(POOLS_GLOB) == 2
+    write_pools(tmp_path, pools or {}, int(env["GYMSERVE_PORT"]), replicas)
+    assert config.count(POOLS_GLOB) == 3
     config = config.replace(POOLS_GLOB, f"{tmp_path}/*.gymserve-")
     # Only where it listens and logs differs from the image: a free port, files of the test's own.
     for image_value, test_value in [
@@ -238,7 +243,7 @@ def start_router(
 POOLS_GLOB = "/etc/nginx/conf.d/*.gymserve-"
 
 
-def write_pools(where: Path, pools: dict[str, str], port: int) -> None:
+def write_pools(where: Path, pools: dict[str, str], port: int, replicas: list[str] | None = None) -> None:
     """The two files of router-pools.sh, in its format (test_router_pools.py runs the script itself)."""
     (where / "router.gymserve-pools").write_text(
         "".join(
@@ -248,6 +253,13 @@ def write_pools(where: Path, pools: dict[str, str], port: int) -> None:
         )
     )
     (where / "router.gymserve-nodes").write_text("".join(f"{n} gymserve-node-{n};\n" for n in pools))
+    if replicas:
+        servers = "".join(f"    server {ip}:{port};\n" for ip in replicas)
+        (where / "router.gymserve-pools").write_text(
+            (where / "router.gymserve-pools").read_text()
+            + f"upstream gymserve-replicas {{\n{servers}    keepalive 32;\n}}\n"
+        )
+        (where / "router.gymserve-any").write_text('"" gymserve-replicas;\n')
 
 
 def farm_env(farm: str, replica_port: int) -> dict[str, str]:
@@ -391,7 +403,11 @@ def pooled(farm: str, replica: int, tmp_path: Path) -> Iterator[Router]:
     nodes = NODES[farm]
     try:
         yield from start_router(
-            tmp_path, env, dns, pools={nodes["up"]: UP, nodes["refused"]: REFUSED, nodes["gone"]: REFUSED}
+            tmp_path,
+            env,
+            dns,
+            pools={nodes["up"]: UP, nodes["refused"]: REFUSED, nodes["gone"]: REFUSED},
+            replicas=[UP],
         )
     finally:
         dns.close()
@@ -405,6 +421,12 @@ def test_steps_reuse_the_pooled_connections(pooled: Router, farm: str) -> None:
         answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
         assert answer.status == 200 and answer.body["path"].startswith(f"/v2/envs/{node}."), answer
     # One nginx worker here: its pool holds the connection it opened (a second one at most, for a race).
+    assert Echo.connections - before <= 2, f"{Echo.connections - before} connections for 60 requests"
+    # Creates and lists too, through the pool of every replica.
+    before = Echo.connections
+    for path in ["/v1/envs/", "/v2/envs", "/v2/batch/step"] * 20:
+        answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+        assert answer.status == 200 and answer.body["path"] == path, answer
     assert Echo.connections - before <= 2, f"{Echo.connections - before} connections for 60 requests"
 
 

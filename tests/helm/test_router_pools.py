@@ -83,6 +83,9 @@ def test_only_replicas_that_are_who_they_say_get_a_pool(tmp_path: Path, run: Cal
     assert nodes == f"{NODE_A} gymserve-node-{NODE_A};\n"
     assert f"upstream gymserve-node-{NODE_A} {{\n    server 10.0.0.1:8000;\n    keepalive 32;" in pools
     assert "10.0.0.2" not in pools and "10.0.0.3" not in pools and "evil" not in pools
+    # Creates and lists: one pool of every replica.
+    assert "upstream gymserve-replicas {\n    server 10.0.0.1:8000;\n    keepalive 32;" in pools
+    assert (tmp_path / "router.gymserve-any").read_text() == '"" gymserve-replicas;\n'
     # Prometheus (compose) scrapes the same replicas by node name.
     assert json.loads((tmp_path / "targets.json").read_text()) == [{"targets": [f"{NODE_A}:8000"]}]
 
