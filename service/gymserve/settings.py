@@ -76,6 +76,14 @@ class Settings:
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
     retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
 
+    # --- placement ---
+    placement_tolerance: int = _setting(
+        2,
+        "A create goes to the worker with the fewest envs (sub-envs counted) when the one that accepted it holds "
+        "more than this many above it.",
+        minimum=0,
+    )
+
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", _default_node_id())

@@ -58,6 +58,21 @@ class Worker:
         roomy = [s for s, n in counts.items() if n + weight <= self.settings.max_envs_per_worker]
         return min(roomy, key=counts.__getitem__) if roomy else None
 
+    def placement_for(self, weight: int) -> int | None:
+        """Where a create of `weight` (sub-)envs goes: None for this worker, else the sibling slot that takes it.
+
+        The sibling with the fewest envs, when this worker has no room or holds more than that sibling plus the
+        placement tolerance: creates spread by load, not by which worker won the accept race. (The counts are
+        read without a lock, so racing creates may overshoot by one each.)
+        """
+        if self.replica is None:
+            return None
+        sibling = self.roomiest_sibling(weight)
+        if sibling is None or not self.registry.has_room(weight):
+            return sibling
+        mine = self.replica.counts[self.owner.slot]
+        return sibling if mine - self.replica.counts[sibling] > self.settings.placement_tolerance else None
+
     def not_ready_reasons(self) -> list[str]:
         reasons = []
         if self.draining.is_set():

@@ -28,13 +28,19 @@ def local_id(instance_id: str) -> str:
     raise UnknownInstance(instance_id[:100])
 
 
-def create_elsewhere_if_full(weight: int = 1) -> Response | None:
-    """A create this worker has no room for goes to the sibling with the fewest envs (a vector env needs room
-    for all its sub-envs); None: create here, which answers 503 if the replica is full."""
+def place_create(weight: int = 1) -> Response | None:
+    """A create goes to the sibling that Worker.placement_for picks (this worker is full, or holds more than the
+    placement tolerance above the least loaded one; a vector env weighs its sub-envs); None: create here, which
+    answers 503 if the replica is full.
+
+    The cost: a keep-alive client whose create was forwarded has its steps forwarded too (one Unix-socket hop).
+    Through the router that changes nothing (its pooled connections land on any worker anyway), and to a replica
+    directly balance is worth more: a SIGKILLed worker loses its share, not 60 % of the envs.
+    """
     w = worker()
-    if w.registry.has_room(weight) or w.forwarder is None or request.headers.get(FORWARDED_HEADER):
+    if w.forwarder is None or request.headers.get(FORWARDED_HEADER):
         return None
-    slot = w.roomiest_sibling(weight)
+    slot = w.placement_for(weight)
     return None if slot is None else forward_to(w, slot, "")
 
 

@@ -19,7 +19,7 @@ bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
 
 @bp.post("/")
 def env_create() -> Response:
-    elsewhere = owner.create_elsewhere_if_full()
+    elsewhere = owner.place_create()
     if elsewhere is not None:
         return elsewhere
     w = worker()

@@ -125,7 +125,7 @@ def _single_space(env: Any, name: str) -> dict[str, Any] | None:
 def create_env() -> Response:
     w = worker()
     body = _decode(models.CreateRequest, required=True)
-    elsewhere = owner.create_elsewhere_if_full(body.num_envs or 1)
+    elsewhere = owner.place_create(body.num_envs or 1)
     if elsewhere is not None:
         return elsewhere
     models.check_limits(body, w.settings)
