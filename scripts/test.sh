@@ -19,7 +19,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The sb3 extra's tests (tests/integration/test_sb3.py) need PyTorch: a CPU build named first, because an
+# unpinned torch can resolve to a CUDA build of several GB (GYMSERVE_TORCH sets the requirement; about 35 s
+# with the wheel at hand).
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${GYMSERVE_TORCH:-torch==2.13.0}"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev,sb3]'
 "$VENV/bin/ruff" check service tests scripts
 "$VENV/bin/ruff" format --check service tests scripts
 "$VENV/bin/mypy"
