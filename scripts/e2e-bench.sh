@@ -50,3 +50,15 @@ report "through the router" "$routed"
 python3 -c 'import json, sys
 d, r = (json.loads(a)["steps_per_s"] for a in sys.argv[1:])
 print(f"router / direct: {r / d:.2f}x")' "$direct" "$routed"
+
+# BENCH_PPO=1: SB3 PPO on 8 CartPole envs (60,000 steps by default, BENCH_PPO_STEPS), local envs against the farm
+# (2 replicas with their default workers, all CPUs) through the router with RemoteVecEnv; needs the venv's sb3 extra.
+if [ "${BENCH_PPO:-0}" = 1 ]; then
+    unset GYMSERVE_WORKERS
+    export GYMSERVE_REPLICAS=2
+    compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
+    docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
+    sleep 3
+    "${GYMSERVE_VENV:-.venv}/bin/python" tests/perf/bench_sb3_ppo.py --url "http://127.0.0.1:$GYMSERVE_ROUTER_PORT" \
+        --steps "${BENCH_PPO_STEPS:-60000}"
+fi

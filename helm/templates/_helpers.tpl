@@ -161,6 +161,14 @@ optionally host (overrides config.host, for a test that serves on loopback).
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if not $root.Values.config.peerNodePattern }}
+# A batch steps items of every pod: the pod it reaches sends the others' items to them, by pod name (this
+# release's only) through the headless Service, once.
+- name: GYMSERVE_PEER_NODE_PATTERN
+  value: {{ include "gymserve.nodePattern" $root | quote }}
+- name: GYMSERVE_PEER_DOMAIN
+  value: {{ printf ".%s%s" (include "gymserve.podsService" $root) (include "gymserve.svcDomain" $root) | quote }}
+{{- end }}
 {{- range $key, $value := $root.Values.config }}
 {{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
 {{- if not (and (kindIs "string" $value) (eq $value "")) }}

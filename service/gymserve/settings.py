@@ -84,6 +84,16 @@ class Settings:
         minimum=0,
     )
 
+    # --- across replicas ---
+    peer_node_pattern: str = _setting(
+        "",
+        "Regex (whole name) of the other replicas' node names: a batch sends their items to them "
+        "(empty: such items fail with wrong_replica).",
+    )
+    peer_domain: str = _setting(
+        "", "What follows a peer's node name in its DNS name (e.g. .gymserve-pods.envs.svc.cluster.local)."
+    )
+
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", _default_node_id())
@@ -92,6 +102,10 @@ class Settings:
                 f"{PREFIX}NODE_ID={self.node_id!r}: use lowercase letters, digits and '-', "
                 "at most 63 characters, starting and ending with a letter or digit"
             )
+        try:
+            re.compile(self.peer_node_pattern)
+        except re.error as err:
+            raise SettingsError(f"{PREFIX}PEER_NODE_PATTERN={self.peer_node_pattern!r}: not a regex ({err})") from err
         if self.env_ttl_max_seconds and self.env_ttl_seconds > self.env_ttl_max_seconds:
             raise SettingsError(
                 f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "

@@ -248,6 +248,29 @@ def test_router_reuses_pooled_connections_to_the_replicas(stack: Stack) -> None:
     assert after < 64, (before, after, requests)
 
 
+def test_a_batch_through_the_router_steps_envs_of_every_replica(stack: Stack) -> None:
+    # Envs on both replicas (creates spread over them), each reset with its own seed.
+    by_node: dict[str, list[str]] = {}
+    for _ in range(40):
+        iid = stack.call("POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"]
+        by_node.setdefault(iid.split(".")[0], []).append(iid)
+        if len(by_node) == len(stack.replica_ids) and all(len(v) >= 3 for v in by_node.values()):
+            break
+    assert set(by_node) == set(stack.replica_ids), by_node
+    ids = [iid for group in by_node.values() for iid in group[:3]]
+    for seed, iid in enumerate(ids):
+        assert stack.call("POST", f"/v2/envs/{iid}/reset", {"seed": seed}).status == 200
+    answer = stack.call("POST", "/v2/batch/step", {"items": [{"id": iid, "action": 1} for iid in ids]})
+    assert answer.status == 200, answer.body
+    for seed, result in enumerate(answer.body["results"]):
+        assert "error" not in result, result
+        local = gymnasium.make("CartPole-v1")
+        local.reset(seed=seed)
+        assert np.allclose(result["observation"]["$nd"]["data"], local.step(1)[0]), (seed, result)
+    for iid in [i for group in by_node.values() for i in group]:
+        stack.call("DELETE", f"/v2/envs/{iid}")
+
+
 def test_router_is_not_an_open_proxy(stack: Stack) -> None:
     token = "0123456789abcdef" * 2
     prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]

@@ -2,8 +2,9 @@
 
 Items are grouped by the worker that owns their env. This worker steps its own envs under their
 locks while each sibling's group is forwarded to it once, as one sub-batch over the peer sockets
-(in parallel), and the answers are merged back in request order. An item that names an env of
-another replica fails alone (`wrong_replica`): a batch is never forwarded across replicas.
+(in parallel), and the answers are merged back in request order. Items of another replica go to it
+as one sub-batch per replica when GYMSERVE_PEER_NODE_PATTERN admits its name (routing.peers), once: a
+sub-batch from a replica goes no further; otherwise such an item fails alone (`wrong_replica`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..codec import values
 from ..errors import GymServeError, InstanceLost, Internal, InvalidValue, UnknownInstance, WrongReplica, error_body
 from ..pipeline import handler
 from ..pipeline.models import BatchItem
+from ..routing import peers
 from ..routing.resolve import Where, resolve
 from ..worker import Worker
 
@@ -44,11 +46,13 @@ def error_result(err: GymServeError) -> Result:
     return error_body(err, native=True)
 
 
-def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Result]:
-    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further."""
+def step_batch(w: Worker, items: list[BatchItem], forwarded: bool, across_replicas: bool = False) -> list[Result]:
+    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further;
+    `across_replicas`: items of other replicas may go to them (a client's batch, not another replica's)."""
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
     groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
+    remote: dict[str, list[int]] = {}  # other replica's node -> indexes of its items
     can_forward = w.forwarder is not None and not forwarded
     for i, item in enumerate(items):
         where, owner = resolve(w.owner, item.id, can_forward)
@@ -57,13 +61,19 @@ def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Resul
         elif where is Where.SIBLING and owner is not None:
             groups.setdefault(owner.slot, []).append(i)
         elif where is Where.ELSEWHERE and owner is not None:
-            results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
+            if across_replicas and not forwarded and peers.reachable(w.settings, owner.node):
+                remote.setdefault(owner.node, []).append(i)
+            else:
+                results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
         elif where is Where.LOST:
             results[i] = error_result(InstanceLost(item.id))
         else:
             results[i] = error_result(UnknownInstance(item.id[:100]))
     # Siblings work on their groups while this worker steps its own; with nothing local, one group runs here.
     inline = next(iter(groups)) if groups and not local else None
+    elsewhere: dict[str, Future[list[Result]]] = {
+        node: peers.pool().submit(_send_to_replica, w, node, [items[i] for i in idx]) for node, idx in remote.items()
+    }
     pending: dict[int, Future[list[Result]]] = {
         slot: w.peer_pool.submit(_forward_group, w, slot, [items[i] for i in idx])
         for slot, idx in groups.items()
@@ -76,6 +86,9 @@ def step_batch(w: Worker, items: list[BatchItem], forwarded: bool) -> list[Resul
         answers[inline] = _forward_group(w, inline, [items[i] for i in groups[inline]])
     for slot, idx in groups.items():
         for i, result in zip(idx, answers[slot], strict=True):
+            results[i] = result
+    for node, future in elsewhere.items():
+        for i, result in zip(remote[node], future.result(), strict=True):
             results[i] = result
     return [r for r in results if r is not None]
 
@@ -90,6 +103,30 @@ def _step_local(w: Worker, item: BatchItem) -> Result:
         return error_result(Internal())
 
 
+def _send_to_replica(w: Worker, node: str, items: list[BatchItem]) -> list[Result]:
+    """Another replica's items as one sub-batch to it; if it cannot answer, each item says why."""
+    body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
+    try:
+        status, answer = peers.post_batch(w.settings, node, body, values.MSGPACK)
+    except OSError:
+        # Its name does not resolve, or it refuses: the envs went with it (as the router would say).
+        log.warning("batch: replica %s did not answer for %d items", node, len(items))
+        return [error_result(InstanceLost(item.id)) for item in items]
+    return _sub_batch_results(status, answer, len(items))
+
+
+def _sub_batch_results(status: int, body: bytes, count: int) -> list[Result]:
+    """The per-item results of a sub-batch's answer, or its refusal as every item's error."""
+    if status == 200:
+        results: list[Result] = values.loads(body, values.MSGPACK)["results"]
+        return results
+    try:  # the other side refused the whole sub-batch (e.g. 413): every item carries its error
+        refusal: Result = {"error": orjson.loads(body)["error"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        refusal = error_result(Internal())
+    return [refusal] * count
+
+
 def _forward_group(w: Worker, slot: int, items: list[BatchItem]) -> list[Result]:
     """One sibling's items as one sub-batch over its socket; if it cannot answer, each item says why."""
     assert w.forwarder is not None
@@ -101,11 +138,4 @@ def _forward_group(w: Worker, slot: int, items: list[BatchItem]) -> list[Result]
         return [error_result(InstanceLost(item.id)) for item in items]
     except GymServeError as err:
         return [error_result(err)] * len(items)
-    if answer.status == 200:
-        results: list[Result] = values.loads(answer.body, values.MSGPACK)["results"]
-        return results
-    try:  # the sibling refused the whole sub-batch (e.g. 413): every item carries its error
-        refusal: Result = {"error": orjson.loads(answer.body)["error"]}
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        refusal = error_result(Internal())
-    return [refusal] * len(items)
+    return _sub_batch_results(answer.status, answer.body, len(items))

@@ -15,7 +15,7 @@ from ..envs import CreateRequest
 from ..errors import NotSupported
 from ..pipeline import handler, models, negotiation
 from ..registry import EnvRecord
-from ..routing import ids
+from ..routing import ids, peers
 from ..routing.forward import FORWARDED_HEADER
 from . import batch, openapi, owner
 from .common import json_response, worker
@@ -181,7 +181,9 @@ def batch_step() -> Response:
     w = worker()
     body = _decode(models.BatchStepRequest, required=True)
     items = batch.checked_items(body.items, w.settings.max_batch_size)
-    return _answer({"results": batch.step_batch(w, items, forwarded=bool(request.headers.get(FORWARDED_HEADER)))})
+    forwarded = bool(request.headers.get(FORWARDED_HEADER))
+    across = not request.headers.get(peers.FANOUT_HEADER)  # a replica's sub-batch goes no further
+    return _answer({"results": batch.step_batch(w, items, forwarded, across_replicas=across)})
 
 
 @bp.get("/envs/<instance_id>/render")
