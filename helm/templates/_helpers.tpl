@@ -169,6 +169,11 @@ optionally host (overrides config.host, for a test that serves on loopback).
 - name: GYMSERVE_PEER_DOMAIN
   value: {{ printf ".%s%s" (include "gymserve.podsService" $root) (include "gymserve.svcDomain" $root) | quote }}
 {{- end }}
+{{- if not $root.Values.config.peersDns }}
+# A list asks every pod that the headless Service resolves to.
+- name: GYMSERVE_PEERS_DNS
+  value: {{ printf "%s%s" (include "gymserve.podsService" $root) (include "gymserve.svcDomain" $root) | quote }}
+{{- end }}
 {{- range $key, $value := $root.Values.config }}
 {{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
 {{- if not (and (kindIs "string" $value) (eq $value "")) }}

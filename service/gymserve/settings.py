@@ -93,6 +93,10 @@ class Settings:
     peer_domain: str = _setting(
         "", "What follows a peer's node name in its DNS name (e.g. .gymserve-pods.envs.svc.cluster.local)."
     )
+    peers_dns: str = _setting(
+        "",
+        "A DNS name that resolves to every replica: lists show the envs of all of them (empty: this replica's only).",
+    )
 
     def __post_init__(self) -> None:
         if not self.node_id:

@@ -248,7 +248,7 @@ def test_router_reuses_pooled_connections_to_the_replicas(stack: Stack) -> None:
     assert after < 64, (before, after, requests)
 
 
-def test_a_batch_through_the_router_steps_envs_of_every_replica(stack: Stack) -> None:
+def test_batches_and_lists_through_the_router_reach_every_replica(stack: Stack) -> None:
     # Envs on both replicas (creates spread over them), each reset with its own seed.
     by_node: dict[str, list[str]] = {}
     for _ in range(40):
@@ -267,6 +267,11 @@ def test_a_batch_through_the_router_steps_envs_of_every_replica(stack: Stack) ->
         local = gymnasium.make("CartPole-v1")
         local.reset(seed=seed)
         assert np.allclose(result["observation"]["$nd"]["data"], local.step(1)[0]), (seed, result)
+    # A list through the router shows the envs of every replica, whichever replica it reaches.
+    for _ in range(4):
+        listed = {e["instance_id"] for e in stack.call("GET", "/v2/envs").body["envs"]}
+        assert set(ids) <= listed
+        assert set(stack.call("GET", "/v1/envs/").body["all_envs"]) >= set(ids)
     for iid in [i for group in by_node.values() for i in group]:
         stack.call("DELETE", f"/v2/envs/{iid}")
 

@@ -8,6 +8,7 @@ from flask import Response, request
 
 from ..errors import GymServeError, InstanceLost, UnknownInstance
 from ..pipeline.lean import resolution
+from ..routing import peers
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
 from ..worker import Worker
@@ -44,12 +45,23 @@ def place_create(weight: int = 1) -> Response | None:
     return None if slot is None else forward_to(w, slot, "")
 
 
-def sibling_answers(path: str, accept: str) -> Iterator[bytes]:
+def farm_answers(path: str, accept: str) -> Iterator[bytes]:
+    """Every other live worker's answer to GET `path`, then every replica's when GYMSERVE_PEERS_DNS is set: the
+    rest of a farm-wide list (the views merge by instance id: a replica may answer for this one too).
+
+    No replica is asked when another replica asked (routing.peers), no worker when a sibling did.
+    """
+    w = worker()
+    if not request.headers.get(FORWARDED_HEADER) and not request.headers.get(peers.FANOUT_HEADER):
+        yield from peers.get_from_all(w.settings, path, {"Accept": accept})
+    yield from _sibling_answers(w, path, accept)
+
+
+def _sibling_answers(w: Worker, path: str, accept: str) -> Iterator[bytes]:
     """Every other live worker's answer to GET `path`: the rest of a replica-wide list.
 
     Nothing when this request was itself forwarded (the asking worker collects) or the worker stands alone.
     """
-    w = worker()
     if w.forwarder is None or w.replica is None or request.headers.get(FORWARDED_HEADER):
         return
     for slot in w.replica.live_slots():

@@ -46,9 +46,9 @@ def _handled(kind: str, instance_id: str) -> Response:
 
 @bp.get("/")
 def env_list_all() -> Response:
-    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    """The envs of the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS)."""
     all_envs = {r.instance_id: r.env_id for r in worker().registry.snapshot()}
-    for body in owner.sibling_answers("/v1/envs/", "application/json"):
+    for body in owner.farm_answers("/v1/envs/", "application/json"):
         all_envs.update(orjson.loads(body).get("all_envs", {}))
     return json_response({"all_envs": all_envs})
 

@@ -145,11 +145,11 @@ def create_env() -> Response:
 
 @bp.get("/envs")
 def list_envs() -> Response:
-    """The envs of the whole replica: this worker's, plus each sibling's (asked over its socket)."""
-    envs = [_summary(r) for r in worker().registry.snapshot()]
-    for body in owner.sibling_answers("/v2/envs", values.MSGPACK):
-        envs.extend(values.loads(body, values.MSGPACK)["envs"])
-    return _answer({"envs": envs})
+    """The envs of the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS)."""
+    envs = {r.instance_id: _summary(r) for r in worker().registry.snapshot()}
+    for body in owner.farm_answers("/v2/envs", values.MSGPACK):
+        envs.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
+    return _answer({"envs": list(envs.values())})
 
 
 @bp.get("/envs/<instance_id>")

@@ -1,15 +1,17 @@
-"""Other replicas of the farm: a batch's items of another replica sent to it as one sub-batch, by validated node name.
+"""Other replicas of the farm: a batch's items sent to their replica by validated node name, lists asked of all.
 
-Only node names that match GYMSERVE_PEER_NODE_PATTERN (whole name) are reached, at
-http://<node><GYMSERVE_PEER_DOMAIN>:<GYMSERVE_PORT>; any other node's items fail with wrong_replica. A
-sub-batch carries FANOUT_HEADER, so the replica that receives it steps its own envs (and its siblings')
-and never sends items further: a batch crosses replicas at most once.
+Batches: only node names that match GYMSERVE_PEER_NODE_PATTERN (whole name) are reached, at
+http://<node><GYMSERVE_PEER_DOMAIN>:<GYMSERVE_PORT>; any other node's items fail with wrong_replica.
+Lists: every address that GYMSERVE_PEERS_DNS resolves to (never a name from a request). Either request
+carries FANOUT_HEADER, so the replica that receives it answers for itself (its workers included) and asks
+no other replica: a request crosses replicas at most once.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -55,5 +57,36 @@ def post_batch(settings: Settings, node: str, body: bytes, content_type: str) ->
         )
         resp = conn.getresponse()
         return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def addresses(settings: Settings) -> list[str]:
+    """The replicas' addresses (this one's too) as GYMSERVE_PEERS_DNS resolves; none when unset or unresolvable."""
+    if not settings.peers_dns:
+        return []
+    try:
+        infos = socket.getaddrinfo(settings.peers_dns, settings.port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def get_from_all(settings: Settings, path: str, headers: dict[str, str]) -> list[bytes]:
+    """Every replica's 200 answer to GET `path`, asked in parallel; a replica that fails is left out (its envs
+    are not listed, as when it is gone)."""
+    futures = [pool().submit(_get, settings, address, path, headers) for address in addresses(settings)]
+    return [body for future in futures if (body := future.result()) is not None]
+
+
+def _get(settings: Settings, address: str, path: str, headers: dict[str, str]) -> bytes | None:
+    conn = http.client.HTTPConnection(address, settings.port, timeout=settings.forward_timeout_seconds)
+    try:
+        conn.request("GET", path, headers={**headers, FANOUT_HEADER: "1"})
+        resp = conn.getresponse()
+        body = resp.read()
+        return body if resp.status == 200 else None
+    except OSError:
+        return None
     finally:
         conn.close()
