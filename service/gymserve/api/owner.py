@@ -39,10 +39,16 @@ def place_create(weight: int = 1) -> Response | None:
     directly balance is worth more: a SIGKILLed worker loses its share, not 60 % of the envs.
     """
     w = worker()
-    if w.forwarder is None or request.headers.get(FORWARDED_HEADER):
+    # Draining: this worker refuses the create itself (503 draining), as every sibling would.
+    if w.forwarder is None or request.headers.get(FORWARDED_HEADER) or w.draining.is_set():
         return None
     slot = w.placement_for(weight)
-    return None if slot is None else forward_to(w, slot, "")
+    if slot is None:
+        return None
+    try:
+        return forward_to(w, slot, "")
+    except InstanceLost:
+        return None  # that sibling just went away (its socket is gone): create here after all
 
 
 def farm_answers(path: str, accept: str) -> Iterator[bytes]:
