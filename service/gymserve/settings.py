@@ -97,6 +97,11 @@ class Settings:
         "",
         "A DNS name that resolves to every replica: lists show the envs of all of them (empty: this replica's only).",
     )
+    public_url: str = _setting(
+        "",
+        "This replica's own base URL (e.g. its pod's name under the headless Service), returned at create as "
+        "direct_url so that clients can step its envs without the router (empty: none).",
+    )
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -110,6 +115,8 @@ class Settings:
             re.compile(self.peer_node_pattern)
         except re.error as err:
             raise SettingsError(f"{PREFIX}PEER_NODE_PATTERN={self.peer_node_pattern!r}: not a regex ({err})") from err
+        if self.public_url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.public_url):
+            raise SettingsError(f"{PREFIX}PUBLIC_URL={self.public_url!r}: expected http(s)://host[:port][/prefix]")
         if self.env_ttl_max_seconds and self.env_ttl_seconds > self.env_ttl_max_seconds:
             raise SettingsError(
                 f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "

@@ -140,7 +140,10 @@ def create_env() -> Response:
         autoreset_mode=body.autoreset_mode,
     )
     record = w.create(req, w.ttl_for(body.ttl))
-    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+    info = _info(record)
+    if w.settings.public_url:  # the direct path: where this replica answers without the router
+        info["direct_url"] = w.settings.public_url
+    return _answer(info, 201, {"Location": f"/v2/envs/{record.instance_id}"})
 
 
 @bp.get("/envs")

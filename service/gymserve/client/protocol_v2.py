@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from ..codec import spaces, values
 from ..pipeline import models
-from .errors import RemoteError
+from .errors import ConnectionFailed, RemoteError
 from .http import HttpSession
 
 ENCODINGS = {"msgpack": values.MSGPACK, "json": values.JSON}
@@ -28,6 +28,11 @@ def session(base_url: str, timeout: float, retries: int, compress: bool) -> Http
     )
 
 
+def direct_session(wanted: bool, timeout: float, compress: bool) -> Callable[[str], HttpSession] | None:
+    """What makes the session to an env's direct_url: one try per request, since the router is the fallback."""
+    return (lambda url: session(url, timeout, 0, compress)) if wanted else None
+
+
 def opened(http: HttpSession, connect: Callable[[HttpSession], T]) -> T:
     """`connect(http)`, closing the session if it fails (the create was refused, or never reached the server)."""
     try:
@@ -41,29 +46,51 @@ class V2Protocol:
     """An env created over /v2. Every reset and step carries the next sequence number, so that a request
     whose answer was lost is resent as it was and the server answers it again without running it twice."""
 
-    def __init__(self, http: HttpSession, create: dict[str, Any], media_type: str = values.MSGPACK) -> None:
+    def __init__(
+        self,
+        http: HttpSession,
+        create: dict[str, Any],
+        media_type: str = values.MSGPACK,
+        direct: Callable[[str], HttpSession] | None = None,
+    ) -> None:
+        """`direct`: given the direct_url the owner advertises at create, a session to it; resets and steps then go
+        there, and back to `http` (the router) for good once it does not answer (a numbered request is safe to
+        resend: the server never runs it twice)."""
         self.http = http
         self.media_type = media_type
         # A create is not numbered: it is resent only if it never reached the server (or was refused as busy).
         info = self._call("POST", "/v2/envs", create, resend=False)
         self.created = info  # what the server said about the env when it made it
+        url = info.get("direct_url")
+        self.direct: HttpSession | None = direct(url) if direct is not None and isinstance(url, str) else None
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
         self._path = f"/v2/envs/{self.instance_id}"
         self.action_space = spaces.rebuild_space(info["action_space"])
         self.observation_space = spaces.rebuild_space(info["observation_space"])
 
-    def _call(self, method: str, path: str, body: Any = None, *, resend: bool = True) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, *, resend: bool = True, http: HttpSession | None = None
+    ) -> Any:
         headers = {"Accept": self.media_type}
         data = None
         if body is not None:
             data = values.dumps(body, self.media_type)
             headers["Content-Type"] = self.media_type
-        reply = self.http.send(method, path, data, headers, resend=resend, retry_busy=True).checked()
+        reply = (http or self.http).send(method, path, data, headers, resend=resend, retry_busy=True).checked()
         return values.loads(reply.data, reply.media_type or values.JSON, "answer") if reply.data else None
 
     def _sequenced(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = self._call("POST", f"{self._path}/{kind}", {**body, "seq": self.seq + 1})
+        numbered = {**body, "seq": self.seq + 1}
+        answer = None
+        if self.direct is not None:
+            try:
+                answer = self._call("POST", f"{self._path}/{kind}", numbered, http=self.direct)
+            except ConnectionFailed:
+                self.direct.close()  # the owner's own address does not answer: the router from now on
+                self.direct = None
+        if answer is None:
+            answer = self._call("POST", f"{self._path}/{kind}", numbered)
         self.seq = answer["seq"]
         return answer
 
@@ -84,6 +111,9 @@ class V2Protocol:
         return self._call("GET", self._path)
 
     def close(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
         if self.instance_id is not None:
             self.instance_id = None
             try:

@@ -10,7 +10,7 @@ import gymnasium as gym
 from .errors import EnvClosed
 from .http import HttpSession
 from .protocol_v1 import V1Protocol
-from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
+from .protocol_v2 import ENCODINGS, V2Protocol, create_body, direct_session, opened, session
 
 
 class _Remote(Protocol):
@@ -32,7 +32,9 @@ class RemoteEnv(gym.Env[Any, Any]):
     whose connection fails, or that the server refuses as busy (429, 503), is retried `retries`
     times with backoff without ever running twice. `compress` asks for gzipped large answers.
     `wrappers=["AddRenderObservation"]` (with `render_mode="rgb_array"`) makes the frame the
-    observation. `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
+    observation. `direct=True` (/v2) steps the env at the URL its replica advertises at create
+    (GYMSERVE_PUBLIC_URL, e.g. its pod's DNS name), falling back to `base_url` for good when that
+    does not answer. `protocol="v1"` speaks the seed's /v1 and never resends a step. Other keyword
     arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
@@ -56,6 +58,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         retries: int = 4,
         compress: bool = True,
         wrappers: Sequence[str] = (),
+        direct: bool = False,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
@@ -69,7 +72,11 @@ class RemoteEnv(gym.Env[Any, Any]):
         http = session(base_url, timeout, retries, compress and protocol == "v2")
         self._remote: _Remote = opened(
             http,
-            lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+            lambda h: (
+                V2Protocol(h, create, ENCODINGS[encoding], direct_session(direct, timeout, compress))
+                if protocol == "v2"
+                else V1Protocol(h, create)
+            ),
         )
         self._http: HttpSession = http
         self.action_space = self._remote.action_space

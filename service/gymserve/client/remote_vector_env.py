@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from ..codec import spaces
 from .errors import EnvClosed
 from .http import HttpSession
-from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
+from .protocol_v2 import ENCODINGS, V2Protocol, create_body, direct_session, opened, session
 
 # The server's names of Gymnasium's autoreset modes.
 AUTORESET_NAMES = {
@@ -31,7 +31,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     `final_obs`/`final_info` entries of `info` are Gymnasium's own. Values travel as msgpack
     (`encoding="json"` for JSON) in their native dtypes and shapes; every reset and step carries the
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
-    up to `retries` times and never runs twice. Other keyword arguments go to each sub-env's constructor.
+    up to `retries` times and never runs twice. `direct=True` steps it at the URL its replica advertises,
+    as for `RemoteEnv`. Other keyword arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
@@ -50,6 +51,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         retries: int = 4,
         compress: bool = True,
         wrappers: Sequence[str] = (),
+        direct: bool = False,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -69,7 +71,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             wrappers=list(wrappers),
         )
         http = session(base_url, timeout, retries, compress)
-        self._remote = opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding]))
+        self._remote = opened(
+            http, lambda h: V2Protocol(h, create, ENCODINGS[encoding], direct_session(direct, timeout, compress))
+        )
         self._http: HttpSession = http
         created = self._remote.created
         self.num_envs = int(created["num_envs"])
