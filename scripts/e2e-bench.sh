@@ -42,14 +42,20 @@ r = json.loads(sys.argv[2])
 rate, errors, hops = r["steps_per_s"], sum(r["errors"].values()), r["forwarded_share"]
 print("%-26s %9.0f steps/s  errors %d  forwarded %.2f" % (sys.argv[1], rate, errors, hops))' "$1" "$2"
 }
-echo "compose farm: 1 replica x 1 worker + router on CPU 0, $CLIENTS keep-alive clients on CPU 1, ${SECONDS_EACH} s each"
-direct=$(bench "http://$node:8000")
-routed=$(bench "http://router:8080")
-report "to the replica directly" "$direct"
-report "through the router" "$routed"
-python3 -c 'import json, sys
+ROUNDS=${BENCH_ROUNDS:-3}
+echo "compose farm: 1 replica x 1 worker + router on CPU 0, $CLIENTS keep-alive clients on CPU 1," \
+    "${SECONDS_EACH} s each, $ROUNDS rounds alternating (the machine may be shared: compare within a round)"
+ratios=()
+for round in $(seq "$ROUNDS"); do
+    direct=$(bench "http://$node:8000")
+    routed=$(bench "http://router:8080")
+    report "round $round: replica directly" "$direct"
+    report "round $round: through router" "$routed"
+    ratios+=("$(python3 -c 'import json, sys
 d, r = (json.loads(a)["steps_per_s"] for a in sys.argv[1:])
-print(f"router / direct: {r / d:.2f}x")' "$direct" "$routed"
+print(f"{r / d:.2f}")' "$direct" "$routed")")
+done
+echo "router / direct by round: ${ratios[*]} (median $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"))"
 
 # BENCH_PPO=1: SB3 PPO on 8 CartPole envs (60,000 steps by default, BENCH_PPO_STEPS), local envs against the farm
 # (2 replicas with their default workers, all CPUs) through the router with RemoteVecEnv; needs the venv's sb3 extra.
