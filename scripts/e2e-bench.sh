@@ -57,14 +57,28 @@ print(f"{r / d:.2f}")' "$direct" "$routed")")
 done
 echo "router / direct by round: ${ratios[*]} (median $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"))"
 
+# Batches across replicas: 2 replicas (default workers, all CPUs), one client stepping a batch of 64 CartPole envs
+# over /v2: through the router (its envs spread over both replicas, each batch split by the replica it reaches)
+# against the same batch sent to one replica directly (all 64 envs there).
+unset GYMSERVE_WORKERS
+export GYMSERVE_REPLICAS=2
+compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
+docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
+sleep 3
+one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
+batch() { # url -> one JSON report
+    docker run --rm --network "${project}_farm" --entrypoint gymserve "$GYMSERVE_IMAGE" bench --url "$1" \
+        --clients 1 --seconds "$SECONDS_EACH" --api v2 --mode batch --batch-size 64 --json
+}
+echo "compose farm: 2 replicas, one client, a batch of 64 CartPole envs per request, ${SECONDS_EACH} s each"
+for round in $(seq "$ROUNDS"); do
+    report "round $round: one replica, all 64" "$(batch "http://$one:8000")"
+    report "round $round: router, both replicas" "$(batch "http://router:8080")"
+done
+
 # BENCH_PPO=1: SB3 PPO on 8 CartPole envs (60,000 steps by default, BENCH_PPO_STEPS), local envs against the farm
 # (2 replicas with their default workers, all CPUs) through the router with RemoteVecEnv; needs the venv's sb3 extra.
 if [ "${BENCH_PPO:-0}" = 1 ]; then
-    unset GYMSERVE_WORKERS
-    export GYMSERVE_REPLICAS=2
-    compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
-    docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
-    sleep 3
     "${GYMSERVE_VENV:-.venv}/bin/python" tests/perf/bench_sb3_ppo.py --url "http://127.0.0.1:$GYMSERVE_ROUTER_PORT" \
         --steps "${BENCH_PPO_STEPS:-60000}"
 fi

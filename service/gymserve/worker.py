@@ -30,7 +30,13 @@ class Worker:
         self.owner = owner or Owner(settings.node_id, 0, 0)
         self.replica = replica
         self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
-        on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
+        slot_envs = metrics.WORKER_ENVS.labels(str(self.owner.slot))
+
+        def on_count(n: int) -> None:
+            if replica is not None:
+                replica.set_count(self.owner.slot, n)  # what siblings' placement reads
+            slot_envs.set(n)
+
         self.factory = EnvFactory(settings)
         self.registry = Registry(settings, on_count, _count_closed)
         self.ids = IdMinter(self.owner)

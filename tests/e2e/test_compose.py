@@ -332,6 +332,9 @@ def test_prometheus_scrapes_every_replica_by_node_and_sees_the_steps(stack: Stac
     assert counted, f"gymserve_steps_total by instance: {steps}; steps the test took: {taken}"
     nodes = {r["metric"].get("node") for r in _prometheus(stack, 'up{job="gymserve"}')}
     assert nodes == set(stack.replica_ids), nodes
+    # Live envs per worker slot of each node (the dashboard's placement panel).
+    slots = {(r["metric"]["node"], r["metric"]["slot"]) for r in _prometheus(stack, "gymserve_worker_envs")}
+    assert {node for node, _ in slots} == set(stack.replica_ids), slots
 
 
 # --- a replica that stops, and comes back ----------------------------------------------------------

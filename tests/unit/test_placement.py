@@ -47,3 +47,14 @@ def test_a_full_worker_sends_its_creates_on_whatever_the_tolerance(tmp_path):
 
 def test_a_worker_alone_creates_here(tmp_path):
     assert Worker(Settings.from_env({}, node_id="test")).placement_for(1) is None
+
+
+def test_each_worker_reports_its_live_envs_by_slot(tmp_path):
+    from gymserve import metrics
+    from gymserve.envs import CreateRequest
+
+    w = worker_with_counts(tmp_path, [0, 0, 0], me=2)
+    record = w.create(CreateRequest(env_id="CartPole-v1", num_envs=3), ttl=60)
+    assert metrics.WORKER_ENVS.labels("2")._value.get() == 3  # a vector env weighs its sub-envs
+    w.close(record.instance_id)
+    assert metrics.WORKER_ENVS.labels("2")._value.get() == 0
