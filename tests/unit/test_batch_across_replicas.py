@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import gymnasium as gym
@@ -80,14 +81,22 @@ def test_without_peers_items_of_other_replicas_fail_alone() -> None:
     assert resp.json["results"][0]["error"]["code"] == "wrong_replica"
 
 
-def test_a_replica_that_does_not_answer_loses_its_items(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refused(*args: Any) -> tuple[int, bytes]:
-        raise ConnectionRefusedError
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), "instance_lost"),  # gone: its name no longer resolves
+        (ConnectionRefusedError(), "unavailable"),  # there, but not answering: retry
+        (TimeoutError(), "owner_timeout"),
+    ],
+)
+def test_a_replica_that_does_not_answer(monkeypatch: pytest.MonkeyPatch, failure: Exception, code: str) -> None:
+    def fail(*args: Any) -> tuple[int, bytes]:
+        raise failure
 
-    monkeypatch.setattr(peers, "post_batch", refused)
+    monkeypatch.setattr(peers, "post_batch", fail)
     a = make("replica-a")
     resp = a.post("/v2/batch/step", json={"items": [{"id": "replica-b.0-1." + "0" * 32, "action": 0}]})
-    assert resp.json["results"][0]["error"]["code"] == "instance_lost"
+    assert resp.json["results"][0]["error"]["code"] == code
 
 
 def test_the_peer_pattern_must_be_a_regex() -> None:

@@ -9,7 +9,9 @@ sub-batch from a replica goes no further; otherwise such an item fails alone (`w
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
 from concurrent.futures import Future
 from typing import Any
 
@@ -17,7 +19,17 @@ import msgspec
 import orjson
 
 from ..codec import values
-from ..errors import GymServeError, InstanceLost, Internal, InvalidValue, UnknownInstance, WrongReplica, error_body
+from ..errors import (
+    GymServeError,
+    InstanceLost,
+    Internal,
+    InvalidValue,
+    OwnerTimeout,
+    Unavailable,
+    UnknownInstance,
+    WrongReplica,
+    error_body,
+)
 from ..pipeline import handler
 from ..pipeline.models import BatchItem
 from ..routing import peers
@@ -108,10 +120,21 @@ def _send_to_replica(w: Worker, node: str, items: list[BatchItem]) -> list[Resul
     body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
     try:
         status, answer = peers.post_batch(w.settings, node, body, values.MSGPACK)
-    except OSError:
-        # Its name does not resolve, or it refuses: the envs went with it (as the router would say).
-        log.warning("batch: replica %s did not answer for %d items", node, len(items))
+    except socket.gaierror:
+        # Its name does not resolve: the replica is gone, and its envs with it (the router's rule too).
         return [error_result(InstanceLost(item.id)) for item in items]
+    except TimeoutError:
+        return [error_result(OwnerTimeout(f"replica {node}, which holds this env, did not answer in time"))] * len(
+            items
+        )
+    except (OSError, http.client.HTTPException) as err:
+        # It exists but refused or dropped the connection: its items may be retried (a numbered step safely).
+        log.warning("batch: replica %s did not answer for %d items: %s", node, len(items), err)
+        unavailable = Unavailable(
+            f"replica {node}, which holds this env, did not answer; retry later",
+            retry_after=w.settings.retry_after_seconds,
+        )
+        return [error_result(unavailable)] * len(items)
     return _sub_batch_results(status, answer, len(items))
 
 

@@ -13,6 +13,7 @@ import http.client
 import re
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..settings import Settings
@@ -39,15 +40,22 @@ def pool() -> ThreadPoolExecutor:
         return _pool
 
 
+# Keep-alive connections to other replicas, one per thread and node: a new connection (and DNS lookup) per
+# sub-batch cost more than the hop itself. One idle longer than this is closed rather than reused, well before
+# gunicorn's keepalive (75 s) closes it from the other side, so that a request never meets a closed connection
+# (a sub-batch is never resent: it may have run).
+IDLE_SECONDS = 30.0
+_local = threading.local()
+
+
 def post_batch(settings: Settings, node: str, body: bytes, content_type: str) -> tuple[int, bytes]:
     """POST a sub-batch to replica `node` (already checked by `reachable`); its status and body.
 
-    OSError (unresolvable, refused, timed out) is the caller's to turn into per-item errors.
+    OSError and http.client.HTTPException (unresolvable, refused, reset, timed out) are the caller's to turn into
+    per-item errors; the connection is dropped then.
     """
     assert reachable(settings, node)
-    conn = http.client.HTTPConnection(
-        f"{node}{settings.peer_domain}", settings.port, timeout=settings.forward_timeout_seconds
-    )
+    conn = _connection(settings, node)
     try:
         conn.request(
             "POST",
@@ -56,9 +64,34 @@ def post_batch(settings: Settings, node: str, body: bytes, content_type: str) ->
             headers={"Content-Type": content_type, "Accept": content_type, FANOUT_HEADER: "1"},
         )
         resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+        answer = resp.status, resp.read()
+    except (OSError, http.client.HTTPException):
+        _drop(node)
+        raise
+    if resp.will_close:
+        _drop(node)
+    else:
+        _local.pool[node] = (conn, time.monotonic())
+    return answer
+
+
+def _connection(settings: Settings, node: str) -> http.client.HTTPConnection:
+    pool: dict[str, tuple[http.client.HTTPConnection, float]] = _local.__dict__.setdefault("pool", {})
+    entry = pool.get(node)
+    if entry is not None and time.monotonic() - entry[1] < IDLE_SECONDS:
+        return entry[0]
+    _drop(node)
+    conn = http.client.HTTPConnection(
+        f"{node}{settings.peer_domain}", settings.port, timeout=settings.forward_timeout_seconds
+    )
+    pool[node] = (conn, time.monotonic())
+    return conn
+
+
+def _drop(node: str) -> None:
+    entry = _local.__dict__.get("pool", {}).pop(node, None)
+    if entry is not None:
+        entry[0].close()
 
 
 def addresses(settings: Settings) -> list[str]:
