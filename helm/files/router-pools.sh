@@ -41,21 +41,23 @@ replicas() {
 # Writes both files; exit status 0 when they changed.
 render() {
     found=$(replicas)
-    pools=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" 'NF == 2 {
+    per_node=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" 'NF == 2 {
         printf "upstream gymserve-node-%s {\n    server %s:%s;\n    keepalive %s;\n", $1, $2, port, keep
         printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
     }')
-    pools="$pools
-$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
+    every=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
         NF == 2 { servers = servers sprintf("    server %s:%s;\n", $2, port) }
         END {
             if (servers == "") exit
             printf "upstream gymserve-replicas {\n%s    keepalive %s;\n", servers, keep
             printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
-        }')"
+        }')
+    # (Command substitution drops trailing newlines, as it does when the files are read back below.)
+    pools=$(printf '%s\n%s\n' "$per_node" "$every")
     nodes=$(printf '%s\n' "$found" | awk 'NF == 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
     any=$(printf '%s\n' "$found" | awk 'NF == 2 { print "\"\" gymserve-replicas;"; exit }')
-    if [ "$pools" = "$(cat "$POOLS_DIR/router.gymserve-pools" 2>/dev/null)" ] &&
+    if [ -f "$POOLS_DIR/router.gymserve-any" ] &&
+        [ "$pools" = "$(cat "$POOLS_DIR/router.gymserve-pools" 2>/dev/null)" ] &&
         [ "$nodes" = "$(cat "$POOLS_DIR/router.gymserve-nodes" 2>/dev/null)" ] &&
         [ "$any" = "$(cat "$POOLS_DIR/router.gymserve-any" 2>/dev/null)" ]; then
         return 1

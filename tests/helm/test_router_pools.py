@@ -110,3 +110,12 @@ def test_the_loop_reloads_nginx_when_the_replicas_change_and_only_then(
     time.sleep(0.5)
     assert reloads.read_text() == "-s reload\n"
     assert NODE_B in (tmp_path / "router.gymserve-nodes").read_text()
+
+
+def test_no_replica_yet_means_no_pools_and_no_reloads(tmp_path: Path, run: Callable[[str], int]) -> None:
+    _stubs(tmp_path / "bin", {}, {})
+    assert run("0.2") == 0
+    time.sleep(1)
+    assert not (tmp_path / "bin" / "reloads").exists(), "nothing changed, yet nginx was reloaded"
+    assert (tmp_path / "router.gymserve-any").read_text().strip() == ""  # creates go by name until one shows up
+    assert json.loads((tmp_path / "targets.json").read_text()) == [{"targets": []}]
