@@ -102,3 +102,21 @@ def test_a_replica_that_does_not_answer(monkeypatch: pytest.MonkeyPatch, failure
 def test_the_peer_pattern_must_be_a_regex() -> None:
     with pytest.raises(Exception, match="PEER_NODE_PATTERN"):
         Settings.from_env({"GYMSERVE_PEER_NODE_PATTERN": "("}, node_id="x")
+
+
+def test_a_peer_is_reached_only_at_an_address_the_replicas_name_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {"replica-b": ["10.0.0.2"], "prometheus-ish": ["10.0.0.9"], "gymserve": ["10.0.0.1", "10.0.0.2"]}
+
+    def getaddrinfo(host: str, port: int, *args: Any) -> list[Any]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in table[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    settings = Settings.from_env(
+        {"GYMSERVE_PEER_NODE_PATTERN": "[a-z-]+", "GYMSERVE_PEERS_DNS": "gymserve"}, node_id="replica-a"
+    )
+    assert peers.address_of(settings, "replica-b") == "10.0.0.2"
+    for not_a_replica in ["prometheus-ish", "gone-replica"]:  # resolves elsewhere / does not resolve
+        with pytest.raises(socket.gaierror):
+            peers.address_of(settings, not_a_replica)

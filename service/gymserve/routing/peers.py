@@ -1,7 +1,8 @@
 """Other replicas of the farm: a batch's items sent to their replica by validated node name, lists asked of all.
 
 Batches: only node names that match GYMSERVE_PEER_NODE_PATTERN (whole name) are reached, at
-http://<node><GYMSERVE_PEER_DOMAIN>:<GYMSERVE_PORT>; any other node's items fail with wrong_replica.
+http://<node><GYMSERVE_PEER_DOMAIN>:<GYMSERVE_PORT> (with GYMSERVE_PEERS_DNS set, only at an address that
+name gives too); any other node's items fail with wrong_replica.
 Lists: every address that GYMSERVE_PEERS_DNS resolves to (never a name from a request). Either request
 carries FANOUT_HEADER, so the replica that receives it answers for itself (its workers included) and asks
 no other replica: a request crosses replicas at most once.
@@ -82,10 +83,23 @@ def _connection(settings: Settings, node: str) -> http.client.HTTPConnection:
         return entry[0]
     _drop(node)
     conn = http.client.HTTPConnection(
-        f"{node}{settings.peer_domain}", settings.port, timeout=settings.forward_timeout_seconds
+        address_of(settings, node), settings.port, timeout=settings.forward_timeout_seconds
     )
     pool[node] = (conn, time.monotonic())
     return conn
+
+
+def address_of(settings: Settings, node: str) -> str:
+    """The address of replica `node`: its name resolved, and with GYMSERVE_PEERS_DNS set, only an address that
+    name also gives (the router's rule: a name that matches the pattern but is no replica, e.g. another
+    container on a shared network, is not reached). socket.gaierror when there is none: the replica is gone."""
+    infos = socket.getaddrinfo(f"{node}{settings.peer_domain}", settings.port, socket.AF_INET, socket.SOCK_STREAM)
+    found = sorted({str(info[4][0]) for info in infos})
+    if settings.peers_dns:
+        found = [a for a in found if a in addresses(settings)]
+    if not found:
+        raise socket.gaierror(socket.EAI_NONAME, f"{node} is not a replica of {settings.peers_dns}")
+    return found[0]
 
 
 def _drop(node: str) -> None:
