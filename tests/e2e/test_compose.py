@@ -267,6 +267,13 @@ def test_batches_and_lists_through_the_router_reach_every_replica(stack: Stack) 
         local = gymnasium.make("CartPole-v1")
         local.reset(seed=seed)
         assert np.allclose(result["observation"]["$nd"]["data"], local.step(1)[0]), (seed, result)
+    # An item whose node matches the pattern but is no replica (Prometheus shares the replicas' metrics
+    # network): not reached, lost.
+    prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]
+    forged = f"{prometheus}.0-1.{'0' * 32}"
+    answer = stack.call("POST", "/v2/batch/step", {"items": [{"id": forged, "action": 0}, {"id": ids[0], "action": 0}]})
+    assert answer.body["results"][0]["error"]["code"] == "instance_lost", answer.body
+    assert "error" not in answer.body["results"][1]
     # A list through the router shows the envs of every replica, whichever replica it reaches.
     for _ in range(4):
         listed = {e["instance_id"] for e in stack.call("GET", "/v2/envs").body["envs"]}
@@ -394,6 +401,35 @@ def test_stopped_replica_loses_its_envs_and_the_others_keep_working(stack: Stack
     # Its old envs stay gone: nothing was re-created silently.
     answer = stack.call("POST", f"/v1/envs/{gone_envs[0].instance_id}/step/", {"action": 0})
     assert (answer.status, answer.body["code"]) == (400, "instance_lost"), answer.body
+
+
+def test_a_new_replica_gets_a_pool_without_a_router_restart(stack: Stack) -> None:
+    router = stack.containers("router")[0]
+    started_at = router.attrs["State"]["StartedAt"]
+    before = set(stack.replicas())
+    stack.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"gymserve={len(before) + 1}", "gymserve")
+    (node,) = set(stack.replicas()) - before
+    deadline = time.monotonic() + 30
+    nodes = ""
+    while node not in nodes and time.monotonic() < deadline:
+        nodes = router.exec_run(["cat", "/etc/nginx/conf.d/router.gymserve-nodes"]).output.decode()
+        time.sleep(0.5)
+    assert node in nodes, f"the router's pools do not name {node} after 30 s: {nodes}"
+    stack.measured["a new replica's pool (router-pools.sh)"] = f"{30 - (deadline - time.monotonic()):.1f} s"
+    back = None
+    for seed in range(60):  # creates spread over the replicas: one lands on the new one
+        t = Trajectory("CartPole-v1", seed=seed)
+        t.create(stack)
+        if t.node == node:
+            back = t
+            break
+        stack.call("DELETE", f"/v1/envs/{t.instance_id}/")
+    assert back is not None, f"no create landed on the new replica {node}"
+    back.reset(stack, back.seed)
+    back.step(stack, 20)
+    assert not back.mismatches, back.mismatches
+    router.reload()
+    assert router.attrs["State"]["StartedAt"] == started_at, "the router was restarted"
 
 
 # --- teardown --------------------------------------------------------------------------------------
