@@ -335,14 +335,19 @@ def test_service_monitor_scrapes_every_pod_as_job_gymserve() -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
-def test_network_policy_lets_only_the_router_tests_and_scrapers_in() -> None:
+def test_network_policy_lets_only_the_router_tests_peers_and_scrapers_in() -> None:
     rendered = render("all-features-values.yaml")
     server = rendered.one("NetworkPolicy", FULLNAME)
     (rule,) = server["spec"]["ingress"]
-    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:2]]
-    assert components == ["router", "test"]
-    assert rule["from"][2]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
-    assert server["spec"]["egress"] == [] and "Egress" in server["spec"]["policyTypes"]
+    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:3]]
+    assert components == ["router", "test", "server"]  # gymserve pods: a batch's or a list's sub-request
+    assert rule["from"][3]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    # Egress: only the other gymserve pods (by name: DNS too).
+    assert "Egress" in server["spec"]["policyTypes"]
+    to_pods, dns = server["spec"]["egress"]
+    assert to_pods["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
+    assert to_pods["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
 
 
 def test_autoscaling_on_envs_only() -> None:
