@@ -25,8 +25,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# families: MuJoCo, Box2D and ale-py wheels (the family trajectory tests); guess-env: the example env package.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev,families]' -e examples/guess-env
+# The sb3 extra's tests (tests/integration/test_sb3.py) need PyTorch: a CPU build named first, because an
+# unpinned torch can resolve to a CUDA build of several GB (GYMSERVE_TORCH sets the requirement; about 35 s
+# with the wheel at hand). families: MuJoCo, Box2D and ale-py wheels (the family trajectory tests);
+# guess-env: the example env package.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${GYMSERVE_TORCH:-torch==2.13.0}"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev,families,sb3]' -e examples/guess-env
 "$VENV/bin/ruff" check service tests scripts
 "$VENV/bin/ruff" format --check service tests scripts
 "$VENV/bin/mypy"

@@ -164,6 +164,19 @@ GYMSERVE_STORE_URL itself.
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if not $root.Values.config.peerNodePattern }}
+# A batch steps items of every pod: the pod it reaches sends the others' items to them, by pod name (this
+# release's only) through the headless Service, once.
+- name: GYMSERVE_PEER_NODE_PATTERN
+  value: {{ include "gymserve.nodePattern" $root | quote }}
+- name: GYMSERVE_PEER_DOMAIN
+  value: {{ printf ".%s%s" (include "gymserve.podsService" $root) (include "gymserve.svcDomain" $root) | quote }}
+{{- end }}
+{{- if not $root.Values.config.peersDns }}
+# A list asks every pod that the headless Service resolves to.
+- name: GYMSERVE_PEERS_DNS
+  value: {{ printf "%s%s" (include "gymserve.podsService" $root) (include "gymserve.svcDomain" $root) | quote }}
+{{- end }}
 {{- range $key, $value := $root.Values.config }}
 {{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
 {{- if and $tenants (has $key (list "tenantsFile" "storeUrl")) }}{{ $value = "" }}{{ end }}
@@ -228,6 +241,18 @@ key: {{ first (keys .Values.tenants.list | sortAlpha) }}
 - name: templates
   configMap:
     name: {{ include "gymserve.router.fullname" . }}
+    items:
+      - key: default.conf.template
+        path: default.conf.template
+      - key: temp-paths.conf.template
+        path: temp-paths.conf.template
+- name: pools
+  configMap:
+    name: {{ include "gymserve.router.fullname" . }}
+    defaultMode: 0555
+    items:
+      - key: router-pools.sh
+        path: 40-gymserve-router-pools.sh
 - name: conf
   emptyDir: {}
 - name: run
@@ -243,6 +268,11 @@ key: {{ first (keys .Values.tenants.list | sortAlpha) }}
 {{- define "gymserve.router.volumeMounts" -}}
 - name: templates
   mountPath: /etc/nginx/templates
+  readOnly: true
+# Next to the image's own entrypoint scripts: writes the connection pools, then keeps them current.
+- name: pools
+  mountPath: /docker-entrypoint.d/40-gymserve-router-pools.sh
+  subPath: 40-gymserve-router-pools.sh
   readOnly: true
 - name: conf
   mountPath: /etc/nginx/conf.d
@@ -274,6 +304,9 @@ sets the same ones for compose), rendered by the image's entrypoint at start.
   value: {{ printf ".%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
 - name: GYMSERVE_ROUTER_BACKEND
   value: {{ printf "%s%s" (include "gymserve.backendService" .) (include "gymserve.svcDomain" .) | quote }}
+# router-pools.sh: one keep-alive pool per pod that this name resolves to (ready or not).
+- name: GYMSERVE_ROUTER_REPLICAS
+  value: {{ printf "%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
 - name: GYMSERVE_PORT
   value: {{ include "gymserve.number" .Values.config.port | quote }}
 # The router refuses what the app would refuse (GYMSERVE_MAX_BODY_BYTES), before buffering it.

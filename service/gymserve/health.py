@@ -13,7 +13,8 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return json_response({"status": "ok"})
+    # The node name lets the router map this replica's address to the ids it mints (its connection pools).
+    return json_response({"status": "ok", "node": worker().owner.node})
 
 
 @bp.get("/readyz")

@@ -128,6 +128,13 @@ REFUSED_BY_TENANT = Counter(
 TENANT_MAX_ENVS = Gauge(
     "gymserve_tenant_max_envs", "A tenant's farm-wide max_envs (absent: no quota).", ["tenant"], multiprocess_mode="max"
 )
+# Per worker slot (a few: GYMSERVE_WORKERS), so that the dashboard shows how evenly placement spreads envs.
+WORKER_ENVS = Gauge(
+    "gymserve_worker_envs",
+    "Live envs of each worker slot (sub-envs and creates in progress counted), as placement sees them.",
+    ["slot"],
+    multiprocess_mode="livesum",
+)
 
 OTHER_ENV = "other"  # the label for an env id that is not on the allowlist (bounded cardinality)
 

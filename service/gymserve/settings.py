@@ -171,6 +171,33 @@ class Settings:
         minimum=1024,
     )
 
+    # --- placement ---
+    placement_tolerance: int = _setting(
+        2,
+        "A create goes to the worker with the fewest envs (sub-envs counted) when the one that accepted it holds "
+        "more than this many above it.",
+        minimum=0,
+    )
+
+    # --- across replicas ---
+    peer_node_pattern: str = _setting(
+        "",
+        "Regex (whole name) of the other replicas' node names: a batch sends their items to them "
+        "(empty: such items fail with wrong_replica).",
+    )
+    peer_domain: str = _setting(
+        "", "What follows a peer's node name in its DNS name (e.g. .gymserve-pods.envs.svc.cluster.local)."
+    )
+    peers_dns: str = _setting(
+        "",
+        "A DNS name that resolves to every replica: lists show the envs of all of them (empty: this replica's only).",
+    )
+    public_url: str = _setting(
+        "",
+        "This replica's own base URL (e.g. its pod's name under the headless Service), returned at create as "
+        "direct_url so that clients can step its envs without the router (empty: none).",
+    )
+
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", _default_node_id())
@@ -179,6 +206,12 @@ class Settings:
                 f"{PREFIX}NODE_ID={self.node_id!r}: use lowercase letters, digits and '-', "
                 "at most 63 characters, starting and ending with a letter or digit"
             )
+        try:
+            re.compile(self.peer_node_pattern)
+        except re.error as err:
+            raise SettingsError(f"{PREFIX}PEER_NODE_PATTERN={self.peer_node_pattern!r}: not a regex ({err})") from err
+        if self.public_url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.public_url):
+            raise SettingsError(f"{PREFIX}PUBLIC_URL={self.public_url!r}: expected http(s)://host[:port][/prefix]")
         if self.env_ttl_max_seconds and self.env_ttl_seconds > self.env_ttl_max_seconds:
             raise SettingsError(
                 f"{PREFIX}ENV_TTL_SECONDS={self.env_ttl_seconds} exceeds "

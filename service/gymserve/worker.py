@@ -39,7 +39,13 @@ class Worker:
         self.owner = owner or Owner(settings.node_id, 0, 0)
         self.replica = replica
         self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
-        on_count = (lambda n: replica.set_count(self.owner.slot, n)) if replica else None
+        slot_envs = metrics.WORKER_ENVS.labels(str(self.owner.slot))
+
+        def on_count(n: int) -> None:
+            if replica is not None:
+                replica.set_count(self.owner.slot, n)  # what siblings' placement reads
+            slot_envs.set(n)
+
         self.factory = EnvFactory(settings)
         self.keys = Keys()  # the idempotency keys of the creates this worker made
         self.sealer = snapshots.Sealer.from_environ(settings.max_snapshot_bytes)
@@ -76,6 +82,21 @@ class Worker:
         counts = {s: self.replica.counts[s] for s in self.replica.live_slots() if s != self.owner.slot}
         roomy = [s for s, n in counts.items() if n + weight <= self.settings.max_envs_per_worker]
         return min(roomy, key=counts.__getitem__) if roomy else None
+
+    def placement_for(self, weight: int) -> int | None:
+        """Where a create of `weight` (sub-)envs goes: None for this worker, else the sibling slot that takes it.
+
+        The sibling with the fewest envs, when this worker has no room or holds more than that sibling plus the
+        placement tolerance: creates spread by load, not by which worker won the accept race. (The counts are
+        read without a lock, so racing creates may overshoot by one each.)
+        """
+        if self.replica is None:
+            return None
+        sibling = self.roomiest_sibling(weight)
+        if sibling is None or not self.registry.has_room(weight):
+            return sibling
+        mine = self.replica.counts[self.owner.slot]
+        return sibling if mine - self.replica.counts[sibling] > self.settings.placement_tolerance else None
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []

@@ -148,15 +148,6 @@ def _prometheus(stack: Stack, query: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
-def _replica_ip(container: Any) -> str:
-    """The replica's address on the network Prometheus scrapes it on."""
-    container.reload()
-    for name, net in container.attrs["NetworkSettings"]["Networks"].items():
-        if name.endswith("_metrics"):
-            return str(net["IPAddress"])
-    raise AssertionError(f"{container.name} is not on the metrics network")
-
-
 # --- the image -------------------------------------------------------------------------------------
 
 
@@ -281,6 +272,79 @@ def test_the_ui_page_and_each_envs_frame_come_through_the_router(stack: Stack) -
     assert len(nodes) > 1, f"all creates landed on {nodes}: the frames did not cross replicas"
 
 
+def _router_sockets_to_replicas(stack: Stack) -> int:
+    """TCP sockets in the router's network namespace whose far end is a replica's port 8000, in any state
+    (TIME_WAIT included: a connection closed within the last minute still counts)."""
+    router = stack.containers("router")[0]
+    out = router.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).output.decode()
+    rows = [line.split() for line in out.splitlines() if line.strip() and not line.lstrip().startswith("sl")]
+    return sum(1 for row in rows if row[2].endswith(":1F40"))
+
+
+def test_router_reuses_pooled_connections_to_the_replicas(stack: Stack) -> None:
+    # Envs of this test's own (the farm's twins must stay in step), every request on a fresh client
+    # connection, each routed on its own.
+    before = _router_sockets_to_replicas(stack)
+    ids = [stack.call("POST", "/v1/envs/", {"env_id": "CartPole-v1"}).body["instance_id"] for _ in range(8)]
+    requests = len(ids)
+    for iid in ids:
+        assert stack.call("POST", f"/v1/envs/{iid}/reset/", {}).status == 200
+        requests += 1
+    for i in range(300):
+        iid = ids[i % len(ids)]
+        answer = stack.call("POST", f"/v1/envs/{iid}/step/", {"action": i % 2})
+        assert answer.status == 200, answer.body
+        requests += 1
+        if answer.body["done"]:
+            assert stack.call("POST", f"/v1/envs/{iid}/reset/", {}).status == 200
+            requests += 1
+    for iid in ids:
+        assert stack.call("DELETE", f"/v1/envs/{iid}/").status in (200, 204)
+        requests += 1
+    after = _router_sockets_to_replicas(stack)
+    stack.measured[f"router sockets to replicas for {requests} requests (pooled)"] = f"{before} before, {after} after"
+    # Without pools each request opened (and left in TIME_WAIT) a connection of its own: 300 or more. Creates
+    # and lists are pooled too, so even everything since the stack started (the farm's 48 creates and
+    # 2,000 steps) left few.
+    assert after - before < requests / 10, (before, after, requests)
+    assert after < 64, (before, after, requests)
+
+
+def test_batches_and_lists_through_the_router_reach_every_replica(stack: Stack) -> None:
+    # Envs on both replicas (creates spread over them), each reset with its own seed.
+    by_node: dict[str, list[str]] = {}
+    for _ in range(40):
+        iid = stack.call("POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"]
+        by_node.setdefault(iid.split(".")[0], []).append(iid)
+        if len(by_node) == len(stack.replica_ids) and all(len(v) >= 3 for v in by_node.values()):
+            break
+    assert set(by_node) == set(stack.replica_ids), by_node
+    ids = [iid for group in by_node.values() for iid in group[:3]]
+    for seed, iid in enumerate(ids):
+        assert stack.call("POST", f"/v2/envs/{iid}/reset", {"seed": seed}).status == 200
+    answer = stack.call("POST", "/v2/batch/step", {"items": [{"id": iid, "action": 1} for iid in ids]})
+    assert answer.status == 200, answer.body
+    for seed, result in enumerate(answer.body["results"]):
+        assert "error" not in result, result
+        local = gymnasium.make("CartPole-v1")
+        local.reset(seed=seed)
+        assert np.allclose(result["observation"]["$nd"]["data"], local.step(1)[0]), (seed, result)
+    # An item whose node matches the pattern but is no replica (Prometheus shares the replicas' metrics
+    # network): not reached, lost.
+    prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]
+    forged = f"{prometheus}.0-1.{'0' * 32}"
+    answer = stack.call("POST", "/v2/batch/step", {"items": [{"id": forged, "action": 0}, {"id": ids[0], "action": 0}]})
+    assert answer.body["results"][0]["error"]["code"] == "instance_lost", answer.body
+    assert "error" not in answer.body["results"][1]
+    # A list through the router shows the envs of every replica, whichever replica it reaches.
+    for _ in range(4):
+        listed = {e["instance_id"] for e in stack.call("GET", "/v2/envs").body["envs"]}
+        assert set(ids) <= listed
+        assert set(stack.call("GET", "/v1/envs/").body["all_envs"]) >= set(ids)
+    for iid in [i for group in by_node.values() for i in group]:
+        stack.call("DELETE", f"/v2/envs/{iid}")
+
+
 def test_router_is_not_an_open_proxy(stack: Stack) -> None:
     token = "0123456789abcdef" * 2
     prometheus = stack.containers("prometheus")[0].attrs["Config"]["Hostname"]
@@ -317,11 +381,11 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
 # --- Prometheus ------------------------------------------------------------------------------------
 
 
-def test_prometheus_scrapes_every_replica_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
-    ips = {_replica_ip(c): node for node, c in stack.replicas().items()}
-    expected_up = {f"{ip}:8000": "1" for ip in ips}
+def test_prometheus_scrapes_every_replica_by_node_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
+    # Targets are named like the ids the replicas mint (the router lists them for Prometheus by node name).
+    expected_up = {node: "1" for node in stack.replica_ids}
     # Every step the test took on a replica, at least (a scrape may predate the last ones: wait for the next).
-    taken = {f"{ip}:8000": float(sum(t.steps for t in farm if t.node == node)) for ip, node in ips.items()}
+    taken = {node: float(sum(t.steps for t in farm if t.node == node)) for node in stack.replica_ids}
     deadline = time.monotonic() + 90
     while True:
         up = {r["metric"]["instance"]: r["value"][1] for r in _prometheus(stack, 'up{job="gymserve"}')}
@@ -333,8 +397,13 @@ def test_prometheus_scrapes_every_replica_and_sees_the_steps(stack: Stack, farm:
         if (up == expected_up and counted) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert up == expected_up, f"targets {up}, replicas at {sorted(expected_up)}"
+    assert up == expected_up, f"targets {up}, replicas {sorted(expected_up)}"
     assert counted, f"gymserve_steps_total by instance: {steps}; steps the test took: {taken}"
+    nodes = {r["metric"].get("node") for r in _prometheus(stack, 'up{job="gymserve"}')}
+    assert nodes == set(stack.replica_ids), nodes
+    # Live envs per worker slot of each node (the dashboard's placement panel).
+    slots = {(r["metric"]["node"], r["metric"]["slot"]) for r in _prometheus(stack, "gymserve_worker_envs")}
+    assert {node for node, _ in slots} == set(stack.replica_ids), slots
 
 
 # --- a replica that stops, and comes back ----------------------------------------------------------
@@ -354,12 +423,19 @@ def test_stopped_replica_loses_its_envs_and_the_others_keep_working(stack: Stack
         f"{time.monotonic() - started:.1f} s"
     )
 
-    for t in gone_envs:
-        answer = stack.call(
-            "POST", f"/v1/envs/{t.instance_id}/step/", {"action": jsonable(t.local.action_space.sample())}
-        )
-        assert (answer.status, answer.body["code"]) == (400, "instance_lost"), answer.body
-        assert "lost with its worker" in answer.body["message"]
+    # Lost means lost, from the first answer on and for as long as one looks: never a 503 or 504 in between,
+    # while the router's pools still hold the replica's old address and then after they dropped it.
+    answers: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        for t in gone_envs:
+            answer = stack.call(
+                "POST", f"/v1/envs/{t.instance_id}/step/", {"action": jsonable(t.local.action_space.sample())}
+            )
+            answers.append((answer.status, answer.body["code"]))
+            assert "lost with its worker" in answer.body["message"], answer.body
+    stack.measured["answers for a stopped replica's envs over 6 s"] = f"{len(answers)}, all lost"
+    assert set(answers) == {(400, "instance_lost")}, sorted(set(answers))
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda t: t.step(stack, 10), kept_envs))
     problems = {t.instance_id: t.mismatches for t in kept_envs if t.mismatches}
@@ -387,6 +463,35 @@ def test_stopped_replica_loses_its_envs_and_the_others_keep_working(stack: Stack
     # Its old envs stay gone: nothing was re-created silently.
     answer = stack.call("POST", f"/v1/envs/{gone_envs[0].instance_id}/step/", {"action": 0})
     assert (answer.status, answer.body["code"]) == (400, "instance_lost"), answer.body
+
+
+def test_a_new_replica_gets_a_pool_without_a_router_restart(stack: Stack) -> None:
+    router = stack.containers("router")[0]
+    started_at = router.attrs["State"]["StartedAt"]
+    before = set(stack.replicas())
+    stack.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"gymserve={len(before) + 1}", "gymserve")
+    (node,) = set(stack.replicas()) - before
+    deadline = time.monotonic() + 30
+    nodes = ""
+    while node not in nodes and time.monotonic() < deadline:
+        nodes = router.exec_run(["cat", "/etc/nginx/conf.d/router.gymserve-nodes"]).output.decode()
+        time.sleep(0.5)
+    assert node in nodes, f"the router's pools do not name {node} after 30 s: {nodes}"
+    stack.measured["a new replica's pool (router-pools.sh)"] = f"{30 - (deadline - time.monotonic()):.1f} s"
+    back = None
+    for seed in range(60):  # creates spread over the replicas: one lands on the new one
+        t = Trajectory("CartPole-v1", seed=seed)
+        t.create(stack)
+        if t.node == node:
+            back = t
+            break
+        stack.call("DELETE", f"/v1/envs/{t.instance_id}/")
+    assert back is not None, f"no create landed on the new replica {node}"
+    back.reset(stack, back.seed)
+    back.step(stack, 20)
+    assert not back.mismatches, back.mismatches
+    router.reload()
+    assert router.attrs["State"]["StartedAt"] == started_at, "the router was restarted"
 
 
 # --- teardown --------------------------------------------------------------------------------------

@@ -14,6 +14,11 @@ import yaml
 from helmchart import ROOT, Rendered, env_of
 
 TEMPLATE = ROOT / "helm" / "files" / "router.conf.template"
+# Started by the image's entrypoint next to the template: keeps a keep-alive pool per replica.
+POOLS_SCRIPT = ROOT / "helm" / "files" / "router-pools.sh"
+POOLS_MOUNTED_AT = "/docker-entrypoint.d/40-gymserve-router-pools.sh"
+# What router-pools.sh reads besides the template's variables (envsubst finds none of them in the template).
+POOLS_VARIABLES = {"GYMSERVE_ROUTER_REPLICAS", "GYMSERVE_ROUTER_TARGETS_FILE"}
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 # Where both routers mount it: the image renders it into /etc/nginx/conf.d/default.conf.
 MOUNTED_AT = "/etc/nginx/templates/default.conf.template"

@@ -9,14 +9,14 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from helmchart import CHART, FULLNAME, NAMESPACE, ROOT, Rendered, env_of, render
+from helmchart import CHART, FULLNAME, NAMESPACE, ROOT, Rendered, env_of, render, run_helm
 
 from gymserve.settings import PREFIX, Settings, describe
 
 pytestmark = pytest.mark.helm
 
 # Kinds that are custom resources: no Kubernetes schema knows them (their fields are checked below).
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "HTTPRoute"}
 # The newest schema kubernetes-validate ships, and the oldest (1.25; 1.20 is checked on the live cluster).
 KUBERNETES_VERSIONS = [kubernetes_validate.latest_version(), "1.25.0"]
 IMAGE_UID = int(re.search(r"^USER (\d+):\d+$", (ROOT / "Dockerfile").read_text(), re.M)[1])  # type: ignore[index]
@@ -249,7 +249,7 @@ def test_router_service_fronts_the_router(rendered: Rendered) -> None:
 
 # --- opt-in features ---------------------------------------------------------------------------------
 
-OPT_IN = {"Ingress", "ServiceMonitor", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+OPT_IN = {"Ingress", "HTTPRoute", "ServiceMonitor", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 
 
 def test_opt_in_features_are_off_by_default() -> None:
@@ -258,15 +258,17 @@ def test_opt_in_features_are_off_by_default() -> None:
 
 
 def test_network_policies_are_on_by_default() -> None:
-    """A shared farm: only the router and Prometheus reach the gymserve pods unless the values say otherwise."""
+    """A shared farm: only the router, the test pods, the other gymserve pods (a batch or list across the farm)
+    and Prometheus reach the gymserve pods unless the values say otherwise."""
     server = render().one("NetworkPolicy", FULLNAME)
     (rule,) = server["spec"]["ingress"]
-    assert [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"][:2]] == [
+    assert [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"][:3]] == [
         "router",
         "test",
+        "server",
     ]
-    assert rule["from"][2]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
-    assert len(rule["from"]) == 3
+    assert rule["from"][3]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert len(rule["from"]) == 4
 
 
 def test_all_features_render_current_apis() -> None:
@@ -287,6 +289,52 @@ def test_all_features_render_current_apis() -> None:
     assert {p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")} == {FULLNAME, f"{FULLNAME}-router"}
 
 
+# The fields of gateway.networking.k8s.io/v1 HTTPRoute (Gateway API v1.0+ standard channel) that the chart
+# writes. kubernetes-validate has no CRD schemas and the local 1.20 cluster has no Gateway API CRDs, so the
+# route is checked here, statically, against the spec's field names and rules.
+HTTPROUTE_SPEC_FIELDS = {"parentRefs", "hostnames", "rules"}
+PARENT_REF_FIELDS = {"group", "kind", "namespace", "name", "sectionName", "port"}
+RULE_FIELDS = {"matches", "filters", "backendRefs", "timeouts"}
+HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def test_http_route_is_off_by_default_and_sends_everything_to_the_router() -> None:
+    assert not render().has("HTTPRoute")
+    rendered = render("all-features-values.yaml")
+    route = rendered.one("HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["annotations"] == {"example.com/team": "rl"}
+    spec = route["spec"]
+    assert set(spec) <= HTTPROUTE_SPEC_FIELDS
+    assert spec["parentRefs"] == [{"name": "public", "namespace": "gateways", "sectionName": "https"}]
+    assert all(set(ref) <= PARENT_REF_FIELDS for ref in spec["parentRefs"])
+    assert spec["hostnames"] and all(HOSTNAME.match(h) and len(h) <= 253 for h in spec["hostnames"])
+    (rule,) = spec["rules"]
+    assert set(rule) <= RULE_FIELDS
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    # The router Service, by its port number (a BackendRef has no port names).
+    service = rendered.one("Service", FULLNAME)
+    assert rule["backendRefs"] == [{"name": FULLNAME, "port": service["spec"]["ports"][0]["port"]}]
+    # Without hostnames the route serves the listener's.
+    assert (
+        "hostnames" not in render(None, "httpRoute.enabled=true", "httpRoute.hostnames=null").one("HTTPRoute")["spec"]
+    )
+
+
+def test_http_route_needs_a_gateway() -> None:
+    proc = run_helm(
+        "template",
+        "t",
+        str(CHART),
+        "--set",
+        "httpRoute.enabled=true",
+        "--set",
+        "httpRoute.parentRefs=null",
+        check=False,
+    )
+    assert proc.returncode != 0 and "parentRefs" in proc.stderr
+
+
 def test_service_monitor_scrapes_every_pod_as_job_gymserve() -> None:
     rendered = render("all-features-values.yaml")
     monitor = rendered.one("ServiceMonitor")
@@ -305,14 +353,19 @@ def test_service_monitor_scrapes_every_pod_as_job_gymserve() -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
-def test_network_policy_lets_only_the_router_tests_and_scrapers_in() -> None:
+def test_network_policy_lets_only_the_router_tests_peers_and_scrapers_in() -> None:
     rendered = render("all-features-values.yaml")
     server = rendered.one("NetworkPolicy", FULLNAME)
     (rule,) = server["spec"]["ingress"]
-    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:2]]
-    assert components == ["router", "test"]
-    assert rule["from"][2]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
-    assert server["spec"]["egress"] == [] and "Egress" in server["spec"]["policyTypes"]
+    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:3]]
+    assert components == ["router", "test", "server"]  # gymserve pods: a batch's or a list's sub-request
+    assert rule["from"][3]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    # Egress: only the other gymserve pods (by name: DNS too).
+    assert "Egress" in server["spec"]["policyTypes"]
+    to_pods, dns = server["spec"]["egress"]
+    assert to_pods["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
+    assert to_pods["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
 
 
 def test_autoscaling_on_envs_only() -> None:

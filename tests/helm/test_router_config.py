@@ -3,12 +3,16 @@ only this farm's replicas."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 from helmchart import CHART, FULLNAME, NAMESPACE, ROOT, render
 from routerconf import (
     MOUNTED_AT,
+    POOLS_MOUNTED_AT,
+    POOLS_SCRIPT,
+    POOLS_VARIABLES,
     TEMPLATE,
     chart_env,
     compose_env,
@@ -34,7 +38,24 @@ HEX = "0123456789abcdef" * 2
 
 def test_compose_mounts_the_charts_template_read_only() -> None:
     volumes = compose_router()["volumes"]
-    assert volumes == [f"./{TEMPLATE.relative_to(ROOT)}:{MOUNTED_AT}:ro"]
+    assert volumes == [
+        f"./{TEMPLATE.relative_to(ROOT)}:{MOUNTED_AT}:ro",
+        f"./{POOLS_SCRIPT.relative_to(ROOT)}:{POOLS_MOUNTED_AT}:ro",
+        "prometheus-targets:/gymserve-targets",  # where router-pools.sh lists the replicas for Prometheus
+    ]
+    # The image's entrypoint runs only executable scripts (git keeps the bit; the chart sets defaultMode).
+    assert os.access(POOLS_SCRIPT, os.X_OK)
+
+
+def test_chart_ships_the_pools_script_unchanged_and_executable() -> None:
+    rendered = render()
+    router_cm = rendered.one("ConfigMap", f"{FULLNAME}-router")
+    assert router_cm["data"]["router-pools.sh"] == POOLS_SCRIPT.read_text()
+    pod = rendered.router["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "pools")
+    assert volume["configMap"]["defaultMode"] == 0o555
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "pools")
+    assert mount["mountPath"] == POOLS_MOUNTED_AT and mount["readOnly"] is True
 
 
 def test_chart_ships_the_template_unchanged() -> None:
@@ -68,7 +89,8 @@ def test_compose_and_chart_fill_in_every_variable_and_only_those() -> None:
     }
     for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
         substituted = {n for n in env if re.search(env["NGINX_ENVSUBST_FILTER"], n)}
-        assert substituted == wanted, name
+        assert wanted <= substituted <= wanted | POOLS_VARIABLES, name
+        assert "GYMSERVE_ROUTER_REPLICAS" in substituted, name
         config = render_template(env)
         assert not template_variables(config), f"{name} leaves {template_variables(config)} to nginx"
 

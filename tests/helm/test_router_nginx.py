@@ -100,12 +100,28 @@ class FakeDns:
         self.sock.close()
 
 
+# An env id whose replica reads the request, then drops the connection without answering (a crash mid-step).
+DROPPED = "d" * 32
+
+
 class Echo(BaseHTTPRequestHandler):
-    """A replica: answers every request with what it received."""
+    """A replica: answers every request with what it received, over keep-alive connections that it counts."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+    requests: list[str] = []
+
+    def setup(self) -> None:
+        super().setup()
+        Echo.connections += 1
 
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        Echo.requests.append(self.path)
+        if DROPPED in self.path:
+            self.close_connection = True
+            return
         body = json.dumps(
             {
                 "method": self.command,
@@ -161,10 +177,25 @@ class Router:
             conn.close()
 
 
-def start_router(tmp_path: Path, env: dict[str, str], dns: FakeDns) -> Iterator[Router]:
-    """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end."""
+def start_router(
+    tmp_path: Path,
+    env: dict[str, str],
+    dns: FakeDns,
+    pools: dict[str, str] | None = None,
+    replicas: list[str] | None = None,
+    keyed: list[str] | None = None,
+) -> Iterator[Router]:
+    """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end.
+
+    `pools`: node -> address of the connection pools that router-pools.sh would write (none by default);
+    `replicas`: the addresses of its pool of every replica (for creates and lists); `keyed`: of its pool of
+    keyed creates (the replicas' by default).
+    """
     port = free_port()
     config = render_template({**env, "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns.port}"})
+    write_pools(tmp_path, pools or {}, int(env["GYMSERVE_PORT"]), replicas, keyed)
+    assert config.count(POOLS_GLOB) == 3
+    config = config.replace(POOLS_GLOB, f"{tmp_path}/*.gymserve-")
     # Only where it listens and logs differs from the image: a free port, files of the test's own.
     for image_value, test_value in [
         ("listen 8080 ", f"listen 127.0.0.1:{port} "),
@@ -209,6 +240,33 @@ def start_router(tmp_path: Path, env: dict[str, str], dns: FakeDns) -> Iterator[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+POOLS_GLOB = "/etc/nginx/conf.d/*.gymserve-"
+
+
+def write_pools(
+    where: Path, pools: dict[str, str], port: int, replicas: list[str] | None = None, keyed: list[str] | None = None
+) -> None:
+    """The files of router-pools.sh, in its format (test_router_pools.py runs the script itself). `keyed`: the
+    servers of the keyed creates' pool (the script gives it the replicas' servers; a test may give others)."""
+    (where / "router.gymserve-pools").write_text(
+        "".join(
+            f"upstream gymserve-node-{node} {{\n    server {ip}:{port};\n    keepalive 32;\n"
+            "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+            for node, ip in pools.items()
+        )
+    )
+    (where / "router.gymserve-nodes").write_text("".join(f"{n} gymserve-node-{n};\n" for n in pools))
+    if replicas:
+        servers = "".join(f"    server {ip}:{port};\n" for ip in replicas)
+        keyed_servers = "".join(f"    server {ip}:{port};\n" for ip in (keyed or replicas))
+        (where / "router.gymserve-pools").write_text(
+            (where / "router.gymserve-pools").read_text()
+            + f"upstream gymserve-replicas {{\n{servers}    keepalive 32;\n}}\n"
+            + f"upstream gymserve-keyed {{\n    hash $http_idempotency_key;\n{keyed_servers}    keepalive 32;\n}}\n"
+        )
+        (where / "router.gymserve-any").write_text('"" gymserve-replicas;\n')
 
 
 def farm_env(farm: str, replica_port: int) -> dict[str, str]:
@@ -294,7 +352,10 @@ def test_forged_ids_are_refused_by_the_router(router: Router, farm: str, api: st
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 @pytest.mark.parametrize("why", ["gone", "refused"])
-def test_ids_of_a_lost_replica_are_lost_in_the_apps_words(router: Router, farm: str, api: str, why: str) -> None:
+def test_ids_of_a_replica_with_no_pool_that_does_not_answer_are_lost(
+    router: Router, farm: str, api: str, why: str
+) -> None:
+    # Gone (no name) or refusing with no pool (router-pools.sh has not seen it answer): its envs are lost.
     node = NODES[farm][why]
     instance_id = f"{node}.1-7.{HEX}"
     suffix = "/step/" if api == "v1" else "/step"
@@ -334,12 +395,12 @@ def test_no_replica_to_take_a_create(farm: str, replica: int, tmp_path: Path, ap
 
 
 def test_creates_with_an_idempotency_key_take_the_hashed_upstream(farm: str, replica: int, tmp_path: Path) -> None:
-    """The run-time name of the backend refuses, the keyed upstream (resolved at start) answers: keyed creates,
-    and only they, go through the consistent hash of the key."""
+    """The pool of every replica refuses, the keyed pool (a hash of the key, written by router-pools.sh) answers:
+    keyed creates, and only they, go through the hash of the key."""
     env = farm_env(farm, replica)
     dns = FakeDns(dns_table(env, farm, backend=REFUSED))
     try:
-        for router in start_router(tmp_path, env, dns):
+        for router in start_router(tmp_path, env, dns, pools={}, replicas=[REFUSED], keyed=[UP]):
             keyed = {"Content-Type": "application/json", "Idempotency-Key": "k-1"}
             answer = router.call("POST", "/v2/envs", keyed, b"{}")
             assert answer.status == 200 and answer.body["path"] == "/v2/envs", answer
@@ -349,3 +410,63 @@ def test_creates_with_an_idempotency_key_take_the_hashed_upstream(farm: str, rep
             assert_error(listing, "v2", 502, "unavailable", {}, "unavailable")  # only a POST is a create
     finally:
         dns.close()
+
+
+# --- connection pools (router-pools.sh writes them; test_router_pools.py runs the script) --------------------
+
+
+@pytest.fixture
+def pooled(farm: str, replica: int, tmp_path: Path) -> Iterator[Router]:
+    """A router with pools for the running replica, for one that refuses, and for one whose name is gone."""
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm))
+    nodes = NODES[farm]
+    try:
+        yield from start_router(
+            tmp_path,
+            env,
+            dns,
+            pools={nodes["up"]: UP, nodes["refused"]: REFUSED, nodes["gone"]: REFUSED},
+            replicas=[UP],
+        )
+    finally:
+        dns.close()
+
+
+def test_steps_reuse_the_pooled_connections(pooled: Router, farm: str) -> None:
+    before = Echo.connections
+    node = NODES[farm]["up"]
+    for i in range(60):  # each on a fresh client connection
+        path = f"/v2/envs/{node}.{i % 4}-1.{HEX}/step"
+        answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+        assert answer.status == 200 and answer.body["path"].startswith(f"/v2/envs/{node}."), answer
+    # One nginx worker here: its pool holds the connection it opened (a second one at most, for a race).
+    assert Echo.connections - before <= 2, f"{Echo.connections - before} connections for 60 requests"
+    # Creates and lists too, through the pool of every replica.
+    before = Echo.connections
+    for path in ["/v1/envs/", "/v2/envs", "/v2/batch/step"] * 20:
+        answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+        assert answer.status == 200 and answer.body["path"] == path, answer
+    assert Echo.connections - before <= 2, f"{Echo.connections - before} connections for 60 requests"
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_pooled_replicas_are_lost_or_unavailable_by_their_name(pooled: Router, farm: str, api: str) -> None:
+    suffix = "/step/" if api == "v1" else "/step"
+    gone = f"{NODES[farm]['gone']}.1-7.{HEX}"
+    answer = pooled.call("POST", f"/{api}/envs/{gone}{suffix}", {"Content-Type": "application/json"}, b"{}")
+    assert_error(answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": gone}, "lost")
+    refused = f"{NODES[farm]['refused']}.1-7.{HEX}"
+    for _ in range(3):  # the same answer every time: no flip to "lost"
+        answer = pooled.call("POST", f"/{api}/envs/{refused}{suffix}", {"Content-Type": "application/json"}, b"{}")
+        message = assert_error(answer, api, 503, "unavailable", {"instance_id": refused}, "unavailable")
+        assert NODES[farm]["refused"] in message and "retry later" in message
+        assert answer.headers.get("retry-after") == "1"
+
+
+def test_a_step_the_replica_dropped_is_not_resent(pooled: Router, farm: str) -> None:
+    path = f"/v2/envs/{NODES[farm]['up']}.0-1.{DROPPED}/step"
+    answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+    # Sent, then the connection broke: it may have run, so the router tells the client to decide, once.
+    assert answer.status == 503 and answer.headers.get("retry-after") == "5", answer
+    assert Echo.requests.count(path) == 1

@@ -126,3 +126,12 @@ def test_reads_of_an_env_restart_its_idle_clock(app, client):
     record.last_used -= 100
     client.get(f"/v1/envs/{iid}/action_space/")
     assert record.idle_seconds() < 5
+
+
+def test_healthz_names_the_node_that_instance_ids_carry():
+    # The router maps each replica's address to its node name by this (helm/files/router-pools.sh).
+    app = create_app(Settings.from_env({}, node_id="replica-7"))
+    client = app.test_client()
+    assert client.get("/healthz").json == {"status": "ok", "node": "replica-7"}
+    iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    assert iid.split(".")[0] == "replica-7"

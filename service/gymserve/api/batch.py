@@ -2,13 +2,16 @@
 
 Items are grouped by the worker that owns their env. This worker steps its own envs under their
 locks while each sibling's group is forwarded to it once, as one sub-batch over the peer sockets
-(in parallel), and the answers are merged back in request order. An item that names an env of
-another replica fails alone (`wrong_replica`): a batch is never forwarded across replicas.
+(in parallel), and the answers are merged back in request order. Items of another replica go to it
+as one sub-batch per replica when GYMSERVE_PEER_NODE_PATTERN admits its name (routing.peers), once: a
+sub-batch from a replica goes no further; otherwise such an item fails alone (`wrong_replica`).
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
 from concurrent.futures import Future
 from typing import Any
 
@@ -16,9 +19,20 @@ import msgspec
 import orjson
 
 from ..codec import values
-from ..errors import GymServeError, InstanceLost, Internal, InvalidValue, UnknownInstance, WrongReplica, error_body
+from ..errors import (
+    GymServeError,
+    InstanceLost,
+    Internal,
+    InvalidValue,
+    OwnerTimeout,
+    Unavailable,
+    UnknownInstance,
+    WrongReplica,
+    error_body,
+)
 from ..pipeline import handler
 from ..pipeline.models import BatchItem
+from ..routing import peers
 from ..routing.resolve import Where, resolve
 from ..worker import Worker
 
@@ -44,14 +58,24 @@ def error_result(err: GymServeError) -> Result:
     return error_body(err, native=True)
 
 
-def step_batch(w: Worker, items: list[BatchItem], forwarded: bool, tenant: str) -> list[Result]:
-    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further.
+def step_batch(
+    w: Worker,
+    items: list[BatchItem],
+    forwarded: bool,
+    tenant: str,
+    authorization: str | None = None,
+    across_replicas: bool = False,
+) -> list[Result]:
+    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further;
+    `across_replicas`: items of other replicas may go to them (a client's batch, not another replica's).
 
-    Each sibling's items are forwarded for `tenant`; here, Registry.get hides other tenants' envs.
+    Each sibling's items are forwarded for `tenant`, another replica's with the caller's `authorization`;
+    here, Registry.get hides other tenants' envs.
     """
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
     groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
+    remote: dict[str, list[int]] = {}  # other replica's node -> indexes of its items
     can_forward = w.forwarder is not None and not forwarded
     for i, item in enumerate(items):
         where, owner = resolve(w.owner, item.id, can_forward)
@@ -60,13 +84,20 @@ def step_batch(w: Worker, items: list[BatchItem], forwarded: bool, tenant: str) 
         elif where is Where.SIBLING and owner is not None:
             groups.setdefault(owner.slot, []).append(i)
         elif where is Where.ELSEWHERE and owner is not None:
-            results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
+            if across_replicas and not forwarded and peers.reachable(w.settings, owner.node):
+                remote.setdefault(owner.node, []).append(i)
+            else:
+                results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
         elif where is Where.LOST:
             results[i] = error_result(InstanceLost(item.id))
         else:
             results[i] = error_result(UnknownInstance(item.id[:100]))
     # Siblings work on their groups while this worker steps its own; with nothing local, one group runs here.
     inline = next(iter(groups)) if groups and not local else None
+    elsewhere: dict[str, Future[list[Result]]] = {
+        node: peers.pool().submit(_send_to_replica, w, node, [items[i] for i in idx], authorization)
+        for node, idx in remote.items()
+    }
     pending: dict[int, Future[list[Result]]] = {
         slot: w.peer_pool.submit(_forward_group, w, slot, [items[i] for i in idx], tenant)
         for slot, idx in groups.items()
@@ -79,6 +110,9 @@ def step_batch(w: Worker, items: list[BatchItem], forwarded: bool, tenant: str) 
         answers[inline] = _forward_group(w, inline, [items[i] for i in groups[inline]], tenant)
     for slot, idx in groups.items():
         for i, result in zip(idx, answers[slot], strict=True):
+            results[i] = result
+    for node, future in elsewhere.items():
+        for i, result in zip(remote[node], future.result(), strict=True):
             results[i] = result
     return [r for r in results if r is not None]
 
@@ -93,6 +127,41 @@ def _step_local(w: Worker, item: BatchItem) -> Result:
         return error_result(Internal())
 
 
+def _send_to_replica(w: Worker, node: str, items: list[BatchItem], authorization: str | None) -> list[Result]:
+    """Another replica's items as one sub-batch to it; if it cannot answer, each item says why."""
+    body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
+    try:
+        status, answer = peers.post_batch(w.settings, node, body, values.MSGPACK, authorization)
+    except socket.gaierror:
+        # Its name does not resolve: the replica is gone, and its envs with it (the router's rule too).
+        return [error_result(InstanceLost(item.id)) for item in items]
+    except TimeoutError:
+        return [error_result(OwnerTimeout(f"replica {node}, which holds this env, did not answer in time"))] * len(
+            items
+        )
+    except (OSError, http.client.HTTPException) as err:
+        # It exists but refused or dropped the connection: its items may be retried (a numbered step safely).
+        log.warning("batch: replica %s did not answer for %d items: %s", node, len(items), err)
+        unavailable = Unavailable(
+            f"replica {node}, which holds this env, did not answer; retry later",
+            retry_after=w.settings.retry_after_seconds,
+        )
+        return [error_result(unavailable)] * len(items)
+    return _sub_batch_results(status, answer, len(items))
+
+
+def _sub_batch_results(status: int, body: bytes, count: int) -> list[Result]:
+    """The per-item results of a sub-batch's answer, or its refusal as every item's error."""
+    if status == 200:
+        results: list[Result] = values.loads(body, values.MSGPACK)["results"]
+        return results
+    try:  # the other side refused the whole sub-batch (e.g. 413): every item carries its error
+        refusal: Result = {"error": orjson.loads(body)["error"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        refusal = error_result(Internal())
+    return [refusal] * count
+
+
 def _forward_group(w: Worker, slot: int, items: list[BatchItem], tenant: str) -> list[Result]:
     """One sibling's items as one sub-batch over its socket; if it cannot answer, each item says why."""
     assert w.forwarder is not None
@@ -104,11 +173,4 @@ def _forward_group(w: Worker, slot: int, items: list[BatchItem], tenant: str) ->
         return [error_result(InstanceLost(item.id)) for item in items]
     except GymServeError as err:
         return [error_result(err)] * len(items)
-    if answer.status == 200:
-        results: list[Result] = values.loads(answer.body, values.MSGPACK)["results"]
-        return results
-    try:  # the sibling refused the whole sub-batch (e.g. 413): every item carries its error
-        refusal: Result = {"error": orjson.loads(answer.body)["error"]}
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        refusal = error_result(Internal())
-    return [refusal] * len(items)
+    return _sub_batch_results(answer.status, answer.body, len(items))

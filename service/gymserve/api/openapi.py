@@ -190,6 +190,12 @@ SCHEMAS["EnvInfo"] = _object(
     description="For a vector env, action_space and observation_space are batched and the single_* spaces are "
     "one sub-env's; for a single env the single_* spaces are null.",
 )
+# Only in the answer to a create, and only when the replica has a GYMSERVE_PUBLIC_URL: where to step it directly.
+SCHEMAS["EnvInfo"]["properties"]["direct_url"] = {
+    "type": "string",
+    "description": "The owning replica's own base URL (GYMSERVE_PUBLIC_URL): a client may step this env there, "
+    "and falls back to the URL it created it through when that does not answer.",
+}
 SCHEMAS.update(
     {
         "EnvList": _object({"envs": {"type": "array", "items": _ref("EnvSummary")}}),

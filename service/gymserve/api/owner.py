@@ -9,6 +9,7 @@ from flask import Response, request
 from .. import idempotency
 from ..errors import GymServeError, InstanceLost, Unavailable, UnknownInstance
 from ..pipeline.lean import forwarded, resolution, tenant_of
+from ..routing import peers
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
 from ..worker import Worker
@@ -29,14 +30,26 @@ def local_id(instance_id: str) -> str:
     raise UnknownInstance(instance_id[:100])
 
 
-def create_elsewhere_if_full(weight: int = 1) -> Response | None:
-    """A create this worker has no room for goes to the sibling with the fewest envs (a vector env needs room
-    for all its sub-envs); None: create here, which answers 503 if the replica is full."""
+def place_create(weight: int = 1) -> Response | None:
+    """A create goes to the sibling that Worker.placement_for picks (this worker is full, or holds more than the
+    placement tolerance above the least loaded one; a vector env weighs its sub-envs); None: create here, which
+    answers 503 if the replica is full.
+
+    The cost: a keep-alive client whose create was forwarded has its steps forwarded too (one Unix-socket hop).
+    Through the router that changes nothing (its pooled connections land on any worker anyway), and to a replica
+    directly balance is worth more: a SIGKILLed worker loses its share, not 60 % of the envs.
+    """
     w = worker()
-    if w.registry.has_room(weight) or w.forwarder is None or forwarded(request.environ):
+    # Draining: this worker refuses the create itself (503 draining), as every sibling would.
+    if w.forwarder is None or forwarded(request.environ) or w.draining.is_set():
         return None
-    slot = w.roomiest_sibling(weight)
-    return None if slot is None else forward_to(w, slot, "")
+    slot = w.placement_for(weight)
+    if slot is None:
+        return None
+    try:
+        return forward_to(w, slot, "")
+    except InstanceLost:
+        return None  # that sibling just went away (its socket is gone): create here after all
 
 
 def _home_of(key: str) -> int:
@@ -81,6 +94,22 @@ def forward_create(slot: int) -> Response:
         raise Unavailable(
             "the worker chosen for this create stopped; send it again", retry_after=w.settings.retry_after_seconds
         ) from None
+
+
+def farm_answers(path: str, accept: str, query: str = "") -> Iterator[bytes]:
+    """Every other live worker's answer to GET `path?query`, then every replica's when GYMSERVE_PEERS_DNS is set:
+    the rest of a farm-wide list (the views merge by instance id: a replica may answer for this one too).
+
+    No replica is asked when another replica asked (routing.peers), no worker when a sibling did. Another
+    replica is asked with the caller's own key, so it lists that tenant's envs and no one else's.
+    """
+    w = worker()
+    if not forwarded(request.environ) and not request.headers.get(peers.FANOUT_HEADER):
+        headers = {"Accept": accept}
+        if (key := request.headers.get("Authorization")) is not None:
+            headers["Authorization"] = key
+        yield from peers.get_from_all(w.settings, path + (f"?{query}" if query else ""), headers)
+    yield from sibling_answers(path, accept, query=query)
 
 
 def sibling_answers(path: str, accept: str, method: str = "GET", query: str = "") -> Iterator[bytes]:

@@ -20,7 +20,7 @@ bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
 
 @bp.post("/")
 def env_create() -> Response:
-    elsewhere = owner.create_elsewhere_if_full()
+    elsewhere = owner.place_create()
     if elsewhere is not None:
         return elsewhere
     w = worker()
@@ -48,10 +48,10 @@ def _handled(kind: str, instance_id: str) -> Response:
 
 @bp.get("/")
 def env_list_all() -> Response:
-    """The caller's envs on the whole replica: this worker's, plus each sibling's (asked over its socket)."""
+    """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS)."""
     tenant = tenant_of(request.environ).name
     all_envs = {r.instance_id: r.env_id for r in worker().registry.snapshot() if r.tenant == tenant}
-    for body in owner.sibling_answers("/v1/envs/", "application/json"):
+    for body in owner.farm_answers("/v1/envs/", "application/json"):
         all_envs.update(orjson.loads(body).get("all_envs", {}))
     return json_response({"all_envs": all_envs})
 

@@ -16,7 +16,7 @@ from ..errors import InvalidValue, NotSupported
 from ..pipeline import handler, models, negotiation
 from ..pipeline.lean import forwarded, tenant_of
 from ..registry import EnvRecord
-from ..routing import ids
+from ..routing import ids, peers
 from ..worker import Worker
 from . import batch, openapi, owner
 from .common import json_response, worker
@@ -144,7 +144,7 @@ def create_env() -> Response:
     if key is not None and (there := owner.create_where_key_lives(key)) is not None:
         return there
     body = _decode(models.CreateRequest, required=True)
-    if key is None and (elsewhere := owner.create_elsewhere_if_full(body.num_envs or 1)) is not None:
+    if key is None and (elsewhere := owner.place_create(body.num_envs or 1)) is not None:
         return elsewhere
     models.check_limits(body, w.settings)
     return _created(_create(w, body)) if key is None else _keyed_create(w, key, body)
@@ -168,7 +168,7 @@ def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
             if answer.status_code >= 400:  # nothing was made there: the key is free again
                 w.keys.release(mine)
             return answer
-        info = _info(_create(w, body))
+        info = _created_info(_create(w, body))
     except BaseException:
         w.keys.release(mine)
         raise
@@ -179,7 +179,15 @@ def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
 
 
 def _created(record: EnvRecord) -> Response:
-    return _answer(_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+    return _answer(_created_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
+
+
+def _created_info(record: EnvRecord) -> dict[str, Any]:
+    """What a create answers: the env's info, and where this replica answers without the router (the direct path)."""
+    info = _info(record)
+    if public_url := worker().settings.public_url:
+        info["direct_url"] = public_url
+    return info
 
 
 def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
@@ -221,14 +229,16 @@ def snapshot_env(instance_id: str) -> Response:
 
 @bp.get("/envs")
 def list_envs() -> Response:
-    """The caller's envs on the whole replica (this worker's, plus each sibling's, asked over its socket), those
-    whose labels match every `label=key=value` given."""
+    """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS),
+    those whose labels match every `label=key=value` given."""
     tenant = tenant_of(request.environ).name
     chosen = labels.selector(request.args.getlist("label"))
-    envs = [_summary(r) for r in worker().registry.snapshot() if r.tenant == tenant and r.matches(chosen)]
-    for body in owner.sibling_answers("/v2/envs", values.MSGPACK, query=_query()):
-        envs.extend(values.loads(body, values.MSGPACK)["envs"])
-    return _answer({"envs": envs})
+    envs = {
+        r.instance_id: _summary(r) for r in worker().registry.snapshot() if r.tenant == tenant and r.matches(chosen)
+    }
+    for body in owner.farm_answers("/v2/envs", values.MSGPACK, query=_query()):
+        envs.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
+    return _answer({"envs": list(envs.values())})
 
 
 @bp.delete("/envs")
@@ -288,7 +298,10 @@ def batch_step() -> Response:
     body = _decode(models.BatchStepRequest, required=True)
     items = batch.checked_items(body.items, w.settings.max_batch_size)
     hop = forwarded(request.environ)
-    return _answer({"results": batch.step_batch(w, items, hop, tenant_of(request.environ).name)})
+    across = not request.headers.get(peers.FANOUT_HEADER)  # a replica's sub-batch goes no further
+    tenant = tenant_of(request.environ).name
+    authorization = request.headers.get("Authorization")
+    return _answer({"results": batch.step_batch(w, items, hop, tenant, authorization, across_replicas=across)})
 
 
 @bp.get("/envs/<instance_id>/render")

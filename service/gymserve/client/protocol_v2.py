@@ -11,7 +11,7 @@ import msgspec
 
 from ..codec import spaces, values
 from ..pipeline import models
-from .errors import RemoteError
+from .errors import ConnectionFailed, RemoteError
 from .http import HttpSession, auth_headers
 
 ENCODINGS = {"msgpack": values.MSGPACK, "json": values.JSON}
@@ -35,6 +35,13 @@ def session(base_url: str, timeout: float, retries: int, compress: bool, api_key
     )
 
 
+def direct_session(
+    wanted: bool, timeout: float, compress: bool, api_key: str | None = None
+) -> Callable[[str], HttpSession] | None:
+    """What makes the session to an env's direct_url: one try per request, since the router is the fallback."""
+    return (lambda url: session(url, timeout, 0, compress, api_key)) if wanted else None
+
+
 def opened(http: HttpSession, connect: Callable[[HttpSession], T]) -> T:
     """`connect(http)`, closing the session if it fails (the create was refused, or never reached the server)."""
     try:
@@ -55,14 +62,21 @@ class V2Protocol:
         media_type: str = values.MSGPACK,
         *,
         info: dict[str, Any] | None = None,
+        direct: Callable[[str], HttpSession] | None = None,
     ) -> None:
-        """Create an env from `create`, or (`info`) take on one the server already made (a fork)."""
+        """Create an env from `create`, or (`info`) take on one the server already made (a fork).
+
+        `direct`: given the direct_url the owner advertises at create, a session to it; resets and steps then go
+        there, and back to `http` (the router) for good once it does not answer (a numbered request is safe to
+        resend: the server never runs it twice)."""
         self.http = http
         self.media_type = media_type
         if info is None:
             assert create is not None
             info = self._create(create)
         self.created = info  # what the server said about the env when it made it
+        url = info.get("direct_url")
+        self.direct: HttpSession | None = direct(url) if direct is not None and isinstance(url, str) else None
         self.instance_id: str | None = info["instance_id"]
         self.seq: int = info["seq"]
         self.path = self._path = f"/v2/envs/{self.instance_id}"
@@ -96,17 +110,28 @@ class V2Protocol:
         resend: bool = True,
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
+        http: HttpSession | None = None,
     ) -> Any:
-        """`body` (native values) or `data` (already encoded in this protocol's media type); the answer decoded."""
+        """`body` (native values) or `data` (already encoded in this protocol's media type); the answer decoded.
+        `http`: another session than the env's (the direct path)."""
         headers = {"Accept": self.media_type, **(headers or {})}
         if body is not None or data is not None:
             data = values.dumps(body, self.media_type) if data is None else data
             headers["Content-Type"] = self.media_type
-        reply = self.http.send(method, path, data, headers, resend=resend, retry_busy=True).checked()
+        reply = (http or self.http).send(method, path, data, headers, resend=resend, retry_busy=True).checked()
         return values.loads(reply.data, reply.media_type or values.JSON, "answer") if reply.data else None
 
     def _sequenced(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = self._call("POST", f"{self._path}/{kind}", {**body, "seq": self.seq + 1})
+        numbered = {**body, "seq": self.seq + 1}
+        answer = None
+        if self.direct is not None:
+            try:
+                answer = self._call("POST", f"{self._path}/{kind}", numbered, http=self.direct)
+            except ConnectionFailed:
+                self.direct.close()  # the owner's own address does not answer: the router from now on
+                self.direct = None
+        if answer is None:
+            answer = self._call("POST", f"{self._path}/{kind}", numbered)
         self.seq = answer["seq"]
         return answer
 
@@ -139,6 +164,9 @@ class V2Protocol:
         return self._call("GET", self._path)
 
     def close(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
         if self.instance_id is not None:
             self.instance_id = None
             try:

@@ -11,7 +11,7 @@ from .errors import EnvClosed
 from .http import HttpSession
 from .lease import Lease
 from .protocol_v1 import V1Protocol
-from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
+from .protocol_v2 import ENCODINGS, V2Protocol, create_body, direct_session, opened, session
 
 
 class _Remote(Protocol):
@@ -39,7 +39,9 @@ class RemoteEnv(gym.Env[Any, Any]):
     `snapshot()`) restores an env instead of making one (its render mode and constructor arguments come
     from the snapshot); `fork()` makes a copy of the env. `protocol="v1"` speaks the seed's /v1 and never
     resends a step. `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with tenants.
-    Other keyword arguments go to the env's constructor on the server.
+    `direct=True` (/v2) steps the env at the URL its replica advertises at create (GYMSERVE_PUBLIC_URL,
+    e.g. its pod's DNS name), falling back to `base_url` for good when that does not answer. Other keyword
+    arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -63,6 +65,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         compress: bool = True,
         wrappers: Sequence[str] = (),
         api_key: str | None = None,
+        direct: bool = False,
         labels: Mapping[str, str] | None = None,
         snapshot: bytes | None = None,
         keepalive: bool = True,
@@ -90,7 +93,13 @@ class RemoteEnv(gym.Env[Any, Any]):
             http,
             opened(
                 http,
-                lambda h: V2Protocol(h, create, ENCODINGS[encoding]) if protocol == "v2" else V1Protocol(h, create),
+                lambda h: (
+                    V2Protocol(
+                        h, create, ENCODINGS[encoding], direct=direct_session(direct, timeout, compress, api_key)
+                    )
+                    if protocol == "v2"
+                    else V1Protocol(h, create)
+                ),
             ),
             env_id,
         )

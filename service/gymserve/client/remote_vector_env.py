@@ -13,7 +13,7 @@ from ..codec import spaces
 from .errors import EnvClosed
 from .http import HttpSession
 from .lease import Lease
-from .protocol_v2 import ENCODINGS, V2Protocol, create_body, opened, session
+from .protocol_v2 import ENCODINGS, V2Protocol, create_body, direct_session, opened, session
 
 # The server's names of Gymnasium's autoreset modes.
 AUTORESET_NAMES = {
@@ -34,7 +34,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
     up to `retries` times and never runs twice. A daemon thread keeps the env alive while this object lives
     (`keepalive=False`: not). `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with
-    tenants. Other keyword arguments go to each sub-env's constructor.
+    tenants. `direct=True` steps it at the URL its replica advertises, as for `RemoteEnv`. Other keyword
+    arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
@@ -54,6 +55,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         compress: bool = True,
         wrappers: Sequence[str] = (),
         api_key: str | None = None,
+        direct: bool = False,
         labels: Mapping[str, str] | None = None,
         snapshot: bytes | None = None,
         keepalive: bool = True,
@@ -81,7 +83,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self._session_args = (base_url, timeout, retries, compress, api_key)
         self.render_mode = render_mode
         http = session(*self._session_args)
-        self._attach(http, opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding])))
+        connect = direct_session(direct, timeout, compress, api_key)
+        self._attach(http, opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding], direct=connect)))
 
     def _attach(self, http: HttpSession, remote: V2Protocol) -> None:
         self._http: HttpSession = http

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Speed rows of the compose farm (a benchmark that prints numbers, not a test): 16 keep-alive clients stepping
+# CartPole over /v1, through the router and to the same replica directly. One replica with one worker, and the
+# router, share CPU 0; the load generator runs in a container of its own on CPU 1 (docs/performance.md).
+# Usage: bash scripts/e2e-bench.sh   (needs a Docker engine with compose v2; stand-in images as for the e2e stage)
+# Environment: BENCH_SECONDS (10), BENCH_CLIENTS (16), GYMSERVE_SHARED_DIR (../shared).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${BENCH_SECONDS:-10}
+CLIENTS=${BENCH_CLIENTS:-16}
+standins="${DOCKER_STATE:-/tmp/docker-local}/standins.env"
+if [ -f "$standins" ]; then
+    set -a
+    # shellcheck disable=SC1090
+    . "$standins"
+    set +a
+fi
+project="gymserve-bench-$$"
+export GYMSERVE_IMAGE="gymserve-bench:$project" GYMSERVE_REPLICAS=1 GYMSERVE_WORKERS=1 GYMSERVE_DRAIN_SECONDS=1
+export GYMSERVE_ROUTER_PORT=${BENCH_ROUTER_PORT:-18411} PROMETHEUS_PORT=${BENCH_PROMETHEUS_PORT:-18412}
+compose() { docker compose --project-name "$project" "$@"; }
+cleanup() {
+    compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+    docker image rm "$GYMSERVE_IMAGE" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
+replica=$(compose ps --quiet gymserve)
+router=$(compose ps --quiet router)
+node=$(docker inspect --format '{{.Config.Hostname}}' "$replica")
+docker update --cpuset-cpus 0 "$replica" "$router" >/dev/null
+sleep 3 # the router's pools (router-pools.sh) are written before nginx starts; let the replica settle
+
+bench() { # url -> one JSON report
+    docker run --rm --network "${project}_farm" --cpuset-cpus 1 --entrypoint gymserve "$GYMSERVE_IMAGE" \
+        bench --url "$1" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --api v1 --json
+}
+report() { # name, JSON report
+    python3 -c 'import json, sys
+r = json.loads(sys.argv[2])
+rate, errors, hops = r["steps_per_s"], sum(r["errors"].values()), r["forwarded_share"]
+print("%-26s %9.0f steps/s  errors %d  forwarded %.2f" % (sys.argv[1], rate, errors, hops))' "$1" "$2"
+}
+ROUNDS=${BENCH_ROUNDS:-3}
+echo "compose farm: 1 replica x 1 worker + router on CPU 0, $CLIENTS keep-alive clients on CPU 1," \
+    "${SECONDS_EACH} s each, $ROUNDS rounds alternating (the machine may be shared: compare within a round)"
+ratios=()
+for round in $(seq "$ROUNDS"); do
+    direct=$(bench "http://$node:8000")
+    routed=$(bench "http://router:8080")
+    report "round $round: replica directly" "$direct"
+    report "round $round: through router" "$routed"
+    ratios+=("$(python3 -c 'import json, sys
+d, r = (json.loads(a)["steps_per_s"] for a in sys.argv[1:])
+print(f"{r / d:.2f}")' "$direct" "$routed")")
+done
+echo "router / direct by round: ${ratios[*]} (median $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"))"
+
+# Batches across replicas: 2 replicas (default workers, all CPUs), one client stepping a batch of 64 CartPole envs
+# over /v2: through the router (its envs spread over both replicas, each batch split by the replica it reaches)
+# against the same batch sent to one replica directly (all 64 envs there).
+unset GYMSERVE_WORKERS
+export GYMSERVE_REPLICAS=2
+compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
+docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
+sleep 3
+one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
+batch() { # url -> one JSON report
+    docker run --rm --network "${project}_farm" --entrypoint gymserve "$GYMSERVE_IMAGE" bench --url "$1" \
+        --clients 1 --seconds "$SECONDS_EACH" --api v2 --mode batch --batch-size 64 --json
+}
+echo "compose farm: 2 replicas, one client, a batch of 64 CartPole envs per request, ${SECONDS_EACH} s each"
+for round in $(seq "$ROUNDS"); do
+    report "round $round: one replica, all 64" "$(batch "http://$one:8000")"
+    report "round $round: router, both replicas" "$(batch "http://router:8080")"
+done
+
+# BENCH_PPO=1: SB3 PPO on 8 CartPole envs (60,000 steps by default, BENCH_PPO_STEPS), local envs against the farm
+# (2 replicas with their default workers, all CPUs) through the router with RemoteVecEnv; needs the venv's sb3 extra.
+if [ "${BENCH_PPO:-0}" = 1 ]; then
+    "${GYMSERVE_VENV:-.venv}/bin/python" tests/perf/bench_sb3_ppo.py --url "http://127.0.0.1:$GYMSERVE_ROUTER_PORT" \
+        --steps "${BENCH_PPO_STEPS:-60000}"
+fi

@@ -1,0 +1,147 @@
+"""Other replicas of the farm: a batch's items sent to their replica by validated node name, lists asked of all.
+
+Batches: only node names that match GYMSERVE_PEER_NODE_PATTERN (whole name) are reached, at
+http://<node><GYMSERVE_PEER_DOMAIN>:<GYMSERVE_PORT> (with GYMSERVE_PEERS_DNS set, only at an address that
+name gives too); any other node's items fail with wrong_replica.
+Lists: every address that GYMSERVE_PEERS_DNS resolves to (never a name from a request). Either request
+carries FANOUT_HEADER, so the replica that receives it answers for itself (its workers included) and asks
+no other replica: a request crosses replicas at most once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..settings import Settings
+
+FANOUT_HEADER = "X-Gymserve-Fanout"
+BATCH_PATH = "/v2/batch/step"
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def reachable(settings: Settings, node: str) -> bool:
+    """Whether items of `node` may be sent to it: peers are configured and the name is one of them."""
+    pattern = settings.peer_node_pattern
+    return bool(pattern) and node != settings.node_id and re.fullmatch(pattern, node) is not None
+
+
+def pool() -> ThreadPoolExecutor:
+    """Threads that wait on other replicas (started on first use, after gunicorn's fork)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="gymserve-peer-replica")
+        return _pool
+
+
+# Keep-alive connections to other replicas, one per thread and node: a new connection (and DNS lookup) per
+# sub-batch cost more than the hop itself. One idle longer than this is closed rather than reused, well before
+# gunicorn's keepalive (75 s) closes it from the other side, so that a request never meets a closed connection
+# (a sub-batch is never resent: it may have run).
+IDLE_SECONDS = 30.0
+_local = threading.local()
+
+
+def post_batch(
+    settings: Settings, node: str, body: bytes, content_type: str, authorization: str | None = None
+) -> tuple[int, bytes]:
+    """POST a sub-batch to replica `node` (already checked by `reachable`), with the caller's own key
+    (`authorization`: that replica steps that tenant's envs and no one else's); its status and body.
+
+    OSError and http.client.HTTPException (unresolvable, refused, reset, timed out) are the caller's to turn into
+    per-item errors; the connection is dropped then.
+    """
+    assert reachable(settings, node)
+    conn = _connection(settings, node)
+    try:
+        conn.request(
+            "POST",
+            BATCH_PATH,
+            body=body,
+            headers={
+                "Content-Type": content_type,
+                "Accept": content_type,
+                FANOUT_HEADER: "1",
+                **({"Authorization": authorization} if authorization is not None else {}),
+            },
+        )
+        resp = conn.getresponse()
+        answer = resp.status, resp.read()
+    except (OSError, http.client.HTTPException):
+        _drop(node)
+        raise
+    if resp.will_close:
+        _drop(node)
+    else:
+        _local.pool[node] = (conn, time.monotonic())
+    return answer
+
+
+def _connection(settings: Settings, node: str) -> http.client.HTTPConnection:
+    pool: dict[str, tuple[http.client.HTTPConnection, float]] = _local.__dict__.setdefault("pool", {})
+    entry = pool.get(node)
+    if entry is not None and time.monotonic() - entry[1] < IDLE_SECONDS:
+        return entry[0]
+    _drop(node)
+    conn = http.client.HTTPConnection(
+        address_of(settings, node), settings.port, timeout=settings.forward_timeout_seconds
+    )
+    pool[node] = (conn, time.monotonic())
+    return conn
+
+
+def address_of(settings: Settings, node: str) -> str:
+    """The address of replica `node`: its name resolved, and with GYMSERVE_PEERS_DNS set, only an address that
+    name also gives (the router's rule: a name that matches the pattern but is no replica, e.g. another
+    container on a shared network, is not reached). socket.gaierror when there is none: the replica is gone."""
+    infos = socket.getaddrinfo(f"{node}{settings.peer_domain}", settings.port, socket.AF_INET, socket.SOCK_STREAM)
+    found = sorted({str(info[4][0]) for info in infos})
+    if settings.peers_dns:
+        found = [a for a in found if a in addresses(settings)]
+    if not found:
+        raise socket.gaierror(socket.EAI_NONAME, f"{node} is not a replica of {settings.peers_dns}")
+    return found[0]
+
+
+def _drop(node: str) -> None:
+    entry = _local.__dict__.get("pool", {}).pop(node, None)
+    if entry is not None:
+        entry[0].close()
+
+
+def addresses(settings: Settings) -> list[str]:
+    """The replicas' addresses (this one's too) as GYMSERVE_PEERS_DNS resolves; none when unset or unresolvable."""
+    if not settings.peers_dns:
+        return []
+    try:
+        infos = socket.getaddrinfo(settings.peers_dns, settings.port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def get_from_all(settings: Settings, path: str, headers: dict[str, str]) -> list[bytes]:
+    """Every replica's 200 answer to GET `path`, asked in parallel; a replica that fails is left out (its envs
+    are not listed, as when it is gone)."""
+    futures = [pool().submit(_get, settings, address, path, headers) for address in addresses(settings)]
+    return [body for future in futures if (body := future.result()) is not None]
+
+
+def _get(settings: Settings, address: str, path: str, headers: dict[str, str]) -> bytes | None:
+    conn = http.client.HTTPConnection(address, settings.port, timeout=settings.forward_timeout_seconds)
+    try:
+        conn.request("GET", path, headers={**headers, FANOUT_HEADER: "1"})
+        resp = conn.getresponse()
+        body = resp.read()
+        return body if resp.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        conn.close()

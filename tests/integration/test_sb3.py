@@ -1,0 +1,93 @@
+"""gymserve.client.sb3.RemoteVecEnv against Stable-Baselines3's own DummyVecEnv of local envs with the same seeds:
+identical observations, rewards, dones and infos (terminal_observation, TimeLimit.truncated) over episode ends.
+
+Needs the `sb3` extra (Stable-Baselines3 and PyTorch); skipped without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from gymserve.client.sb3 import RemoteVecEnv
+
+pytestmark = pytest.mark.integration
+
+NUM_ENVS = 4
+STEPS = 300
+
+
+def local_vec_env(env_id: str, **kwargs: Any) -> DummyVecEnv:
+    return DummyVecEnv([lambda: gym.make(env_id, **kwargs) for _ in range(NUM_ENVS)])
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("CartPole-v1", {}),  # episodes end by termination
+        ("CartPole-v1", {"max_episode_steps": 25}),  # ... and by truncation
+        ("Pendulum-v1", {"max_episode_steps": 60}),  # Box actions, truncation only
+    ],
+    ids=["cartpole", "cartpole-truncated", "pendulum"],
+)
+def test_remote_vec_env_steps_like_dummy_vec_env(server, env_id: str, kwargs: dict[str, Any]) -> None:
+    local = local_vec_env(env_id, **kwargs)
+    local.seed(123)
+    remote = RemoteVecEnv(server.url, env_id, NUM_ENVS, seed=123, **kwargs)
+    try:
+        assert remote.num_envs == NUM_ENVS
+        assert remote.observation_space == local.observation_space
+        assert remote.action_space == local.action_space
+        np.testing.assert_array_equal(remote.reset(), local.reset())
+        remote.action_space.seed(7)
+        ends = 0
+        for step in range(STEPS):
+            actions = np.stack([remote.action_space.sample() for _ in range(NUM_ENVS)])
+            got = remote.step(actions)
+            want = local.step(actions)
+            np.testing.assert_array_equal(got[0], want[0], err_msg=f"observations at step {step}")
+            np.testing.assert_array_equal(got[1], want[1], err_msg=f"rewards at step {step}")
+            assert got[1].dtype == want[1].dtype == np.float32
+            np.testing.assert_array_equal(got[2], want[2], err_msg=f"dones at step {step}")
+            for i, (g, w) in enumerate(zip(got[3], want[3], strict=True)):
+                assert g.keys() == w.keys(), (step, i, g, w)
+                assert g["TimeLimit.truncated"] == w["TimeLimit.truncated"]
+                if "terminal_observation" in w:
+                    np.testing.assert_array_equal(g["terminal_observation"], w["terminal_observation"])
+                    ends += 1
+        assert ends >= NUM_ENVS, "the run should cross episode ends"
+        # A second seeded reset starts over, like SB3's.
+        remote.seed(5)
+        local.seed(5)
+        np.testing.assert_array_equal(remote.reset(), local.reset())
+    finally:
+        remote.close()
+        local.close()
+
+
+def test_what_a_remote_vec_env_can_and_cannot_do(server) -> None:
+    with pytest.raises(ValueError, match="same step"):
+        RemoteVecEnv(server.url, "CartPole-v1", 2, autoreset_mode="next_step")
+    remote = RemoteVecEnv(server.url, "CartPole-v1", 2)
+    try:
+        assert remote.get_attr("render_mode") == [None, None]
+        assert remote.get_attr("spec", indices=1)[0].id == "CartPole-v1"
+        assert remote.env_is_wrapped(gym.Wrapper) == [False, False]
+        with pytest.raises(NotImplementedError, match="server"):
+            remote.env_method("reset")
+        with pytest.raises(NotImplementedError, match="server"):
+            remote.get_attr("np_random")
+        with pytest.raises(NotImplementedError, match="server"):
+            remote.set_attr("gravity", 1.0)
+        obs = remote.reset()
+        assert obs.shape == (2, 4) and remote.instance_id
+    finally:
+        remote.close()
+    assert remote.instance_id is None

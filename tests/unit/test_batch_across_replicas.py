@@ -1,0 +1,126 @@
+"""A batch with items of another replica: sent to it as one sub-batch by validated node name (routing.peers), once."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from gymserve.app import create_app
+from gymserve.routing import peers
+from gymserve.settings import Settings
+
+PATTERN = "replica-[ab]"
+
+
+def make(node: str, pattern: str = PATTERN) -> Any:
+    return create_app(Settings.from_env({"GYMSERVE_PEER_NODE_PATTERN": pattern}, node_id=node)).test_client()
+
+
+@pytest.fixture
+def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Two replicas; what one POSTs to the other's name reaches the other's app (and is recorded)."""
+    apps = {"replica-a": make("replica-a"), "replica-b": make("replica-b")}
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def post_batch(
+        settings: Settings, node: str, body: bytes, content_type: str, authorization: str | None = None
+    ) -> tuple[int, bytes]:
+        assert peers.reachable(settings, node)
+        headers = {"Content-Type": content_type, "Accept": content_type, peers.FANOUT_HEADER: "1"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        sent.append((node, headers))
+        resp = apps[node].post(peers.BATCH_PATH, data=body, headers=headers)
+        return resp.status_code, resp.data
+
+    monkeypatch.setattr(peers, "post_batch", post_batch)
+    return {**apps, "sent": sent}
+
+
+def create(client: Any, seed: int) -> str:
+    iid = client.post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    assert client.post(f"/v2/envs/{iid}/reset", json={"seed": seed}).status_code == 200
+    return str(iid)
+
+
+def test_a_batch_steps_the_items_of_every_replica_in_one_sub_batch_each(farm: dict[str, Any]) -> None:
+    a, b = farm["replica-a"], farm["replica-b"]
+    ids = [create(a, 1), create(b, 2), create(b, 3), create(a, 4)]
+    resp = a.post("/v2/batch/step", json={"items": [{"id": i, "action": 1} for i in ids]})
+    assert resp.status_code == 200, resp.json
+    results = resp.json["results"]
+    assert [("error" in r) for r in results] == [False] * 4, results
+    # Each answer is its own env's first step, whichever replica holds it.
+    for seed, result in zip([1, 2, 3, 4], results, strict=True):
+        local = gym.make("CartPole-v1")
+        local.reset(seed=seed)
+        expected = local.step(1)[0]
+        assert np.allclose(result["observation"]["$nd"]["data"], expected), (seed, result)
+    # B's envs were stepped on B: their next step there is their second.
+    assert b.post(f"/v2/envs/{ids[1]}/step", json={"action": 1}).json["seq"] == 3
+    assert [node for node, _ in farm["sent"]] == ["replica-b"]  # one sub-batch for B's two items
+
+
+def test_names_outside_the_pattern_and_sub_batches_go_no_further(farm: dict[str, Any]) -> None:
+    a = farm["replica-a"]
+    foreign = "evil-host.0-1." + "0" * 32
+    mine = create(a, 5)
+    resp = a.post("/v2/batch/step", json={"items": [{"id": foreign, "action": 0}, {"id": mine, "action": 0}]})
+    results = resp.json["results"]
+    assert results[0]["error"]["code"] == "wrong_replica" and "error" not in results[1]
+    # A replica's sub-batch (the fan-out header) never reaches a third replica.
+    other = "replica-b.0-1." + "0" * 32
+    resp = a.post("/v2/batch/step", json={"items": [{"id": other, "action": 0}]}, headers={peers.FANOUT_HEADER: "1"})
+    assert resp.json["results"][0]["error"]["code"] == "wrong_replica"
+    assert farm["sent"] == []
+
+
+def test_without_peers_items_of_other_replicas_fail_alone() -> None:
+    a = make("replica-a", pattern="")
+    resp = a.post("/v2/batch/step", json={"items": [{"id": "replica-b.0-1." + "0" * 32, "action": 0}]})
+    assert resp.json["results"][0]["error"]["code"] == "wrong_replica"
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), "instance_lost"),  # gone: its name no longer resolves
+        (ConnectionRefusedError(), "unavailable"),  # there, but not answering: retry
+        (TimeoutError(), "owner_timeout"),
+    ],
+)
+def test_a_replica_that_does_not_answer(monkeypatch: pytest.MonkeyPatch, failure: Exception, code: str) -> None:
+    def fail(*args: Any) -> tuple[int, bytes]:
+        raise failure
+
+    monkeypatch.setattr(peers, "post_batch", fail)
+    a = make("replica-a")
+    resp = a.post("/v2/batch/step", json={"items": [{"id": "replica-b.0-1." + "0" * 32, "action": 0}]})
+    assert resp.json["results"][0]["error"]["code"] == code
+
+
+def test_the_peer_pattern_must_be_a_regex() -> None:
+    with pytest.raises(Exception, match="PEER_NODE_PATTERN"):
+        Settings.from_env({"GYMSERVE_PEER_NODE_PATTERN": "("}, node_id="x")
+
+
+def test_a_peer_is_reached_only_at_an_address_the_replicas_name_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {"replica-b": ["10.0.0.2"], "prometheus-ish": ["10.0.0.9"], "gymserve": ["10.0.0.1", "10.0.0.2"]}
+
+    def getaddrinfo(host: str, port: int, *args: Any) -> list[Any]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in table[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    settings = Settings.from_env(
+        {"GYMSERVE_PEER_NODE_PATTERN": "[a-z-]+", "GYMSERVE_PEERS_DNS": "gymserve"}, node_id="replica-a"
+    )
+    assert peers.address_of(settings, "replica-b") == "10.0.0.2"
+    for not_a_replica in ["prometheus-ish", "gone-replica"]:  # resolves elsewhere / does not resolve
+        with pytest.raises(socket.gaierror):
+            peers.address_of(settings, not_a_replica)

@@ -1,0 +1,58 @@
+"""Lists with GYMSERVE_PEERS_DNS: every replica's envs, asked once of each address the name resolves to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gymserve.app import create_app
+from gymserve.routing import peers
+from gymserve.settings import Settings
+
+ADDRESSES = {"10.0.0.1": "replica-a", "10.0.0.2": "replica-b"}
+
+
+@pytest.fixture
+def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    apps = {
+        node: create_app(Settings.from_env({"GYMSERVE_PEERS_DNS": "farm.test"}, node_id=node)).test_client()
+        for node in ADDRESSES.values()
+    }
+    asked: list[tuple[str, str]] = []
+
+    def get(settings: Settings, address: str, path: str, headers: dict[str, str]) -> bytes | None:
+        asked.append((address, path))
+        resp = apps[ADDRESSES[address]].get(path, headers={**headers, peers.FANOUT_HEADER: "1"})
+        return resp.data if resp.status_code == 200 else None
+
+    # The name resolves to both replicas, the asking one included (its answer merges with its own by id).
+    monkeypatch.setattr(peers, "addresses", lambda settings: sorted(ADDRESSES))
+    monkeypatch.setattr(peers, "_get", get)
+    return {**apps, "asked": asked}
+
+
+def test_lists_show_the_envs_of_every_replica_once(farm: dict[str, Any]) -> None:
+    a, b = farm["replica-a"], farm["replica-b"]
+    mine = a.post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    theirs = b.post("/v2/envs", json={"env_id": "FrozenLake-v1"}).json["instance_id"]
+    listed = a.get("/v2/envs").json["envs"]
+    assert sorted(e["instance_id"] for e in listed) == sorted([mine, theirs])
+    assert a.get("/v1/envs/").json["all_envs"] == {mine: "CartPole-v1", theirs: "FrozenLake-v1"}
+    # Each replica asked once per list, and none of them asked further.
+    both = ("10.0.0.1", "10.0.0.2")
+    assert farm["asked"] == [(a, "/v2/envs") for a in both] + [(a, "/v1/envs/") for a in both]
+
+
+def test_a_replica_asked_by_another_lists_its_own_only(farm: dict[str, Any]) -> None:
+    b = farm["replica-b"]
+    b.post("/v2/envs", json={"env_id": "CartPole-v1"})
+    assert len(b.get("/v2/envs", headers={peers.FANOUT_HEADER: "1"}).json["envs"]) == 1
+    assert farm["asked"] == []
+
+
+def test_without_peers_dns_a_list_is_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = create_app(Settings.from_env({}, node_id="alone")).test_client()
+    client.post("/v2/envs", json={"env_id": "CartPole-v1"})
+    assert peers.addresses(Settings.from_env({}, node_id="alone")) == []
+    assert len(client.get("/v2/envs").json["envs"]) == 1
