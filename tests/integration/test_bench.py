@@ -3,10 +3,23 @@
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
+from servers import Server, start_server
+
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two workers that keep every create where it was accepted (no placement): a keep-alive client's steps then
+    never take a hop, which is what the forwarded share is checked against. The shared session server may hold
+    envs of other tests unevenly, so its placement would move creates."""
+    srv = start_server(tmp_path_factory.mktemp("bench"), placement_tolerance=1_000_000)
+    yield srv
+    srv.stop()
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
