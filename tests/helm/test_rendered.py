@@ -406,3 +406,13 @@ def test_connection_test_is_optional() -> None:
 def test_notes_tell_how_to_reach_the_router() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "port-forward service/{{ $fullname }}" in notes
+
+
+def test_the_snapshot_key_comes_from_a_secret_into_every_pod() -> None:
+    """The farm's key is never a value: a Secret of the user's, read by every gymserve pod; none by default."""
+    container = render().one("StatefulSet", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    assert "GYMSERVE_SNAPSHOT_KEY" not in {e["name"] for e in container["env"]}
+    rendered = render(None, "snapshots.existingSecret=farm-snapshots")
+    container = rendered.one("StatefulSet", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    (env,) = [e for e in container["env"] if e["name"] == "GYMSERVE_SNAPSHOT_KEY"]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "farm-snapshots", "key": "snapshot-key"}
