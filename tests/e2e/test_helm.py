@@ -157,6 +157,9 @@ def release(kube: Kube, dns: ClusterDNS) -> Iterator[Release]:
         "config": {"drainSeconds": DRAIN_SECONDS},
         "preStopSleepSeconds": PRE_STOP_SECONDS,
         "tests": {"connection": False},
+        # The chart's requests (500m a gymserve pod) are for real nodes: this one node has 2 cores, and the
+        # test runs up to 3 + 1 gymserve pods and 3 routers at once (the upgrade, then a Helm 4 release).
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
     }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="gymserve-e2e-", delete=False) as f:
         yaml.safe_dump(values, f)
