@@ -218,13 +218,13 @@ def gymserve_rows(seconds: float) -> list[Row]:
     with serving(argv, port, "/readyz", gymserve_env()):
 
         def v1_create() -> str:
-            iid = request(port, "POST", "/v1/envs/", {"env_id": "CartPole-v1"})[1]["instance_id"]
+            iid = request(port, "POST", "/v1/envs/", {"env_id": "CartPole-v1", "auto_reset": True})[1]["instance_id"]
             request(port, "POST", f"/v1/envs/{iid}/reset/", {"seed": 0})
             return iid
 
         def v2_create(media: str) -> Any:
             def create() -> str:
-                iid = request(port, "POST", "/v2/envs", {"env_id": "CartPole-v1"}, media)[1]
+                iid = request(port, "POST", "/v2/envs", {"env_id": "CartPole-v1", "auto_reset": True}, media)[1]
                 request(port, "POST", f"/v2/envs/{iid['instance_id']}/reset", {"seed": 0}, media)
                 return str(iid["instance_id"])
 
