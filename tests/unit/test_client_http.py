@@ -244,10 +244,10 @@ def test_a_success_is_returned_as_it_is() -> None:
 
 
 def test_requests_share_one_keep_alive_connection_under_the_url_prefix(stub: Stub) -> None:
-    session = HttpSession(stub.url + "/farm/", headers={"Accept-Encoding": "gzip"})
+    session = HttpSession(stub.url + "/gyms/", headers={"Accept-Encoding": "gzip"})
     session.send("GET", "/v2/envs/a", headers={"Accept": "application/msgpack"})
     session.send("DELETE", "/v2/envs/a")
-    assert [(s.method, s.path) for s in stub.seen] == [("GET", "/farm/v2/envs/a"), ("DELETE", "/farm/v2/envs/a")]
+    assert [(s.method, s.path) for s in stub.seen] == [("GET", "/gyms/v2/envs/a"), ("DELETE", "/gyms/v2/envs/a")]
     assert stub.seen[0].headers["Accept-Encoding"] == "gzip" and stub.seen[0].headers["Accept"] == "application/msgpack"
     assert stub.seen[0].client_port == stub.seen[1].client_port  # one connection, kept alive
 
