@@ -21,14 +21,14 @@ def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     }
     asked: list[tuple[str, str]] = []
 
-    def get(settings: Settings, address: str, path: str, headers: dict[str, str]) -> bytes | None:
-        asked.append((address, path))
-        resp = apps[ADDRESSES[address]].get(path, headers={**headers, peers.FANOUT_HEADER: "1"})
+    def ask(settings: Settings, address: str, path: str, headers: dict[str, str], method: str = "GET") -> bytes | None:
+        asked.append((address, path) if method == "GET" else (method, address, path))
+        resp = apps[ADDRESSES[address]].open(path, method=method, headers={**headers, peers.FANOUT_HEADER: "1"})
         return resp.data if resp.status_code == 200 else None
 
     # The name resolves to both replicas, the asking one included (its answer merges with its own by id).
     monkeypatch.setattr(peers, "addresses", lambda settings: sorted(ADDRESSES))
-    monkeypatch.setattr(peers, "_get", get)
+    monkeypatch.setattr(peers, "_ask", ask)
     return {**apps, "asked": asked}
 
 
@@ -56,3 +56,14 @@ def test_without_peers_dns_a_list_is_the_replicas(monkeypatch: pytest.MonkeyPatc
     client.post("/v2/envs", json={"env_id": "CartPole-v1"})
     assert peers.addresses(Settings.from_env({}, node_id="alone")) == []
     assert len(client.get("/v2/envs").json["envs"]) == 1
+
+
+def test_a_bulk_delete_closes_the_matching_envs_of_every_replica_once(farm: dict[str, Any]) -> None:
+    a, b = farm["replica-a"], farm["replica-b"]
+    run = {"env_id": "CartPole-v1", "labels": {"run": "r7"}}
+    made = [a.post("/v2/envs", json=run).json["instance_id"], b.post("/v2/envs", json=run).json["instance_id"]]
+    kept = b.post("/v2/envs", json={"env_id": "CartPole-v1", "labels": {"run": "other"}}).json["instance_id"]
+    assert a.delete("/v2/envs?label=run=r7").json == {"deleted": 2}  # a's own, and b's through its name
+    assert [a.get(f"/v2/envs/{iid}").status_code for iid in made[:1]] == [404]
+    assert b.get(f"/v2/envs/{made[1]}").status_code == 404 and b.get(f"/v2/envs/{kept}").status_code == 200
+    assert ("DELETE", "10.0.0.2", "/v2/envs?label=run=r7") in farm["asked"]

@@ -96,20 +96,21 @@ def forward_create(slot: int) -> Response:
         ) from None
 
 
-def farm_answers(path: str, accept: str, query: str = "") -> Iterator[bytes]:
-    """Every other live worker's answer to GET `path?query`, then every replica's when GYMSERVE_PEERS_DNS is set:
-    the rest of a farm-wide list (the views merge by instance id: a replica may answer for this one too).
+def farm_answers(path: str, accept: str, query: str = "", method: str = "GET") -> Iterator[bytes]:
+    """Every replica's answer to `method path?query` when GYMSERVE_PEERS_DNS is set, then every other live
+    worker's: the rest of a farm-wide list or bulk delete (a list merges by instance id: a replica may answer for
+    this one too; a delete counts each env once, since an env closed already is not closed again).
 
     No replica is asked when another replica asked (routing.peers), no worker when a sibling did. Another
-    replica is asked with the caller's own key, so it lists that tenant's envs and no one else's.
+    replica is asked with the caller's own key, so it lists (or deletes) that tenant's envs and no one else's.
     """
     w = worker()
     if not forwarded(request.environ) and not request.headers.get(peers.FANOUT_HEADER):
         headers = {"Accept": accept}
         if (key := request.headers.get("Authorization")) is not None:
             headers["Authorization"] = key
-        yield from peers.get_from_all(w.settings, path + (f"?{query}" if query else ""), headers)
-    yield from sibling_answers(path, accept, query=query)
+        yield from peers.ask_all(w.settings, path + (f"?{query}" if query else ""), headers, method)
+    yield from sibling_answers(path, accept, method, query)
 
 
 def sibling_answers(path: str, accept: str, method: str = "GET", query: str = "") -> Iterator[bytes]:

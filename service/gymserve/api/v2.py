@@ -243,12 +243,13 @@ def list_envs() -> Response:
 
 @bp.delete("/envs")
 def delete_envs() -> Response:
-    """Close exactly the envs of this replica whose labels match every `label=key=value` (at least one)."""
+    """Close exactly the caller's envs whose labels match every `label=key=value` (at least one), on every worker
+    and, with GYMSERVE_PEERS_DNS, every replica."""
     chosen = labels.selector(request.args.getlist("label"))
     if not chosen:  # never "close everything" by a forgotten parameter
         raise InvalidValue("label", "a bulk delete needs at least one label=key=value; it never closes every env")
     deleted = worker().close_matching(chosen, tenant_of(request.environ).name)
-    for body in owner.sibling_answers("/v2/envs", values.MSGPACK, "DELETE", _query()):
+    for body in owner.farm_answers("/v2/envs", values.MSGPACK, _query(), "DELETE"):
         deleted += values.loads(body, values.MSGPACK)["deleted"]
     return _answer({"deleted": deleted})
 

@@ -127,17 +127,17 @@ def addresses(settings: Settings) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def get_from_all(settings: Settings, path: str, headers: dict[str, str]) -> list[bytes]:
-    """Every replica's 200 answer to GET `path`, asked in parallel; a replica that fails is left out (its envs
-    are not listed, as when it is gone)."""
-    futures = [pool().submit(_get, settings, address, path, headers) for address in addresses(settings)]
+def ask_all(settings: Settings, path: str, headers: dict[str, str], method: str = "GET") -> list[bytes]:
+    """Every replica's 200 answer to `method path` (a list, or a bulk delete), asked in parallel; a replica that
+    fails is left out (its envs are not listed, or not deleted, as when it is gone)."""
+    futures = [pool().submit(_ask, settings, address, path, headers, method) for address in addresses(settings)]
     return [body for future in futures if (body := future.result()) is not None]
 
 
-def _get(settings: Settings, address: str, path: str, headers: dict[str, str]) -> bytes | None:
+def _ask(settings: Settings, address: str, path: str, headers: dict[str, str], method: str = "GET") -> bytes | None:
     conn = http.client.HTTPConnection(address, settings.port, timeout=settings.forward_timeout_seconds)
     try:
-        conn.request("GET", path, headers={**headers, FANOUT_HEADER: "1"})
+        conn.request(method, path, headers={**headers, FANOUT_HEADER: "1"})
         resp = conn.getresponse()
         body = resp.read()
         return body if resp.status == 200 else None
