@@ -6,6 +6,7 @@ import difflib
 import fnmatch
 import inspect
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ class EnvFactory:
         """Imports GYMSERVE_ENV_MODULES first (EnvModuleError names one that fails), then builds the allowlist."""
         self.settings = settings
         self.kwargs_policy = KwargsPolicy(settings)
+        self._import_lock = threading.Lock()
+        self._creators: dict[str, Any] = {}
         _import_renderers()
         module_envs = import_env_modules(settings.env_module_names)
         patterns = settings.allowed_env_patterns
@@ -143,10 +146,19 @@ class EnvFactory:
             )
         return env_id
 
+    def _creator(self, env_id: str) -> Any:
+        """The class or function behind an env id, imported once per worker under a lock: two threads importing
+        an env's module for the first time at once can see it half-imported (a KeyError from importlib, a 500)."""
+        if env_id not in self._creators:
+            with self._import_lock, _dependencies_of(env_id):
+                if env_id not in self._creators:
+                    entry_point = gym.spec(env_id).entry_point
+                    loaded = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+                    self._creators[env_id] = loaded
+        return self._creators[env_id]
+
     def _check_kwargs(self, env_id: str, kwargs: dict[str, Any]) -> None:
-        entry_point = gym.spec(env_id).entry_point
-        with _dependencies_of(env_id):
-            creator: Any = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        creator = self._creator(env_id)
         params = inspect.signature(creator).parameters
         accepted = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         for key in kwargs:

@@ -82,3 +82,32 @@ def test_auto_reset_wraps_the_env_so_it_resets_itself(factory):
 def test_a_version_gymnasium_1_dropped_is_malformed_with_a_pointer_to_the_current_one(factory):
     with pytest.raises(MalformedEnvId, match=r"malformed environment ID 'Taxi-v3'; this server has Taxi-v4"):
         factory.check_env_id("Taxi-v3")
+
+
+def test_env_modules_are_imported_one_thread_at_a_time_and_once(factory, monkeypatch):
+    """Two first imports of an env's module at once can see it half-imported (importlib's KeyError, a 500 in CI)."""
+    import threading
+    import time
+
+    import gymserve.envs
+
+    inside, overlaps, calls = [0], [0], []
+    real = gymserve.envs.load_env_creator
+
+    def slow_load(entry_point):
+        inside[0] += 1
+        overlaps[0] = max(overlaps[0], inside[0])
+        calls.append(entry_point)
+        time.sleep(0.02)
+        inside[0] -= 1
+        return real(entry_point)
+
+    monkeypatch.setattr(gymserve.envs, "load_env_creator", slow_load)
+    ids = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1"] * 3
+    threads = [threading.Thread(target=factory.make, args=(CreateRequest(i),)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps[0] == 1
+    assert len(calls) == 4
