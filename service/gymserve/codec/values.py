@@ -40,6 +40,9 @@ MAX_DIMS = 32  # numpy's own limit
 MAX_DIM_SIZE = 2**31 - 1
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
+# The wire name of each native-order dtype: a dict lookup, where dtype.name is a Python property (~1.5 us, and
+# the step path asked it three times per observation).
+_NATIVE_NAMES = {np.dtype(name): name for name in DTYPES}
 
 
 def is_msgpack(media_type: str) -> bool:
@@ -56,7 +59,7 @@ def to_wire(value: Any, binary: bool) -> Any:
     if isinstance(value, np.ndarray):
         return _nd_to_wire(value, binary)
     if isinstance(value, np.generic):
-        if value.dtype.name in DTYPES:
+        if _wire_name(value.dtype) is not None:
             return _nd_to_wire(np.asarray(value), binary)
         item = value.item()  # complex, datetime64, bytes_ ... as Python values; longdouble stays numpy
         return repr(item) if isinstance(item, np.generic) else to_wire(item, binary)
@@ -78,18 +81,31 @@ def _nonfinite_name(value: float) -> str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
+def _wire_name(dtype: np.dtype[Any]) -> str | None:
+    """The dtype's name if the wire carries it (in either byte order), else None."""
+    name = _NATIVE_NAMES.get(dtype)
+    if name is None and dtype.name in DTYPES:
+        name = dtype.name
+    return name
+
+
 def _nd_to_wire(arr: np.ndarray, binary: bool) -> Any:
     dtype = arr.dtype
-    if dtype.name not in DTYPES:
+    name = _wire_name(dtype)
+    if name is None:
         return [to_wire(v, binary) for v in arr.tolist()] if arr.ndim else to_wire(arr.item(), binary)
-    header: dict[str, Any] = {"dtype": dtype.name, "shape": list(arr.shape)}
+    header: dict[str, Any] = {"dtype": name, "shape": list(arr.shape)}
     if binary:
         header["data"] = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<")).tobytes()
-    elif dtype.kind == "f" and not np.all(np.isfinite(arr)):
+    elif dtype.kind == "f" and not np.isfinite(arr).all():
         header["data"] = [v if np.isfinite(v) else _nonfinite_name(float(v)) for v in arr.reshape(-1)]
     else:
-        # orjson writes numpy arrays itself; float32 and float16 in their shortest round-trip form.
-        header["data"] = np.ascontiguousarray(arr.reshape(-1), dtype=dtype.newbyteorder("="))
+        # orjson writes numpy arrays itself (C-contiguous, native byte order); float32 and float16 in their
+        # shortest round-trip form.
+        flat = arr.reshape(-1)
+        if not (dtype.isnative and flat.flags.c_contiguous):
+            flat = np.ascontiguousarray(flat, dtype=dtype.newbyteorder("="))
+        header["data"] = flat
     return {ND: header}
 
 
