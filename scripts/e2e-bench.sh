@@ -43,6 +43,12 @@ rate, errors, hops = r["steps_per_s"], sum(r["errors"].values()), r["forwarded_s
 print("%-26s %9.0f steps/s  errors %d  forwarded %.2f" % (sys.argv[1], rate, errors, hops))' "$1" "$2"
 }
 ROUNDS=${BENCH_ROUNDS:-3}
+ratio() { # baseline JSON report, other JSON report -> other / baseline steps/s
+    python3 -c 'import json, sys
+d, r = (json.loads(a)["steps_per_s"] for a in sys.argv[1:])
+print(f"{r / d:.2f}")' "$1" "$2"
+}
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 echo "compose farm: 1 replica x 1 worker + router on CPU 0, $CLIENTS keep-alive clients on CPU 1," \
     "${SECONDS_EACH} s each, $ROUNDS rounds alternating (the machine may be shared: compare within a round)"
 ratios=()
@@ -51,29 +57,36 @@ for round in $(seq "$ROUNDS"); do
     routed=$(bench "http://router:8080")
     report "round $round: replica directly" "$direct"
     report "round $round: through router" "$routed"
-    ratios+=("$(python3 -c 'import json, sys
-d, r = (json.loads(a)["steps_per_s"] for a in sys.argv[1:])
-print(f"{r / d:.2f}")' "$direct" "$routed")")
+    ratios+=("$(ratio "$direct" "$routed")")
 done
-echo "router / direct by round: ${ratios[*]} (median $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"))"
+echo "router / direct by round: ${ratios[*]} (median $(median "${ratios[@]}"))"
 
-# Batches across replicas: 2 replicas (default workers, all CPUs), one client stepping a batch of 64 CartPole envs
-# over /v2: through the router (its envs spread over both replicas, each batch split by the replica it reaches)
-# against the same batch sent to one replica directly (all 64 envs there).
-unset GYMSERVE_WORKERS
+# Batches across replicas: 2 replicas (all CPUs), one client stepping a batch of 64 CartPole envs over /v2: through
+# the router (its envs spread over both replicas, each batch split by the replica it reaches) against the same
+# batch sent to one replica directly (all 64 envs there). Twice: with one worker per replica (as above: the
+# split crosses replicas only) and with the default two (on 2 cores, 4 workers, and siblings' hops as well).
+echo "compose farm: 2 replicas, one client, a batch of 64 CartPole envs per request, ${SECONDS_EACH} s each"
 export GYMSERVE_REPLICAS=2
-compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
-docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
-sleep 3
-one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
 batch() { # url -> one JSON report
     docker run --rm --network "${project}_farm" --entrypoint gymserve "$GYMSERVE_IMAGE" bench --url "$1" \
         --clients 1 --seconds "$SECONDS_EACH" --api v2 --mode batch --batch-size 64 --json
 }
-echo "compose farm: 2 replicas, one client, a batch of 64 CartPole envs per request, ${SECONDS_EACH} s each"
-for round in $(seq "$ROUNDS"); do
-    report "round $round: one replica, all 64" "$(batch "http://$one:8000")"
-    report "round $round: router, both replicas" "$(batch "http://router:8080")"
+for workers in 1 2; do
+    export GYMSERVE_WORKERS=$workers
+    compose up --detach --wait --wait-timeout 180 --force-recreate gymserve router >/dev/null
+    docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
+    sleep 3
+    one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
+    ratios=()
+    for round in $(seq "$ROUNDS"); do
+        alone=$(batch "http://$one:8000")
+        spread=$(batch "http://router:8080")
+        report "$workers worker(s), round $round: one replica, all 64" "$alone"
+        report "$workers worker(s), round $round: router, both replicas" "$spread"
+        ratios+=("$(ratio "$alone" "$spread")")
+    done
+    echo "$workers worker(s) per replica, both replicas / one: ${ratios[*]}" \
+        "(median $(median "${ratios[@]}"))"
 done
 
 # BENCH_PPO=1: SB3 PPO on 8 CartPole envs (60,000 steps by default, BENCH_PPO_STEPS), local envs against the farm
