@@ -52,7 +52,7 @@ def test_per_client_limits_are_settable_and_the_same_by_default_in_compose_and_t
             re.search(r"limit_req zone=gs_rate burst=(\d+) nodelay;", config)[1],  # type: ignore[index]
         )
         assert "limit_conn_status 429;" in config and "limit_req_status 429;" in config
-    assert defaults["compose"] == defaults["chart"] == ("64", "2000", "4000")
+    assert defaults["compose"] == defaults["chart"] == ("64", "20000", "20000")
     custom = render_template(chart_env(render(None, "router.limits.connectionsPerClient=4")))
     assert "limit_conn gs_per_client 4;" in custom
 
