@@ -7,7 +7,6 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any
@@ -60,9 +59,6 @@ class Worker:
         )
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
-        # Batch stepping forwards each sibling's items in parallel; threads start on first use, after fork.
-        siblings = max(1, (replica.slots if replica else 1) - 1)
-        self.peer_pool = ThreadPoolExecutor(max_workers=siblings, thread_name_prefix="gymserve-peer-batch")
 
     def replica_envs(self) -> int:
         return self.replica.total_envs() if self.replica else len(self.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from gymserve.app import create_app
+from gymserve.codec import values
 from gymserve.routing import peers
 from gymserve.settings import Settings
+from servers import free_port
 
 PATTERN = "replica-[ab]"
 
@@ -26,18 +29,22 @@ def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     apps = {"replica-a": make("replica-a"), "replica-b": make("replica-b")}
     sent: list[tuple[str, dict[str, str]]] = []
 
-    def post_batch(
-        settings: Settings, node: str, body: bytes, content_type: str, authorization: str | None = None
-    ) -> tuple[int, bytes]:
+    def begin_batch(
+        settings: Settings, node: str, body: bytes, content_type: str, accept: str, authorization: str | None = None
+    ) -> Callable[[], tuple[int, bytes]]:
         assert peers.reachable(settings, node)
-        headers = {"Content-Type": content_type, "Accept": content_type, peers.FANOUT_HEADER: "1"}
+        headers = {"Content-Type": content_type, "Accept": accept, peers.FANOUT_HEADER: "1"}
         if authorization is not None:
             headers["Authorization"] = authorization
         sent.append((node, headers))
-        resp = apps[node].post(peers.BATCH_PATH, data=body, headers=headers)
-        return resp.status_code, resp.data
 
-    monkeypatch.setattr(peers, "post_batch", post_batch)
+        def answer() -> tuple[int, bytes]:
+            resp = apps[node].post(peers.BATCH_PATH, data=body, headers=headers)
+            return resp.status_code, resp.data
+
+        return answer
+
+    monkeypatch.setattr(peers, "begin_batch", begin_batch)
     return {**apps, "sent": sent}
 
 
@@ -94,10 +101,10 @@ def test_without_peers_items_of_other_replicas_fail_alone() -> None:
     ],
 )
 def test_a_replica_that_does_not_answer(monkeypatch: pytest.MonkeyPatch, failure: Exception, code: str) -> None:
-    def fail(*args: Any) -> tuple[int, bytes]:
+    def fail() -> tuple[int, bytes]:
         raise failure
 
-    monkeypatch.setattr(peers, "post_batch", fail)
+    monkeypatch.setattr(peers, "begin_batch", lambda *args: fail)
     a = make("replica-a")
     resp = a.post("/v2/batch/step", json={"items": [{"id": "replica-b.0-1." + "0" * 32, "action": 0}]})
     assert resp.json["results"][0]["error"]["code"] == code
@@ -124,3 +131,62 @@ def test_a_peer_is_reached_only_at_an_address_the_replicas_name_gives(monkeypatc
     for not_a_replica in ["prometheus-ish", "gone-replica"]:  # resolves elsewhere / does not resolve
         with pytest.raises(socket.gaierror):
             peers.address_of(settings, not_a_replica)
+
+
+def test_a_sub_batch_is_sent_at_once_and_its_answer_read_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker steps its own items between the two: a pool thread sending it would wait for the GIL."""
+    import http.server
+    import threading
+
+    arrived = threading.Event()
+
+    class Replica(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Replica)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(peers, "address_of", lambda settings, node: "127.0.0.1")
+    port = server.server_address[1]
+    settings = Settings.from_env(
+        {"GYMSERVE_PEER_NODE_PATTERN": "replica-[abc]", "GYMSERVE_PORT": str(port)}, node_id="replica-a"
+    )
+    try:
+        answer = peers.begin_batch(settings, "replica-b", b"\x80", "application/msgpack", "application/msgpack")
+        assert arrived.wait(5)  # before anyone asked for the answer
+        assert answer() == (200, b"ok")
+        peers._drop("replica-b")  # the kept connection
+    finally:
+        server.shutdown()
+        server.server_close()
+    refused = peers.begin_batch(
+        settings, "replica-c", b"\x80", "application/msgpack", "application/msgpack"
+    )  # nothing listens now
+    with pytest.raises(ConnectionRefusedError):
+        refused()
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/msgpack"])
+def test_relayed_answers_read_as_the_ones_made_here(farm: dict[str, Any], accept: str) -> None:
+    """B's items are relayed as B wrote them (in the caller's encoding): the same bytes as A's own would be."""
+
+    a, b = farm["replica-a"], farm["replica-b"]
+    ids = [create(a, 7), create(b, 7)]  # the same seed: the same first step on either replica
+    resp = a.post("/v2/batch/step", json={"items": [{"id": i, "action": 0} for i in ids]}, headers={"Accept": accept})
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == accept
+    mine, relayed = values.loads(resp.data, accept)["results"]
+    assert farm["sent"][0][1]["Accept"] == accept
+    assert np.array_equal(mine["observation"], relayed["observation"]) and mine["seq"] == relayed["seq"] == 2
+    assert {k: v for k, v in mine.items() if k != "observation"} == {
+        k: v for k, v in relayed.items() if k != "observation"
+    }

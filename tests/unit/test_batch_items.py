@@ -26,7 +26,6 @@ def worker() -> Iterator[Worker]:
     core = Worker(Settings.from_env({}, node_id="test"), owner=ME)
     yield core
     core.registry.close_all()
-    core.peer_pool.shutdown()
 
 
 def create(worker: Worker, seed: int, n: int = 1) -> list[str]:

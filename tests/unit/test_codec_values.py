@@ -275,3 +275,14 @@ def test_an_ndarray_shape_too_large_to_make_is_refused_naming_the_field(shape):
     with pytest.raises(InvalidValue) as err:
         native.from_wire({"action": {"$nd": {"dtype": "float32", "shape": shape, "data": []}}})
     assert err.value.details["field"].endswith(".shape")
+
+
+@pytest.mark.parametrize("relayed_as", MEDIA_TYPES)
+@pytest.mark.parametrize("written_as", MEDIA_TYPES)
+def test_a_relayed_wire_tree_is_written_as_if_its_value_were(relayed_as: str, written_as: str) -> None:
+    """Another worker's answer, parsed but not made native, is written the same as the native answer would be."""
+    value = {"observation": np.array([1.5, math.nan], dtype=np.float32), "reward": -math.inf, "info": {"k": (1, 2)}}
+    parsed = msgpack.unpackb(native.dumps(value, relayed_as)) if relayed_as == native.MSGPACK else None
+    tree = parsed if parsed is not None else orjson.loads(native.dumps(value, relayed_as))
+    relayed = native.Wire(tree, binary=relayed_as == native.MSGPACK)
+    assert native.dumps({"results": [relayed]}, written_as) == native.dumps({"results": [value]}, written_as)

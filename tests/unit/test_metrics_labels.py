@@ -56,7 +56,6 @@ def test_a_refused_create_is_counted_under_other_never_under_the_clients_text() 
         assert (value("gymserve_envs_failed_total", env_id="other", reason=err.value.code) or 0) >= 1
     assert codes["FrozenLake-v1"] != codes[made_up]  # not allowed vs not an env: two reasons, one bounded label
     assert samples_with_label_value(made_up) == [] and samples_with_label_value("FrozenLake-v1") == before
-    worker.peer_pool.shutdown()
 
 
 def test_a_refused_create_adds_exactly_one() -> None:
@@ -67,7 +66,6 @@ def test_a_refused_create_adds_exactly_one() -> None:
         worker.create(CreateRequest("Acrobot-v1"), ttl=60)
     assert err.value.code == labels["reason"]
     assert value("gymserve_envs_failed_total", **labels) == before + 1
-    worker.peer_pool.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ def worker() -> Iterator[Worker]:
     core = Worker(Settings.from_env({}, node_id="test", reaper_interval_seconds=0.05))
     yield core
     core.registry.close_all()
-    core.peer_pool.shutdown()
 
 
 def create(worker: Worker, ttl: float, num_envs: int | None = None) -> EnvRecord:

@@ -1,8 +1,8 @@
 """Batch stepping: many envs of one replica stepped in one request, each item answered (or failed) on its own.
 
-Items are grouped by the worker that owns their env. This worker steps its own envs under their
-locks while each sibling's group is forwarded to it once, as one sub-batch over the peer sockets
-(in parallel), and the answers are merged back in request order. Items of another replica go to it
+Items are grouped by the worker that owns their env. Each sibling's group is sent to it once, as one
+sub-batch over the peer sockets, then this worker steps its own envs under their locks while the
+siblings step theirs, and the answers are merged back in request order. Items of another replica go to it
 as one sub-batch per replica when GYMSERVE_PEER_NODE_PATTERN admits its name (routing.peers), once: a
 sub-batch from a replica goes no further; otherwise such an item fails alone (`wrong_replica`).
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import msgspec
 import orjson
 
@@ -39,7 +40,7 @@ from ..worker import Worker
 log = logging.getLogger(__name__)
 
 PATH = "/v2/batch/step"
-Result = dict[str, Any]
+Result = dict[str, Any] | values.Wire  # an answer made here, or one relayed from another worker as it came
 
 
 def checked_items(items: list[BatchItem], limit: int) -> list[BatchItem]:
@@ -65,12 +66,14 @@ def step_batch(
     tenant: str,
     authorization: str | None = None,
     across_replicas: bool = False,
+    media_type: str = values.MSGPACK,
 ) -> list[Result]:
     """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further;
     `across_replicas`: items of other replicas may go to them (a client's batch, not another replica's).
 
     Each sibling's items are forwarded for `tenant`, another replica's with the caller's `authorization`;
-    here, Registry.get hides other tenants' envs.
+    here, Registry.get hides other tenants' envs. Their answers are asked in `media_type`, the one this answer
+    will be written in, and relayed as they are (values.Wire).
     """
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
@@ -92,27 +95,21 @@ def step_batch(
             results[i] = error_result(InstanceLost(item.id))
         else:
             results[i] = error_result(UnknownInstance(item.id[:100]))
-    # Siblings work on their groups while this worker steps its own; with nothing local, one group runs here.
-    inline = next(iter(groups)) if groups and not local else None
-    elsewhere: dict[str, Future[list[Result]]] = {
-        node: peers.pool().submit(_send_to_replica, w, node, [items[i] for i in idx], authorization)
+    # Every sub-batch is sent from this thread before it steps its own items, and read after: sent from a thread
+    # of a pool, it waited for the GIL this thread holds while it steps, and the workers took turns (measured:
+    # a batch over two replicas took as long as both halves one after the other).
+    elsewhere = {
+        node: _begin_replica(w, node, [items[i] for i in idx], authorization, media_type)
         for node, idx in remote.items()
     }
-    pending: dict[int, Future[list[Result]]] = {
-        slot: w.peer_pool.submit(_forward_group, w, slot, [items[i] for i in idx], tenant)
-        for slot, idx in groups.items()
-        if slot != inline
-    }
+    pending = {slot: _begin_group(w, slot, [items[i] for i in idx], tenant, media_type) for slot, idx in groups.items()}
     for i in local:
         results[i] = _step_local(w, items[i])
-    answers = {slot: future.result() for slot, future in pending.items()}
-    if inline is not None:
-        answers[inline] = _forward_group(w, inline, [items[i] for i in groups[inline]], tenant)
-    for slot, idx in groups.items():
-        for i, result in zip(idx, answers[slot], strict=True):
-            results[i] = result
-    for node, future in elsewhere.items():
-        for i, result in zip(remote[node], future.result(), strict=True):
+    for finish, idx in [
+        *((pending[slot], groups[slot]) for slot in groups),
+        *((elsewhere[n], remote[n]) for n in remote),
+    ]:
+        for i, result in zip(idx, finish(), strict=True):
             results[i] = result
     return [r for r in results if r is not None]
 
@@ -127,34 +124,46 @@ def _step_local(w: Worker, item: BatchItem) -> Result:
         return error_result(Internal())
 
 
-def _send_to_replica(w: Worker, node: str, items: list[BatchItem], authorization: str | None) -> list[Result]:
-    """Another replica's items as one sub-batch to it; if it cannot answer, each item says why."""
-    body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
-    try:
-        status, answer = peers.post_batch(w.settings, node, body, values.MSGPACK, authorization)
-    except socket.gaierror:
-        # Its name does not resolve: the replica is gone, and its envs with it (the router's rule too).
-        return [error_result(InstanceLost(item.id)) for item in items]
-    except TimeoutError:
-        return [error_result(OwnerTimeout(f"replica {node}, which holds this env, did not answer in time"))] * len(
-            items
-        )
-    except (OSError, http.client.HTTPException) as err:
-        # It exists but refused or dropped the connection: its items may be retried (a numbered step safely).
-        log.warning("batch: replica %s did not answer for %d items: %s", node, len(items), err)
-        unavailable = Unavailable(
-            f"replica {node}, which holds this env, did not answer; retry later",
-            retry_after=w.settings.retry_after_seconds,
-        )
-        return [error_result(unavailable)] * len(items)
-    return _sub_batch_results(status, answer, len(items))
+def _sub_batch(items: list[BatchItem]) -> bytes:
+    return values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
 
 
-def _sub_batch_results(status: int, body: bytes, count: int) -> list[Result]:
-    """The per-item results of a sub-batch's answer, or its refusal as every item's error."""
+def _begin_replica(
+    w: Worker, node: str, items: list[BatchItem], authorization: str | None, media_type: str
+) -> Callable[[], list[Result]]:
+    """Another replica's items as one sub-batch to it, sent now; the call returned reads each item's answer (in
+    `media_type`), or says why there is none."""
+    answer = peers.begin_batch(w.settings, node, _sub_batch(items), values.MSGPACK, media_type, authorization)
+
+    def results() -> list[Result]:
+        try:
+            status, body = answer()
+        except socket.gaierror:
+            # Its name does not resolve: the replica is gone, and its envs with it (the router's rule too).
+            return [error_result(InstanceLost(item.id)) for item in items]
+        except TimeoutError:
+            timeout = OwnerTimeout(f"replica {node}, which holds this env, did not answer in time")
+            return [error_result(timeout)] * len(items)
+        except (OSError, http.client.HTTPException) as err:
+            # It exists but refused or dropped the connection: its items may be retried (a numbered step safely).
+            log.warning("batch: replica %s did not answer for %d items: %s", node, len(items), err)
+            unavailable = Unavailable(
+                f"replica {node}, which holds this env, did not answer; retry later",
+                retry_after=w.settings.retry_after_seconds,
+            )
+            return [error_result(unavailable)] * len(items)
+        return _sub_batch_results(status, body, len(items), media_type)
+
+    return results
+
+
+def _sub_batch_results(status: int, body: bytes, count: int, media_type: str) -> list[Result]:
+    """The per-item results of a sub-batch's answer (wire trees of `media_type`), or its refusal as every item's
+    error."""
     if status == 200:
-        results: list[Result] = values.loads(body, values.MSGPACK)["results"]
-        return results
+        binary = values.is_msgpack(media_type)
+        tree = msgpack.unpackb(body, raw=False) if binary else orjson.loads(body)
+        return [values.Wire(result, binary) for result in tree["results"]]
     try:  # the other side refused the whole sub-batch (e.g. 413): every item carries its error
         refusal: Result = {"error": orjson.loads(body)["error"]}
     except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -162,15 +171,22 @@ def _sub_batch_results(status: int, body: bytes, count: int) -> list[Result]:
     return [refusal] * count
 
 
-def _forward_group(w: Worker, slot: int, items: list[BatchItem], tenant: str) -> list[Result]:
-    """One sibling's items as one sub-batch over its socket; if it cannot answer, each item says why."""
+def _begin_group(
+    w: Worker, slot: int, items: list[BatchItem], tenant: str, media_type: str
+) -> Callable[[], list[Result]]:
+    """One sibling's items as one sub-batch over its socket, sent now; the call returned reads each item's answer
+    (in `media_type`), or says why there is none."""
     assert w.forwarder is not None
-    body = values.dumps({"items": [msgspec.structs.asdict(item) for item in items]}, values.MSGPACK)
-    headers = {"Content-Type": values.MSGPACK, "Accept": values.MSGPACK}
-    try:
-        answer = w.forwarder.send(slot, "POST", PATH, "", headers, body, items[0].id, tenant=tenant)
-    except InstanceLost:
-        return [error_result(InstanceLost(item.id)) for item in items]
-    except GymServeError as err:
-        return [error_result(err)] * len(items)
-    return _sub_batch_results(answer.status, answer.body, len(items))
+    headers = {"Content-Type": values.MSGPACK, "Accept": media_type}
+    answer = w.forwarder.begin(slot, "POST", PATH, "", headers, _sub_batch(items), items[0].id, tenant=tenant)
+
+    def results() -> list[Result]:
+        try:
+            got = answer()
+        except InstanceLost:
+            return [error_result(InstanceLost(item.id)) for item in items]
+        except GymServeError as err:
+            return [error_result(err)] * len(items)
+        return _sub_batch_results(got.status, got.body, len(items), media_type)
+
+    return results

@@ -302,7 +302,9 @@ def batch_step() -> Response:
     across = not request.headers.get(peers.FANOUT_HEADER)  # a replica's sub-batch goes no further
     tenant = tenant_of(request.environ).name
     authorization = request.headers.get("Authorization")
-    return _answer({"results": batch.step_batch(w, items, hop, tenant, authorization, across_replicas=across)})
+    answer_type = negotiation.answer_type(request.headers.get("Accept"))
+    results = batch.step_batch(w, items, hop, tenant, authorization, across_replicas=across, media_type=answer_type)
+    return _send(values.dumps({"results": results}, answer_type), answer_type)
 
 
 @bp.get("/envs/<instance_id>/render")

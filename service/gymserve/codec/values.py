@@ -52,12 +52,25 @@ def is_msgpack(media_type: str) -> bool:
 # --- native value -> wire tree ---
 
 
+class Wire:
+    """A value that is already a wire tree (another worker's answer, parsed but not made native): to_wire writes it
+    as it is, so that relaying an answer costs a parse, not a round trip through numpy."""
+
+    __slots__ = ("binary", "tree")
+
+    def __init__(self, tree: Any, binary: bool) -> None:
+        self.tree = tree
+        self.binary = binary
+
+
 def to_wire(value: Any, binary: bool) -> Any:
     """The wire tree of a native value: what orjson (binary=False) or msgpack (binary=True) writes."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.ndarray):
         return _nd_to_wire(value, binary)
+    if isinstance(value, Wire):
+        return value.tree if value.binary == binary else to_wire(from_wire(value.tree), binary)
     if isinstance(value, np.generic):
         if _wire_name(value.dtype) is not None:
             return _nd_to_wire(np.asarray(value), binary)

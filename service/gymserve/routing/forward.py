@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,22 @@ class Forwarder:
         tenant: str,
     ) -> Answer:
         """Forward once, for `tenant`. A dead owner means its envs are gone: InstanceLost, never a re-create."""
+        return self.begin(slot, method, path, query, headers, body, instance_id, tenant=tenant)()
+
+    def begin(
+        self,
+        slot: int,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        instance_id: str = "",
+        *,
+        tenant: str,
+    ) -> Callable[[], Answer]:
+        """As `send`, in two steps: the request is written now, and the call returned reads the answer (and raises
+        what `send` raises), so that this thread can work while the owner does."""
         meta = {
             "method": method,
             "path": path,
@@ -78,10 +95,23 @@ class Forwarder:
             "headers": {**headers, FORWARDED_HEADER: str(self.my_slot)},
             "tenant": tenant,
         }
-        for attempt in range(2):
+        return self._exchange(slot, meta, body, instance_id, retry=True)
+
+    def _exchange(
+        self, slot: int, meta: dict[str, Any], body: bytes, instance_id: str, *, retry: bool
+    ) -> Callable[[], Answer]:
+        reused, failure, stream = False, None, None
+        try:
+            sock, stream, reused = self._connection(slot)
+            write_message(sock, meta, body)
+        except OSError as exc:
+            failure = exc
+
+        def answer() -> Answer:
             try:
-                sock, stream, reused = self._connection(slot)
-                write_message(sock, meta, body)
+                if failure is not None:
+                    raise failure
+                assert stream is not None
                 message = read_message(stream)
                 if message is None:
                     raise ConnectionError("the owner closed the connection")
@@ -92,20 +122,17 @@ class Forwarder:
                     f"the worker holding {instance_id} did not answer within {self.timeout:g}s "
                     "(GYMSERVE_FORWARD_TIMEOUT_SECONDS)"
                 ) from None
-            except (FileNotFoundError, ConnectionRefusedError):
+            except OSError as exc:
                 self._drop(slot)
-                metrics.FORWARDS.labels("lost").inc()
-                raise InstanceLost(instance_id) from None
-            except OSError:
-                self._drop(slot)
-                # A kept connection whose worker died and was replaced: ask the new one once
-                # (it refuses ids of the old generation, so nothing can run twice).
-                if reused and attempt == 0:
-                    continue
+                # A kept connection whose worker died and was replaced: ask the new one once (it refuses ids of
+                # the old generation, so nothing can run twice). A missing or refusing socket is no such case.
+                if reused and retry and not isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+                    return self._exchange(slot, meta, body, instance_id, retry=False)()
                 metrics.FORWARDS.labels("lost").inc()
                 raise InstanceLost(instance_id) from None
             metrics.FORWARDS.labels("ok").inc()
             answer_meta, answer_body = message
             kept = {k: v for k, v in answer_meta["headers"].items() if k in RESPONSE_HEADERS}
             return Answer(answer_meta["status"], kept, answer_body)
-        raise InstanceLost(instance_id)  # not reached: the loop returns or raises
+
+        return answer

@@ -15,7 +15,10 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import NoReturn
 
 from ..settings import Settings
 
@@ -49,39 +52,52 @@ IDLE_SECONDS = 30.0
 _local = threading.local()
 
 
-def post_batch(
-    settings: Settings, node: str, body: bytes, content_type: str, authorization: str | None = None
-) -> tuple[int, bytes]:
+def begin_batch(
+    settings: Settings, node: str, body: bytes, content_type: str, accept: str, authorization: str | None = None
+) -> Callable[[], tuple[int, bytes]]:
     """POST a sub-batch to replica `node` (already checked by `reachable`), with the caller's own key
-    (`authorization`: that replica steps that tenant's envs and no one else's); its status and body.
+    (`authorization`: that replica steps that tenant's envs and no one else's). It is sent now; the call returned
+    reads its status and body, so that the caller steps its own items while the other replica steps these.
 
-    OSError and http.client.HTTPException (unresolvable, refused, reset, timed out) are the caller's to turn into
-    per-item errors; the connection is dropped then.
+    That call raises OSError or http.client.HTTPException (unresolvable, refused, reset, timed out), for the caller
+    to turn into per-item errors; the connection is dropped then.
     """
     assert reachable(settings, node)
-    conn = _connection(settings, node)
     try:
+        conn = _connection(settings, node)
         conn.request(
             "POST",
             BATCH_PATH,
             body=body,
             headers={
                 "Content-Type": content_type,
-                "Accept": content_type,
+                "Accept": accept,
                 FANOUT_HEADER: "1",
                 **({"Authorization": authorization} if authorization is not None else {}),
             },
         )
-        resp = conn.getresponse()
-        answer = resp.status, resp.read()
-    except (OSError, http.client.HTTPException):
+    except (OSError, http.client.HTTPException) as exc:
         _drop(node)
-        raise
-    if resp.will_close:
-        _drop(node)
-    else:
-        _local.pool[node] = (conn, time.monotonic())
+        return partial(_raise, exc)
+
+    def answer() -> tuple[int, bytes]:
+        try:
+            resp = conn.getresponse()
+            status, data = resp.status, resp.read()
+        except (OSError, http.client.HTTPException):
+            _drop(node)
+            raise
+        if resp.will_close:
+            _drop(node)
+        else:
+            _local.pool[node] = (conn, time.monotonic())
+        return status, data
+
     return answer
+
+
+def _raise(exc: BaseException) -> NoReturn:
+    raise exc
 
 
 def _connection(settings: Settings, node: str) -> http.client.HTTPConnection:
