@@ -16,6 +16,9 @@ client's next request comes a few hundred microseconds after its answer, so that
 much CPU as a step (py-spy: 29% of a loaded worker's samples). The thread that answered waits up to
 GYMSERVE_KEEPALIVE_LINGER_SECONDS for the next request, but only while another thread is free, so no
 other connection ever waits for a lingering one.
+One write per answer. gunicorn writes an answer's head and its body with two sendall calls; an answer whose
+whole body comes in one piece (every gymserve answer but a streamed one) goes out in one (OneWriteResponse),
+a syscall less per request (py-spy: the two writes were 17% of a /v2 step's worker time).
 See https://docs.gunicorn.org/en/stable/design.html for the worker model this keeps.
 """
 
@@ -28,6 +31,8 @@ import threading
 import time
 from typing import Any
 
+from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
 from .settings import Settings
@@ -50,6 +55,26 @@ def complete(data: bytes, max_body: int) -> bool:
     return size > max_body or len(data) >= end + len(_HEAD_END) + size  # too large: the app answers 413 unread
 
 
+class OneWriteResponse(wsgi.Response):
+    """gunicorn's response, writing the head together with a body that is all there in one piece."""
+
+    def write(self, arg: bytes) -> None:
+        whole = (
+            not self.headers_sent  # type: ignore[has-type]
+            and not self.chunked
+            and not self._omits_body
+            and isinstance(arg, bytes)
+            and self.response_length == len(arg)
+        )
+        if not whole:
+            super().write(arg)
+            return
+        head = [*self.default_headers(), *(f"{k}: {v}\r\n" for k, v in self.headers), "\r\n"]
+        util.write(self.sock, "".join(head).encode("latin-1") + arg)
+        self.headers_sent = True
+        self.sent += len(arg)
+
+
 class GymserveWorker(gthread.ThreadWorker):
     """gthread that never blocks a thread on a slow client, and keeps a fast one on its thread."""
 
@@ -60,6 +85,7 @@ class GymserveWorker(gthread.ThreadWorker):
         self.linger = settings.keepalive_linger_seconds
         self._busy = 0
         self._busy_lock = threading.Lock()
+        wsgi.Response = OneWriteResponse  # what gthread's wsgi.create builds, in this worker process only
         super().init_process()
 
     def handle(self, conn: Any) -> Any:
