@@ -19,13 +19,17 @@ project="gymserve-bench-$$"
 export GYMSERVE_IMAGE="gymserve-bench:$project" GYMSERVE_REPLICAS=1 GYMSERVE_WORKERS=1 GYMSERVE_DRAIN_SECONDS=1
 export GYMSERVE_ROUTER_PORT=${BENCH_ROUTER_PORT:-18411} PROMETHEUS_PORT=${BENCH_PROMETHEUS_PORT:-18412}
 compose() { docker compose --project-name "$project" "$@"; }
+up() { # compose up, quiet unless it fails
+    local out
+    out=$(compose up --detach --wait --wait-timeout 180 "$@" 2>&1) || { echo "$out" >&2; return 1; }
+}
 cleanup() {
     compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
     docker image rm "$GYMSERVE_IMAGE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-compose up --detach --wait --wait-timeout 180 gymserve router >/dev/null
+up gymserve router
 replica=$(compose ps --quiet gymserve)
 router=$(compose ps --quiet router)
 node=$(docker inspect --format '{{.Config.Hostname}}' "$replica")
@@ -49,17 +53,20 @@ d, r = (json.loads(a)["steps_per_s"] for a in sys.argv[1:])
 print(f"{r / d:.2f}")' "$1" "$2"
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+rounds() { # runner, baseline URL, its name, other URL, its name, what the ratio is -> each run, then the ratios
+    local ratios=() round base other
+    for round in $(seq "$ROUNDS"); do
+        base=$("$1" "$2")
+        other=$("$1" "$4")
+        report "round $round: $3" "$base"
+        report "round $round: $5" "$other"
+        ratios+=("$(ratio "$base" "$other")")
+    done
+    echo "$6 by round: ${ratios[*]} (median $(median "${ratios[@]}"))"
+}
 echo "compose farm: 1 replica x 1 worker + router on CPU 0, $CLIENTS keep-alive clients on CPU 1," \
     "${SECONDS_EACH} s each, $ROUNDS rounds alternating (the machine may be shared: compare within a round)"
-ratios=()
-for round in $(seq "$ROUNDS"); do
-    direct=$(bench "http://$node:8000")
-    routed=$(bench "http://router:8080")
-    report "round $round: replica directly" "$direct"
-    report "round $round: through router" "$routed"
-    ratios+=("$(ratio "$direct" "$routed")")
-done
-echo "router / direct by round: ${ratios[*]} (median $(median "${ratios[@]}"))"
+rounds bench "http://$node:8000" "replica directly" "http://router:8080" "through router" "router / direct"
 
 # Batches across replicas: 2 replicas (all CPUs), one client stepping a batch of 64 CartPole envs over /v2: through
 # the router (its envs spread over both replicas, each batch split by the replica it reaches) against the same
@@ -73,20 +80,12 @@ batch() { # url -> one JSON report
 }
 for workers in 1 2; do
     export GYMSERVE_WORKERS=$workers
-    compose up --detach --wait --wait-timeout 180 --force-recreate gymserve router >/dev/null
+    up --force-recreate gymserve router
     docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
     sleep 3
     one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
-    ratios=()
-    for round in $(seq "$ROUNDS"); do
-        alone=$(batch "http://$one:8000")
-        spread=$(batch "http://router:8080")
-        report "$workers worker(s), round $round: one replica, all 64" "$alone"
-        report "$workers worker(s), round $round: router, both replicas" "$spread"
-        ratios+=("$(ratio "$alone" "$spread")")
-    done
-    echo "$workers worker(s) per replica, both replicas / one: ${ratios[*]}" \
-        "(median $(median "${ratios[@]}"))"
+    rounds batch "http://$one:8000" "$workers worker(s), one replica, all 64" "http://router:8080" \
+        "$workers worker(s), router, both replicas" "$workers worker(s) per replica, both replicas / one"
 done
 
 # BENCH_PPO=1: SB3 PPO on 8 CartPole envs (60,000 steps by default, BENCH_PPO_STEPS), local envs against the farm

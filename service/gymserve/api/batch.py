@@ -178,7 +178,7 @@ def _begin_group(
     (in `media_type`), or says why there is none."""
     assert w.forwarder is not None
     headers = {"Content-Type": values.MSGPACK, "Accept": media_type}
-    answer = w.forwarder.begin(slot, "POST", PATH, "", headers, _sub_batch(items), items[0].id, tenant=tenant)
+    answer = w.forwarder.begin_post(slot, PATH, headers, _sub_batch(items), items[0].id, tenant=tenant)
 
     def results() -> list[Result]:
         try:

@@ -72,30 +72,23 @@ class Forwarder:
         tenant: str,
     ) -> Answer:
         """Forward once, for `tenant`. A dead owner means its envs are gone: InstanceLost, never a re-create."""
-        return self.begin(slot, method, path, query, headers, body, instance_id, tenant=tenant)()
+        return self._exchange(slot, self._meta(method, path, query, headers, tenant), body, instance_id, retry=True)()
 
-    def begin(
-        self,
-        slot: int,
-        method: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        body: bytes,
-        instance_id: str = "",
-        *,
-        tenant: str,
+    def begin_post(
+        self, slot: int, path: str, headers: dict[str, str], body: bytes, instance_id: str, *, tenant: str
     ) -> Callable[[], Answer]:
-        """As `send`, in two steps: the request is written now, and the call returned reads the answer (and raises
+        """A POST as `send` sends it, in two steps: written now, and the call returned reads the answer (and raises
         what `send` raises), so that this thread can work while the owner does."""
-        meta = {
+        return self._exchange(slot, self._meta("POST", path, "", headers, tenant), body, instance_id, retry=True)
+
+    def _meta(self, method: str, path: str, query: str, headers: dict[str, str], tenant: str) -> dict[str, Any]:
+        return {
             "method": method,
             "path": path,
             "query": query,
             "headers": {**headers, FORWARDED_HEADER: str(self.my_slot)},
             "tenant": tenant,
         }
-        return self._exchange(slot, meta, body, instance_id, retry=True)
 
     def _exchange(
         self, slot: int, meta: dict[str, Any], body: bytes, instance_id: str, *, retry: bool
