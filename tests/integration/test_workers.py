@@ -39,6 +39,15 @@ def obs_of(payload: dict) -> np.ndarray:
     return np.frombuffer(zlib.decompress(base64.b64decode(payload["data"])), dtype=payload["type"])
 
 
+def batch_codes(srv, ids: list[str], action: int) -> list[str | None]:
+    """Each item's error code (None: stepped) of one /v2 batch, sent on a fresh connection."""
+    got = requests.post(
+        f"{srv.url}/v2/batch/step", json={"items": [{"id": i, "action": action} for i in ids]}, timeout=30
+    )
+    assert got.status_code == 200, got.text
+    return [r.get("error", {}).get("code") for r in got.json()["results"]]
+
+
 def slot_of(instance_id: str) -> int:
     return int(instance_id.split(".")[1].split("-")[0])
 
@@ -181,6 +190,10 @@ def test_sigkill_of_one_worker_loses_only_its_envs(make_server):
     victim_slot, survivor_slot = sorted(by_slot, key=lambda s: -len(by_slot[s]))
     for iid in ids:
         post(f"{srv.url}/v1/envs/{iid}/reset/")
+    # Batches from fresh connections land on both workers: each keeps a connection to the other's socket.
+    mixed = [by_slot[victim_slot][0], by_slot[survivor_slot][-1]]
+    for n in range(6):
+        assert batch_codes(srv, mixed, n % 2) == [None, None]
     victim_pid = worker_pids(srv)[victim_slot]
     os.kill(victim_pid, signal.SIGKILL)
     deadline = time.monotonic() + 20
@@ -193,6 +206,10 @@ def test_sigkill_of_one_worker_loses_only_its_envs(make_server):
         assert lost.json()["code"] == "instance_lost"
     for iid in by_slot[survivor_slot]:
         assert post(f"{srv.url}/v1/envs/{iid}/step/", {"action": 0}).status_code == 200
+    # In a batch, the dead worker's item is lost (the survivor's kept connection to it fails, or the replacement
+    # refuses the old generation) and the survivor's item is stepped.
+    for n in range(6):
+        assert batch_codes(srv, mixed, n % 2) == ["instance_lost", None]
     # The replacement serves new envs: create until one lands on the victim's slot.
     # (Fresh connections land on either worker; on a loaded machine a run of them can miss one.)
     reborn = None
