@@ -5,6 +5,8 @@ Importable as `servers` from any test module (pytest puts tests/ on sys.path for
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import random
 import signal
@@ -102,3 +104,39 @@ def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"gymserve did not have {workers} workers ready within {ready_timeout}s:\n{server.log()}")
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 30,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One request to 127.0.0.1:`port` on a fresh connection (no keep-alive: a router routes each one on its own);
+    a JSON body is sent and read as JSON (an answer that is not JSON is kept as text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        sent = {"Connection": "close", **(headers or {})}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=sent)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            parsed: Any = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return Answer(resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()})
+    finally:
+        conn.close()

@@ -10,8 +10,6 @@ of the run's own, removed at the end).
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import os
 import secrets
 import subprocess
@@ -25,7 +23,7 @@ from typing import Any
 import pytest
 
 from gymserve import __version__
-from servers import free_port
+from servers import Answer, call, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -42,13 +40,6 @@ def _revision() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    headers: dict[str, str]
 
 
 @dataclass
@@ -96,22 +87,7 @@ class Stack:
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Answer:
         """One request through the router on a fresh connection (no keep-alive: each is routed on its own)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.router_port, timeout=timeout)
-        try:
-            payload = None if body is None else json.dumps(body)
-            headers = {"Connection": "close"}
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-            try:
-                parsed = json.loads(raw) if raw else None
-            except ValueError:
-                parsed = raw.decode(errors="replace")
-            return Answer(resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()})
-        finally:
-            conn.close()
+        return call(self.router_port, method, path, body, timeout)
 
     def wait_healthy(self, container: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -10,7 +10,6 @@ for kube-proxy.
 from __future__ import annotations
 
 import fcntl
-import http.client
 import json
 import os
 import random
@@ -24,6 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from servers import Answer, call
 
 # Host ports stay below the ephemeral range (32768+) and Kubernetes' NodePort range (30000+).
 PORT_RANGE = (20000, 30000)
@@ -124,13 +125,6 @@ def seconds_to_ready(pod: dict[str, Any]) -> float:
 # --- port-forwards and HTTP --------------------------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    headers: dict[str, str]
-
-
 class PortForward:
     """`kubectl port-forward` to one pod or Service on a free local port, for as long as the context lasts."""
 
@@ -185,27 +179,6 @@ class PortForward:
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Answer:
         return call(self.port, method, path, body, timeout)
-
-
-def call(port: int, method: str, path: str, body: Any = None, timeout: float = 30) -> Answer:
-    """One request on a fresh connection (no keep-alive: the router routes each one on its own)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Connection": "close"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=payload, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            parsed: Any = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw.decode(errors="replace")
-        return Answer(resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()})
-    finally:
-        conn.close()
 
 
 @contextmanager

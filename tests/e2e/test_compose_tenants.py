@@ -7,7 +7,6 @@ tests/e2e/tenants.toml (test keys, in tests/tenant_files.py); the store image is
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from servers import free_port
+from servers import Answer, call, free_port
 from tenant_files import auth
 
 pytestmark = pytest.mark.e2e
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["--file", str(ROOT / "docker-compose.yml"), "--file", str(ROOT / "deploy" / "compose" / "tenants.yml")]
 A, B = auth("team-a"), auth("team-b")
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    headers: dict[str, str]
 
 
 @dataclass
@@ -60,18 +52,7 @@ class TenantFarm:
 
     def send(self, method: str, path: str, headers: dict[str, str], body: Any = None) -> Answer:
         """One request on a fresh connection (each is routed on its own)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.router_port, timeout=30)
-        try:
-            payload = None if body is None else json.dumps(body)
-            all_headers = {"Connection": "close", **headers}
-            if payload is not None:
-                all_headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=all_headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-            return Answer(resp.status, json.loads(raw) if raw else None, {k.lower(): v for k, v in resp.getheaders()})
-        finally:
-            conn.close()
+        return call(self.router_port, method, path, body, headers=headers)
 
 
 @pytest.fixture(scope="module")

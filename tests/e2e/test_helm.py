@@ -36,7 +36,6 @@ import numpy as np
 import pytest
 import yaml
 from k8s import (
-    Answer,
     ClusterDNS,
     Kube,
     PortForward,
@@ -46,6 +45,8 @@ from k8s import (
     seconds_to_ready,
     wait_for,
 )
+
+from servers import Answer
 
 pytestmark = pytest.mark.e2e
 
