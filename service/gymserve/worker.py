@@ -8,7 +8,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from . import cost, metrics, snapshots
@@ -212,20 +212,10 @@ class Worker:
     def _adopt(self, state: snapshots.EnvState, ttl: float, labels: dict[str, str] | None, tenant: Tenant) -> EnvRecord:
         """A new record for an env copied or restored (its place already reserved); labels: the state's unless given."""
         record = EnvRecord(
+            **_carried(state),
             instance_id=self.ids.mint(),
-            env_id=state.env_id,
-            env=state.env,
             ttl=ttl,
-            num_envs=state.num_envs,
-            auto_reset=state.auto_reset,
-            autoreset_mode=state.autoreset_mode,
-            seed=state.seed,
-            episode_over=state.episode_over,
             labels=dict(state.labels if labels is None else labels),
-            autoreset_pending=state.autoreset_pending,
-            episode_return=state.episode_return,
-            episode_length=state.episode_length,
-            vector_tally=state.vector_tally,
             tenant=tenant.name,
         )
         self.registry.add(record)
@@ -300,21 +290,16 @@ class Worker:
         return closed
 
 
+def _carried(source: EnvRecord | snapshots.EnvState) -> dict[str, Any]:
+    """What a copy or a snapshot carries of an env: every field of EnvState, which EnvRecord has under the same
+    names (labels and the vector tally are the callers' to copy)."""
+    return {f.name: getattr(source, f.name) for f in fields(snapshots.EnvState) if f.name != "labels"}
+
+
 def _state_of(record: EnvRecord, env: object) -> snapshots.EnvState:
-    return snapshots.EnvState(
-        env_id=record.env_id,
-        env=env,
-        num_envs=record.num_envs,
-        autoreset_mode=record.autoreset_mode,
-        auto_reset=record.auto_reset,
-        seed=record.seed,
-        episode_over=record.episode_over,
-        labels=dict(record.labels),
-        autoreset_pending=record.autoreset_pending,
-        episode_return=record.episode_return,
-        episode_length=record.episode_length,
-        vector_tally=copy.deepcopy(record.vector_tally),
-    )
+    carried = _carried(record)
+    carried.update(env=env, vector_tally=copy.deepcopy(record.vector_tally))
+    return snapshots.EnvState(**carried, labels=dict(record.labels))
 
 
 def _vector_note(record: EnvRecord) -> str:

@@ -69,8 +69,6 @@ def to_wire(value: Any, binary: bool) -> Any:
         return value
     if isinstance(value, np.ndarray):
         return _nd_to_wire(value, binary)
-    if isinstance(value, Wire):
-        return value.tree if value.binary == binary else to_wire(from_wire(value.tree), binary)
     if isinstance(value, np.generic):
         if _wire_name(value.dtype) is not None:
             return _nd_to_wire(np.asarray(value), binary)
@@ -87,6 +85,8 @@ def to_wire(value: Any, binary: bool) -> Any:
     if isinstance(value, dict):
         tree = {str(k): to_wire(v, binary) for k, v in value.items()}
         return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
+    if isinstance(value, Wire):  # last: only relayed batch answers are, and no other value pays for the check
+        return value.tree if value.binary == binary else to_wire(from_wire(value.tree), binary)
     return repr(value)
 
 
