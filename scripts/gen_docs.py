@@ -73,6 +73,11 @@ CHART_OVERRIDES: dict[str, ChartOverride] = {
         schema={"maximum": 65535},
     ),
     "workers": ChartOverride(help="gunicorn worker processes per pod; each holds its own envs."),
+    "worker_port_base": ChartOverride(
+        value=8100,
+        note="The chart's router reaches each worker there (its NetworkPolicy admits these ports); 0 sends every "
+        "request to the shared port, and (workers - 1) / workers of the steps then take a hop between workers.",
+    ),
     "runtime_dir": ChartOverride(
         help="Directory of the workers' private Unix sockets; empty means a fresh directory under /tmp "
         "(an in-memory emptyDir)."

@@ -7,6 +7,9 @@
 # Open-source nginx before 1.27.3 resolves an upstream's server names only at start, and a name that does not
 # resolve stops it; so the pools hold addresses, and a reload (which keeps serving) picks up scaling.
 #
+# Replicas whose workers listen on ports of their own (GYMSERVE_WORKER_PORT_BASE; /healthz lists them) also get a
+# pool per worker, which the ids of that worker's envs (<node>.<slot>-...) reach with no hop between workers.
+#
 # A pool is written only for an address that GYMSERVE_ROUTER_REPLICAS resolves to (the replicas, ready or not),
 # whose /healthz names a node that matches GYMSERVE_ROUTER_NODE_PATTERN, and whose node name
 # (+ GYMSERVE_ROUTER_NODE_DOMAIN) resolves to that same address: the router reaches through a pool exactly the
@@ -26,27 +29,39 @@ addresses() {
     getent ahostsv4 "$1" 2>/dev/null | awk '{ print $1 }' | sort -u
 }
 
-# "<node> <address>" for every replica that says who it is, one line each.
+# "<node> <address> [<slot>:<port>,...]" for every replica that says who it is, one line each (its workers' own
+# ports when it lists them: slots of 1-3 digits, ports of 1-5).
 replicas() {
     for ip in $(addresses "$GYMSERVE_ROUTER_REPLICAS"); do
-        node=$(curl -fsS --max-time 1 "http://$ip:$GYMSERVE_PORT/healthz" 2>/dev/null |
-            sed -n 's/.*"node": *"\([a-z0-9-]*\)".*/\1/p') || continue
+        health=$(curl -fsS --max-time 1 "http://$ip:$GYMSERVE_PORT/healthz" 2>/dev/null) || continue
+        node=$(printf '%s\n' "$health" | sed -n 's/.*"node": *"\([a-z0-9-]*\)".*/\1/p')
         [ -n "$node" ] || continue
         printf '%s\n' "$node" | grep -qxP "$GYMSERVE_ROUTER_NODE_PATTERN" || continue
         addresses "$node$GYMSERVE_ROUTER_NODE_DOMAIN" | grep -qxF "$ip" || continue
-        echo "$node $ip"
+        workers=$(printf '%s\n' "$health" | sed -n 's/.*"worker_ports": *{\([^}]*\)}.*/\1/p' | tr ',' '\n' |
+            sed -n 's/^ *"\([0-9]\{1,3\}\)": *\([0-9]\{1,5\}\) *$/\1:\2/p' | paste -sd, -)
+        echo "$node $ip $workers"
     done | sort -u -k1,1
 }
 
 # Writes both files; exit status 0 when they changed.
 render() {
     found=$(replicas)
-    per_node=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" 'NF == 2 {
-        printf "upstream gymserve-node-%s {\n    server %s:%s;\n    keepalive %s;\n", $1, $2, port, keep
-        printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
-    }')
+    per_node=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
+        function pool(name, address) {
+            printf "upstream %s {\n    server %s;\n    keepalive %s;\n", name, address, keep
+            printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+        }
+        NF >= 2 {
+            pool("gymserve-node-" $1, $2 ":" port)
+            n = split($3, workers, ",")
+            for (i = 1; i <= n; i++) {
+                split(workers[i], w, ":")
+                pool("gymserve-worker-" $1 "-" w[1], $2 ":" w[2])
+            }
+        }')
     every=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
-        NF == 2 { servers = servers sprintf("    server %s:%s;\n", $2, port) }
+        NF >= 2 { servers = servers sprintf("    server %s:%s;\n", $2, port) }
         END {
             if (servers == "") exit
             printf "upstream gymserve-replicas {\n%s    keepalive %s;\n", servers, keep
@@ -59,24 +74,30 @@ render() {
         }')
     # (Command substitution drops trailing newlines, as it does when the files are read back below.)
     pools=$(printf '%s\n%s\n' "$per_node" "$every")
-    nodes=$(printf '%s\n' "$found" | awk 'NF == 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
-    any=$(printf '%s\n' "$found" | awk 'NF == 2 { print "\"\" gymserve-replicas;"; exit }')
+    nodes=$(printf '%s\n' "$found" | awk 'NF >= 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
+    workers=$(printf '%s\n' "$found" | awk 'NF == 3 {
+        n = split($3, workers, ",")
+        for (i = 1; i <= n; i++) { split(workers[i], w, ":"); printf "%s.%s gymserve-worker-%s-%s;\n", $1, w[1], $1, w[1] }
+    }')
+    any=$(printf '%s\n' "$found" | awk 'NF >= 2 { print "\"\" gymserve-replicas;"; exit }')
     if [ -f "$POOLS_DIR/router.gymserve-any" ] &&
         [ "$pools" = "$(cat "$POOLS_DIR/router.gymserve-pools" 2>/dev/null)" ] &&
         [ "$nodes" = "$(cat "$POOLS_DIR/router.gymserve-nodes" 2>/dev/null)" ] &&
+        [ "$workers" = "$(cat "$POOLS_DIR/router.gymserve-workers" 2>/dev/null)" ] &&
         [ "$any" = "$(cat "$POOLS_DIR/router.gymserve-any" 2>/dev/null)" ]; then
         return 1
     fi
     printf '%s\n' "$pools" >"$POOLS_DIR/router.gymserve-pools.new"
     printf '%s\n' "$nodes" >"$POOLS_DIR/router.gymserve-nodes.new"
+    printf '%s\n' "$workers" >"$POOLS_DIR/router.gymserve-workers.new"
     printf '%s\n' "$any" >"$POOLS_DIR/router.gymserve-any.new"
-    for kind in pools nodes any; do
+    for kind in pools nodes workers any; do
         mv "$POOLS_DIR/router.gymserve-$kind.new" "$POOLS_DIR/router.gymserve-$kind"
     done
     if [ -n "$TARGETS_FILE" ]; then
         printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" '
             BEGIN { printf "[{\"targets\": [" }
-            NF == 2 { printf "%s\"%s:%s\"", (n++ ? ", " : ""), $1, port }
+            NF >= 2 { printf "%s\"%s:%s\"", (n++ ? ", " : ""), $1, port }
             END { print "]}]" }' >"$TARGETS_FILE.new" &&
             mv "$TARGETS_FILE.new" "$TARGETS_FILE" ||
             echo "router-pools: could not write $TARGETS_FILE" >&2

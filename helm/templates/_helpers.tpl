@@ -332,3 +332,15 @@ sets the same ones for compose), rendered by the image's entrypoint at start.
 {{- end -}}
 {{- join " " $urls -}}
 {{- end -}}
+
+{{/*
+The workers' own ports (config.workerPortBase + slot) as NetworkPolicy ports: every slot of a pod, its workers and
+the 8 spare slots of workers added later (gymserve.settings.SPARE_WORKER_SLOTS).
+*/}}
+{{- define "gymserve.workerPorts" -}}
+{{- $base := int .Values.config.workerPortBase -}}
+{{- range until (add (int .Values.config.workers) 8 | int) }}
+- port: {{ add $base . }}
+  protocol: TCP
+{{- end }}
+{{- end -}}

@@ -69,8 +69,7 @@ _made_runtime_dir = not _settings.runtime_dir
 def on_starting(server: Any) -> None:
     """Master, before any fork: the socket directory and the shared live-env counts."""
     global _replica
-    # Room for workers added later with SIGTTIN; a slot is reused by the worker that replaces a dead one.
-    _replica = routing.make_replica(_settings.runtime_dir, slots=_settings.workers + 8)
+    _replica = routing.make_replica(_settings.runtime_dir, slots=_settings.worker_slots)
     server.log.info("gymserve: node %s, worker sockets in %s", _settings.node_id, _replica.runtime_dir)
 
 

@@ -19,14 +19,20 @@ other connection ever waits for a lingering one.
 One write per answer. gunicorn writes an answer's head and its body with two sendall calls; an answer whose
 whole body comes in one piece (every gymserve answer but a streamed one) goes out in one (OneWriteResponse),
 a syscall less per request (py-spy: the two writes were 17% of a /v2 step's worker time).
+A port of its own. With GYMSERVE_WORKER_PORT_BASE set, each worker also listens on base + its slot, beside the
+replica's shared port: a router that reads the slot in an instance id reaches the worker that holds the env, where
+the shared port hands a connection to whichever worker accepts it and (workers - 1) / workers of the steps then
+take a hop over the owner's Unix socket.
 See https://docs.gunicorn.org/en/stable/design.html for the worker model this keeps.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import select
+import socket
 import threading
 import time
 from typing import Any
@@ -86,7 +92,32 @@ class GymserveWorker(gthread.ThreadWorker):
         self._busy = 0
         self._busy_lock = threading.Lock()
         wsgi.Response = OneWriteResponse  # what gthread's wsgi.create builds, in this worker process only
+        slot = getattr(self, "gymserve_slot", None)  # gunicorn_conf.pre_fork gives every worker one
+        port = settings.worker_port(slot) if slot is not None else None
+        if port is not None:
+            own = self._own_listener(settings.host, port)
+            if own is not None:
+                self.sockets = [*self.sockets, own]  # type: ignore[has-type]  # accepted by gthread's poller too
         super().init_process()
+
+    def _own_listener(self, host: str, port: int) -> socket.socket | None:
+        """The worker's own listening socket; None (the shared port still serves) when the port is taken."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # this slot's previous worker's TIME_WAITs
+            sock.bind((host, port))
+            sock.listen(self.cfg.backlog)
+        except OSError as err:
+            sock.close()
+            self.log.warning(
+                "gymserve: cannot listen on worker port %s:%d (%s); the shared one serves",
+                host,
+                port,
+                err,
+            )
+            return None
+        self.log.info("gymserve: worker pid %d also listens on %s:%d", os.getpid(), host, port)
+        return sock
 
     def handle(self, conn: Any) -> Any:
         if self.cfg.is_ssl:  # TLS is terminated in front of gymserve (the router, an ingress)

@@ -13,8 +13,14 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    # The node name lets the router map this replica's address to the ids it mints (its connection pools).
-    return json_response({"status": "ok", "node": worker().owner.node})
+    # The node name lets the router map this replica's address to the ids it mints (its connection pools), and the
+    # workers' own ports (GYMSERVE_WORKER_PORT_BASE) to the slots in those ids.
+    w = worker()
+    body: dict[str, object] = {"status": "ok", "node": w.owner.node}
+    if w.settings.worker_port_base:
+        slots = w.replica.live_slots() if w.replica else [w.owner.slot]
+        body["worker_ports"] = {str(slot): w.settings.worker_port(slot) for slot in slots}
+    return json_response(body)
 
 
 @bp.get("/readyz")

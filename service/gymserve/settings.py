@@ -48,6 +48,7 @@ KWARG_EXEMPTION_PATTERN = r"[A-Za-z0-9_.\-/*?\[\]]+:[A-Za-z_][A-Za-z0-9_]*"
 # MountainCar -200..-100): the default buckets are coarse on both sides of 0; operators refine them per env id.
 DEFAULT_RETURN_BUCKETS = (-1000, -500, -200, -100, -50, -20, -10, -5, -1, 0, 1, 5, 10, 20, 50, 100, 200, 500, 1000)
 DEFAULT_LENGTH_BUCKETS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+SPARE_WORKER_SLOTS = 8
 BucketRules = tuple[tuple[str, tuple[float, ...]], ...]
 
 
@@ -71,6 +72,13 @@ class Settings:
     )
     node_id: str = _setting("", "Replica name carried in instance ids (default: the host name's first label).")
     runtime_dir: str = _setting("", "Directory for the workers' private Unix sockets (default: a fresh temp dir).")
+    worker_port_base: int = _setting(
+        0,
+        "When set, the worker in slot s also listens on GYMSERVE_HOST, port GYMSERVE_WORKER_PORT_BASE + s, and "
+        "/healthz lists these ports: a router reaches the very worker that holds an env, with no hop between "
+        "workers (0: off; the router of compose and of the chart turns it on).",
+        minimum=0,
+    )
 
     # --- which envs may be created ---
     allowed_envs: str = _setting(
@@ -210,6 +218,15 @@ class Settings:
             re.compile(self.peer_node_pattern)
         except re.error as err:
             raise SettingsError(f"{PREFIX}PEER_NODE_PATTERN={self.peer_node_pattern!r}: not a regex ({err})") from err
+        if self.worker_port_base and not (
+            self.worker_port_base + self.worker_slots <= 65536
+            and not self.worker_port_base <= self.port < self.worker_port_base + self.worker_slots
+        ):
+            raise SettingsError(
+                f"{PREFIX}WORKER_PORT_BASE={self.worker_port_base}: its {self.worker_slots} ports (one per worker "
+                f"slot: {PREFIX}WORKERS + {SPARE_WORKER_SLOTS}) must end by 65535 and leave out "
+                f"{PREFIX}PORT={self.port}"
+            )
         if self.public_url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.public_url):
             raise SettingsError(f"{PREFIX}PUBLIC_URL={self.public_url!r}: expected http(s)://host[:port][/prefix]")
         if self.env_ttl_max_seconds and self.env_ttl_seconds > self.env_ttl_max_seconds:
@@ -225,6 +242,16 @@ class Settings:
                         raise SettingsError(f"{PREFIX}{f.name.upper()}: {item!r} is not {example}")
         for name in ("episode_return_buckets", "episode_length_buckets"):
             parse_buckets(PREFIX + name.upper(), getattr(self, name))  # a bad value stops the start, naming it
+
+    @property
+    def worker_slots(self) -> int:
+        """Worker slots of a replica: its workers, and room for those added later with SIGTTIN (a slot is reused
+        by the worker that replaces a dead one)."""
+        return self.workers + SPARE_WORKER_SLOTS
+
+    def worker_port(self, slot: int) -> int | None:
+        """The port of the worker in `slot` (GYMSERVE_WORKER_PORT_BASE), or None when workers have none."""
+        return self.worker_port_base + slot if self.worker_port_base else None
 
     @property
     def allowed_env_patterns(self) -> tuple[str, ...]:

@@ -261,7 +261,7 @@ def test_network_policies_are_on_by_default() -> None:
     """A shared farm: only the router, the test pods, the other gymserve pods (a batch or list across the farm)
     and Prometheus reach the gymserve pods unless the values say otherwise."""
     server = render().one("NetworkPolicy", FULLNAME)
-    (rule,) = server["spec"]["ingress"]
+    rule, workers = server["spec"]["ingress"]
     assert [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"][:3]] == [
         "router",
         "test",
@@ -269,6 +269,28 @@ def test_network_policies_are_on_by_default() -> None:
     ]
     assert rule["from"][3]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     assert len(rule["from"]) == 4
+    # The router alone reaches the workers' own ports.
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in workers["from"]] == ["router"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_network_policies_admit_every_worker_port_gymserve_opens(workers: int) -> None:
+    """The ports of every worker slot, as gymserve counts them (its workers and the spare slots), in both policies:
+    the pods' ingress from the router and the router's egress; none when workers have no ports of their own."""
+    rendered = render(None, f"config.workers={workers}")
+    pod = rendered.statefulset["spec"]["template"]["spec"]["containers"][0]
+    settings = Settings.from_env({k: v for k, v in env_of(pod).items() if isinstance(v, str)})
+    expected = [{"port": settings.worker_port(slot), "protocol": "TCP"} for slot in range(settings.worker_slots)]
+    assert settings.worker_port_base == 8100 and settings.workers == workers
+    server = rendered.one("NetworkPolicy", FULLNAME)
+    assert server["spec"]["ingress"][1]["ports"] == expected
+    router = rendered.one("NetworkPolicy", f"{FULLNAME}-router")
+    assert router["spec"]["egress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}, *expected]
+    off = render(None, "config.workerPortBase=0")
+    assert len(off.one("NetworkPolicy", FULLNAME)["spec"]["ingress"]) == 1
+    assert off.one("NetworkPolicy", f"{FULLNAME}-router")["spec"]["egress"][0]["ports"] == [
+        {"port": 8000, "protocol": "TCP"}
+    ]
 
 
 def test_all_features_render_current_apis() -> None:
@@ -356,7 +378,7 @@ def test_service_monitor_scrapes_every_pod_as_job_gymserve() -> None:
 def test_network_policy_lets_only_the_router_tests_peers_and_scrapers_in() -> None:
     rendered = render("all-features-values.yaml")
     server = rendered.one("NetworkPolicy", FULLNAME)
-    (rule,) = server["spec"]["ingress"]
+    rule, _ = server["spec"]["ingress"]  # the other: the workers' own ports, from the router
     components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:3]]
     assert components == ["router", "test", "server"]  # gymserve pods: a batch's or a list's sub-request
     assert rule["from"][3]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}

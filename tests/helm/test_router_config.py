@@ -99,8 +99,9 @@ def test_compose_and_chart_fill_in_every_variable_and_only_those() -> None:
 
 
 def test_id_pattern_is_the_apps() -> None:
-    """The template's id regex is ids.INSTANCE_ID_PATTERN, with the node part left to each farm."""
-    app = re.sub(r"\(\?P<(?:slot|gen|token)>([^()]*)\)", r"\1", INSTANCE_ID_PATTERN)
+    """The template's id regex is ids.INSTANCE_ID_PATTERN, with the node part left to each farm (and the slot, which
+    picks a worker's own pool, captured too)."""
+    app = re.sub(r"\(\?P<(?:gen|token)>([^()]*)\)", r"\1", INSTANCE_ID_PATTERN).replace("(?P<slot>", "(?<gs_slot>")
     app = app.replace(f"(?P<node>{NODE_ID_PATTERN})", "(?<gs_node>${GYMSERVE_ROUTER_NODE_PATTERN})")
     assert id_location(TEMPLATE.read_text()) == f"^/v[12]/envs/(?<gs_id>{app})(?:/|$)"
 

@@ -128,6 +128,7 @@ class Echo(BaseHTTPRequestHandler):
                 "path": self.path,
                 "host": self.headers.get("Host"),
                 "forwarded": self.headers.get("X-Gymserve-Forwarded"),
+                "port": self.server.server_address[1],  # which replica (or worker) answered
             }
         ).encode()
         self.send_response(200)
@@ -142,13 +143,23 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def replica() -> Iterator[int]:
+def _echo_server() -> Iterator[int]:
     server = ThreadingHTTPServer((UP, free_port()), Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[int]:
+    yield from _echo_server()
+
+
+@pytest.fixture(scope="module")
+def worker_port() -> Iterator[int]:
+    """A worker of the running replica, on a port of its own (GYMSERVE_WORKER_PORT_BASE)."""
+    yield from _echo_server()
 
 
 # --- the router ---------------------------------------------------------------------------------------------
@@ -184,17 +195,19 @@ def start_router(
     pools: dict[str, str] | None = None,
     replicas: list[str] | None = None,
     keyed: list[str] | None = None,
+    workers: dict[str, str] | None = None,
 ) -> Iterator[Router]:
     """nginx with the template rendered from `env`, resolving through `dns`; stopped (by its PID) at the end.
 
     `pools`: node -> address of the connection pools that router-pools.sh would write (none by default);
+    `workers`: "<node>.<slot>" -> "address:port" of its pools of single workers;
     `replicas`: the addresses of its pool of every replica (for creates and lists); `keyed`: of its pool of
     keyed creates (the replicas' by default).
     """
     port = free_port()
     config = render_template({**env, "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns.port}"})
-    write_pools(tmp_path, pools or {}, int(env["GYMSERVE_PORT"]), replicas, keyed)
-    assert config.count(POOLS_GLOB) == 3
+    write_pools(tmp_path, pools or {}, int(env["GYMSERVE_PORT"]), replicas, keyed, workers)
+    assert config.count(POOLS_GLOB) == 4
     config = config.replace(POOLS_GLOB, f"{tmp_path}/*.gymserve-")
     # Only where it listens and logs differs from the image: a free port, files of the test's own.
     for image_value, test_value in [
@@ -246,18 +259,28 @@ POOLS_GLOB = "/etc/nginx/conf.d/*.gymserve-"
 
 
 def write_pools(
-    where: Path, pools: dict[str, str], port: int, replicas: list[str] | None = None, keyed: list[str] | None = None
+    where: Path,
+    pools: dict[str, str],
+    port: int,
+    replicas: list[str] | None = None,
+    keyed: list[str] | None = None,
+    workers: dict[str, str] | None = None,
 ) -> None:
     """The files of router-pools.sh, in its format (test_router_pools.py runs the script itself). `keyed`: the
     servers of the keyed creates' pool (the script gives it the replicas' servers; a test may give others)."""
+    by_name = {f"gymserve-node-{node}": f"{ip}:{port}" for node, ip in pools.items()}
+    by_name |= {f"gymserve-worker-{w.replace('.', '-')}": address for w, address in (workers or {}).items()}
     (where / "router.gymserve-pools").write_text(
         "".join(
-            f"upstream gymserve-node-{node} {{\n    server {ip}:{port};\n    keepalive 32;\n"
+            f"upstream {name} {{\n    server {address};\n    keepalive 32;\n"
             "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
-            for node, ip in pools.items()
+            for name, address in by_name.items()
         )
     )
     (where / "router.gymserve-nodes").write_text("".join(f"{n} gymserve-node-{n};\n" for n in pools))
+    (where / "router.gymserve-workers").write_text(
+        "".join(f"{w} gymserve-worker-{w.replace('.', '-')};\n" for w in workers or {})
+    )
     if replicas:
         servers = "".join(f"    server {ip}:{port};\n" for ip in replicas)
         keyed_servers = "".join(f"    server {ip}:{port};\n" for ip in (keyed or replicas))
@@ -470,3 +493,23 @@ def test_a_step_the_replica_dropped_is_not_resent(pooled: Router, farm: str) -> 
     # Sent, then the connection broke: it may have run, so the router tells the client to decide, once.
     assert answer.status == 503 and answer.headers.get("retry-after") == "5", answer
     assert Echo.requests.count(path) == 1
+
+
+def test_an_ids_worker_is_reached_on_its_own_port(farm: str, replica: int, worker_port: int, tmp_path: Path) -> None:
+    """A replica whose workers listen on ports of their own: slot 1's ids reach worker 1's port (no hop between
+    workers), the other slots' the replica's shared port, and a worker port that refuses (its worker is being
+    replaced) sends the request, unsent so far, to the shared port by the replica's name: never lost, never a 503."""
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm))
+    up = NODES[farm]["up"]
+    workers = {f"{up}.1": f"{UP}:{worker_port}", f"{up}.2": f"{REFUSED}:{worker_port}"}
+    try:
+        for router in start_router(tmp_path, env, dns, pools={up: UP}, replicas=[UP], workers=workers):
+            for slot, reached in [(1, worker_port), (0, replica), (7, replica), (2, replica)]:
+                for api, suffix in [("v1", "/step/"), ("v2", "/step")]:
+                    path = f"/{api}/envs/{up}.{slot}-42.{HEX}{suffix}"
+                    answer = router.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+                    assert answer.status == 200 and answer.body["path"] == path, answer
+                    assert answer.body["port"] == reached, (slot, answer.body)
+    finally:
+        dns.close()

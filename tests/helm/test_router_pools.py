@@ -23,15 +23,18 @@ pytestmark = pytest.mark.helm
 NODE_A, NODE_B = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
 
 
-def _stubs(bin_dir: Path, hosts: dict[str, list[str]], healthz: dict[str, str]) -> None:
-    """getent answers from `hosts`, curl from `healthz` (address -> node it names), nginx records reloads."""
+def _stubs(bin_dir: Path, hosts: dict[str, list[str]], healthz: dict[str, str], extra: str = "") -> None:
+    """getent answers from `hosts`, curl from `healthz` (address -> node it names, and `extra` members of every
+    /healthz answer), nginx records reloads."""
     bin_dir.mkdir(exist_ok=True)
     table = "\n".join(f"{name} {' '.join(ips)}" for name, ips in hosts.items())
     (bin_dir / "getent").write_text(
         f'#!/bin/sh\nprintf "%s\\n" "{table}" | while read -r name ips; do\n'
         '  [ "$name" = "$2" ] && for ip in $ips; do echo "$ip STREAM $2"; done\ndone\nexit 0\n'
     )
-    cases = "".join(f'  *//{ip}:*) echo \'{{"status": "ok", "node": "{node}"}}\' ;;\n' for ip, node in healthz.items())
+    cases = "".join(
+        f'  *//{ip}:*) echo \'{{"status": "ok", "node": "{node}"{extra}}}\' ;;\n' for ip, node in healthz.items()
+    )
     (bin_dir / "curl").write_text(f'#!/bin/sh\nfor a; do url=$a; done\ncase "$url" in\n{cases}  *) exit 7 ;;\nesac\n')
     (bin_dir / "nginx").write_text(f'#!/bin/sh\necho "$@" >> {bin_dir}/reloads\n')
     for name in ("getent", "curl", "nginx"):
@@ -90,6 +93,23 @@ def test_only_replicas_that_are_who_they_say_get_a_pool(tmp_path: Path, run: Cal
     assert (tmp_path / "router.gymserve-any").read_text() == '"" gymserve-replicas;\n'
     # Prometheus (compose) scrapes the same replicas by node name.
     assert json.loads((tmp_path / "targets.json").read_text()) == [{"targets": [f"{NODE_A}:8000"]}]
+
+
+def test_workers_with_ports_of_their_own_get_a_pool_each(tmp_path: Path, run: Callable[[str], int]) -> None:
+    hosts = {"gymserve": ["10.0.0.1"], NODE_A: ["10.0.0.1"]}
+    # As gymserve's /healthz lists them (compact JSON), with one entry that is no slot and port: left out.
+    _stubs(tmp_path / "bin", hosts, {"10.0.0.1": NODE_A}, ',"worker_ports":{"0":8100,"1":8101,"2":"evil:80"}')
+    assert run("600") == 0
+    pools = (tmp_path / "router.gymserve-pools").read_text()
+    for slot in (0, 1):
+        pool = f"upstream gymserve-worker-{NODE_A}-{slot} {{\n    server 10.0.0.1:810{slot};\n    keepalive 32;"
+        assert pool in pools
+    assert "evil" not in pools and f"gymserve-worker-{NODE_A}-2" not in pools
+    workers = (tmp_path / "router.gymserve-workers").read_text()
+    assert workers == f"{NODE_A}.0 gymserve-worker-{NODE_A}-0;\n{NODE_A}.1 gymserve-worker-{NODE_A}-1;\n"
+    # The replica's own pool stays: ids of a slot with no port of its own, creates and lists.
+    assert (tmp_path / "router.gymserve-nodes").read_text() == f"{NODE_A} gymserve-node-{NODE_A};\n"
+    assert f"upstream gymserve-node-{NODE_A} {{\n    server 10.0.0.1:8000;" in pools
 
 
 def test_the_loop_reloads_nginx_when_the_replicas_change_and_only_then(

@@ -19,24 +19,34 @@ from servers import free_port
 PATTERN = "replica-[ab]"
 
 
-def make(node: str, pattern: str = PATTERN) -> Any:
-    return create_app(Settings.from_env({"GYMSERVE_PEER_NODE_PATTERN": pattern}, node_id=node)).test_client()
+def make(node: str, pattern: str = PATTERN, **extra: str) -> Any:
+    env = {"GYMSERVE_PEER_NODE_PATTERN": pattern, **extra}
+    return create_app(Settings.from_env(env, node_id=node)).test_client()
 
 
 @pytest.fixture
 def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Two replicas; what one POSTs to the other's name reaches the other's app (and is recorded)."""
+    """Two replicas; what one POSTs to the other's name reaches the other's app (and is recorded, with the worker
+    slot it was sent to in "slots")."""
     apps = {"replica-a": make("replica-a"), "replica-b": make("replica-b")}
     sent: list[tuple[str, dict[str, str]]] = []
+    slots: list[int | None] = []
 
     def begin_batch(
-        settings: Settings, node: str, body: bytes, content_type: str, accept: str, authorization: str | None = None
+        settings: Settings,
+        node: str,
+        body: bytes,
+        content_type: str,
+        accept: str,
+        authorization: str | None = None,
+        slot: int | None = None,
     ) -> Callable[[], tuple[int, bytes]]:
         assert peers.reachable(settings, node)
         headers = {"Content-Type": content_type, "Accept": accept, peers.FANOUT_HEADER: "1"}
         if authorization is not None:
             headers["Authorization"] = authorization
         sent.append((node, headers))
+        slots.append(slot)
 
         def answer() -> tuple[int, bytes]:
             resp = apps[node].post(peers.BATCH_PATH, data=body, headers=headers)
@@ -45,7 +55,7 @@ def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return answer
 
     monkeypatch.setattr(peers, "begin_batch", begin_batch)
-    return {**apps, "sent": sent}
+    return {**apps, "sent": sent, "slots": slots}
 
 
 def create(client: Any, seed: int) -> str:
@@ -70,6 +80,20 @@ def test_a_batch_steps_the_items_of_every_replica_in_one_sub_batch_each(farm: di
     # B's envs were stepped on B: their next step there is their second.
     assert b.post(f"/v2/envs/{ids[1]}/step", json={"action": 1}).json["seq"] == 3
     assert [node for node, _ in farm["sent"]] == ["replica-b"]  # one sub-batch for B's two items
+    assert farm["slots"] == [None]  # to B's shared port: its workers have no ports of their own
+
+
+def test_with_worker_ports_each_worker_of_another_replica_gets_its_own_sub_batch(farm: dict[str, Any]) -> None:
+    farm["replica-a"] = make("replica-a", GYMSERVE_WORKER_PORT_BASE="8100")
+    a, b = farm["replica-a"], farm["replica-b"]
+    ids = [create(b, 2), create(b, 3)]
+    slot = int(ids[0].split(".")[1].split("-")[0])
+    other = ids[0].replace(f".{slot}-", f".{slot + 1}-", 1)  # B's worker in the next slot (none here: lost)
+    resp = a.post("/v2/batch/step", json={"items": [{"id": i, "action": 1} for i in [ids[0], other, ids[1]]]})
+    assert resp.status_code == 200, resp.json
+    codes = [r.get("error", {}).get("code") for r in resp.json["results"]]
+    assert codes[0] is None and codes[2] is None and codes[1] in {"instance_lost", "unknown_instance"}, codes
+    assert [node for node, _ in farm["sent"]] == ["replica-b"] * 2 and farm["slots"] == [slot, slot + 1]
 
 
 def test_names_outside_the_pattern_and_sub_batches_go_no_further(farm: dict[str, Any]) -> None:
@@ -165,7 +189,7 @@ def test_a_sub_batch_is_sent_at_once_and_its_answer_read_later(monkeypatch: pyte
         answer = peers.begin_batch(settings, "replica-b", b"\x80", "application/msgpack", "application/msgpack")
         assert arrived.wait(5)  # before anyone asked for the answer
         assert answer() == (200, b"ok")
-        peers._drop("replica-b")  # the kept connection
+        peers._drop("replica-b", port)  # the kept connection
     finally:
         server.shutdown()
         server.server_close()
@@ -190,3 +214,48 @@ def test_relayed_answers_read_as_the_ones_made_here(farm: dict[str, Any], accept
     assert {k: v for k, v in mine.items() if k != "observation"} == {
         k: v for k, v in relayed.items() if k != "observation"
     }
+
+
+def test_a_sub_batch_goes_to_the_workers_own_port_and_to_the_shared_one_when_that_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import http.server
+    import threading
+
+    class Replica(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            port = str(self.server.server_address[1]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(port)))
+            self.end_headers()
+            self.wfile.write(port)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    shared, worker = (http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Replica) for _ in range(2))
+    for server in (shared, worker):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(peers, "address_of", lambda settings, node: "127.0.0.1")
+    base = worker.server_address[1] - 1  # slot 1's port is the worker's; slot 0's refuses
+    settings = Settings.from_env(
+        {
+            "GYMSERVE_PEER_NODE_PATTERN": "replica-b",
+            "GYMSERVE_PORT": str(shared.server_address[1]),
+            "GYMSERVE_WORKER_PORT_BASE": str(base),
+            "GYMSERVE_WORKERS": "1",
+        },
+        node_id="replica-a",
+    )
+    try:
+        for slot, reached in [(1, worker), (0, shared), (None, shared)]:
+            answer = peers.begin_batch(settings, "replica-b", b"\x80", "application/msgpack", "x", slot=slot)
+            assert answer() == (200, str(reached.server_address[1]).encode()), slot
+    finally:
+        for server in (shared, worker):
+            peers._drop("replica-b", server.server_address[1])  # the kept connections
+            server.shutdown()
+            server.server_close()

@@ -24,6 +24,12 @@ def test_values_are_read_and_typed_from_variables():
     assert s.allowed_env_patterns == ("CartPole-*", "FrozenLake-v1")
 
 
+def test_worker_ports_follow_the_slots():
+    s = Settings.from_env({"GYMSERVE_WORKER_PORT_BASE": "8100", "GYMSERVE_WORKERS": "3"})
+    assert [s.worker_port(slot) for slot in (0, 2)] == [8100, 8102] and s.worker_slots == 11
+    assert Settings.from_env({}).worker_port(0) is None  # off by default
+
+
 @pytest.mark.parametrize(
     ("var", "value", "words"),
     [
@@ -32,6 +38,8 @@ def test_values_are_read_and_typed_from_variables():
         ("GYMSERVE_LOG_LEVEL", "loud", "one of"),
         ("GYMSERVE_NODE_ID", "Bad_Node", "lowercase"),
         ("GYMSERVE_ENV_TTL_SECONDS", "99999999", "exceeds"),
+        ("GYMSERVE_WORKER_PORT_BASE", "7995", "leave out GYMSERVE_PORT=8000"),  # 7995..8004 holds 8000
+        ("GYMSERVE_WORKER_PORT_BASE", "65530", "must end by 65535"),
     ],
 )
 def test_bad_value_fails_with_the_variable_name(var, value, words):

@@ -3,8 +3,9 @@
 Items are grouped by the worker that owns their env. Each sibling's group is sent to it once, as one
 sub-batch over the peer sockets, then this worker steps its own envs under their locks while the
 siblings step theirs, and the answers are merged back in request order. Items of another replica go to it
-as one sub-batch per replica when GYMSERVE_PEER_NODE_PATTERN admits its name (routing.peers), once: a
-sub-batch from a replica goes no further; otherwise such an item fails alone (`wrong_replica`).
+as one sub-batch per replica (per worker, to its own port, with GYMSERVE_WORKER_PORT_BASE) when
+GYMSERVE_PEER_NODE_PATTERN admits its name (routing.peers), once: a sub-batch from a replica goes no further;
+otherwise such an item fails alone (`wrong_replica`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def step_batch(
     results: list[Result | None] = [None] * len(items)
     local: list[int] = []
     groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
-    remote: dict[str, list[int]] = {}  # other replica's node -> indexes of its items
+    # (other replica's node, its worker's slot when workers have ports of their own) -> indexes of its items
+    remote: dict[tuple[str, int | None], list[int]] = {}
+    by_worker = bool(w.settings.worker_port_base)
     can_forward = w.forwarder is not None and not forwarded
     for i, item in enumerate(items):
         where, owner = resolve(w.owner, item.id, can_forward)
@@ -88,7 +91,7 @@ def step_batch(
             groups.setdefault(owner.slot, []).append(i)
         elif where is Where.ELSEWHERE and owner is not None:
             if across_replicas and not forwarded and peers.reachable(w.settings, owner.node):
-                remote.setdefault(owner.node, []).append(i)
+                remote.setdefault((owner.node, owner.slot if by_worker else None), []).append(i)
             else:
                 results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
         elif where is Where.LOST:
@@ -99,15 +102,14 @@ def step_batch(
     # of a pool, it waited for the GIL this thread holds while it steps, and the workers took turns (measured:
     # a batch over two replicas took as long as both halves one after the other).
     elsewhere = {
-        node: _begin_replica(w, node, [items[i] for i in idx], authorization, media_type)
-        for node, idx in remote.items()
+        to: _begin_replica(w, *to, [items[i] for i in idx], authorization, media_type) for to, idx in remote.items()
     }
     pending = {slot: _begin_group(w, slot, [items[i] for i in idx], tenant, media_type) for slot, idx in groups.items()}
     for i in local:
         results[i] = _step_local(w, items[i])
     for finish, idx in [
         *((pending[slot], groups[slot]) for slot in groups),
-        *((elsewhere[n], remote[n]) for n in remote),
+        *((elsewhere[to], remote[to]) for to in remote),
     ]:
         for i, result in zip(idx, finish(), strict=True):
             results[i] = result
@@ -129,11 +131,12 @@ def _sub_batch(items: list[BatchItem]) -> bytes:
 
 
 def _begin_replica(
-    w: Worker, node: str, items: list[BatchItem], authorization: str | None, media_type: str
+    w: Worker, node: str, slot: int | None, items: list[BatchItem], authorization: str | None, media_type: str
 ) -> Callable[[], list[Result]]:
-    """Another replica's items as one sub-batch to it, sent now; the call returned reads each item's answer (in
-    `media_type`), or says why there is none."""
-    answer = peers.begin_batch(w.settings, node, _sub_batch(items), values.MSGPACK, media_type, authorization)
+    """Another replica's items (of its worker in `slot`, or any) as one sub-batch to it, sent now; the call returned
+    reads each item's answer (in `media_type`), or says why there is none."""
+    body = _sub_batch(items)
+    answer = peers.begin_batch(w.settings, node, body, values.MSGPACK, media_type, authorization, slot)
 
     def results() -> list[Result]:
         try:

@@ -2,7 +2,9 @@
 
 Batches: only node names that match GYMSERVE_PEER_NODE_PATTERN (whole name) are reached, at
 http://<node><GYMSERVE_PEER_DOMAIN>:<GYMSERVE_PORT> (with GYMSERVE_PEERS_DNS set, only at an address that
-name gives too); any other node's items fail with wrong_replica.
+name gives too); any other node's items fail with wrong_replica. With GYMSERVE_WORKER_PORT_BASE set (the farm's
+replicas share their settings), each worker's items go to that worker's own port instead, so that they take no
+second hop inside the other replica.
 Lists: every address that GYMSERVE_PEERS_DNS resolves to (never a name from a request). Either request
 carries FANOUT_HEADER, so the replica that receives it answers for itself (its workers included) and asks
 no other replica: a request crosses replicas at most once.
@@ -53,31 +55,44 @@ _local = threading.local()
 
 
 def begin_batch(
-    settings: Settings, node: str, body: bytes, content_type: str, accept: str, authorization: str | None = None
+    settings: Settings,
+    node: str,
+    body: bytes,
+    content_type: str,
+    accept: str,
+    authorization: str | None = None,
+    slot: int | None = None,
 ) -> Callable[[], tuple[int, bytes]]:
     """POST a sub-batch to replica `node` (already checked by `reachable`), with the caller's own key
-    (`authorization`: that replica steps that tenant's envs and no one else's). It is sent now; the call returned
-    reads its status and body, so that the caller steps its own items while the other replica steps these.
+    (`authorization`: that replica steps that tenant's envs and no one else's): to the own port of its worker in
+    `slot` when workers have one (one that refuses, before anything was sent, is skipped for the shared port), else
+    to the shared port. It is sent now; the call returned reads its status and body, so that the caller steps its
+    own items while the other replica steps these.
 
     That call raises OSError or http.client.HTTPException (unresolvable, refused, reset, timed out), for the caller
     to turn into per-item errors; the connection is dropped then.
     """
     assert reachable(settings, node)
+    headers = {
+        "Content-Type": content_type,
+        "Accept": accept,
+        FANOUT_HEADER: "1",
+        **({"Authorization": authorization} if authorization is not None else {}),
+    }
+    port = (settings.worker_port(slot) if slot is not None else None) or settings.port
     try:
-        conn = _connection(settings, node)
-        conn.request(
-            "POST",
-            BATCH_PATH,
-            body=body,
-            headers={
-                "Content-Type": content_type,
-                "Accept": accept,
-                FANOUT_HEADER: "1",
-                **({"Authorization": authorization} if authorization is not None else {}),
-            },
-        )
+        try:
+            conn = _connection(settings, node, port)
+            conn.request("POST", BATCH_PATH, body=body, headers=headers)
+        except ConnectionRefusedError:
+            if port == settings.port:
+                raise
+            _drop(node, port)  # its worker is being replaced, or could not open its port: the shared one serves
+            port = settings.port
+            conn = _connection(settings, node, port)
+            conn.request("POST", BATCH_PATH, body=body, headers=headers)
     except (OSError, http.client.HTTPException) as exc:
-        _drop(node)
+        _drop(node, port)
         return partial(_raise, exc)
 
     def answer() -> tuple[int, bytes]:
@@ -85,12 +100,12 @@ def begin_batch(
             resp = conn.getresponse()
             status, data = resp.status, resp.read()
         except (OSError, http.client.HTTPException):
-            _drop(node)
+            _drop(node, port)
             raise
         if resp.will_close:
-            _drop(node)
+            _drop(node, port)
         else:
-            _local.pool[node] = (conn, time.monotonic())
+            _local.pool[node, port] = (conn, time.monotonic())
         return status, data
 
     return answer
@@ -100,16 +115,14 @@ def _raise(exc: BaseException) -> NoReturn:
     raise exc
 
 
-def _connection(settings: Settings, node: str) -> http.client.HTTPConnection:
-    pool: dict[str, tuple[http.client.HTTPConnection, float]] = _local.__dict__.setdefault("pool", {})
-    entry = pool.get(node)
+def _connection(settings: Settings, node: str, port: int) -> http.client.HTTPConnection:
+    pool: dict[tuple[str, int], tuple[http.client.HTTPConnection, float]] = _local.__dict__.setdefault("pool", {})
+    entry = pool.get((node, port))
     if entry is not None and time.monotonic() - entry[1] < IDLE_SECONDS:
         return entry[0]
-    _drop(node)
-    conn = http.client.HTTPConnection(
-        address_of(settings, node), settings.port, timeout=settings.forward_timeout_seconds
-    )
-    pool[node] = (conn, time.monotonic())
+    _drop(node, port)
+    conn = http.client.HTTPConnection(address_of(settings, node), port, timeout=settings.forward_timeout_seconds)
+    pool[node, port] = (conn, time.monotonic())
     return conn
 
 
@@ -126,8 +139,8 @@ def address_of(settings: Settings, node: str) -> str:
     return found[0]
 
 
-def _drop(node: str) -> None:
-    entry = _local.__dict__.get("pool", {}).pop(node, None)
+def _drop(node: str, port: int) -> None:
+    entry = _local.__dict__.get("pool", {}).pop((node, port), None)
     if entry is not None:
         entry[0].close()
 
