@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from gymserve.client import RemoteEnv
+from gymserve.settings import Settings
 
 if TYPE_CHECKING:
     from conftest import Stack
@@ -272,13 +273,39 @@ def test_the_ui_page_and_each_envs_frame_come_through_the_router(stack: Stack) -
     assert len(nodes) > 1, f"all creates landed on {nodes}: the frames did not cross replicas"
 
 
+# A replica's ports: the shared one, and its workers' own (compose's GYMSERVE_WORKER_PORT_BASE, every slot).
+REPLICA_PORTS = {8000, *range(8100, 8100 + Settings.from_env({}).worker_slots)}
+
+
 def _router_sockets_to_replicas(stack: Stack) -> int:
-    """TCP sockets in the router's network namespace whose far end is a replica's port 8000, in any state
-    (TIME_WAIT included: a connection closed within the last minute still counts)."""
+    """TCP sockets in the router's network namespace whose far end is a replica's port (the shared one or a
+    worker's own), in any state (TIME_WAIT included: a connection closed within the last minute still counts)."""
     router = stack.containers("router")[0]
     out = router.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).output.decode()
     rows = [line.split() for line in out.splitlines() if line.strip() and not line.lstrip().startswith("sl")]
-    return sum(1 for row in rows if row[2].endswith(":1F40"))
+    return sum(1 for row in rows if int(row[2].rsplit(":", 1)[1], 16) in REPLICA_PORTS)
+
+
+def test_steps_through_the_router_reach_the_worker_that_holds_the_env(stack: Stack) -> None:
+    """Each worker listens on a port of its own and the router has a pool per worker: no step takes a hop between
+    the workers of a replica (the answer of one that did carries X-Gymserve-Forwarded)."""
+    held: dict[str, str] = {}  # "<node>.<slot>" -> an env there
+    for _ in range(60):  # fresh connections: creates spread over every worker of every replica
+        iid = stack.call("POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"]
+        held.setdefault(iid.split("-", 1)[0], iid)
+        if len(held) == 2 * len(stack.replica_ids):
+            break
+    assert len(held) == 2 * len(stack.replica_ids), f"60 creates reached only the workers {sorted(held)}"
+    hops = 0
+    for iid in held.values():
+        assert stack.call("POST", f"/v2/envs/{iid}/reset", {}).status == 200
+        for action in (0, 1) * 5:
+            answer = stack.call("POST", f"/v2/envs/{iid}/step", {"action": action})
+            assert answer.status == 200, answer.body
+            hops += answer.headers.get("x-gymserve-forwarded") == "1"
+    assert hops == 0, f"{hops} of {10 * len(held)} steps took a hop between workers"
+    for iid in held.values():
+        stack.call("DELETE", f"/v2/envs/{iid}")
 
 
 def test_router_reuses_pooled_connections_to_the_replicas(stack: Stack) -> None:
