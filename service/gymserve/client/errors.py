@@ -1,4 +1,4 @@
-"""The client's exceptions: one base class, so that callers never have to catch urllib3's errors."""
+"""The client's exceptions: one base class, so that callers never have to catch the OS's or http.client's errors."""
 
 from __future__ import annotations
 

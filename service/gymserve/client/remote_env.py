@@ -158,7 +158,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         return None if self.render_mode is None else remote.render()
 
     def _open(self) -> _Remote:
-        """The env on the server; EnvClosed once this RemoteEnv was closed (not urllib3's closed-pool error)."""
+        """The env on the server; EnvClosed once this RemoteEnv was closed (not a transport's error)."""
         if self._remote.instance_id is None:
             raise EnvClosed("this RemoteEnv was closed; make a new one")
         return self._remote
