@@ -71,6 +71,10 @@ render() {
             # are addresses of one name. A change in the set of replicas can move a key (docs/lifecycle.md).
             printf "upstream gymserve-keyed {\n    hash $http_idempotency_key;\n%s    keepalive %s;\n", servers, keep
             printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+            # Batches: a client enters one replica (the template hashes its addresses), whose threads and connections
+            # to the other replicas stay warm from one of its batches to the next.
+            printf "upstream gymserve-by-client {\n    hash $gs_client;\n%s    keepalive %s;\n", servers, keep
+            printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
         }')
     # (Command substitution drops trailing newlines, as it does when the files are read back below.)
     pools=$(printf '%s\n%s\n' "$per_node" "$every")

@@ -281,13 +281,18 @@ def write_pools(
     (where / "router.gymserve-workers").write_text(
         "".join(f"{w} gymserve-worker-{w.replace('.', '-')};\n" for w in workers or {})
     )
-    if replicas:
-        servers = "".join(f"    server {ip}:{port};\n" for ip in replicas)
-        keyed_servers = "".join(f"    server {ip}:{port};\n" for ip in (keyed or replicas))
+    if replicas:  # addresses, or address:port where a test runs several replicas on one address
+
+        def server(address: str) -> str:
+            return f"    server {address if ':' in address else f'{address}:{port}'};\n"
+
+        servers = "".join(map(server, replicas))
+        keyed_servers = "".join(map(server, keyed or replicas))
         (where / "router.gymserve-pools").write_text(
             (where / "router.gymserve-pools").read_text()
             + f"upstream gymserve-replicas {{\n{servers}    keepalive 32;\n}}\n"
             + f"upstream gymserve-keyed {{\n    hash $http_idempotency_key;\n{keyed_servers}    keepalive 32;\n}}\n"
+            + f"upstream gymserve-by-client {{\n    hash $gs_client;\n{servers}    keepalive 32;\n}}\n"
         )
         (where / "router.gymserve-any").write_text('"" gymserve-replicas;\n')
 
@@ -513,3 +518,36 @@ def test_an_ids_worker_is_reached_on_its_own_port(farm: str, replica: int, worke
                     assert answer.body["port"] == reached, (slot, answer.body)
     finally:
         dns.close()
+
+
+def test_a_clients_batches_enter_one_replica_and_are_never_resent(farm: str, tmp_path: Path) -> None:
+    """Batches go to the replica a hash of the client's addresses picks, every time (its path stays warm); one that
+    was sent and then lost its connection is not sent to another replica (its items may have been stepped)."""
+    env = farm_env(farm, 0)
+    dns = FakeDns(dns_table(env, farm))
+    servers = [_echo_server() for _ in range(4)]
+    ports = [next(server) for server in servers]
+    try:
+        env["GYMSERVE_PORT"] = str(ports[0])
+        for router in start_router(tmp_path, env, dns, replicas=[f"{UP}:{p}" for p in ports]):
+            for forwarded_for in [None, "203.0.113.7"]:
+                headers = {"Content-Type": "application/msgpack"}
+                if forwarded_for:
+                    headers["X-Forwarded-For"] = forwarded_for
+                reached = {router.call("POST", "/v2/batch/step", headers, b"\x80").body["port"] for _ in range(12)}
+                assert len(reached) == 1 and reached <= set(ports), reached
+            clients = {
+                router.call("POST", "/v2/batch/step", {"X-Forwarded-For": f"198.51.100.{i}"}, b"\x80").body["port"]
+                for i in range(40)
+            }
+            assert len(clients) > 1, "40 clients' batches all entered one of 4 replicas"
+            # Creates and lists still go round the replicas.
+            assert len({router.call("POST", "/v2/envs", body=b"{}").body["port"] for _ in range(8)}) > 1
+            dropped = f"/v2/batch/step?{DROPPED}&farm={farm}"  # Echo.requests is shared by the module
+            answer = router.call("POST", dropped, {"Content-Type": "application/msgpack"}, b"\x80")
+            assert answer.status == 502 and answer.body["error"]["code"] == "unavailable", answer
+            assert Echo.requests.count(dropped) == 1, "a batch whose connection broke once sent was sent again"
+    finally:
+        dns.close()
+        for server in servers:
+            next(server, None)
