@@ -58,3 +58,26 @@ def test_each_worker_reports_its_live_envs_by_slot(tmp_path):
     assert metrics.WORKER_ENVS.labels("2")._value.get() == 3  # a vector env weighs its sub-envs
     w.close(record.instance_id)
     assert metrics.WORKER_ENVS.labels("2")._value.get() == 0
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_create_whose_sibling_just_went_away_is_made_here(tmp_path, monkeypatch, api):
+    """Placement picks a sibling whose socket refuses (it just died): the worker makes the env itself, from the
+    same body (it was read once, to forward it)."""
+    import socket
+
+    from gymserve.app import create_app
+    from gymserve.routing import replica as routing
+
+    replica = make_replica(str(tmp_path / "run"), 2)
+    replica.set_count(0, 5)  # 5 above the sibling: beyond the tolerance, so the create goes there
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(replica.socket_path(1))  # its socket file is there, nobody listens: refused
+    dead.close()
+    monkeypatch.setattr(routing, "_current", routing.WorkerSlot(replica, 0, 1))
+    client = create_app(Settings.from_env({}, node_id="test")).test_client()
+    (tmp_path / "run" / "worker-0.sock").touch()  # this worker's own, as its peer server would make it
+    path = "/v1/envs/" if api == "v1" else "/v2/envs"
+    resp = client.post(path, json={"env_id": "CartPole-v1"})
+    assert resp.status_code in (200, 201), resp.json
+    assert resp.json["instance_id"].startswith("test.0-1.")

@@ -217,6 +217,50 @@ def test_a_peer_that_never_answers_times_out_within_the_timeout(
     assert not kept(f)  # a connection that timed out is never reused
 
 
+def test_a_peer_whose_backlog_is_full_is_waited_for_not_lost(
+    replica: Replica, serve: Callable[[int, App], PeerServer], forwarder: Callable[..., Forwarder]
+) -> None:
+    """Many threads connecting at once fill the owner's accept backlog: a Unix socket with a timeout then says
+    EAGAIN at once. The owner is alive, so its env is not lost: the forward waits for room (up to its timeout)."""
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.bind(replica.socket_path(1))
+    busy.listen(0)
+    queued = []
+    for _ in range(4):  # fill the backlog
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(replica.socket_path(1))
+        except BlockingIOError:
+            c.close()
+            break
+        queued.append(c)
+    try:
+        with pytest.raises(OwnerTimeout):  # never any room: the forward timeout, not "lost"
+            forwarder(timeout=0.2).send(1, "GET", "/v2/envs", "", {}, b"", "a.1-0.x", tenant="anonymous")
+        # Room comes within the timeout (the owner starts accepting after 0.3 s): the request goes through.
+        app = EchoApp()
+
+        def accept_later() -> None:
+            time.sleep(0.3)
+            busy.close()
+            for c in queued:
+                c.close()
+            serve(1, app)
+
+        later = threading.Thread(target=accept_later)
+        later.start()
+        started = time.monotonic()
+        answer = forwarder(timeout=5).send(1, "POST", "/v2/envs/a.1-0.x/step", "", {}, b"{}", "a.1-0.x", tenant="x")
+        later.join()
+        assert answer.status == 201 and len(app.calls) == 1
+        assert time.monotonic() - started >= 0.25, "it went through while the backlog was full?"
+    finally:
+        busy.close()
+        for c in queued:
+            c.close()
+
+
 class DyingPeer(PeerServer):
     """A peer whose worker can die: every connection it accepted is closed, as the kernel does for a dead process."""
 

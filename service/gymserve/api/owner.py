@@ -46,6 +46,7 @@ def place_create(weight: int = 1) -> Response | None:
     slot = w.placement_for(weight)
     if slot is None:
         return None
+    request.get_data(cache=True)  # kept, so that this worker can still make the env if the forward fails
     try:
         return forward_to(w, slot, "")
     except InstanceLost:

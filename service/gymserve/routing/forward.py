@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +46,19 @@ class Forwarder:
             return (*pool[slot], True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
+        deadline = time.monotonic() + self.timeout
         try:
-            sock.connect(self.replica.socket_path(slot))
+            while True:
+                try:
+                    sock.connect(self.replica.socket_path(slot))
+                    break
+                except BlockingIOError:
+                    # The owner's accept backlog is full for a moment (many threads connecting at once): a Unix
+                    # socket with a timeout says EAGAIN at once, where a blocking one would wait. The owner is
+                    # alive; its env is not lost: wait for room, up to the forward timeout.
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the socket of worker {slot} accepted no connection") from None
+                    time.sleep(0.001)
         except OSError:
             sock.close()
             raise

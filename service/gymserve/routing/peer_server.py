@@ -67,6 +67,9 @@ class _PeerHandler(socketserver.StreamRequestHandler):
 
 class PeerServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # Every thread of every sibling keeps a connection here, and they connect at once when a load starts:
+    # socketserver's default backlog of 5 made them wait (Forwarder retries a full backlog until its timeout).
+    request_queue_size = 256
 
     def __init__(self, path: str, app: Any) -> None:
         super().__init__(path, _PeerHandler)
