@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -32,21 +33,20 @@ def farm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     sent: list[tuple[str, dict[str, str]]] = []
     slots: list[int | None] = []
 
-    def begin_batch(
-        settings: Settings,
-        node: str,
-        body: bytes,
-        content_type: str,
-        accept: str,
-        authorization: str | None = None,
-        slot: int | None = None,
-    ) -> Callable[[], tuple[int, bytes]]:
-        assert peers.reachable(settings, node)
-        headers = {"Content-Type": content_type, "Accept": accept, peers.FANOUT_HEADER: "1"}
-        if authorization is not None:
-            headers["Authorization"] = authorization
+    real = inspect.signature(peers.begin_batch)
+
+    def begin_batch(*args: Any, **kwargs: Any) -> Callable[[], tuple[int, bytes]]:
+        call = real.bind(*args, **kwargs)  # called as the real one would be, or a TypeError here
+        call.apply_defaults()
+        got = call.arguments
+        node = got["node"]
+        assert peers.reachable(got["settings"], node)
+        headers = {"Content-Type": got["content_type"], "Accept": got["accept"], peers.FANOUT_HEADER: "1"}
+        if got["authorization"] is not None:
+            headers["Authorization"] = got["authorization"]
         sent.append((node, headers))
-        slots.append(slot)
+        slots.append(got["slot"])
+        body = got["body"]
 
         def answer() -> tuple[int, bytes]:
             resp = apps[node].post(peers.BATCH_PATH, data=body, headers=headers)
