@@ -207,9 +207,11 @@ class ClusterDNS:
     ones only, unless the Service publishes not-ready addresses). Anything else is NXDOMAIN.
     """
 
-    def __init__(self, kube: Kube, address: str, domain: str = "cluster.local", refresh: float = 0.5) -> None:
+    def __init__(
+        self, kube: Kube, address: str, domain: str = "cluster.local", refresh: float = 0.5, port: int | None = None
+    ) -> None:
         self.kube, self.domain, self.refresh = kube, domain.strip("."), refresh
-        self.port = free_port(address, socket.SOCK_DGRAM)
+        self.port = port or free_port(address, socket.SOCK_DGRAM)
         self.address = address
         self.records: dict[str, list[str]] = {}
         self.queries = 0

@@ -6,7 +6,8 @@ the chart's router through a port-forward to its Service, envs created and stepp
 to more pods, Helm 4's server-side apply, and `helm uninstall` leaving nothing behind.
 
 The local cluster has no cluster DNS and no kube-proxy. The router is the chart's, unchanged, with
-`router.resolver` pointing at `k8s.ClusterDNS`: a stand-in that answers what CoreDNS answers, from the
+`router.resolver` and `router.dnsConfig` pointing at `k8s.ClusterDNS` (port 53 on the docker bridge, so that
+router-pools.sh's getent finds the pods too): a stand-in that answers what CoreDNS answers, from the
 namespace's Endpoints (see tests/README.md for what that does and does not prove). `helm test` runs with
 tests.connection=false: the connection test needs the cluster's own DNS and Service routing.
 
@@ -123,8 +124,9 @@ def _dump(k: Kube) -> None:
 
 @pytest.fixture(scope="module")
 def dns(kube: Kube) -> Iterator[ClusterDNS]:
-    """The stand-in cluster DNS, on the docker bridge where the pods can reach it."""
-    server = ClusterDNS(kube, interface_ipv4(os.environ.get("GYMSERVE_E2E_POD_BRIDGE", "docker0"))).start()
+    """The stand-in cluster DNS, on the docker bridge where the pods can reach it, on port 53: the router pods use it
+    as their own resolver too (router.dnsConfig), so that router-pools.sh finds the pods and keeps its pools."""
+    server = ClusterDNS(kube, interface_ipv4(os.environ.get("GYMSERVE_E2E_POD_BRIDGE", "docker0")), port=53).start()
     try:
         yield server
     finally:
@@ -154,6 +156,7 @@ def release(kube: Kube, dns: ClusterDNS) -> Iterator[Release]:
         "router": {
             "image": {"repository": router_repo, "tag": router_tag, "pullPolicy": "Never"},
             "resolver": dns.resolver,
+            "dnsConfig": {"nameservers": [dns.address]},
         },
         "config": {"drainSeconds": DRAIN_SECONDS},
         "preStopSleepSeconds": PRE_STOP_SECONDS,
@@ -323,6 +326,8 @@ def test_each_pod_serves_on_its_own_port(release: Release) -> None:
             assert pod.call("GET", "/healthz").status == 200
             ready = pod.call("GET", "/readyz")
             assert ready.status == 200 and ready.body["workers"] == 2, ready
+            # Each worker's own port, which the router's pools reach (config.workerPortBase).
+            assert pod.call("GET", "/healthz").body["worker_ports"] == {"0": 8100, "1": 8101}
             metrics = pod.call("GET", "/metrics").body
             assert "gymserve_build_info{" in metrics and 'gymserve_capacity_envs{scope="replica"} 4000.0' in metrics
             created = pod.call("POST", "/v1/envs/", {"env_id": ENV_ID})
@@ -360,6 +365,11 @@ def test_envs_created_through_the_router_land_on_every_pod_and_step_without_erro
     with release.router() as router:
         release.envs = [Twin(seed=100 + i).create(router) for i in range(12)]
         step_until_ok(release.envs, router, 30)
+        # The router reaches the worker that holds each env: no step took the hop between a pod's workers.
+        workers = {t.instance_id.rsplit(".", 1)[0].rsplit("-", 1)[0] for t in release.envs}  # "<pod>.<slot>"
+        assert len(workers) >= 3, f"12 creates reached only the workers {workers}"
+        hops = [t.instance_id for t in release.envs if t.step(router).headers.get("x-gymserve-forwarded") == "1"]
+        assert not hops, f"steps through the router that took a hop between workers: {hops}"
     nodes = {t.node for t in release.envs}
     assert nodes == {f"{FULLNAME}-0", f"{FULLNAME}-1"}, f"creates reached only {nodes}"
     # The same envs, straight on their pods: the router had sent each request to its owner.
@@ -378,6 +388,7 @@ def test_a_deleted_pod_loses_its_envs_and_comes_back(release: Release) -> None:
     started = time.monotonic()
     release.kube.kubectl("delete", "pod", victim, "--wait=false")
     seen: dict[str, int] = {}
+    order: list[str] = []
     with release.router() as router:
 
         def back() -> bool:
@@ -386,16 +397,20 @@ def test_a_deleted_pod_loses_its_envs_and_comes_back(release: Release) -> None:
             answer = router.call("POST", f"/v1/envs/{lost[0].instance_id}/step/", {"action": 0})
             kind = "ok" if answer.status == 200 else answer.body.get("code") if isinstance(answer.body, dict) else "?"
             seen[kind] = seen.get(kind, 0) + 1
+            order.append(kind)
             pod = release.pods().get(victim)
             return pod is not None and pod["metadata"]["uid"] != uid and is_ready(pod)
 
         wait_for(f"{victim} back and ready", back, 120, interval=0.2)
         measure("deleted gymserve pod -> back and Ready (drain 2 s)", time.monotonic() - started)
         MEASURED["answers for the deleted pod's env meanwhile"] = ", ".join(f"{k} {v}" for k, v in seen.items())
-        # 200 while it drains, then "lost". owner_timeout: the router's connect to the pod's old address timed out
-        # (the pod was gone, its name not yet): nothing reached a pod, and the next try says "lost".
-        assert set(seen) <= {"ok", "instance_lost", "owner_timeout"}, seen
+        # 200 while it drains, then "unavailable" (503, retry) while its process is gone but its name still gives
+        # the address of the router's pool, then "lost". owner_timeout: the router's connect to the pod's old
+        # address timed out (the pod was gone, its name not yet): nothing reached a pod. Never back from "lost".
+        assert set(seen) <= {"ok", "unavailable", "instance_lost", "owner_timeout"}, seen
         assert seen.get("ok") and seen.get("instance_lost"), seen
+        after_lost = order[order.index("instance_lost") :]
+        assert "unavailable" not in after_lost and "ok" not in after_lost, order
         # Back under its name, with new worker generations: the ids of its former life are lost (once the router's
         # DNS cache has the pod's new address).
         wait_for(

@@ -551,3 +551,21 @@ def test_a_clients_batches_enter_one_replica_and_are_never_resent(farm: str, tmp
         dns.close()
         for server in servers:
             next(server, None)
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_replica_whose_name_moved_is_lost(farm: str, replica: int, tmp_path: Path, api: str) -> None:
+    """A StatefulSet pod replaced under its old name: the router's pool still holds the old address (refused), and
+    the name now gives another one that refuses too (the new pod, not listening yet). The pod that held the envs
+    is gone: lost, never "unavailable" (which would flip back after "lost")."""
+    env = farm_env(farm, replica)
+    dns = FakeDns(dns_table(env, farm))  # the "refused" node's name gives REFUSED (127.0.0.2)
+    node = NODES[farm]["refused"]
+    try:
+        for router in start_router(tmp_path, env, dns, pools={node: "127.0.0.3"}, replicas=[UP]):
+            gone = f"{node}.1-7.{HEX}"
+            suffix = "/step/" if api == "v1" else "/step"
+            answer = router.call("POST", f"/{api}/envs/{gone}{suffix}", {"Content-Type": "application/json"}, b"{}")
+            assert_error(answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": gone}, "lost")
+    finally:
+        dns.close()
