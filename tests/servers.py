@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from gymserve.routing import ids
 
 # Test servers stay below the ephemeral range (32768+), so a port picked here never collides with
 # a client socket's port, and below Kubernetes' NodePort range (30000+).
@@ -60,6 +63,10 @@ class Server:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def worker_pids(self) -> dict[int, int]:
+        """slot -> pid of its current worker, from the server log (gunicorn_conf.post_fork logs each)."""
+        return {int(slot): int(pid) for pid, slot in re.findall(r"worker pid (\d+) has slot (\d+)", self.log())}
+
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -69,6 +76,13 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+def slot_of(instance_id: str) -> int:
+    """The worker slot that holds an env, as its id says."""
+    owner = ids.parse(instance_id)
+    assert owner is not None, instance_id
+    return owner.slot
 
 
 def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **settings: Any) -> Server:

@@ -44,46 +44,41 @@ replicas() {
     done | sort -u -k1,1
 }
 
-# Writes both files; exit status 0 when they changed.
+# Writes the pools and the maps from names to them; exit status 0 when they changed.
 render() {
     found=$(replicas)
-    per_node=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
-        function pool(name, address) {
-            printf "upstream %s {\n    server %s;\n    keepalive %s;\n", name, address, keep
+    pools=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
+        function upstream(name, balance, servers) {
+            printf "upstream %s {\n%s%s    keepalive %s;\n", name, balance, servers, keep
             printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
         }
         NF >= 2 {
-            pool("gymserve-node-" $1, $2 ":" port)
+            upstream("gymserve-node-" $1, "", "    server " $2 ":" port ";\n")
             n = split($3, workers, ",")
             for (i = 1; i <= n; i++) {
                 split(workers[i], w, ":")
-                pool("gymserve-worker-" $1 "-" w[1], $2 ":" w[2])
+                upstream("gymserve-worker-" $1 "-" w[1], "", "    server " $2 ":" w[2] ";\n")
             }
-        }')
-    every=$(printf '%s\n' "$found" | awk -v port="$GYMSERVE_PORT" -v keep="$KEEPALIVE" '
-        NF >= 2 { servers = servers sprintf("    server %s:%s;\n", $2, port) }
+            servers = servers "    server " $2 ":" port ";\n"
+        }
         END {
             if (servers == "") exit
-            printf "upstream gymserve-replicas {\n%s    keepalive %s;\n", servers, keep
-            printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+            upstream("gymserve-replicas", "", servers)
             # Creates with an Idempotency-Key: the key picks the replica, so a resend reaches the one that made
             # (and remembers) the env. A plain hash: "consistent" builds its ring from server names, and these
             # are addresses of one name. A change in the set of replicas can move a key (docs/lifecycle.md).
-            printf "upstream gymserve-keyed {\n    hash $http_idempotency_key;\n%s    keepalive %s;\n", servers, keep
-            printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+            upstream("gymserve-keyed", "    hash $http_idempotency_key;\n", servers)
             # Batches: a client enters one replica (the template hashes its addresses), whose threads and connections
             # to the other replicas stay warm from one of its batches to the next.
-            printf "upstream gymserve-by-client {\n    hash $gs_client;\n%s    keepalive %s;\n", servers, keep
-            printf "    keepalive_timeout 60s;\n    keepalive_requests 100000;\n}\n"
+            upstream("gymserve-by-client", "    hash $gs_client;\n", servers)
         }')
-    # (Command substitution drops trailing newlines, as it does when the files are read back below.)
-    pools=$(printf '%s\n%s\n' "$per_node" "$every")
     nodes=$(printf '%s\n' "$found" | awk 'NF >= 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
     workers=$(printf '%s\n' "$found" | awk 'NF == 3 {
         n = split($3, workers, ",")
         for (i = 1; i <= n; i++) { split(workers[i], w, ":"); printf "%s.%s gymserve-worker-%s-%s;\n", $1, w[1], $1, w[1] }
     }')
     any=$(printf '%s\n' "$found" | awk 'NF >= 2 { print "\"\" gymserve-replicas;"; exit }')
+    # (Command substitution drops trailing newlines, as it does when the files are read back below.)
     if [ -f "$POOLS_DIR/router.gymserve-any" ] &&
         [ "$pools" = "$(cat "$POOLS_DIR/router.gymserve-pools" 2>/dev/null)" ] &&
         [ "$nodes" = "$(cat "$POOLS_DIR/router.gymserve-nodes" 2>/dev/null)" ] &&

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from gymserve.client import RemoteEnv
+from gymserve.routing import ids
 from gymserve.settings import Settings
 
 if TYPE_CHECKING:
@@ -292,7 +293,9 @@ def test_steps_through_the_router_reach_the_worker_that_holds_the_env(stack: Sta
     held: dict[str, str] = {}  # "<node>.<slot>" -> an env there
     for _ in range(60):  # fresh connections: creates spread over every worker of every replica
         iid = stack.call("POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"]
-        held.setdefault(iid.split("-", 1)[0], iid)
+        owner = ids.parse(iid)
+        assert owner is not None, iid
+        held.setdefault(f"{owner.node}.{owner.slot}", iid)
         if len(held) == 2 * len(stack.replica_ids):
             break
     assert len(held) == 2 * len(stack.replica_ids), f"60 creates reached only the workers {sorted(held)}"

@@ -47,6 +47,7 @@ from k8s import (
     wait_for,
 )
 
+from gymserve.routing import ids
 from servers import Answer
 
 pytestmark = pytest.mark.e2e
@@ -366,7 +367,7 @@ def test_envs_created_through_the_router_land_on_every_pod_and_step_without_erro
         release.envs = [Twin(seed=100 + i).create(router) for i in range(12)]
         step_until_ok(release.envs, router, 30)
         # The router reaches the worker that holds each env: no step took the hop between a pod's workers.
-        workers = {t.instance_id.rsplit(".", 1)[0].rsplit("-", 1)[0] for t in release.envs}  # "<pod>.<slot>"
+        workers = {ids.parse(t.instance_id)[:2] for t in release.envs}  # (pod, slot)
         assert len(workers) >= 3, f"12 creates reached only the workers {workers}"
         hops = [t.instance_id for t in release.envs if t.step(router).headers.get("x-gymserve-forwarded") == "1"]
         assert not hops, f"steps through the router that took a hop between workers: {hops}"

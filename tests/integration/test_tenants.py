@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from servers import Server, start_server
+from servers import Server, slot_of, start_server
 from stores import redis_server
 from tenant_files import auth, write
 
@@ -33,10 +33,6 @@ def call(method: str, url: str, headers: dict[str, str], body: Any = None) -> re
 
 def create(srv: Server, headers: dict[str, str], **body: Any) -> requests.Response:
     return call("POST", srv.url + "/v2/envs", headers, {"env_id": "CartPole-v1", **body})
-
-
-def slot_of(instance_id: str) -> int:
-    return int(instance_id.split(".")[1].split("-")[0])
 
 
 LIMITS: dict[str, dict[str, Any]] = {"team-a": {"max_envs": 12}, "team-b": {"max_envs": 12}}
@@ -188,8 +184,7 @@ def test_the_envs_of_a_killed_worker_stop_counting(farm: tuple[Server, Server]) 
     srv = farm[1]
     iid = create(srv, B, num_envs=10).json()["instance_id"]
     assert create(srv, B, num_envs=4).status_code == 429
-    pids = dict((int(s), int(p)) for p, s in re.findall(r"worker pid (\d+) has slot (\d+)", srv.log()))
-    os.kill(pids[slot_of(iid)], signal.SIGKILL)  # its envs die with it, and nobody tells the store
+    os.kill(srv.worker_pids()[slot_of(iid)], signal.SIGKILL)  # its envs die with it, and nobody tells the store
     deadline = time.monotonic() + 15
     while (got := create(srv, B, num_envs=4)).status_code != 201:
         assert got.status_code in (429, 503) and time.monotonic() < deadline, got.text

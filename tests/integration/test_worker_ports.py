@@ -6,7 +6,6 @@ listens on its slot's port again, and answers the dead worker's ids as lost.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from servers import call, free_port, start_server
+from servers import call, free_port, slot_of, start_server
 
 pytestmark = pytest.mark.integration
-
-
-def _slot(instance_id: str) -> int:
-    return int(instance_id.split(".")[1].split("-")[0])
 
 
 def _port_base() -> int:
@@ -50,7 +45,7 @@ def _create_on_both_workers(port: int) -> dict[int, str]:
         assert got.status == 201, got.body
         env = got.body["instance_id"]
         assert call(port, "POST", f"/v2/envs/{env}/reset", {}).status == 200
-        held.setdefault(_slot(env), env)
+        held.setdefault(slot_of(env), env)
         if len(held) == 2:
             return held
     raise AssertionError(f"40 creates all landed on slot(s) {sorted(held)}")
@@ -81,8 +76,7 @@ def test_a_worker_that_replaces_a_dead_one_listens_on_its_slot_port_again(tmp_pa
     try:
         port = int(srv.url.rsplit(":", 1)[1])
         held = _create_on_both_workers(port)
-        pids = {int(slot): int(pid) for pid, slot in _worker_slots(srv.log())}
-        os.kill(pids[0], signal.SIGKILL)
+        os.kill(srv.worker_pids()[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
         # The replacement logs its slot (master), then its port (itself).
         while srv.log().count(f"also listens on 127.0.0.1:{base}\n") < 2:
@@ -94,10 +88,6 @@ def test_a_worker_that_replaces_a_dead_one_listens_on_its_slot_port_again(tmp_pa
         assert kept.status == 200, kept.body
     finally:
         srv.stop()
-
-
-def _worker_slots(log: str) -> list[tuple[str, str]]:
-    return re.findall(r"worker pid (\d+) has slot (\d+)", log)
 
 
 def test_a_taken_worker_port_leaves_that_worker_on_the_shared_port(tmp_path: Path) -> None:

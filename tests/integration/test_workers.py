@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 
-from servers import start_server
+from servers import slot_of, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +46,6 @@ def batch_codes(srv, ids: list[str], action: int) -> list[str | None]:
     )
     assert got.status_code == 200, got.text
     return [r.get("error", {}).get("code") for r in got.json()["results"]]
-
-
-def slot_of(instance_id: str) -> int:
-    return int(instance_id.split(".")[1].split("-")[0])
-
-
-def worker_pids(srv) -> dict[int, int]:
-    """slot -> pid of its current worker, from the server log."""
-    pids: dict[int, int] = {}
-    for pid, slot in re.findall(r"worker pid (\d+) has slot (\d+)", srv.log()):
-        pids[int(slot)] = int(pid)
-    return pids
 
 
 def run_trajectory(srv, instance_id: str, seed: int, steps: int) -> list[str]:
@@ -194,12 +182,12 @@ def test_sigkill_of_one_worker_loses_only_its_envs(make_server):
     mixed = [by_slot[victim_slot][0], by_slot[survivor_slot][-1]]
     for n in range(6):
         assert batch_codes(srv, mixed, n % 2) == [None, None]
-    victim_pid = worker_pids(srv)[victim_slot]
+    victim_pid = srv.worker_pids()[victim_slot]
     os.kill(victim_pid, signal.SIGKILL)
     deadline = time.monotonic() + 20
-    while worker_pids(srv).get(victim_slot) == victim_pid and time.monotonic() < deadline:
+    while srv.worker_pids().get(victim_slot) == victim_pid and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert worker_pids(srv)[victim_slot] != victim_pid, "gunicorn replaced the worker in the same slot"
+    assert srv.worker_pids()[victim_slot] != victim_pid, "gunicorn replaced the worker in the same slot"
     for iid in by_slot[victim_slot]:
         lost = post(f"{srv.url}/v1/envs/{iid}/step/", {"action": 0})
         assert lost.status_code == 400 and "lost with its worker" in lost.json()["message"]

@@ -35,9 +35,9 @@ def place_create(weight: int = 1) -> Response | None:
     placement tolerance above the least loaded one; a vector env weighs its sub-envs); None: create here, which
     answers 503 if the replica is full.
 
-    The cost: a keep-alive client whose create was forwarded has its steps forwarded too (one Unix-socket hop).
-    Through the router that changes nothing (its pooled connections land on any worker anyway), and to a replica
-    directly balance is worth more: a SIGKILLed worker loses its share, not 60 % of the envs.
+    The cost: a keep-alive client of the replica's shared port whose create was forwarded has its steps forwarded
+    too (one Unix-socket hop). Through the router there is none (it reaches each env's worker on that worker's own
+    port), and balance is worth the hop anyway: a SIGKILLed worker loses its share, not 60 % of the envs.
     """
     w = worker()
     # Draining: this worker refuses the create itself (503 draining), as every sibling would.

@@ -79,21 +79,17 @@ def begin_batch(
         FANOUT_HEADER: "1",
         **({"Authorization": authorization} if authorization is not None else {}),
     }
-    port = (settings.worker_port(slot) if slot is not None else None) or settings.port
-    try:
+    own = settings.worker_port(slot) if slot is not None else None
+    # A worker port that refuses (its worker is being replaced, or could not open it): the shared one serves.
+    for port in [own, settings.port] if own else [settings.port]:
         try:
             conn = _connection(settings, node, port)
             conn.request("POST", BATCH_PATH, body=body, headers=headers)
-        except ConnectionRefusedError:
-            if port == settings.port:
-                raise
-            _drop(node, port)  # its worker is being replaced, or could not open its port: the shared one serves
-            port = settings.port
-            conn = _connection(settings, node, port)
-            conn.request("POST", BATCH_PATH, body=body, headers=headers)
-    except (OSError, http.client.HTTPException) as exc:
-        _drop(node, port)
-        return partial(_raise, exc)
+            break
+        except (OSError, http.client.HTTPException) as exc:
+            _drop(node, port)
+            if not (port == own and isinstance(exc, ConnectionRefusedError)):
+                return partial(_raise, exc)
 
     def answer() -> tuple[int, bytes]:
         try:
@@ -133,7 +129,8 @@ def address_of(settings: Settings, node: str) -> str:
     infos = socket.getaddrinfo(f"{node}{settings.peer_domain}", settings.port, socket.AF_INET, socket.SOCK_STREAM)
     found = sorted({str(info[4][0]) for info in infos})
     if settings.peers_dns:
-        found = [a for a in found if a in addresses(settings)]
+        replicas = set(addresses(settings))  # one lookup, not one per address
+        found = [a for a in found if a in replicas]
     if not found:
         raise socket.gaierror(socket.EAI_NONAME, f"{node} is not a replica of {settings.peers_dns}")
     return found[0]
