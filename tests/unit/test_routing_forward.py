@@ -217,14 +217,19 @@ def test_a_peer_that_never_answers_times_out_within_the_timeout(
     assert not kept(f)  # a connection that timed out is never reused
 
 
+class SlowToAccept(PeerServer):
+    """A peer that listens with a backlog of one and accepts nothing until it is served."""
+
+    request_queue_size = 0
+
+
 def test_a_peer_whose_backlog_is_full_is_waited_for_not_lost(
-    replica: Replica, serve: Callable[[int, App], PeerServer], forwarder: Callable[..., Forwarder]
+    replica: Replica, peers: list[PeerServer], forwarder: Callable[..., Forwarder]
 ) -> None:
     """Many threads connecting at once fill the owner's accept backlog: a Unix socket with a timeout then says
     EAGAIN at once. The owner is alive, so its env is not lost: the forward waits for room (up to its timeout)."""
-    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    busy.bind(replica.socket_path(1))
-    busy.listen(0)
+    app = EchoApp()
+    owner = SlowToAccept(replica.socket_path(1), app)  # listening, not accepting yet
     queued = []
     for _ in range(4):  # fill the backlog
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -239,14 +244,11 @@ def test_a_peer_whose_backlog_is_full_is_waited_for_not_lost(
         with pytest.raises(OwnerTimeout):  # never any room: the forward timeout, not "lost"
             forwarder(timeout=0.2).send(1, "GET", "/v2/envs", "", {}, b"", "a.1-0.x", tenant="anonymous")
         # Room comes within the timeout (the owner starts accepting after 0.3 s): the request goes through.
-        app = EchoApp()
 
         def accept_later() -> None:
             time.sleep(0.3)
-            busy.close()
-            for c in queued:
-                c.close()
-            serve(1, app)
+            peers.append(owner)  # served from now on, shut down at the end
+            threading.Thread(target=owner.serve_forever, daemon=True).start()
 
         later = threading.Thread(target=accept_later)
         later.start()
@@ -256,9 +258,10 @@ def test_a_peer_whose_backlog_is_full_is_waited_for_not_lost(
         assert answer.status == 201 and len(app.calls) == 1
         assert time.monotonic() - started >= 0.25, "it went through while the backlog was full?"
     finally:
-        busy.close()
         for c in queued:
             c.close()
+        if owner not in peers:
+            owner.server_close()
 
 
 class DyingPeer(PeerServer):
