@@ -25,7 +25,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# The sb3 extra's tests (tests/integration/test_sb3.py) need PyTorch: a CPU build named first, because an
+# The sb3 extra's tests (tests/integration/client/test_sb3.py) need PyTorch: a CPU build named first, because an
 # unpinned torch can resolve to a CUDA build of several GB (GYMSERVE_TORCH sets the requirement; about 35 s
 # with the wheel at hand). families: MuJoCo, Box2D and ale-py wheels (the family trajectory tests);
 # guess-env: the example env package.

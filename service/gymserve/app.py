@@ -11,11 +11,11 @@ from . import __version__, metrics
 from .api import ui, v1, v2
 from .api.common import register_error_handlers
 from .health import bp as health_bp
-from .pipeline.lean import LeanPath
+from .lifecycle.envs import Worker
+from .pipeline.front import LeanPath
 from .routing import replica
 from .routing.ids import Owner
 from .settings import Settings
-from .worker import Worker
 
 
 def _log_through_gunicorn() -> None:

@@ -37,8 +37,8 @@ def _envs_can_be_created(settings: Settings) -> bool:
     could never create an env, yet /readyz would call it ready. A pattern that matches nothing while
     others do is only a warning, so that one allowlist can serve images with and without a family.
     """
-    from .env_modules import EnvModuleError  # gymnasium is imported only by `serve`, not by `--version`
-    from .envs import EnvFactory
+    from .envs.factory import EnvFactory
+    from .envs.modules import EnvModuleError
 
     try:
         factory = EnvFactory(settings)
@@ -70,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     }
     env = dict(os.environ)
     env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
-    from .snapshots import Sealer  # imports gymnasium: only `serve` does, not `--version`
+    from .lifecycle.copies import Sealer
 
     try:
         settings = Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker

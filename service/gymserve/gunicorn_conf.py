@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from gymserve import metrics
-from gymserve.reaper import Reaper
+from gymserve.lifecycle.reaper import Reaper
 from gymserve.routing import replica as routing
 from gymserve.routing.peer_server import start_peer_server
 from gymserve.settings import Settings

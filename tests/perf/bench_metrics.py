@@ -18,8 +18,9 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gymse
 
 import gymnasium as gym
 
-from gymserve import metrics, operations
-from gymserve.registry import EnvRecord
+from gymserve import metrics
+from gymserve.lifecycle.registry import EnvRecord
+from gymserve.pipeline import operations
 
 
 def per_step_us(record: EnvRecord, steps: int) -> float:

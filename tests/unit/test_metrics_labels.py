@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from gymserve import __version__, metrics
-from gymserve.envs import CreateRequest
+from gymserve.envs.factory import CreateRequest
 from gymserve.errors import GymServeError
+from gymserve.lifecycle.envs import Worker
 from gymserve.settings import MULTIPROC_ENV, Settings
-from gymserve.worker import Worker
 
 
 def value(name: str, **labels: str) -> float | None:

@@ -11,8 +11,8 @@ from werkzeug.exceptions import HTTPException
 
 from ..codec import seed
 from ..errors import BadRequest, GymServeError, Internal, MissingParameter, PayloadTooLarge, RoutingError, error_body
+from ..lifecycle.envs import Worker
 from ..pipeline.models import absent
-from ..worker import Worker
 
 log = logging.getLogger(__name__)
 

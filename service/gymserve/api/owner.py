@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 from flask import Response, request
 
-from .. import idempotency
 from ..errors import GymServeError, InstanceLost, Unavailable, UnknownInstance
-from ..pipeline.lean import forwarded, resolution, tenant_of
+from ..lifecycle import idempotency
+from ..lifecycle.envs import Worker
+from ..pipeline.front import forwarded, resolution, tenant_of
 from ..routing import peers
 from ..routing.forward import FORWARDED_HEADER, REQUEST_HEADERS
 from ..routing.resolve import Where
-from ..worker import Worker
 from .common import worker
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, request
 
-from .. import operations
 from ..codec import seed as codec
 from ..codec import spaces as space_codec
-from ..envs import CreateRequest
+from ..envs.factory import CreateRequest
 from ..errors import InvalidValue
-from ..pipeline import handler, models
-from ..pipeline.lean import tenant_of
+from ..pipeline import handler, models, operations
+from ..pipeline.front import tenant_of
 from . import owner
 from .common import json_body, json_response, required_param, worker
 

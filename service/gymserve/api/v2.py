@@ -9,16 +9,16 @@ from typing import Any
 import gymnasium as gym
 from flask import Blueprint, Response, request
 
-from .. import frames, idempotency, labels, operations
 from ..codec import png, spaces, values
-from ..envs import CreateRequest
+from ..envs.factory import CreateRequest
 from ..errors import InvalidValue, NotSupported
-from ..pipeline import handler, models, negotiation
-from ..pipeline.lean import forwarded, tenant_of
-from ..registry import EnvRecord
+from ..lifecycle import idempotency, labels
+from ..lifecycle.envs import Worker
+from ..lifecycle.registry import EnvRecord
+from ..pipeline import batch, frames, handler, models, negotiation, operations
+from ..pipeline.front import forwarded, tenant_of
 from ..routing import ids, peers
-from ..worker import Worker
-from . import batch, openapi, owner
+from . import openapi, owner
 from .common import json_response, worker
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .. import operations
 from ..codec import seed, values
 from ..errors import InvalidValue, Reply, ResetNeeded
-from ..registry import EnvRecord
-from ..worker import Worker
-from . import models, negotiation, sequencing
+from ..lifecycle.envs import Worker
+from ..lifecycle.registry import EnvRecord
+from . import models, negotiation, operations, sequencing
 
 Payload = dict[str, Any]
 # The route templates of the calls this handler answers, for the request metrics.

@@ -17,7 +17,7 @@ import msgpack
 
 from ..codec import values as native
 from ..errors import SequenceConflict
-from ..registry import EnvRecord
+from ..lifecycle.registry import EnvRecord
 
 Payload = dict[str, Any]
 

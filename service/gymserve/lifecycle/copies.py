@@ -1,0 +1,151 @@
+"""An env's state copied: in memory for a fork (deepcopy), or sealed into an authenticated blob for a snapshot."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import hmac
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gymnasium.vector import SyncVectorEnv
+
+from ..errors import InvalidSnapshot, NotSupported
+from ..settings import SettingsError
+
+
+def copy_env(env: Any) -> Any:
+    """A deep copy of `env` (random generators included), or a 422 not_supported that says what could not be copied."""
+    try:
+        return copy.deepcopy(env)
+    except Exception as exc:  # whatever an env holds that cannot be copied (a pygame clock, a socket, a lock)
+        raise _not_copyable(exc) from None
+
+
+def _not_copyable(exc: Exception) -> NotSupported:
+    return NotSupported(
+        f"this env cannot be copied: {type(exc).__name__}: {str(exc)[:200]} (an env holding a renderer's window or "
+        "clock, a socket or a lock cannot be forked or snapshotted; one created without render_mode often can)",
+        details={"field": "instance_id"},
+    )
+
+
+# --- snapshots: the env's state pickled, then sealed with HMAC-SHA256 under the farm's key --------------------
+
+KEY_VARIABLE = "GYMSERVE_SNAPSHOT_KEY"
+MIN_KEY_LENGTH = 32
+_MAGIC = b"GSS1"  # format and version of a blob: magic, 32-byte MAC, pickle
+_MAC_SIZE = hashlib.sha256().digest_size
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """What a snapshot holds: the env and what the server knows about it (not its id, counters or TTL)."""
+
+    env_id: str
+    env: Any
+    num_envs: int | None
+    autoreset_mode: str | None
+    auto_reset: bool
+    seed: int | None
+    episode_over: bool
+    labels: dict[str, str]
+    # The running episode as operations.py keeps it: an auto_reset env's pending reset changes what its next
+    # step does; the running return and length (a vector env's tally) carry on in the copy's statistics.
+    autoreset_pending: bool = False
+    episode_return: float = 0.0
+    episode_length: int = 0
+    vector_tally: Any = None
+
+    @property
+    def weight(self) -> int:
+        return self.num_envs or 1
+
+
+class Sealer:
+    """Seals env states into blobs and opens them again, only if this farm's key made them.
+
+    The key is a secret: it comes from the environment (GYMSERVE_SNAPSHOT_KEY, at least 32 characters, the
+    same on every replica of the farm), never from Settings, so it is never printed or logged. Without it,
+    snapshots are off: a random key per process would make blobs that the other workers cannot open.
+    """
+
+    def __init__(self, key: bytes | None, max_bytes: int) -> None:
+        self._key = key
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def from_environ(cls, max_bytes: int, environ: Mapping[str, str] | None = None) -> Sealer:
+        raw = (os.environ if environ is None else environ).get(KEY_VARIABLE, "")
+        if raw and len(raw) < MIN_KEY_LENGTH:
+            raise SettingsError(f"{KEY_VARIABLE}: use at least {MIN_KEY_LENGTH} characters (a random secret)")
+        return cls(raw.encode() or None, max_bytes)
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    def seal(self, state: EnvState) -> bytes:
+        key = self._checked_key()
+        try:
+            payload = pickle.dumps(_picklable(state), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise _not_copyable(exc) from None
+        blob = _MAGIC + _mac(key, payload) + payload
+        if len(blob) > self.max_bytes:
+            raise NotSupported(
+                f"this env's snapshot would be {len(blob)} bytes, over the server's limit of {self.max_bytes} "
+                "(GYMSERVE_MAX_SNAPSHOT_BYTES)",
+                details={"field": "snapshot", "limit": self.max_bytes},
+            )
+        return blob
+
+    def open(self, blob: bytes) -> EnvState:
+        """The state sealed in `blob`; a 422 for anything this farm's key did not seal, which is never unpickled."""
+        key = self._checked_key()
+        if len(blob) > self.max_bytes:
+            raise InvalidSnapshot(f"the snapshot exceeds the server's limit of {self.max_bytes} bytes")
+        if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC) + _MAC_SIZE:
+            raise InvalidSnapshot("this is not a gymserve snapshot (GET /v2/envs/<id>/snapshot makes them)")
+        mac, payload = blob[len(_MAGIC) : len(_MAGIC) + _MAC_SIZE], blob[len(_MAGIC) + _MAC_SIZE :]
+        if not hmac.compare_digest(mac, _mac(key, payload)):
+            raise InvalidSnapshot(
+                "the snapshot was altered, or made by a farm with another GYMSERVE_SNAPSHOT_KEY; it was not opened"
+            )
+        try:  # authenticated: this farm made it. It can still fail where the code differs (another gymnasium).
+            state = pickle.loads(payload)
+        except Exception as exc:
+            raise InvalidSnapshot(
+                f"the snapshot could not be restored here: {type(exc).__name__}: {exc}"[:300]
+            ) from None
+        if not isinstance(state, EnvState):
+            raise InvalidSnapshot("the snapshot holds no env state")
+        return state
+
+    def _checked_key(self) -> bytes:
+        if self._key is None:
+            raise NotSupported(
+                f"snapshots are off on this server: set {KEY_VARIABLE} (a secret of at least {MIN_KEY_LENGTH} "
+                "characters, the same on every replica of the farm) to turn them on",
+                details={"field": "snapshot"},
+            )
+        return self._key
+
+
+def _picklable(state: EnvState) -> EnvState:
+    """A vector env keeps the closures that made its sub-envs (`env_fns`, local functions that cannot be pickled)
+    and never calls them again: a shallow copy without them pickles its sub-envs, which hold all of its state."""
+    env = state.env
+    if isinstance(env, SyncVectorEnv):
+        env = copy.copy(env)
+        env.env_fns = ()
+        return dataclasses.replace(state, env=env)
+    return state
+
+
+def _mac(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, _MAGIC + payload, hashlib.sha256).digest()

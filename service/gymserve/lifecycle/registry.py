@@ -1,0 +1,237 @@
+"""The envs this worker owns: lookup, per-env locks, idle TTL and capacity."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from ..errors import CapacityExceeded, UnknownInstance
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The tenant of the request this thread is answering (set by the lean path; None outside requests:
+# the reaper, shutdown). Every lookup by id goes through Registry.get, which hides the envs of other
+# tenants there, at the very point where an id that does not exist is refused: whatever a route
+# checks first (its body, say), another tenant's env and a missing one are answered alike.
+ASKING: ContextVar[str | None] = ContextVar("gymserve_asking_tenant", default=None)
+
+
+@dataclass(eq=False)
+class EnvRecord:
+    """One live env and what the server knows about it."""
+
+    instance_id: str
+    env_id: str
+    env: Any  # a gym.Env, or a gym.vector.VectorEnv when num_envs is set
+    ttl: float
+    num_envs: int | None = None  # a server-side vector env of this many sub-envs; None: a single env
+    autoreset_mode: str | None = None  # a vector env's Gymnasium AutoresetMode value
+    auto_reset: bool = False  # a single env wrapped in Autoreset: its episodes never need a reset
+    created_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    steps: int = 0
+    episodes: int = 0
+    closed: bool = False
+    meters: Any = None  # metrics.EnvMeters: this env's labelled metrics, looked up once
+    seed: int | None = None  # the seed of the last reset that was given one
+    episode_over: bool = False  # the last step ended the episode: /v2 needs a reset before the next step
+    seq: int = 0  # /v2: how many resets and steps the env has answered (the last sequence number)
+    last_answer: Any = None  # /v2: the last sequenced answer, for a resend of its sequence number
+    # Episode statistics (operations.py keeps them): a single env's running episode, a vector env's per sub-env.
+    episode_return: float = 0.0
+    episode_length: int = 0
+    autoreset_pending: bool = False  # an auto_reset env's next step is the Autoreset wrapper's reset, not a step
+    vector_tally: Any = None  # operations.VectorTally of a vector env, made at its first reset or step
+    recent_episodes: deque[tuple[float, int]] = field(default_factory=deque)  # (return, length), oldest first
+    frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
+    tenant: str = "anonymous"  # who created it: only that tenant's requests see it
+    labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (pipeline.models.Labels)
+
+    @property
+    def weight(self) -> int:
+        """What this env counts against capacity: one, or one per sub-env of a vector env."""
+        return self.num_envs or 1
+
+    def idle_seconds(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.last_used
+
+    def expired(self, now: float) -> bool:
+        return self.ttl > 0 and now - self.last_used > self.ttl
+
+    def matches(self, selector: dict[str, str]) -> bool:
+        """Whether every label of `selector` is one of this env's (an empty selector matches every env)."""
+        return all(self.labels.get(k) == v for k, v in selector.items())
+
+
+class Registry:
+    """Thread-safe map of instance id to EnvRecord, bounded by weight (a vector env weighs its sub-envs)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_count: Callable[[int], None] | None = None,
+        on_closed: Callable[[EnvRecord, str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_count = on_count  # told the number of live and reserved envs after every change
+        self.on_closed = on_closed  # told of every env closed, with why: client, ttl, shutdown
+        self._records: dict[str, EnvRecord] = {}
+        self._weight = 0  # the records' weights, summed
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Live envs, each sub-env of a vector env counted (readiness, drain and capacity all see this)."""
+        return self._weight
+
+    @property
+    def load(self) -> int:
+        """Live and reserved envs, each sub-env of a vector env counted: what capacity is measured in."""
+        return self._weight + self._reserved
+
+    @property
+    def full(self) -> bool:
+        return not self.has_room(1)
+
+    def has_room(self, weight: int) -> bool:
+        return self.load + weight <= self.settings.max_envs_per_worker
+
+    @contextmanager
+    def reserve(self, weight: int = 1) -> Iterator[None]:
+        """Hold places for an env being created, so that concurrent creates cannot overshoot capacity."""
+        with self._lock:
+            if not self.has_room(weight):
+                raise CapacityExceeded(
+                    f"this worker holds {self.load} of its maximum of {self.settings.max_envs_per_worker} envs "
+                    f"and cannot take {weight} more; close some or retry later",
+                    retry_after=self.settings.retry_after_seconds,
+                    details={"limit": self.settings.max_envs_per_worker},
+                )
+            self._reserved += weight
+            self._publish()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved -= weight
+                self._publish()
+
+    def add(self, record: EnvRecord) -> None:
+        record.recent_episodes = deque(record.recent_episodes, maxlen=self.settings.episode_history)
+        with self._lock:
+            self._records[record.instance_id] = record
+            self._weight += record.weight
+
+    def find(self, instance_id: str) -> EnvRecord | None:
+        return self._records.get(instance_id)
+
+    def get(self, instance_id: str) -> EnvRecord:
+        record = self._records.get(instance_id)
+        asking = ASKING.get()
+        if record is None or (asking is not None and record.tenant != asking):
+            raise UnknownInstance(instance_id)
+        return record
+
+    def touch(self, instance_id: str) -> EnvRecord:
+        """The record of a read that needs no lock (space descriptions, transitions): it still counts as a use."""
+        record = self.get(instance_id)
+        record.last_used = time.monotonic()
+        return record
+
+    @contextmanager
+    def use(self, instance_id: str) -> Iterator[EnvRecord]:
+        """The record, locked for this request alone, its idle clock restarted."""
+        record = self.get(instance_id)
+        with record.lock:
+            if record.closed:
+                raise UnknownInstance(instance_id)
+            record.last_used = time.monotonic()
+            yield record
+            record.last_used = time.monotonic()
+
+    @contextmanager
+    def watch(self, record: EnvRecord, wait: float) -> Iterator[bool]:
+        """The env's lock for a viewer's read (a render): its idle clock is left alone, since watching is not using.
+
+        Yields False, without the lock, when another request held it for longer than `wait` seconds.
+        """
+        if not record.lock.acquire(timeout=wait):
+            yield False
+            return
+        try:
+            if record.closed:
+                raise UnknownInstance(record.instance_id)
+            yield True
+        finally:
+            record.lock.release()
+
+    def pop(self, instance_id: str, reason: str = "client") -> EnvRecord:
+        """Remove and close an env; waits for a request in flight on it to finish."""
+        record = self.get(instance_id)
+        with record.lock:
+            if record.closed:
+                raise UnknownInstance(instance_id)
+            self._close(record, reason)
+        return record
+
+    def pop_if_expired(self, instance_id: str) -> bool:
+        """Close the env only if it is still idle past its TTL once its lock is ours."""
+        record = self._records.get(instance_id)
+        if record is None:
+            return False
+        if not record.lock.acquire(blocking=False):
+            return False  # in use right now, so not idle: never wait behind a long request
+        try:
+            if record.closed or not record.expired(time.monotonic()):
+                return False
+            self._close(record, "ttl")
+        finally:
+            record.lock.release()
+        return True
+
+    def _close(self, record: EnvRecord, reason: str) -> None:
+        with self._lock:
+            if self._records.pop(record.instance_id, None) is not None:
+                self._weight -= record.weight
+            self._publish()
+        record.closed = True
+        _close_quietly(record.env)
+        if self.on_closed is not None:
+            self.on_closed(record, reason)
+
+    def _publish(self) -> None:
+        if self.on_count is not None:
+            self.on_count(self.load)
+
+    def snapshot(self) -> list[EnvRecord]:
+        with self._lock:
+            return list(self._records.values())
+
+    def expired(self, now: float | None = None) -> list[EnvRecord]:
+        now = time.monotonic() if now is None else now
+        return [r for r in self.snapshot() if r.expired(now)]
+
+    def close_all(self, reason: str = "shutdown") -> int:
+        records = self.snapshot()
+        for record in records:
+            with suppress(UnknownInstance):
+                self.pop(record.instance_id, reason)
+        return len(records)
+
+
+def _close_quietly(env: gym.Env[Any, Any] | gym.vector.VectorEnv[Any, Any, Any]) -> None:
+    try:
+        env.close()
+    except Exception:  # an env that fails to close must not keep the others alive or crash a worker
+        log.exception("closing an env failed")

@@ -1,0 +1,69 @@
+"""The kwargs policy: plain bounded values, no file or module names, operator exemptions; 422 naming the kwarg."""
+
+import pytest
+
+from gymserve.envs.factory import CreateRequest, EnvFactory
+from gymserve.envs.policy import KwargsPolicy, check_value
+from gymserve.errors import InvalidValue
+from gymserve.settings import Settings, SettingsError
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -3, 9.81, "8x8", ["SFFF", "FHFH", "FFFH", "HFFG"], [2, 5], (0.1, None), "x" * 256],
+)
+def test_plain_bounded_values_pass(value):
+    assert check_value(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"a": 1}, "expected a number"),
+        ([[1, 2]], "not lists"),
+        ([0] * 257, "at most 256 items"),
+        ("x" * 257, "at most 256 characters"),
+        (float("nan"), "finite"),
+        (float("inf"), "finite"),
+        (10**7, "within"),
+        (b"bytes", "expected a number"),
+    ],
+)
+def test_other_values_are_refused_with_a_reason(value, why):
+    assert why in (check_value(value) or "")
+
+
+@pytest.mark.parametrize("name", ["xml_file", "model_path", "path", "module", "asset_dir", "config_url", "File"])
+def test_kwargs_that_name_a_file_or_module_are_refused(name):
+    with pytest.raises(InvalidValue) as err:
+        KwargsPolicy(Settings.from_env({})).check("HalfCheetah-v5", {name: "/etc/passwd"})
+    assert err.value.status == 422 and err.value.details["field"] == f"kwargs.{name}"
+    assert "GYMSERVE_ENV_KWARGS_ALLOW" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["profile", "pathological", "filet"])
+def test_names_that_only_contain_those_words_pass(name):
+    KwargsPolicy(Settings.from_env({})).check("X-v0", {name: 1})
+
+
+def test_an_operator_exemption_allows_one_kwarg_of_matching_envs_only():
+    policy = KwargsPolicy(Settings.from_env({"GYMSERVE_ENV_KWARGS_ALLOW": "HalfCheetah-*:xml_file, *:camera_cfg"}))
+    policy.check("HalfCheetah-v5", {"xml_file": "/models/cheetah.xml", "camera_cfg": {"distance": 4}})
+    with pytest.raises(InvalidValue, match=r"kwargs\.xml_file"):
+        policy.check("Hopper-v5", {"xml_file": "/models/hopper.xml"})
+    with pytest.raises(InvalidValue, match=r"kwargs\.width"):
+        policy.check("HalfCheetah-v5", {"width": 10**9})
+
+
+@pytest.mark.parametrize("value", ["HalfCheetah-v5", "a:b:c d", ":x", "Env-v0:"])
+def test_exemptions_must_be_env_colon_kwarg(value):
+    with pytest.raises(SettingsError, match="GYMSERVE_ENV_KWARGS_ALLOW"):
+        Settings.from_env({"GYMSERVE_ENV_KWARGS_ALLOW": value})
+
+
+def test_the_factory_applies_the_policy_to_every_create():
+    factory = EnvFactory(Settings.from_env({}))
+    with pytest.raises(InvalidValue) as err:
+        factory.make(CreateRequest("FrozenLake-v1", kwargs={"desc": [["S", "F"], ["F", "G"]]}))
+    assert err.value.details["field"] == "kwargs.desc"
+    factory.make(CreateRequest("FrozenLake-v1", kwargs={"desc": ["SF", "FG"], "is_slippery": False})).close()
