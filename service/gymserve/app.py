@@ -11,11 +11,14 @@ from . import __version__, metrics
 from .api import ui, v1, v2
 from .api.common import register_error_handlers
 from .health import bp as health_bp
-from .lifecycle.envs import Worker
-from .pipeline.front import LeanPath
+from .lifecycle.envs import Envs
+from .pipeline.front import Front
+from .pipeline.services import Services
 from .routing import replica
+from .routing.forward import Forwarder
 from .routing.ids import Owner
 from .settings import Settings
+from .tenancy.tenants import Directory
 
 
 def _log_through_gunicorn() -> None:
@@ -54,11 +57,18 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
         owner_id = Owner(settings.node_id, slot.slot, slot.generation)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, GYMSERVE_VERSION=__version__)
-    app.extensions["gymserve"] = Worker(settings, owner_id, slot.replica if slot else None)
+    replica_of_slot = slot.replica if slot else None
+    tenants = Directory(settings.tenants_file, settings.tenants_reload_seconds)
+    envs = Envs(settings, owner_id, replica_of_slot, open_server=tenants.open)
+    forwarder = (
+        Forwarder(replica_of_slot, envs.owner.slot, settings.forward_timeout_seconds) if replica_of_slot else None
+    )
+    app.extensions["gymserve"] = Services.build(envs, forwarder)
     metrics.publish_static(settings.max_envs_per_worker, settings.max_envs)
     _time_requests(app)
-    # Every request that names an env is resolved once, in front of Flask; resets and steps never reach it.
-    app.wsgi_app = LeanPath(app.wsgi_app, app.extensions["gymserve"])  # type: ignore[method-assign]
+    # Every request is authenticated and every env id resolved once, in front of Flask; resets and steps never
+    # reach it.
+    app.wsgi_app = Front(app.wsgi_app, envs, tenants, forwarder)  # type: ignore[method-assign]
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     app.register_blueprint(health_bp)

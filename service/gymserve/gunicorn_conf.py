@@ -116,9 +116,9 @@ def post_fork(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Worker, app loaded: open the private socket, start the reaper, and make SIGTERM drain."""
     assert _replica is not None
-    core = worker.wsgi.extensions["gymserve"]
+    core = worker.wsgi.extensions["gymserve"].envs
     worker.gymserve_peer = start_peer_server(worker.wsgi, _replica.socket_path(worker.gymserve_slot))
-    worker.gymserve_reaper = Reaper(core)
+    worker.gymserve_reaper = Reaper(core.registry, _settings.reaper_interval_seconds)
     worker.gymserve_reaper.start()
 
     def drain(sig: int, frame: Any) -> None:
@@ -147,7 +147,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     reaper = getattr(worker, "gymserve_reaper", None)
     if reaper is not None:
         reaper.stop()
-    closed = app.extensions["gymserve"].registry.close_all()
+    closed = app.extensions["gymserve"].envs.close_all()
     server.log.info("gymserve: worker exiting, closed %d envs", closed)
 
 

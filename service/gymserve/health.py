@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
-from .api.common import json_response, worker
+from .api.common import envs, json_response
 
 bp = Blueprint("health", __name__)
 
@@ -15,28 +15,19 @@ bp = Blueprint("health", __name__)
 def healthz() -> Response:
     # The node name lets the router map this replica's address to the ids it mints (its connection pools), and the
     # workers' own ports (GYMSERVE_WORKER_PORT_BASE) to the slots in those ids.
-    w = worker()
-    body: dict[str, object] = {"status": "ok", "node": w.owner.node}
-    if w.settings.worker_port_base:
-        slots = w.replica.live_slots() if w.replica else [w.owner.slot]
-        body["worker_ports"] = {str(slot): w.settings.worker_port(slot) for slot in slots}
+    core = envs()
+    body: dict[str, object] = {"status": "ok", "node": core.owner.node}
+    if core.settings.worker_port_base:
+        body["worker_ports"] = {str(slot): core.settings.worker_port(slot) for slot in core.placement.live_slots()}
     return json_response(body)
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    w = worker()
-    reasons = w.not_ready_reasons()
-    body = {
-        "status": "not ready" if reasons else "ready",
-        "reasons": reasons,
-        "worker_envs": len(w.registry),
-        "worker_capacity": w.settings.max_envs_per_worker,
-        "replica_envs": w.replica_envs(),
-        "replica_capacity": w.settings.max_envs,
-        "workers": len(w.replica.live_slots()) if w.replica else 1,
-    }
-    return json_response(body, 503 if reasons else 200)
+    ready = envs().readiness()
+    return json_response(
+        {"status": "not ready" if ready["reasons"] else "ready", **ready}, 503 if ready["reasons"] else 200
+    )
 
 
 @bp.get("/metrics")

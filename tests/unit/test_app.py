@@ -58,7 +58,7 @@ def test_readyz_fails_while_full_and_existing_envs_stay_reachable():
 def test_draining_worker_refuses_creates_but_steps_existing_envs(app, client):
     iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
     client.post(f"/v1/envs/{iid}/reset/", json={"seed": 1})
-    app.extensions["gymserve"].draining.set()
+    app.extensions["gymserve"].envs.draining.set()
     resp = client.post("/v1/envs/", json={"env_id": "CartPole-v1"})
     assert resp.status_code == 503 and resp.json["code"] == "draining" and "Retry-After" in resp.headers
     assert client.get("/readyz").json["reasons"] == ["draining"]
@@ -66,9 +66,9 @@ def test_draining_worker_refuses_creates_but_steps_existing_envs(app, client):
 
 
 def test_ttl_per_create_is_capped_by_the_server_maximum(app, client):
-    app.extensions["gymserve"].settings  # noqa: B018 - defaults: ttl max 86400
+    app.extensions["gymserve"].envs.settings  # noqa: B018 - defaults: ttl max 86400
     iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "ttl": 10**9}).json["instance_id"]
-    assert app.extensions["gymserve"].registry.get(iid).ttl == 86_400
+    assert app.extensions["gymserve"].envs.registry.find(iid).ttl == 86_400
     bad = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "ttl": "long"})
     assert bad.status_code == 400 and bad.json["details"]["field"] == "ttl"
 
@@ -122,7 +122,7 @@ def test_episodes_of_a_frame_env_are_bounded_by_bytes_not_only_steps():
 
 def test_reads_of_an_env_restart_its_idle_clock(app, client):
     iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
-    record = app.extensions["gymserve"].registry.get(iid)
+    record = app.extensions["gymserve"].envs.registry.find(iid)
     record.last_used -= 100
     client.get(f"/v1/envs/{iid}/action_space/")
     assert record.idle_seconds() < 5

@@ -15,9 +15,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from gymserve import __version__, metrics
-from gymserve.envs.factory import CreateRequest
 from gymserve.errors import GymServeError
-from gymserve.lifecycle.envs import Worker
+from gymserve.lifecycle.caller import ANYONE
+from gymserve.lifecycle.envs import Envs
+from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import MULTIPROC_ENV, Settings
 
 
@@ -44,14 +45,14 @@ def test_env_labels_are_bounded_to_the_allowlist(env_id: object, label: str) -> 
 
 
 def test_a_refused_create_is_counted_under_other_never_under_the_clients_text() -> None:
-    worker = Worker(Settings.from_env({"GYMSERVE_ALLOWED_ENVS": "CartPole-*"}, node_id="test"))
+    worker = Envs(Settings.from_env({"GYMSERVE_ALLOWED_ENVS": "CartPole-*"}, node_id="test"))
     made_up = f"Made-Up-{uuid.uuid4().hex}-v0"
     codes = {}
     # Other tests of this process may count FrozenLake-v1 on a server that allows it: compare, do not expect none.
     before = samples_with_label_value("FrozenLake-v1")
     for env_id in ("FrozenLake-v1", made_up):
         with pytest.raises(GymServeError) as err:
-            worker.create(CreateRequest(env_id), ttl=60)
+            worker.create(CreateRequest(env_id, ttl=60), ANYONE)
         codes[env_id] = err.value.code
         assert (value("gymserve_envs_failed_total", env_id="other", reason=err.value.code) or 0) >= 1
     assert codes["FrozenLake-v1"] != codes[made_up]  # not allowed vs not an env: two reasons, one bounded label
@@ -59,11 +60,11 @@ def test_a_refused_create_is_counted_under_other_never_under_the_clients_text() 
 
 
 def test_a_refused_create_adds_exactly_one() -> None:
-    worker = Worker(Settings.from_env({"GYMSERVE_ALLOWED_ENVS": "CartPole-v1"}, node_id="test"))
+    worker = Envs(Settings.from_env({"GYMSERVE_ALLOWED_ENVS": "CartPole-v1"}, node_id="test"))
     labels = {"env_id": "other", "reason": "env_not_allowed"}
     before = value("gymserve_envs_failed_total", **labels) or 0.0
     with pytest.raises(GymServeError) as err:
-        worker.create(CreateRequest("Acrobot-v1"), ttl=60)
+        worker.create(CreateRequest("Acrobot-v1", ttl=60), ANYONE)
     assert err.value.code == labels["reason"]
     assert value("gymserve_envs_failed_total", **labels) == before + 1
 

@@ -11,14 +11,37 @@ from werkzeug.exceptions import HTTPException
 
 from ..codec import seed
 from ..errors import BadRequest, GymServeError, Internal, MissingParameter, PayloadTooLarge, RoutingError, error_body
-from ..lifecycle.envs import Worker
+from ..lifecycle.caller import Caller
+from ..lifecycle.envs import Envs
+from ..pipeline.front import Incoming, caller_of, owned
 from ..pipeline.models import absent
+from ..pipeline.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def worker() -> Worker:
+def services() -> Services:
     return current_app.extensions["gymserve"]
+
+
+def envs() -> Envs:
+    return services().envs
+
+
+def caller() -> Caller:
+    """Who this request acts for: built once by the front controller."""
+    return caller_of(request.environ)
+
+
+def local_id(instance_id: str) -> str:
+    """`instance_id` if this worker holds the env the path names; else its lost or unknown error."""
+    return owned(caller(), instance_id)
+
+
+def incoming() -> Incoming:
+    """The request as a forward to another worker needs it (its body kept, so that this worker can still answer)."""
+    query = request.query_string.decode("latin-1")
+    return Incoming(request.method, request.path, query, request.headers, request.get_data(cache=True))
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

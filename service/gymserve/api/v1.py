@@ -7,57 +7,41 @@ from flask import Blueprint, Response, request
 
 from ..codec import seed as codec
 from ..codec import spaces as space_codec
-from ..envs.factory import CreateRequest
 from ..errors import InvalidValue
-from ..pipeline import handler, models, operations
-from ..pipeline.front import tenant_of
-from . import owner
-from .common import json_body, json_response, required_param, worker
+from ..pipeline import create, handler, models, operations
+from .common import caller, envs, incoming, json_body, json_response, local_id, required_param, services
 
 bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
 
 
 @bp.post("/")
 def env_create() -> Response:
-    elsewhere = owner.place_create()
-    if elsewhere is not None:
-        return elsewhere
-    w = worker()
-    # The seed's fields only: vector envs and wrappers are /v2's, and /v1 ignores what it does not know.
-    body = models.decode_v1(request.get_data(cache=True), models.CreateRequest, required=True)
-    models.check_limits(body, w.settings)
-    req = CreateRequest(
-        env_id=body.env_id,
-        max_episode_steps=body.max_episode_steps,
-        auto_reset=bool(body.auto_reset),
-        disable_env_checker=body.disable_env_checker,
-        kwargs=body.kwargs or {},
-    )
-    tenant = tenant_of(request.environ)
-    record = w.create(req, w.ttl_for(body.ttl, tenant), tenant)
-    return json_response({"instance_id": record.instance_id})
+    outcome = services().creates.v1(incoming(), caller())
+    if isinstance(outcome, create.Made):
+        return json_response(outcome.payload, outcome.status)
+    status, headers, body = outcome
+    return Response(body, status=status, headers=headers)
 
 
 def _handled(kind: str, instance_id: str) -> Response:
     """A reset or step by the one handler (the lean path answers these before Flask; this is the same call)."""
-    call = handler.Call("v1", kind, owner.local_id(instance_id), request.get_data(cache=True))
-    status, headers, body = handler.run(worker(), call)
+    call = handler.Call("v1", kind, local_id(instance_id), request.get_data(cache=True))
+    status, headers, body = handler.run(envs(), call, caller())
     return Response(body, status=status, headers=headers)
 
 
 @bp.get("/")
 def env_list_all() -> Response:
     """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS)."""
-    tenant = tenant_of(request.environ).name
-    all_envs = {r.instance_id: r.env_id for r in worker().registry.snapshot() if r.tenant == tenant}
-    for body in owner.farm_answers("/v1/envs/", "application/json"):
+    all_envs = {r.instance_id: r.env_id for r in envs().list(caller())}
+    for body in services().fanout.answers(caller(), "/v1/envs/", "application/json"):
         all_envs.update(orjson.loads(body).get("all_envs", {}))
     return json_response({"all_envs": all_envs})
 
 
 @bp.get("/<instance_id>/")
 def env_get_id(instance_id: str) -> Response:
-    return json_response({"id": worker().registry.touch(owner.local_id(instance_id)).env_id})
+    return json_response({"id": envs().touch(local_id(instance_id), caller()).env_id})
 
 
 @bp.post("/<instance_id>/reset/")
@@ -72,7 +56,7 @@ def env_step(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/render/")
 def env_render(instance_id: str) -> Response:
-    with worker().registry.use(owner.local_id(instance_id)) as record:
+    with envs().use(local_id(instance_id), caller()) as record:
         if record.env.render_mode is None:
             return json_response({"render_frame": None})  # the seed's answer for an env made without render_mode
         return json_response({"render_frame": codec.encode_frame(operations.render(record))})
@@ -80,13 +64,13 @@ def env_render(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/action_space/")
 def env_action_space_info(instance_id: str) -> Response:
-    record = worker().registry.touch(owner.local_id(instance_id))
+    record = envs().touch(local_id(instance_id), caller())
     return json_response({"info": space_codec.describe(record.env.action_space)})
 
 
 @bp.get("/<instance_id>/action_space/sample/")
 def env_action_space_sample(instance_id: str) -> Response:
-    with worker().registry.use(owner.local_id(instance_id)) as record:
+    with envs().use(local_id(instance_id), caller()) as record:
         return json_response({"action": operations.sample_action(record)})
 
 
@@ -96,7 +80,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
         value = orjson.loads(action)  # "1", "[0.5, -1]", "{\"a\": 1}"; anything else is a Text action
     except orjson.JSONDecodeError:
         value = action
-    record = worker().registry.touch(owner.local_id(instance_id))
+    record = envs().touch(local_id(instance_id), caller())
     return json_response({"member": operations.action_contains(record, value)})
 
 
@@ -104,7 +88,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
 def env_action_space_contains_body(instance_id: str) -> Response:
     """Additive: the same check with the action in a JSON body, for Dict, Tuple and Text actions."""
     value = required_param(json_body(), "action")
-    record = worker().registry.touch(owner.local_id(instance_id))
+    record = envs().touch(local_id(instance_id), caller())
     return json_response({"member": operations.action_contains(record, value)})
 
 
@@ -112,7 +96,7 @@ def env_action_space_contains_body(instance_id: str) -> Response:
 def env_observation_space_contains(instance_id: str) -> Response:
     """The seed's check: do the given properties match the space's description (not: is this an obs)."""
     body = json_body()
-    record = worker().registry.touch(owner.local_id(instance_id))
+    record = envs().touch(local_id(instance_id), caller())
     info = space_codec.describe(record.env.observation_space)
     member = all(key in info and info[key] == value for key, value in body.items())
     return json_response({"member": member})
@@ -120,28 +104,28 @@ def env_observation_space_contains(instance_id: str) -> Response:
 
 @bp.get("/<instance_id>/observation_space/")
 def env_observation_space_info(instance_id: str) -> Response:
-    record = worker().registry.touch(owner.local_id(instance_id))
+    record = envs().touch(local_id(instance_id), caller())
     return json_response({"info": space_codec.describe(record.env.observation_space)})
 
 
 @bp.get("/<instance_id>/transitions/")
 def env_get_transitions(instance_id: str) -> Response:
-    record = worker().registry.touch(owner.local_id(instance_id))
+    record = envs().touch(local_id(instance_id), caller())
     return json_response({"transitions": operations.transitions(record)})
 
 
 @bp.post("/<instance_id>/episodes/")
 def env_episode_samples(instance_id: str) -> Response:
-    w = worker()
+    settings = envs().settings
     body = models.decode_v1(request.get_data(cache=True), models.EpisodesRequest, required=True)
-    limit = w.settings.episodes_max_count
+    limit = settings.episodes_max_count
     if body.count > limit:
         raise InvalidValue(
             "count", f"expected an integer from 0 to {limit} (GYMSERVE_EPISODES_MAX_COUNT), got {body.count}"
         )
-    with w.registry.use(owner.local_id(instance_id)) as record:
+    with envs().use(local_id(instance_id), caller()) as record:
         eps = operations.episodes(
-            record, body.count, body.seed, w.settings.episodes_max_steps, w.settings.episodes_max_bytes
+            record, body.count, body.seed, settings.episodes_max_steps, settings.episodes_max_bytes
         )
         return json_response(
             {"episodes": [[{"s": codec.encode_observation(obs), "r": reward} for obs, reward in ep] for ep in eps]}
@@ -150,7 +134,7 @@ def env_episode_samples(instance_id: str) -> Response:
 
 @bp.delete("/<instance_id>/")
 def env_close(instance_id: str) -> Response:
-    worker().close(owner.local_id(instance_id))
+    envs().close(local_id(instance_id), caller())
     return Response("", status=200)
 
 

@@ -10,16 +10,13 @@ import gymnasium as gym
 from flask import Blueprint, Response, request
 
 from ..codec import png, spaces, values
-from ..envs.factory import CreateRequest
-from ..errors import InvalidValue, NotSupported
-from ..lifecycle import idempotency, labels
-from ..lifecycle.envs import Worker
+from ..errors import NotSupported
+from ..lifecycle import labels
 from ..lifecycle.registry import EnvRecord
-from ..pipeline import batch, frames, handler, models, negotiation, operations
-from ..pipeline.front import forwarded, tenant_of
-from ..routing import ids, peers
-from . import openapi, owner
-from .common import json_response, worker
+from ..pipeline import batch, create, frames, handler, models, negotiation, operations
+from ..routing import ids
+from . import openapi
+from .common import caller, envs, incoming, json_response, local_id, services
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -45,19 +42,27 @@ def _answer(payload: Any, status: int = 200, headers: dict[str, str] | None = No
     return _send(values.dumps(payload, media_type), media_type, status, headers)
 
 
+def _outcome(outcome: create.Outcome) -> Response:
+    """A create's outcome: made here (encoded in the client's type), or another worker's answer as it came."""
+    if isinstance(outcome, create.Made):
+        return _answer(outcome.payload, outcome.status, outcome.headers)
+    status, headers, body = outcome
+    return Response(body, status=status, headers=headers)
+
+
 def _handled(kind: str, instance_id: str) -> Response:
-    """A reset or step by the one handler (the lean path answers these before Flask; this is the same call)."""
+    """A reset or step by the one handler (the front controller answers these before Flask; this is the same call)."""
     call = handler.Call(
         "v2",
         kind,
-        owner.local_id(instance_id),
+        local_id(instance_id),
         request.get_data(cache=True),
         request.headers.get("Content-Type"),
         request.headers.get("Content-Encoding"),
         request.headers.get("Accept"),
         request.headers.get("Accept-Encoding"),
     )
-    status, headers, body = handler.run(worker(), call)
+    status, headers, body = handler.run(envs(), call, caller())
     return Response(body, status=status, headers=headers)
 
 
@@ -139,91 +144,13 @@ def _single_space(env: Any, name: str) -> dict[str, Any] | None:
 
 @bp.post("/envs")
 def create_env() -> Response:
-    w = worker()
-    key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
-    if key is not None and (there := owner.create_where_key_lives(key)) is not None:
-        return there
-    body = _decode(models.CreateRequest, required=True)
-    if key is None and (elsewhere := owner.place_create(body.num_envs or 1)) is not None:
-        return elsewhere
-    models.check_limits(body, w.settings)
-    return _created(_create(w, body)) if key is None else _keyed_create(w, key, body)
-
-
-def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
-    """A create named by an Idempotency-Key, on the worker the key belongs to: a resend of the same body gets the
-    same env (and answer) again, another body a 422, a resend while the first runs a 409 (docs/lifecycle.md)."""
-    # The key picks the worker; the tenant's key is what is kept, so another tenant's same key never names its env.
-    mine = f"{tenant_of(request.environ).name}/{key}"
-    earlier = w.keys.claim(mine, idempotency.digest(request.content_type, request.get_data(cache=True)))
-    if isinstance(earlier, idempotency.PassedOn):  # this worker was full: the sibling it chose has the key
-        return owner.forward_create(earlier.slot)
-    if earlier is not None:  # a resend of a create that was made: its env, not a second one
-        return _answer(earlier, 201, {"Location": f"/v2/envs/{earlier['instance_id']}", "Idempotent-Replayed": "true"})
-    try:
-        sibling = owner.pass_keyed_create_on(key, body.num_envs or 1)
-        if sibling is not None:  # full here, room there: it makes the env and keeps the key; resends follow
-            w.keys.pass_on(mine, sibling, w.ttl_for(body.ttl) or w.settings.env_ttl_max_seconds or 86_400.0)
-            answer = owner.forward_create(sibling)
-            if answer.status_code >= 400:  # nothing was made there: the key is free again
-                w.keys.release(mine)
-            return answer
-        info = _created_info(_create(w, body))
-    except BaseException:
-        w.keys.release(mine)
-        raise
-    w.keys.done(mine, info["instance_id"], info)
-    if w.registry.find(info["instance_id"]) is None:  # closed before its key was kept (a bulk delete): drop it
-        w.keys.forget_env(info["instance_id"])
-    return _answer(info, 201, {"Location": f"/v2/envs/{info['instance_id']}"})
-
-
-def _created(record: EnvRecord) -> Response:
-    return _answer(_created_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
-
-
-def _created_info(record: EnvRecord) -> dict[str, Any]:
-    """What a create answers: the env's info, and where this replica answers without the router (the direct path)."""
-    info = _info(record)
-    if public_url := worker().settings.public_url:
-        info["direct_url"] = public_url
-    return info
-
-
-def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
-    if body.snapshot is not None:
-        return _restore(w, body, body.snapshot)
-    req = CreateRequest(
-        env_id=body.env_id,
-        max_episode_steps=body.max_episode_steps,
-        auto_reset=bool(body.auto_reset),
-        disable_env_checker=body.disable_env_checker,
-        kwargs=body.kwargs or {},
-        wrappers=tuple(body.wrappers or ()),
-        num_envs=body.num_envs,
-        autoreset_mode=body.autoreset_mode,
-    )
-    tenant = tenant_of(request.environ)
-    return w.create(req, w.ttl_for(body.ttl, tenant), tenant, body.labels)
-
-
-# What a restore takes from its snapshot, never from the body.
-_MADE_BY_SNAPSHOT = ("kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "wrappers")
-
-
-def _restore(w: Worker, body: models.CreateRequest, blob: bytes) -> EnvRecord:
-    for name in _MADE_BY_SNAPSHOT:
-        if getattr(body, name):
-            raise InvalidValue(name, "a restore takes the env from its snapshot: give only env_id, ttl and labels")
-    tenant = tenant_of(request.environ)
-    ttl = w.ttl_for(body.ttl, tenant)
-    return w.restore(blob, body.env_id, ttl, body.labels, body.num_envs, body.autoreset_mode, tenant)
+    return _outcome(services().creates.v2(incoming(), caller(), _info))
 
 
 @bp.get("/envs/<instance_id>/snapshot")
 def snapshot_env(instance_id: str) -> Response:
     """The env's state as an opaque blob, signed with the farm's key: POST /v2/envs {"snapshot": ...} restores it."""
-    blob = worker().snapshot(owner.local_id(instance_id))
+    blob = envs().snapshot(local_id(instance_id), caller())
     return Response(blob, headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
 
 
@@ -231,14 +158,11 @@ def snapshot_env(instance_id: str) -> Response:
 def list_envs() -> Response:
     """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS),
     those whose labels match every `label=key=value` given."""
-    tenant = tenant_of(request.environ).name
     chosen = labels.selector(request.args.getlist("label"))
-    envs = {
-        r.instance_id: _summary(r) for r in worker().registry.snapshot() if r.tenant == tenant and r.matches(chosen)
-    }
-    for body in owner.farm_answers("/v2/envs", values.MSGPACK, query=_query()):
-        envs.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
-    return _answer({"envs": list(envs.values())})
+    found = {r.instance_id: _summary(r) for r in envs().list(caller(), chosen)}
+    for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query()):
+        found.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
+    return _answer({"envs": list(found.values())})
 
 
 @bp.delete("/envs")
@@ -246,10 +170,8 @@ def delete_envs() -> Response:
     """Close exactly the caller's envs whose labels match every `label=key=value` (at least one), on every worker
     and, with GYMSERVE_PEERS_DNS, every replica."""
     chosen = labels.selector(request.args.getlist("label"))
-    if not chosen:  # never "close everything" by a forgotten parameter
-        raise InvalidValue("label", "a bulk delete needs at least one label=key=value; it never closes every env")
-    deleted = worker().close_matching(chosen, tenant_of(request.environ).name)
-    for body in owner.farm_answers("/v2/envs", values.MSGPACK, _query(), "DELETE"):
+    deleted = envs().close_matching(caller(), chosen)
+    for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query(), "DELETE"):
         deleted += values.loads(body, values.MSGPACK)["deleted"]
     return _answer({"deleted": deleted})
 
@@ -261,12 +183,12 @@ def _query() -> str:
 @bp.get("/envs/<instance_id>")
 def get_env(instance_id: str) -> Response:
     """What the server knows about an env; reading it does not count as use (keepalive does)."""
-    return _answer(_info(worker().registry.get(owner.local_id(instance_id))))
+    return _answer(_info(envs().get(local_id(instance_id), caller())))
 
 
 @bp.post("/envs/<instance_id>/keepalive")
 def keepalive(instance_id: str) -> Response:
-    with worker().registry.use(owner.local_id(instance_id)) as record:
+    with envs().use(local_id(instance_id), caller()) as record:
         pass
     return _answer(_summary(record))
 
@@ -274,12 +196,8 @@ def keepalive(instance_id: str) -> Response:
 @bp.post("/envs/<instance_id>/fork")
 def fork_env(instance_id: str) -> Response:
     """A new env on the same worker in exactly this env's state: the same actions then give the same trajectory."""
-    w = worker()
     body = _decode(models.ForkRequest)
-    local = owner.local_id(instance_id)
-    tenant = tenant_of(request.environ)
-    ttl = None if body.ttl is None else w.ttl_for(body.ttl, tenant)
-    return _created(w.fork(local, ttl, body.labels, tenant))
+    return _outcome(services().creates.fork(local_id(instance_id), caller(), body, _info))
 
 
 @bp.post("/envs/<instance_id>/reset")
@@ -295,21 +213,16 @@ def step_env(instance_id: str) -> Response:
 @bp.post("/batch/step")
 def batch_step() -> Response:
     """Step many envs of this replica in one request; each item gets its transition or its own error."""
-    w = worker()
     body = _decode(models.BatchStepRequest, required=True)
-    items = batch.checked_items(body.items, w.settings.max_batch_size)
-    hop = forwarded(request.environ)
-    across = not request.headers.get(peers.FANOUT_HEADER)  # a replica's sub-batch goes no further
-    tenant = tenant_of(request.environ).name
-    authorization = request.headers.get("Authorization")
+    items = batch.checked_items(body.items, envs().settings.max_batch_size)
     answer_type = negotiation.answer_type(request.headers.get("Accept"))
-    results = batch.step_batch(w, items, hop, tenant, authorization, across_replicas=across, media_type=answer_type)
+    results = services().batches.step(items, caller(), answer_type)
     return _send(values.dumps({"results": results}, answer_type), answer_type)
 
 
 @bp.get("/envs/<instance_id>/render")
 def render_env(instance_id: str) -> Response:
-    with worker().registry.use(owner.local_id(instance_id)) as record:
+    with envs().use(local_id(instance_id), caller()) as record:
         if record.env.render_mode is None:
             raise NotSupported(
                 "this env was created without a render_mode: create it with kwargs.render_mode 'rgb_array' or 'ansi'",
@@ -332,12 +245,7 @@ def _frame(frame: Any) -> Response:
 @bp.get("/envs/<instance_id>/frame")
 def frame(instance_id: str) -> Response:
     """A viewer's frame (the /ui page polls it): like render, but watching is not using, so the env still expires."""
-    w = worker()
-    record = w.registry.get(owner.local_id(instance_id))
-    raw = request.args.get("sub_env", "0")
-    if not raw.isdigit():
-        raise InvalidValue("sub_env", f"expected a sub-env index (a non-negative integer), got {raw[:20]!r}")
-    shown = frames.latest(w.registry, record, int(raw), w.settings.frame_wait_seconds)
+    shown = frames.latest(envs(), local_id(instance_id), caller(), request.args.get("sub_env", "0"))
     response = Response(shown.body, content_type=shown.media_type)
     response.headers["Cache-Control"] = "no-store"  # a frame is stale at the next step
     return response
@@ -345,7 +253,7 @@ def frame(instance_id: str) -> Response:
 
 @bp.delete("/envs/<instance_id>")
 def delete_env(instance_id: str) -> Response:
-    worker().close(owner.local_id(instance_id))
+    envs().close(local_id(instance_id), caller())
     return Response(status=204)
 
 

@@ -9,7 +9,6 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -19,6 +18,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation, Autoreset
 
 from ..errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
+from ..pipeline.models import CreateRequest
 from ..settings import Settings
 from .modules import import_env_modules
 from .policy import KwargsPolicy
@@ -36,23 +36,6 @@ AUTORESET_MODES: dict[str, AutoresetMode] = {
     "same_step": AutoresetMode.SAME_STEP,
     "disabled": AutoresetMode.DISABLED,
 }
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    env_id: str
-    max_episode_steps: int | None = None
-    auto_reset: bool = False
-    disable_env_checker: bool | None = None
-    kwargs: dict[str, Any] | None = None
-    wrappers: tuple[str, ...] = ()  # names from WRAPPERS, applied in order after make
-    num_envs: int | None = None  # a server-side vector env (gymnasium.make_vec, sync) of this many sub-envs
-    autoreset_mode: str | None = None  # a vector env's autoreset mode, a key of AUTORESET_MODES (next_step if None)
-
-    @property
-    def weight(self) -> int:
-        """What the env will count against capacity: each sub-env of a vector env counts."""
-        return self.num_envs or 1
 
 
 def _gymnasium_family(spec: gym.envs.registration.EnvSpec) -> bool:
@@ -204,11 +187,12 @@ class EnvFactory:
         self._check_kwargs(env_id, kwargs)
         self.kwargs_policy.check(env_id, kwargs)
         self.check_vector(req)
-        for i, name in enumerate(req.wrappers):
+        wrappers = req.wrappers or ()
+        for i, name in enumerate(wrappers):
             if name not in WRAPPERS:
                 raise InvalidValue(f"wrappers[{i}]", f"{name!r} is not one of {', '.join(sorted(WRAPPERS))}")
-        if req.wrappers and kwargs.get("render_mode") != "rgb_array":
-            raise InvalidValue("kwargs.render_mode", f"the wrappers {list(req.wrappers)} need render_mode 'rgb_array'")
+        if wrappers and kwargs.get("render_mode") != "rgb_array":
+            raise InvalidValue("kwargs.render_mode", f"the wrappers {list(wrappers)} need render_mode 'rgb_array'")
         kwargs.update(max_episode_steps=req.max_episode_steps, disable_env_checker=req.disable_env_checker)
         try:
             with _dependencies_of(env_id):
@@ -218,14 +202,14 @@ class EnvFactory:
                         req.num_envs,
                         vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AUTORESET_MODES[req.autoreset_mode or DEFAULT_AUTORESET]},
-                        wrappers=[WRAPPERS[name] for name in req.wrappers],
+                        wrappers=[WRAPPERS[name] for name in wrappers],
                         **kwargs,
                     )
                 env = gym.make(env_id, **kwargs)
         except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as exc:
             raise InvalidValue("kwargs", f"rejected by '{env_id}': {type(exc).__name__}: {exc}") from None
         try:
-            for name in req.wrappers:
+            for name in wrappers:
                 env = WRAPPERS[name](env)
         except Exception as exc:  # the env's own refusal, reported as the client's bad choice
             env.close()

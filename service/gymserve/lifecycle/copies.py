@@ -9,13 +9,17 @@ import hmac
 import os
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 from gymnasium.vector import SyncVectorEnv
 
-from ..errors import InvalidSnapshot, NotSupported
+from ..errors import InvalidSnapshot, InvalidValue, NotSupported
 from ..settings import SettingsError
+from .registry import EnvRecord
+
+if TYPE_CHECKING:
+    from ..pipeline.models import CreateRequest
 
 
 def copy_env(env: Any) -> Any:
@@ -149,3 +153,55 @@ def _picklable(state: EnvState) -> EnvState:
 
 def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, _MAGIC + payload, hashlib.sha256).digest()
+
+
+# --- what a fork, snapshot or restore carries of an env ----------------------------------------------------------
+
+
+def _carried(source: EnvRecord | EnvState) -> dict[str, Any]:
+    """Every field of EnvState, which EnvRecord has under the same names (labels and the vector tally are the
+    callers' to copy)."""
+    return {f.name: getattr(source, f.name) for f in fields(EnvState) if f.name != "labels"}
+
+
+def state_of(record: EnvRecord, env: object) -> EnvState:
+    """`record`'s state with `env` (the record's own env for a snapshot, a deep copy of it for a fork)."""
+    carried = _carried(record)
+    carried.update(env=env, vector_tally=copy.deepcopy(record.vector_tally))
+    return EnvState(**carried, labels=dict(record.labels))
+
+
+def record_of(state: EnvState, instance_id: str, ttl: float, labels: dict[str, str] | None, tenant: str) -> EnvRecord:
+    """A new env's record in `state`, under a new id: labels are the state's unless given."""
+    return EnvRecord(
+        **_carried(state),
+        instance_id=instance_id,
+        ttl=ttl,
+        labels=dict(state.labels if labels is None else labels),
+        tenant=tenant,
+    )
+
+
+# What a restore takes from its snapshot, never from the body.
+_MADE_BY_SNAPSHOT = ("kwargs", "max_episode_steps", "auto_reset", "disable_env_checker", "wrappers")
+
+
+def check_restore(spec: CreateRequest) -> None:
+    """A restore names only env_id, ttl and labels (and, to check them, num_envs and autoreset_mode)."""
+    for name in _MADE_BY_SNAPSHOT:
+        if getattr(spec, name):
+            raise InvalidValue(name, "a restore takes the env from its snapshot: give only env_id, ttl and labels")
+
+
+def opened(sealer: Sealer, spec: CreateRequest) -> EnvState:
+    """The state in `spec.snapshot`, if this farm sealed it and it is of the env `spec` names."""
+    assert spec.snapshot is not None
+    state = sealer.open(spec.snapshot)
+    for name, given, held in (
+        ("env_id", spec.env_id, state.env_id),
+        ("num_envs", spec.num_envs, state.num_envs),
+        ("autoreset_mode", spec.autoreset_mode, state.autoreset_mode),
+    ):
+        if given is not None and given != held:
+            raise InvalidValue(name, f"the snapshot's is {held!r}, not {given!r}")
+    return state

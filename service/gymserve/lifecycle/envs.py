@@ -1,45 +1,49 @@
-"""Everything one worker process holds: settings, env factory, registry, id minter and drain state."""
+"""The Envs service: the one way to act on a worker's envs, each verb for an explicit Caller."""
 
 from __future__ import annotations
 
-import copy
+import builtins
 import logging
 import secrets
 import threading
-from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import fields, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
+
+import msgspec
 
 from .. import metrics
 from ..envs import cost
-from ..envs.factory import DEFAULT_AUTORESET, CreateRequest, EnvFactory
-from ..errors import CapacityExceeded, Draining, GymServeError, InvalidValue, UnknownInstance
-from ..routing.forward import Forwarder
+from ..envs.factory import DEFAULT_AUTORESET, EnvFactory
+from ..errors import CapacityExceeded, Draining, GymServeError, UnknownInstance
+from ..pipeline.models import CreateRequest
 from ..routing.ids import IdMinter, Owner
 from ..routing.replica import Replica
 from ..settings import Settings
 from ..tenancy.quotas import Quotas
-from ..tenancy.tenants import ANONYMOUS, Directory, Tenant
-from . import copies as snapshots
+from ..tenancy.tenants import Tenant
+from . import copies, labels
+from .caller import Caller
 from .idempotency import Keys
-from .registry import EnvRecord, Registry
+from .placement import Placement
+from .registry import EnvRecord, Records, Registry
 
 log = logging.getLogger(__name__)
 
 
-class Worker:
-    """The core of one worker; the HTTP layer calls it and never touches gymnasium directly.
+class Envs:
+    """Everything one worker holds of envs, behind verbs: create, get, list, close, close_matching, fork, snapshot,
+    restore. The HTTP layer calls these and never touches gymnasium, the registry or the keys directly.
 
-    `replica` is set under gunicorn (several workers share its env counts and socket directory);
-    without it (tests, a plain WSGI server) the worker stands alone.
+    `replica` is set under gunicorn (several workers share its env counts); without it (tests, a plain WSGI server)
+    the worker stands alone. `open_server`: no tenants file, so quotas never reach a store.
     """
 
-    def __init__(self, settings: Settings, owner: Owner | None = None, replica: Replica | None = None) -> None:
+    def __init__(
+        self, settings: Settings, owner: Owner | None = None, replica: Replica | None = None, open_server: bool = True
+    ) -> None:
         self.settings = settings
         self.owner = owner or Owner(settings.node_id, 0, 0)
-        self.replica = replica
-        self.forwarder = Forwarder(replica, self.owner.slot, settings.forward_timeout_seconds) if replica else None
         slot_envs = metrics.WORKER_ENVS.labels(str(self.owner.slot))
 
         def on_count(n: int) -> None:
@@ -49,62 +53,62 @@ class Worker:
 
         self.factory = EnvFactory(settings)
         self.keys = Keys()  # the idempotency keys of the creates this worker made
-        self.sealer = snapshots.Sealer.from_environ(settings.max_snapshot_bytes)
+        self.sealer = copies.Sealer.from_environ(settings.max_snapshot_bytes)
         self.registry = Registry(settings, on_count, self._closed)
-        # Who each request is (its key), and the tenants' farm-wide counts (none without a tenants file).
-        self.tenants = Directory(settings.tenants_file, settings.tenants_reload_seconds)
+        self.placement = Placement(settings, self.owner, replica, self.registry)
         me = f"{self.owner.node}.{self.owner.slot}.{self.owner.generation}.{secrets.token_hex(4)}"
+        beat, retry_after = settings.store_heartbeat_seconds, settings.retry_after_seconds
         self.quotas = (
-            Quotas(None, me, settings.store_heartbeat_seconds, settings.retry_after_seconds)
-            if self.tenants.open
-            else Quotas.build(settings.store_url, me, settings.store_heartbeat_seconds, settings.retry_after_seconds)
+            Quotas(None, me, beat, retry_after)  # no tenants file: nothing to count
+            if open_server
+            else Quotas.build(settings.store_url, me, beat, retry_after)
         )
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
 
-    def replica_envs(self) -> int:
-        return self.replica.total_envs() if self.replica else len(self.registry)
+    # --- reading ---
 
-    def some_worker_has_room(self, weight: int = 1) -> bool:
-        if self.registry.has_room(weight):
-            return True
-        if self.replica is None:
-            return False
-        limit = self.settings.max_envs_per_worker
-        return any(self.replica.counts[slot] + weight <= limit for slot in self.replica.live_slots())
+    def get(self, instance_id: str, caller: Caller) -> EnvRecord:
+        return self.registry.get(instance_id, caller)
 
-    def roomiest_sibling(self, weight: int) -> int | None:
-        """The live sibling slot with the fewest envs that can take `weight` more, if the replica has room."""
-        if self.replica is None or self.replica_envs() + weight > self.settings.max_envs:
-            return None
-        counts = {s: self.replica.counts[s] for s in self.replica.live_slots() if s != self.owner.slot}
-        roomy = [s for s, n in counts.items() if n + weight <= self.settings.max_envs_per_worker]
-        return min(roomy, key=counts.__getitem__) if roomy else None
+    def touch(self, instance_id: str, caller: Caller) -> EnvRecord:
+        """The env, for a read that needs no lock (spaces, transitions); it still counts as a use."""
+        return self.registry.touch(instance_id, caller)
 
-    def placement_for(self, weight: int) -> int | None:
-        """Where a create of `weight` (sub-)envs goes: None for this worker, else the sibling slot that takes it.
+    def use(self, instance_id: str, caller: Caller) -> Any:
+        """The env locked for this call alone (a context manager), its idle clock restarted."""
+        return self.registry.use(instance_id, caller)
 
-        The sibling with the fewest envs, when this worker has no room or holds more than that sibling plus the
-        placement tolerance: creates spread by load, not by which worker won the accept race. (The counts are
-        read without a lock, so racing creates may overshoot by one each.)
-        """
-        if self.replica is None:
-            return None
-        sibling = self.roomiest_sibling(weight)
-        if sibling is None or not self.registry.has_room(weight):
-            return sibling
-        mine = self.replica.counts[self.owner.slot]
-        return sibling if mine - self.replica.counts[sibling] > self.settings.placement_tolerance else None
+    def watch(self, instance_id: str, caller: Caller, wait: float) -> Any:
+        """The env's lock for a viewer's read: watching is not using (a context manager yielding the record, or
+        None when another call held the lock for longer than `wait` seconds)."""
+        return _watched(self.registry, self.get(instance_id, caller), wait)
 
-    def not_ready_reasons(self) -> list[str]:
+    def list(self, caller: Caller, selector: dict[str, str] | None = None) -> Records:
+        return self.registry.list(caller, selector)
+
+    def readiness(self) -> dict[str, object]:
+        """Whether this worker takes new envs (the reasons it does not), and what it and its replica hold."""
+        return {
+            "reasons": self.not_ready_reasons(),
+            "worker_envs": len(self.registry),
+            "worker_capacity": self.settings.max_envs_per_worker,
+            "replica_envs": self.placement.replica_envs(),
+            "replica_capacity": self.settings.max_envs,
+            "workers": len(self.placement.live_slots()),
+        }
+
+    def not_ready_reasons(self) -> builtins.list[str]:
         reasons = []
         if self.draining.is_set():
             reasons.append("draining")
-        if self.replica_envs() >= self.settings.max_envs or not self.some_worker_has_room():
+        if self.placement.replica_envs() >= self.settings.max_envs or not self.placement.some_worker_has_room():
             reasons.append("full")
         return reasons
 
-    def ttl_for(self, requested: float | None, tenant: Tenant = ANONYMOUS) -> float:
+    # --- making ---
+
+    def ttl_for(self, requested: float | None, tenant: Tenant) -> float:
         """The idle TTL of a new env: the server default, or the client's wish (a positive number, as the
         request model says) capped by the server maximum.
 
@@ -116,18 +120,65 @@ class Worker:
         cap = self.settings.env_ttl_max_seconds
         return float(min(ttl, cap) if cap else ttl)
 
-    def create(
-        self, req: CreateRequest, ttl: float, tenant: Tenant = ANONYMOUS, labels: dict[str, str] | None = None
-    ) -> EnvRecord:
-        return self._opened(req.env_id, tenant, lambda: self._create(req, ttl, tenant, labels or {}), "created")
+    def create(self, spec: CreateRequest, caller: Caller) -> EnvRecord:
+        """A new env as `spec` asks (a restore when it carries a snapshot), for the caller's tenant."""
+        if spec.snapshot is not None:
+            return self.restore(spec, caller)
+        ttl = self.ttl_for(spec.ttl, caller.tenant)
+        return self._opened(spec.env_id, caller.tenant, lambda: self._create(spec, ttl, caller.tenant), "created")
 
-    def fork(
-        self, instance_id: str, ttl: float | None, labels: dict[str, str] | None, tenant: Tenant = ANONYMOUS
-    ) -> EnvRecord:
+    def fork(self, instance_id: str, caller: Caller, ttl: float | None, new_labels: dict[str, str] | None) -> EnvRecord:
         """A new env of this worker in exactly the state of `instance_id` (random generators included), with its
         own id, sequence, counters and TTL (the original's unless given) and labels (copied unless given)."""
-        source = self.registry.get(instance_id)  # another tenant's env reads as unknown here
-        return self._opened(source.env_id, tenant, lambda: self._fork(source, ttl, labels, tenant), "forked")
+        source = self.get(instance_id, caller)
+        tenant = caller.tenant
+        ttl = source.ttl if ttl is None else self.ttl_for(ttl, tenant)
+
+        def forked() -> EnvRecord:
+            with self.use(instance_id, caller) as locked:  # no step moves it while it is copied
+                state = copies.state_of(locked, copies.copy_env(locked.env))
+            return self._record_from(state, ttl, new_labels, tenant)
+
+        return self._opened(source.env_id, tenant, lambda: self._admitted(tenant, source.weight, forked), "forked")
+
+    def snapshot(self, instance_id: str, caller: Caller) -> bytes:
+        """The env's state sealed into a blob that any replica with this farm's key can restore."""
+        with self.use(instance_id, caller) as record:  # pickled under its lock: no step moves it meanwhile
+            return self.sealer.seal(copies.state_of(record, record.env))
+
+    def restore(self, spec: CreateRequest, caller: Caller) -> EnvRecord:
+        """A new env in the state `spec.snapshot` holds; the blob is opened only if this farm's key sealed it."""
+        copies.check_restore(spec)
+        ttl, tenant = self.ttl_for(spec.ttl, caller.tenant), caller.tenant
+        self.factory.check_env_id(spec.env_id)
+        state = copies.opened(self.sealer, spec)
+
+        def restored() -> EnvRecord:
+            return self._admitted(tenant, state.weight, lambda: self._record_from(state, ttl, spec.labels, tenant))
+
+        return self._opened(spec.env_id, tenant, restored, "restored")
+
+    # --- closing ---
+
+    def close(self, instance_id: str, caller: Caller) -> EnvRecord:
+        record = self.registry.pop(instance_id, caller)
+        log.info("closed env %s (%s)", record.instance_id, record.env_id)
+        return record
+
+    def close_matching(self, caller: Caller, selector: dict[str, str]) -> int:
+        """Close the caller's envs on this worker whose labels match `selector` (never empty: that is every env)."""
+        labels.check_bulk(selector)
+        closed = 0
+        for record in self.list(caller, selector):
+            with suppress(UnknownInstance):  # closed meanwhile by its client or the reaper
+                self.close(record.instance_id, caller)
+                closed += 1
+        return closed
+
+    def close_all(self, reason: str = "shutdown") -> int:
+        return self.registry.close_all(reason)
+
+    # --- the rules every new env passes ---
 
     def _opened(self, env_id: str, tenant: Tenant, make: Callable[[], EnvRecord], verb: str) -> EnvRecord:
         """`make()`'s new env, counted and logged like every new env (its failure counted too)."""
@@ -143,7 +194,7 @@ class Worker:
         log.info("%s env %s (%s%s)", verb, record.instance_id, record.env_id, _vector_note(record))
         return record
 
-    def _check_room(self, weight: int) -> None:
+    def check_room(self, weight: int) -> None:
         """A new env of `weight` may be made here: not draining, and the replica has room (503 otherwise)."""
         if self.draining.is_set():
             raise Draining(
@@ -152,9 +203,10 @@ class Worker:
             )
         # Other workers count without a shared lock (a worker killed holding one would stall them all),
         # so the replica limit can be overshot by at most one create per worker racing this check.
-        if self.replica_envs() + weight > self.settings.max_envs:
+        held = self.placement.replica_envs()
+        if held + weight > self.settings.max_envs:
             raise CapacityExceeded(
-                f"this replica holds {self.replica_envs()} of its maximum of {self.settings.max_envs} envs "
+                f"this replica holds {held} of its maximum of {self.settings.max_envs} envs "
                 f"and cannot take {weight} more; close some or retry later",
                 retry_after=self.settings.retry_after_seconds,
                 details={"limit": self.settings.max_envs},
@@ -162,7 +214,7 @@ class Worker:
 
     def _admitted(self, tenant: Tenant, weight: int, make: Callable[[], EnvRecord]) -> EnvRecord:
         """`make()` with room for `weight` envs held on this worker and in the tenant's farm-wide quota (429)."""
-        self._check_room(weight)
+        self.check_room(weight)
         with self.registry.reserve(weight):
             self.quotas.admit(tenant, weight)
             try:
@@ -171,97 +223,54 @@ class Worker:
                 self.quotas.release(tenant.name, weight)
                 raise
 
-    def _fork(self, source: EnvRecord, ttl: float | None, labels: dict[str, str] | None, tenant: Tenant) -> EnvRecord:
-        def copied() -> EnvRecord:
-            with self.registry.use(source.instance_id) as locked:  # no step moves it while it is copied
-                state = _state_of(locked, snapshots.copy_env(locked.env))
-            return self._adopt(state, source.ttl if ttl is None else ttl, labels, tenant)
-
-        return self._admitted(tenant, source.weight, copied)
-
-    def snapshot(self, instance_id: str) -> bytes:
-        """The env's state sealed into a blob that any replica with this farm's key can restore."""
-        with self.registry.use(instance_id) as record:  # pickled under its lock: no step moves it meanwhile
-            return self.sealer.seal(_state_of(record, record.env))
-
-    def restore(
-        self,
-        blob: bytes,
-        env_id: str,
-        ttl: float,
-        labels: dict[str, str] | None,
-        num_envs: int | None = None,
-        autoreset_mode: str | None = None,
-        tenant: Tenant = ANONYMOUS,
+    def _record_from(
+        self, state: copies.EnvState, ttl: float, new_labels: dict[str, str] | None, tenant: Tenant
     ) -> EnvRecord:
-        """A new env in the state a snapshot holds; the blob is opened only if this farm's key sealed it.
-        `env_id` (and `num_envs`, `autoreset_mode` if given) must be the snapshot's."""
-        self.factory.check_env_id(env_id)
-        state = self.sealer.open(blob)
-        for name, given, held in (
-            ("env_id", env_id, state.env_id),
-            ("num_envs", num_envs, state.num_envs),
-            ("autoreset_mode", autoreset_mode, state.autoreset_mode),
-        ):
-            if given is not None and given != held:
-                raise InvalidValue(name, f"the snapshot's is {held!r}, not {given!r}")
-
-        def restored() -> EnvRecord:
-            return self._admitted(tenant, state.weight, lambda: self._adopt(state, ttl, labels, tenant))
-
-        return self._opened(env_id, tenant, restored, "restored")
-
-    def _adopt(self, state: snapshots.EnvState, ttl: float, labels: dict[str, str] | None, tenant: Tenant) -> EnvRecord:
         """A new record for an env copied or restored (its place already reserved); labels: the state's unless given."""
-        record = EnvRecord(
-            **_carried(state),
-            instance_id=self.ids.mint(),
-            ttl=ttl,
-            labels=dict(state.labels if labels is None else labels),
-            tenant=tenant.name,
-        )
+        record = copies.record_of(state, self.ids.mint(), ttl, new_labels, tenant.name)
         self.registry.add(record)
         return record
 
-    def _create(self, req: CreateRequest, ttl: float, tenant: Tenant, labels: dict[str, str]) -> EnvRecord:
+    def _create(self, spec: CreateRequest, ttl: float, tenant: Tenant) -> EnvRecord:
         if self.draining.is_set():
-            self._check_room(req.weight)  # the draining answer comes before any check of the request
-        self.factory.check_env_id(req.env_id)
-        self.factory.check_vector(req)
+            self.check_room(spec.weight)  # the draining answer comes before any check of the request
+        self.factory.check_env_id(spec.env_id)
+        self.factory.check_vector(spec)
 
         def made() -> EnvRecord:
             record = EnvRecord(
                 instance_id=self.ids.mint(),
-                env_id=req.env_id,
-                env=self._make_within_bounds(req),
+                env_id=spec.env_id,
+                env=self._make_within_bounds(spec),
                 ttl=ttl,
-                num_envs=req.num_envs,
-                auto_reset=req.auto_reset,
-                autoreset_mode=(req.autoreset_mode or DEFAULT_AUTORESET) if req.num_envs else None,
-                labels=dict(labels),
+                num_envs=spec.num_envs,
+                auto_reset=bool(spec.auto_reset),
+                autoreset_mode=(spec.autoreset_mode or DEFAULT_AUTORESET) if spec.num_envs else None,
+                labels=dict(spec.labels or {}),
                 tenant=tenant.name,
             )
             self.registry.add(record)
             return record
 
-        return self._admitted(tenant, req.weight, made)
+        return self._admitted(tenant, spec.weight, made)
 
-    def _make_within_bounds(self, req: CreateRequest) -> Any:
+    def _make_within_bounds(self, spec: CreateRequest) -> Any:
         """The env, unless one answer of it would exceed GYMSERVE_MAX_ANSWER_BYTES (422 at create).
 
         A vector env is weighed on one sub-env made first: building all of them to find out would be the
         very allocation the limit is there to prevent (AddRenderObservation renders each one at make).
         """
         limit = self.settings.max_answer_bytes
-        renders = (req.kwargs or {}).get("render_mode") == "rgb_array" and "AddRenderObservation" not in req.wrappers
-        if req.num_envs is not None:
-            probe = self.factory.make(replace(req, num_envs=None, autoreset_mode=None))
+        wrappers = spec.wrappers or ()
+        renders = (spec.kwargs or {}).get("render_mode") == "rgb_array" and "AddRenderObservation" not in wrappers
+        if spec.num_envs is not None:
+            probe = self.factory.make(msgspec.structs.replace(spec, num_envs=None, autoreset_mode=None))
             try:
-                cost.check(probe, req.num_envs, limit, renders)
+                cost.check(probe, spec.num_envs, limit, renders)
             finally:
                 probe.close()
-        env = self.factory.make(req)
-        if req.num_envs is None:
+        env = self.factory.make(spec)
+        if spec.num_envs is None:
             try:
                 cost.check(env, 1, limit, renders=False)
             except GymServeError:
@@ -269,39 +278,17 @@ class Worker:
                 raise
         return env
 
-    def close(self, instance_id: str) -> EnvRecord:
-        record = self.registry.pop(instance_id)
-        log.info("closed env %s (%s)", record.instance_id, record.env_id)
-        return record
-
     def _closed(self, record: EnvRecord, reason: str) -> None:
         """Every env closed (client, ttl, shutdown) gives its places back to its tenant's quota, and its key."""
         self.quotas.release(record.tenant, record.weight)
         _count_closed(record, reason)
         self.keys.forget_env(record.instance_id)
 
-    def close_matching(self, selector: dict[str, str], tenant: str) -> int:
-        """Close `tenant`'s envs on this worker whose labels match `selector` (never empty: that would be every env)."""
-        assert selector, "a bulk close needs a label selector"
-        closed = 0
-        for record in self.registry.snapshot():
-            if record.tenant == tenant and record.matches(selector):
-                with suppress(UnknownInstance):  # closed meanwhile by its client or the reaper
-                    self.close(record.instance_id)
-                    closed += 1
-        return closed
 
-
-def _carried(source: EnvRecord | snapshots.EnvState) -> dict[str, Any]:
-    """What a copy or a snapshot carries of an env: every field of EnvState, which EnvRecord has under the same
-    names (labels and the vector tally are the callers' to copy)."""
-    return {f.name: getattr(source, f.name) for f in fields(snapshots.EnvState) if f.name != "labels"}
-
-
-def _state_of(record: EnvRecord, env: object) -> snapshots.EnvState:
-    carried = _carried(record)
-    carried.update(env=env, vector_tally=copy.deepcopy(record.vector_tally))
-    return snapshots.EnvState(**carried, labels=dict(record.labels))
+@contextmanager
+def _watched(registry: Registry, record: EnvRecord, wait: float) -> Iterator[EnvRecord | None]:
+    with registry.watch(record, wait) as locked:
+        yield record if locked else None
 
 
 def _vector_note(record: EnvRecord) -> str:

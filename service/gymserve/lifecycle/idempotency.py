@@ -12,10 +12,11 @@ import hashlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import IdempotencyInFlight, IdempotencyMismatch, InvalidValue
+from ..errors import IdempotencyInFlight, IdempotencyMismatch, InvalidValue, Reply
 
 HEADER = "Idempotency-Key"
 # Visible ASCII, like any header value a client would make (a UUID, a hash, "run-7/env-3/attempt-0").
@@ -131,3 +132,43 @@ class Keys:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def create_once(self, key: str, asked: bytes, once: Once) -> tuple[str, Reply | dict[str, Any]]:
+        """A create named by `key` on the worker the key belongs to: ("made", its answer), ("replayed", the first
+        answer) for a resend of the same body, or ("passed", a sibling's answer) when a sibling makes or made it.
+
+        Another body under the same key is a 422; a resend while the first create runs, a 409 (docs/lifecycle.md).
+        """
+        earlier = self.claim(key, asked)
+        if isinstance(earlier, PassedOn):  # this worker was full: the sibling it chose has the key
+            return "passed", once.forward(earlier.slot)
+        if earlier is not None:  # a resend of a create that was made: its env, not a second one
+            return "replayed", earlier
+        try:
+            sibling = once.sibling()
+            if sibling is not None:  # full here, room there: it makes the env and keeps the key; resends follow
+                self.pass_on(key, sibling, once.keep_seconds)
+                answer = once.forward(sibling)
+                if answer[0] >= 400:  # nothing was made there: the key is free again
+                    self.release(key)
+                return "passed", answer
+            instance_id, made = once.make()
+        except BaseException:
+            self.release(key)
+            raise
+        self.done(key, instance_id, made)
+        if not once.alive(instance_id):  # closed before its key was kept (a bulk delete): drop it
+            self.forget_env(instance_id)
+        return "made", made
+
+
+@dataclass(frozen=True)
+class Once:
+    """What a keyed create needs of its worker: make the env here (its id and answer), pick the sibling that makes
+    it instead (None: here), forward the create to a sibling, and whether an env still lives."""
+
+    make: Callable[[], tuple[str, dict[str, Any]]]
+    sibling: Callable[[], int | None]
+    forward: Callable[[int], Reply]
+    alive: Callable[[str], bool]
+    keep_seconds: float

@@ -1,11 +1,32 @@
-"""Label selectors of list and bulk-delete requests: `?label=run=ppo-7`, repeatable, all must match."""
+"""Labels, in one place: what a label may be, the selectors of list and bulk delete, and what matches them."""
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from msgspec import Meta
 
 from ..errors import InvalidValue
-from ..pipeline.models import LABEL_KEY, LABEL_VALUE, MAX_LABELS
+
+# Labels are Kubernetes-like: a key is a name with an optional DNS-style prefix ("team.example/run"), a value a
+# name or empty; bounded in count and length so that they stay cheap to keep, list and match.
+LABEL_NAME = r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = rf"^([a-z0-9]([-a-z0-9.]{{0,61}}[a-z0-9])?/)?{LABEL_NAME}$"
+LABEL_VALUE = rf"^({LABEL_NAME})?$"
+MAX_LABELS = 16
+LabelKey = Annotated[str, Meta(pattern=LABEL_KEY, max_length=127)]
+LabelValue = Annotated[str, Meta(pattern=LABEL_VALUE, max_length=63)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Meta(
+        max_length=MAX_LABELS,
+        description=f'At most {MAX_LABELS} labels, e.g. {{"run": "ppo-7"}}: keys and values like Kubernetes '
+        "label names (letters, digits, '-', '_', '.', at most 63 characters; a key may have a 'prefix/'). "
+        "GET /v2/envs?label=run=ppo-7 lists, DELETE /v2/envs?label=run=ppo-7 closes the matching envs.",
+        examples=[{"run": "ppo-7"}],
+    ),
+]
 
 
 def selector(given: list[str]) -> dict[str, str]:
@@ -21,3 +42,14 @@ def selector(given: list[str]) -> dict[str, str]:
             raise InvalidValue("label", f"{key} is given two values; an env has one")
         chosen[key] = value
     return chosen
+
+
+def check_bulk(chosen: dict[str, str]) -> None:
+    """A bulk delete needs a selector: never "close everything" by a forgotten parameter."""
+    if not chosen:
+        raise InvalidValue("label", "a bulk delete needs at least one label=key=value; it never closes every env")
+
+
+def matches(labels: dict[str, str], chosen: dict[str, str]) -> bool:
+    """Whether every label of `chosen` is one of `labels` (an empty selector matches every env)."""
+    return all(labels.get(k) == v for k, v in chosen.items())

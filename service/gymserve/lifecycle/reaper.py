@@ -5,24 +5,24 @@ from __future__ import annotations
 import logging
 import threading
 
-from .envs import Worker
-from .registry import EnvRecord
+from .registry import EnvRecord, Registry
 
 log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def __init__(self, registry: Registry, interval_seconds: float) -> None:
+        self.registry = registry
+        self.interval_seconds = interval_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self, now: float | None = None) -> list[EnvRecord]:
         """Close every env idle past its TTL (checked again under its lock: a request may have just used it)."""
         reaped = []
-        for record in self.worker.registry.expired(now):
+        for record in self.registry.expired(now):
             idle = record.idle_seconds()
-            if self.worker.registry.pop_if_expired(record.instance_id):
+            if self.registry.pop_if_expired(record.instance_id):
                 reaped.append(record)
                 log.info(
                     "reaped env %s (%s) after %.1fs idle (ttl %.0fs)",
@@ -34,7 +34,7 @@ class Reaper:
         return reaped
 
     def _loop(self) -> None:
-        interval = self.worker.settings.reaper_interval_seconds
+        interval = self.interval_seconds
         while not self._stop.wait(interval):
             try:
                 self.run_once()

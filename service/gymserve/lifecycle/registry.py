@@ -8,7 +8,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +15,10 @@ import gymnasium as gym
 
 from ..errors import CapacityExceeded, UnknownInstance
 from ..settings import Settings
+from . import labels as label_rules
+from .caller import Caller
 
 log = logging.getLogger(__name__)
-
-# The tenant of the request this thread is answering (set by the lean path; None outside requests:
-# the reaper, shutdown). Every lookup by id goes through Registry.get, which hides the envs of other
-# tenants there, at the very point where an id that does not exist is refused: whatever a route
-# checks first (its body, say), another tenant's env and a missing one are answered alike.
-ASKING: ContextVar[str | None] = ContextVar("gymserve_asking_tenant", default=None)
 
 
 @dataclass(eq=False)
@@ -56,7 +51,7 @@ class EnvRecord:
     recent_episodes: deque[tuple[float, int]] = field(default_factory=deque)  # (return, length), oldest first
     frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
     tenant: str = "anonymous"  # who created it: only that tenant's requests see it
-    labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (pipeline.models.Labels)
+    labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (lifecycle.labels.Labels)
 
     @property
     def weight(self) -> int:
@@ -70,8 +65,10 @@ class EnvRecord:
         return self.ttl > 0 and now - self.last_used > self.ttl
 
     def matches(self, selector: dict[str, str]) -> bool:
-        """Whether every label of `selector` is one of this env's (an empty selector matches every env)."""
-        return all(self.labels.get(k) == v for k, v in selector.items())
+        return label_rules.matches(self.labels, selector)
+
+
+Records = list[EnvRecord]  # named once: inside Registry, `list` is its verb
 
 
 class Registry:
@@ -136,23 +133,31 @@ class Registry:
     def find(self, instance_id: str) -> EnvRecord | None:
         return self._records.get(instance_id)
 
-    def get(self, instance_id: str) -> EnvRecord:
+    # The visibility rule, here and nowhere else: a caller sees only its own tenant's envs, and another tenant's
+    # env is refused exactly as an id that does not exist, at the very point where that is refused (whatever a
+    # route checks first, its body say, the two read alike).
+
+    def get(self, instance_id: str, caller: Caller) -> EnvRecord:
         record = self._records.get(instance_id)
-        asking = ASKING.get()
-        if record is None or (asking is not None and record.tenant != asking):
+        if record is None or record.tenant != caller.tenant.name:
             raise UnknownInstance(instance_id)
         return record
 
-    def touch(self, instance_id: str) -> EnvRecord:
+    def list(self, caller: Caller, selector: dict[str, str] | None = None) -> Records:
+        """The caller's envs on this worker whose labels match every one of `selector` (none: all of them)."""
+        tenant = caller.tenant.name
+        return [r for r in self.snapshot() if r.tenant == tenant and r.matches(selector or {})]
+
+    def touch(self, instance_id: str, caller: Caller) -> EnvRecord:
         """The record of a read that needs no lock (space descriptions, transitions): it still counts as a use."""
-        record = self.get(instance_id)
+        record = self.get(instance_id, caller)
         record.last_used = time.monotonic()
         return record
 
     @contextmanager
-    def use(self, instance_id: str) -> Iterator[EnvRecord]:
+    def use(self, instance_id: str, caller: Caller) -> Iterator[EnvRecord]:
         """The record, locked for this request alone, its idle clock restarted."""
-        record = self.get(instance_id)
+        record = self.get(instance_id, caller)
         with record.lock:
             if record.closed:
                 raise UnknownInstance(instance_id)
@@ -176,12 +181,14 @@ class Registry:
         finally:
             record.lock.release()
 
-    def pop(self, instance_id: str, reason: str = "client") -> EnvRecord:
+    def pop(self, instance_id: str, caller: Caller, reason: str = "client") -> EnvRecord:
         """Remove and close an env; waits for a request in flight on it to finish."""
-        record = self.get(instance_id)
+        return self._pop(self.get(instance_id, caller), reason)
+
+    def _pop(self, record: EnvRecord, reason: str) -> EnvRecord:
         with record.lock:
             if record.closed:
-                raise UnknownInstance(instance_id)
+                raise UnknownInstance(record.instance_id)
             self._close(record, reason)
         return record
 
@@ -214,11 +221,11 @@ class Registry:
         if self.on_count is not None:
             self.on_count(self.load)
 
-    def snapshot(self) -> list[EnvRecord]:
+    def snapshot(self) -> Records:
         with self._lock:
             return list(self._records.values())
 
-    def expired(self, now: float | None = None) -> list[EnvRecord]:
+    def expired(self, now: float | None = None) -> Records:
         now = time.monotonic() if now is None else now
         return [r for r in self.snapshot() if r.expired(now)]
 
@@ -226,7 +233,7 @@ class Registry:
         records = self.snapshot()
         for record in records:
             with suppress(UnknownInstance):
-                self.pop(record.instance_id, reason)
+                self._pop(record, reason)
         return len(records)
 
 

@@ -14,6 +14,7 @@ import http.client
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -32,9 +33,12 @@ from ..errors import (
     WrongReplica,
     error_body,
 )
-from ..lifecycle.envs import Worker
+from ..lifecycle.caller import Caller
+from ..lifecycle.envs import Envs
 from ..routing import peers
+from ..routing.forward import Forwarder
 from ..routing.resolve import Where, resolve
+from ..settings import Settings
 from . import handler
 from .models import BatchItem
 
@@ -60,70 +64,107 @@ def error_result(err: GymServeError) -> Result:
     return error_body(err, native=True)
 
 
-def step_batch(
-    w: Worker,
-    items: list[BatchItem],
-    forwarded: bool,
-    tenant: str,
-    authorization: str | None = None,
-    across_replicas: bool = False,
-    media_type: str = values.MSGPACK,
-) -> list[Result]:
-    """Every item's answer or error, in request order. `forwarded`: a sibling sent this, so none goes further;
-    `across_replicas`: items of other replicas may go to them (a client's batch, not another replica's).
+class Batches:
+    """Batch stepping for this worker: its own items stepped here, the rest sent to their workers and replicas."""
 
-    Each sibling's items are forwarded for `tenant`, another replica's with the caller's `authorization`;
-    here, Registry.get hides other tenants' envs. Their answers are asked in `media_type`, the one this answer
-    will be written in, and relayed as they are (values.Wire).
-    """
-    results: list[Result | None] = [None] * len(items)
-    local: list[int] = []
-    groups: dict[int, list[int]] = {}  # sibling slot -> indexes of its items
-    # (other replica's node, its worker's slot when workers have ports of their own) -> indexes of its items
-    remote: dict[tuple[str, int | None], list[int]] = {}
-    by_worker = bool(w.settings.worker_port_base)
-    can_forward = w.forwarder is not None and not forwarded
-    for i, item in enumerate(items):
-        where, owner = resolve(w.owner, item.id, can_forward)
-        if where is Where.LOCAL:
-            local.append(i)
-        elif where is Where.SIBLING and owner is not None:
-            groups.setdefault(owner.slot, []).append(i)
-        elif where is Where.ELSEWHERE and owner is not None:
-            if across_replicas and not forwarded and peers.reachable(w.settings, owner.node):
-                remote.setdefault((owner.node, owner.slot if by_worker else None), []).append(i)
+    def __init__(self, envs: Envs, forwarder: Forwarder | None) -> None:
+        self.envs = envs
+        self.forwarder = forwarder
+
+    def step(self, items: list[BatchItem], caller: Caller, media_type: str = values.MSGPACK) -> list[Result]:
+        """Every item's answer or error, in request order.
+
+        Each sibling's items are forwarded for the caller's tenant, another replica's (only when the caller may fan
+        out: a replica's sub-batch goes no further) with the caller's own key; here, the registry hides other
+        tenants' envs. Their answers are asked in `media_type`, the one this answer will be written in, and relayed
+        as they are (values.Wire).
+        """
+        plan = self._plan(items, caller)
+        # Every sub-batch is sent from this thread before it steps its own items, and read after: sent from a
+        # thread of a pool, it waited for the GIL this thread holds while it steps, and the workers took turns
+        # (measured: a batch over two replicas took as long as both halves one after the other).
+        pending = [
+            *(
+                (
+                    _begin_replica(self.envs.settings, *to, [items[i] for i in idx], caller.authorization, media_type),
+                    idx,
+                )
+                for to, idx in plan.remote.items()
+            ),
+            *(
+                (self._begin_group(slot, [items[i] for i in idx], caller, media_type), idx)
+                for slot, idx in plan.groups.items()
+            ),
+        ]
+        for i in plan.local:
+            plan.results[i] = self._step_local(items[i], caller)
+        for finish, idx in pending:
+            for i, result in zip(idx, finish(), strict=True):
+                plan.results[i] = result
+        return [r for r in plan.results if r is not None]
+
+    def _plan(self, items: list[BatchItem], caller: Caller) -> _Plan:
+        """Which items are stepped here, sent to a sibling, or to another replica; the others' errors, said now."""
+        plan = _Plan([None] * len(items))
+        settings, me = self.envs.settings, self.envs.owner
+        by_worker = bool(settings.worker_port_base)
+        can_forward = self.forwarder is not None and caller.may_forward
+        for i, item in enumerate(items):
+            where, owner = resolve(me, item.id, can_forward)
+            if where is Where.LOCAL:
+                plan.local.append(i)
+            elif where is Where.SIBLING and owner is not None:
+                plan.groups.setdefault(owner.slot, []).append(i)
+            elif where is Where.ELSEWHERE and owner is not None:
+                if caller.may_fan_out and peers.reachable(settings, owner.node):
+                    plan.remote.setdefault((owner.node, owner.slot if by_worker else None), []).append(i)
+                else:
+                    plan.results[i] = error_result(WrongReplica(item.id, owner.node, me.node))
+            elif where is Where.LOST:
+                plan.results[i] = error_result(InstanceLost(item.id))
             else:
-                results[i] = error_result(WrongReplica(item.id, owner.node, w.owner.node))
-        elif where is Where.LOST:
-            results[i] = error_result(InstanceLost(item.id))
-        else:
-            results[i] = error_result(UnknownInstance(item.id[:100]))
-    # Every sub-batch is sent from this thread before it steps its own items, and read after: sent from a thread
-    # of a pool, it waited for the GIL this thread holds while it steps, and the workers took turns (measured:
-    # a batch over two replicas took as long as both halves one after the other).
-    elsewhere = {
-        to: _begin_replica(w, *to, [items[i] for i in idx], authorization, media_type) for to, idx in remote.items()
-    }
-    pending = {slot: _begin_group(w, slot, [items[i] for i in idx], tenant, media_type) for slot, idx in groups.items()}
-    for i in local:
-        results[i] = _step_local(w, items[i])
-    for finish, idx in [
-        *((pending[slot], groups[slot]) for slot in groups),
-        *((elsewhere[to], remote[to]) for to in remote),
-    ]:
-        for i, result in zip(idx, finish(), strict=True):
-            results[i] = result
-    return [r for r in results if r is not None]
+                plan.results[i] = error_result(UnknownInstance(item.id[:100]))
+        return plan
+
+    def _step_local(self, item: BatchItem, caller: Caller) -> Result:
+        try:
+            return handler.step_item(self.envs, item, caller)
+        except GymServeError as err:
+            return error_result(err)
+        except Exception:  # a bug in one item must not fail the others
+            log.exception("batch item on %s failed", item.id)
+            return error_result(Internal())
+
+    def _begin_group(
+        self, slot: int, items: list[BatchItem], caller: Caller, media_type: str
+    ) -> Callable[[], list[Result]]:
+        """One sibling's items as one sub-batch over its socket, sent now; the call returned reads each item's
+        answer (in `media_type`), or says why there is none."""
+        assert self.forwarder is not None
+        headers = {"Content-Type": values.MSGPACK, "Accept": media_type}
+        answer = self.forwarder.begin_post(
+            slot, PATH, headers, _sub_batch(items), items[0].id, tenant=caller.tenant.name
+        )
+
+        def results() -> list[Result]:
+            try:
+                got = answer()
+            except InstanceLost:
+                return [error_result(InstanceLost(item.id)) for item in items]
+            except GymServeError as err:
+                return [error_result(err)] * len(items)
+            return _sub_batch_results(got.status, got.body, len(items), media_type)
+
+        return results
 
 
-def _step_local(w: Worker, item: BatchItem) -> Result:
-    try:
-        return handler.step_item(w, item)
-    except GymServeError as err:
-        return error_result(err)
-    except Exception:  # a bug in one item must not fail the others
-        log.exception("batch item on %s failed", item.id)
-        return error_result(Internal())
+@dataclass
+class _Plan:
+    results: list[Result | None]
+    local: list[int] = field(default_factory=list)
+    groups: dict[int, list[int]] = field(default_factory=dict)  # sibling slot -> indexes of its items
+    # (other replica's node, its worker's slot when workers have ports of their own) -> indexes of its items
+    remote: dict[tuple[str, int | None], list[int]] = field(default_factory=dict)
 
 
 def _sub_batch(items: list[BatchItem]) -> bytes:
@@ -131,12 +172,12 @@ def _sub_batch(items: list[BatchItem]) -> bytes:
 
 
 def _begin_replica(
-    w: Worker, node: str, slot: int | None, items: list[BatchItem], authorization: str | None, media_type: str
+    settings: Settings, node: str, slot: int | None, items: list[BatchItem], authorization: str | None, media_type: str
 ) -> Callable[[], list[Result]]:
     """Another replica's items (of its worker in `slot`, or any) as one sub-batch to it, sent now; the call returned
     reads each item's answer (in `media_type`), or says why there is none."""
     body = _sub_batch(items)
-    answer = peers.begin_batch(w.settings, node, body, values.MSGPACK, media_type, authorization, slot)
+    answer = peers.begin_batch(settings, node, body, values.MSGPACK, media_type, authorization, slot)
 
     def results() -> list[Result]:
         try:
@@ -152,7 +193,7 @@ def _begin_replica(
             log.warning("batch: replica %s did not answer for %d items: %s", node, len(items), err)
             unavailable = Unavailable(
                 f"replica {node}, which holds this env, did not answer; retry later",
-                retry_after=w.settings.retry_after_seconds,
+                retry_after=settings.retry_after_seconds,
             )
             return [error_result(unavailable)] * len(items)
         return _sub_batch_results(status, body, len(items), media_type)
@@ -172,24 +213,3 @@ def _sub_batch_results(status: int, body: bytes, count: int, media_type: str) ->
     except (orjson.JSONDecodeError, KeyError, TypeError):
         refusal = error_result(Internal())
     return [refusal] * count
-
-
-def _begin_group(
-    w: Worker, slot: int, items: list[BatchItem], tenant: str, media_type: str
-) -> Callable[[], list[Result]]:
-    """One sibling's items as one sub-batch over its socket, sent now; the call returned reads each item's answer
-    (in `media_type`), or says why there is none."""
-    assert w.forwarder is not None
-    headers = {"Content-Type": values.MSGPACK, "Accept": media_type}
-    answer = w.forwarder.begin_post(slot, PATH, headers, _sub_batch(items), items[0].id, tenant=tenant)
-
-    def results() -> list[Result]:
-        try:
-            got = answer()
-        except InstanceLost:
-            return [error_result(InstanceLost(item.id)) for item in items]
-        except GymServeError as err:
-            return [error_result(err)] * len(items)
-        return _sub_batch_results(got.status, got.body, len(items), media_type)
-
-    return results

@@ -9,7 +9,9 @@ import numpy as np
 
 from ..codec import png
 from ..errors import InvalidValue, NotSupported, ResetNeeded, Unavailable
-from ..lifecycle.registry import EnvRecord, Registry
+from ..lifecycle.caller import Caller
+from ..lifecycle.envs import Envs
+from ..lifecycle.registry import EnvRecord
 from . import operations
 
 # Only modes whose render() is a pure read: rgb_array_list and ansi_list hand over (and clear) the frames the
@@ -28,13 +30,17 @@ class Frame:
     media_type: str
 
 
-def latest(registry: Registry, record: EnvRecord, sub_env: int, wait: float) -> Frame:
+def latest(envs: Envs, instance_id: str, caller: Caller, raw_sub_env: str, wait: float | None = None) -> Frame:
     """The env's frame now; the last one if the env has not moved since, or if it stays busy for `wait` seconds.
 
     Why not always wait: a long request (a slow env's step, a batch) would stall the viewer, and a viewer
     must never queue up behind training. Why wait at all: steps of a busy env release the lock between
     calls, so a short wait almost always gets a fresh frame.
     """
+    record = envs.get(instance_id, caller)
+    if not raw_sub_env.isdigit():
+        raise InvalidValue("sub_env", f"expected a sub-env index (a non-negative integer), got {raw_sub_env[:20]!r}")
+    sub_env = int(raw_sub_env)
     mode = getattr(record.env, "render_mode", None)
     if mode not in WATCHABLE:
         raise NotSupported(
@@ -47,13 +53,14 @@ def latest(registry: Registry, record: EnvRecord, sub_env: int, wait: float) -> 
     cached: Frame | None = record.frame_cache
     if cached is not None and cached.state == _state(record, sub_env):
         return cached
-    with registry.watch(record, wait) as locked:
-        if locked:
+    wait = envs.settings.frame_wait_seconds if wait is None else wait
+    with envs.watch(instance_id, caller, wait) as locked:
+        if locked is not None:
             state = _state(record, sub_env)
             raw = _one(operations.render(record), record, sub_env)
             if isinstance(raw, np.ndarray):
                 raw = raw.copy()  # encoded after the lock is released; the env may reuse its buffer
-    if not locked:
+    if locked is None:
         if cached is not None:
             return cached
         raise Unavailable("the env stayed busy with other requests and has no earlier frame; retry", retry_after=1)

@@ -1,10 +1,11 @@
-"""The lean path: every request that names an env is resolved once here, before Flask does any work on it.
+"""The front controller: every request is authenticated, given its Caller and resolved once here, before Flask.
 
-A WSGI middleware in front of Flask. It computes `resolve(id)` once and leaves it in the environ for
-the views. A sibling's env is forwarded to it over its socket; a lost env is answered as lost; a reset
-or step of an env this worker holds is answered by the one handler without Flask's request context,
-URL map, hooks and Response object, which cost about as much CPU as the step itself. Everything else
-(creates, lists, reads, renders, deletes) goes on to Flask, whose views read the same resolution.
+A WSGI middleware in front of Flask. It builds the request's `Caller` (its tenant, how far it may travel, and
+where the env its path names lives) once and leaves it in the environ for the views. A sibling's env is
+forwarded to it over its socket; a lost env is answered as lost; a reset or step of an env this worker holds is
+answered by the one handler without Flask's request context, URL map, hooks and Response object, which cost
+about as much CPU as the step itself. Everything else (creates, lists, reads, renders, deletes) goes on to
+Flask, whose views read the same Caller.
 """
 
 from __future__ import annotations
@@ -12,106 +13,154 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from .. import metrics
-from ..errors import GymServeError, InstanceLost, Internal, PayloadTooLarge, Reply, Unauthorized, error_reply
-from ..lifecycle.envs import Worker
-from ..lifecycle.registry import ASKING
-from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS
-from ..routing.resolve import Resolution, Where, resolve
-from ..tenancy.tenants import ANONYMOUS, Tenant
+from ..errors import (
+    GymServeError,
+    InstanceLost,
+    Internal,
+    PayloadTooLarge,
+    Reply,
+    Unauthorized,
+    UnknownInstance,
+    error_reply,
+)
+from ..lifecycle.caller import ANYONE, Caller
+from ..lifecycle.envs import Envs
+from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS, Forwarder
+from ..routing.peers import FANOUT_HEADER
+from ..routing.resolve import Where, resolve
+from ..tenancy.tenants import Directory, Tenant
 from . import handler
 
 log = logging.getLogger(__name__)
 
-WHERE = "gymserve.where"  # environ key: this request's Resolution
-TENANT = "gymserve.tenant"  # environ key: the Tenant this request authenticated as (never from a header)
+CALLER = "gymserve.caller"  # environ key: this request's Caller (never from a header)
 # What anyone may read without a key: probes, the scrape and the contract.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/openapi.json"})
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
+_FANOUT = f"HTTP_{FANOUT_HEADER.upper().replace('-', '_')}"
 
 
-def resolution(worker: Worker, environ: dict[str, Any], instance_id: str) -> Resolution:
-    """The request's resolution of `instance_id`: computed here once, then read from the environ."""
-    where: Resolution | None = environ.get(WHERE)
-    if where is None:
-        can_forward = worker.forwarder is not None and not forwarded(environ)
-        where = environ[WHERE] = resolve(worker.owner, instance_id, can_forward)
-    return where
+class Headers(Protocol):
+    def get(self, key: str) -> str | None: ...
 
 
-def forwarded(environ: dict[str, Any]) -> bool:
-    """A sibling forwarded this request: the peer server says so in the environ, where no client can write.
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What a request is made of, as a forward to another worker needs it (from the environ or a Flask request)."""
 
-    (A client's X-Gymserve-Forwarded header used to decide this: it stopped the request's forwarding.)
+    method: str
+    path: str
+    query: str
+    headers: Headers  # looked up by name, case-insensitively where the request's own headers are
+    body: bytes
+
+
+def caller_of(environ: dict[str, Any]) -> Caller:
+    """The Caller the front controller built for this request (anyone, on an open path)."""
+    caller: Caller = environ.get(CALLER, ANYONE)
+    return caller
+
+
+def owned(caller: Caller, instance_id: str) -> str:
+    """`instance_id` if this worker holds it; else the error its resolution calls for.
+
+    The front controller has already forwarded a sibling's env; "another replica's" reads exactly like
+    "unknown", and text that is not an id never reaches anything else.
     """
-    return PEER_TENANT in environ
+    where = caller.resolution.where if caller.resolution is not None else Where.UNKNOWN
+    if where is Where.LOCAL:
+        return instance_id
+    if where is Where.LOST:
+        raise InstanceLost(instance_id)
+    raise UnknownInstance(instance_id[:100])
 
 
-def tenant_of(environ: dict[str, Any]) -> Tenant:
-    """The tenant the lean path authenticated this request as (anonymous on an open server or path)."""
-    tenant: Tenant = environ.get(TENANT, ANONYMOUS)
-    return tenant
+def relay(forwarder: Forwarder, slot: int, incoming: Incoming, instance_id: str, caller: Caller) -> Reply:
+    """`incoming` sent once to the sibling in `slot`; its answer as it came, marked as having taken a hop (keep-alive
+    clients should not see it). A GymServeError when the sibling is gone or slow."""
+    headers = {name: value for name in REQUEST_HEADERS if (value := incoming.headers.get(name)) is not None}
+    answer = forwarder.send(
+        slot,
+        incoming.method,
+        incoming.path,
+        incoming.query,
+        headers,
+        incoming.body,
+        instance_id,
+        tenant=caller.tenant.name,
+    )
+    out = [*answer.headers.items(), (FORWARDED_HEADER, "1"), ("Content-Length", str(len(answer.body)))]
+    return answer.status, out, answer.body
 
 
-class LeanPath:
-    """WSGI middleware: forwards, answers lost envs, and runs resets and steps; hands every other request on."""
+class Front:
+    """WSGI middleware: authenticates, forwards, answers lost envs, and runs resets and steps; hands every other
+    request on to Flask."""
 
-    def __init__(self, app: Any, worker: Worker) -> None:
+    def __init__(self, app: Any, envs: Envs, tenants: Directory, forwarder: Forwarder | None) -> None:
         self.app = app
-        self.worker = worker
+        self.envs = envs
+        self.tenants = tenants
+        self.forwarder = forwarder
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        # This thread answers for the request's tenant until the answer is built (Flask's too: gymserve's
-        # answers are never streamed); a sibling's env is looked up by that sibling, told the tenant.
-        token = ASKING.set(None)
-        try:
-            reply = self.answer(environ)
-            if reply is None:
-                return self.app(environ, start_response)
-        finally:
-            ASKING.reset(token)
+        reply = self.answer(environ)
+        if reply is None:
+            return self.app(environ, start_response)
         status, headers, body = reply
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [body]
 
     def answer(self, environ: dict[str, Any]) -> Reply | None:
         path = environ.get("PATH_INFO", "")
-        if path not in OPEN_PATHS:
-            tenant = self._authenticate(environ)
-            if tenant is None:
-                metrics.REFUSED_BY_TENANT.labels("unauthenticated", Unauthorized.code).inc()
-                return error_reply(Unauthorized(), not path.startswith("/v1/"))
-            environ[TENANT] = tenant
-            ASKING.set(tenant.name)  # Registry.get hides other tenants' envs from here on
+        if path in OPEN_PATHS:
+            return None
+        tenant = self._authenticate(environ)
+        if tenant is None:
+            metrics.REFUSED_BY_TENANT.labels("unauthenticated", Unauthorized.code).inc()
+            return error_reply(Unauthorized(), not path.startswith("/v1/"))
         match = _ENV_PATH.fullmatch(path)
+        caller = environ[CALLER] = self._caller(environ, tenant, match[2] if match else None)
         if match is None:
             return None
         api, instance_id, rest = match.groups()
-        native = api == "v2"
-        where = resolution(self.worker, environ, instance_id).where
+        assert caller.resolution is not None
+        where = caller.resolution.where
         if where is Where.SIBLING:
-            return self._forward(environ, instance_id, native)
+            return self._forward(environ, caller, instance_id, api == "v2")
         if where is Where.LOST:
-            return error_reply(InstanceLost(instance_id), native)
+            return error_reply(InstanceLost(instance_id), api == "v2")
         kind = _HOT.get((api, rest or "")) if environ["REQUEST_METHOD"] == "POST" else None
         if where is Where.LOCAL and kind is not None:
-            return self._run(environ, api, kind, instance_id)
+            return self._run(environ, caller, api, kind, instance_id)
         return None
 
     def _authenticate(self, environ: dict[str, Any]) -> Tenant | None:
         """Once per request: a sibling's forward names its tenant in the message; a client shows its key."""
-        directory = self.worker.tenants
         peer_tenant = environ.get(PEER_TENANT)
         if peer_tenant is not None:
-            return directory.by_name(peer_tenant)
-        return directory.authenticate(environ.get("HTTP_AUTHORIZATION"))
+            return self.tenants.by_name(peer_tenant)
+        return self.tenants.authenticate(environ.get("HTTP_AUTHORIZATION"))
 
-    def _run(self, environ: dict[str, Any], api: str, kind: str, instance_id: str) -> Reply:
+    def _caller(self, environ: dict[str, Any], tenant: Tenant, instance_id: str | None) -> Caller:
+        forwarded = PEER_TENANT in environ  # the peer server says so, where no client can write
+        can_forward = self.forwarder is not None and not forwarded
+        return Caller(
+            tenant=tenant,
+            forwarded=forwarded,
+            fanned_out=bool(environ.get(_FANOUT)),
+            authorization=environ.get("HTTP_AUTHORIZATION"),
+            resolution=None if instance_id is None else resolve(self.envs.owner, instance_id, can_forward),
+        )
+
+    def _run(self, environ: dict[str, Any], caller: Caller, api: str, kind: str, instance_id: str) -> Reply:
         started = time.perf_counter()
         try:
             call = handler.Call(
@@ -124,7 +173,7 @@ class LeanPath:
                 environ.get("HTTP_ACCEPT"),
                 environ.get("HTTP_ACCEPT_ENCODING"),
             )
-            reply = handler.run(self.worker, call)
+            reply = handler.run(self.envs, call, caller)
         except GymServeError as err:
             reply = error_reply(err, api == "v2")
         except Exception:  # a bug: logged with its traceback, the client told only that it happened
@@ -133,32 +182,21 @@ class LeanPath:
         metrics.request_timer(handler.ROUTES[(api, kind)], "POST", reply[0]).observe(time.perf_counter() - started)
         return reply
 
-    def _forward(self, environ: dict[str, Any], instance_id: str, native: bool) -> Reply:
-        """Once, to the sibling that holds the env; its answer goes back as it is, marked as having taken a hop."""
-        w = self.worker
-        owner = resolution(w, environ, instance_id).owner
-        assert w.forwarder is not None and owner is not None
+    def _forward(self, environ: dict[str, Any], caller: Caller, instance_id: str, native: bool) -> Reply:
+        """Once, to the sibling that holds the env; its answer goes back as it is."""
+        assert self.forwarder is not None and caller.resolution is not None and caller.resolution.owner is not None
         try:
-            body = self._body(environ)
             headers = {name: environ[key] for key, name in _WSGI_HEADERS.items() if key in environ}
-            answer = w.forwarder.send(
-                owner.slot,
-                environ["REQUEST_METHOD"],
-                environ["PATH_INFO"],
-                environ.get("QUERY_STRING", ""),
-                headers,
-                body,
-                instance_id,
-                tenant=tenant_of(environ).name,
-            )
+            body = self._body(environ)
+            method, path, query = environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", "")
+            incoming = Incoming(method, path, query, headers, body)
+            return relay(self.forwarder, caller.resolution.owner.slot, incoming, instance_id, caller)
         except GymServeError as err:  # the owner is gone or slow: answered in the API's shape
             return error_reply(err, native)
-        out = [*answer.headers.items(), (FORWARDED_HEADER, "1"), ("Content-Length", str(len(answer.body)))]
-        return answer.status, out, answer.body
 
     def _body(self, environ: dict[str, Any]) -> bytes:
         """The whole body, bounded by GYMSERVE_MAX_BODY_BYTES whether it has a Content-Length or is chunked."""
-        limit = self.worker.settings.max_body_bytes
+        limit = self.envs.settings.max_body_bytes
         stream = environ["wsgi.input"]
         length = environ.get("CONTENT_LENGTH")
         if length:

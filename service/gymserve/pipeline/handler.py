@@ -3,7 +3,7 @@
 It decodes the body against the one model, negotiates the answer's type, numbers the call (a resend
 of the last number is answered again, never run twice), runs it under the env's lock and encodes the
 answer: /v2 in native values (JSON or msgpack, gzipped when large), /v1 in the seed's wire format.
-Flask views and the lean WSGI path both call `run`; batch items call `step_item`.
+Flask views and the front controller both call `run`; batch items call `step_item`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 from ..codec import seed, values
 from ..errors import InvalidValue, Reply, ResetNeeded
-from ..lifecycle.envs import Worker
+from ..lifecycle.caller import Caller
+from ..lifecycle.envs import Envs
 from ..lifecycle.registry import EnvRecord
 from . import models, negotiation, operations, sequencing
 
@@ -42,22 +43,22 @@ class Call:
     accept_encoding: str | None = None
 
 
-def run(worker: Worker, call: Call) -> Reply:
+def run(envs: Envs, call: Call, caller: Caller) -> Reply:
     """The answer to a reset or step of an env this worker holds; a client error raises GymServeError."""
     if call.api == "v1":
-        return _run_v1(worker, call)
+        return _run_v1(envs, call, caller)
     media_type = negotiation.body_type(call.content_type, call.content_encoding)
     answer_type = negotiation.answer_type(call.accept)
     if call.kind == "step":
         step = models.decode(call.body, media_type, models.StepRequest, required=True)
-        with worker.registry.use(call.instance_id) as record:
+        with envs.use(call.instance_id, caller) as record:
             digest = b"" if step.seq is None else sequencing.request_digest("step", step.action)
             out = sequencing.answer_bytes(
                 record, step.seq, digest, answer_type, partial(step_payload, record, step.action)
             )
     else:
         reset = models.decode(call.body, media_type, models.ResetRequest)
-        with worker.registry.use(call.instance_id) as record:
+        with envs.use(call.instance_id, caller) as record:
             digest = b"" if reset.seq is None else sequencing.request_digest("reset", [reset.seed, reset.options])
             run_reset = partial(reset_payload, record, reset.seed, reset.options)
             out = sequencing.answer_bytes(record, reset.seq, digest, answer_type, run_reset)
@@ -65,9 +66,9 @@ def run(worker: Worker, call: Call) -> Reply:
     return 200, headers, body
 
 
-def step_item(worker: Worker, item: models.BatchItem) -> Payload:
+def step_item(envs: Envs, item: models.BatchItem, caller: Caller) -> Payload:
     """One item of a batch, stepped here: its answer as a value (a numbered one is kept for a resend)."""
-    with worker.registry.use(item.id) as record:
+    with envs.use(item.id, caller) as record:
         digest = b"" if item.seq is None else sequencing.request_digest("step", item.action)
         return sequencing.answer_payload(record, item.seq, digest, partial(step_payload, record, item.action))
 
@@ -103,10 +104,10 @@ def step_payload(record: EnvRecord, action: Any) -> Payload:
 # --- /v1: the seed's bodies and wire format ---
 
 
-def _run_v1(worker: Worker, call: Call) -> Reply:
+def _run_v1(envs: Envs, call: Call, caller: Caller) -> Reply:
     if call.kind == "step":
         step = models.decode_v1(call.body, models.StepRequest, required=True)
-        with worker.registry.use(call.instance_id) as record:
+        with envs.use(call.instance_id, caller) as record:
             obs, reward, terminated, truncated, info = operations.step(record, step.action)
             payload: Payload = {
                 "observation": seed.encode_observation(obs),
@@ -120,7 +121,7 @@ def _run_v1(worker: Worker, call: Call) -> Reply:
         reset = models.decode_v1(call.body, models.ResetRequest)
         if isinstance(reset.seed, list):
             raise InvalidValue("seed", f"expected an integer from 0 to 2**63-1, got {reset.seed!r}")
-        with worker.registry.use(call.instance_id) as record:
+        with envs.use(call.instance_id, caller) as record:
             obs, info = operations.reset(record, reset.seed, reset.options)
             payload = {"observation": seed.encode_observation(obs), "info": info}
     body = seed.dumps(payload)

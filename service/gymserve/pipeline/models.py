@@ -17,6 +17,8 @@ from msgspec import Meta
 
 from ..codec import values
 from ..errors import BadRequest, InvalidValue, MalformedEnvId, MissingParameter
+from ..lifecycle.labels import MAX_LABELS as MAX_LABELS
+from ..lifecycle.labels import Labels
 from ..settings import Settings
 
 MAX_U63 = 2**63 - 1
@@ -36,24 +38,6 @@ Seed = Annotated[int, Meta(ge=0, le=MAX_U63)]
 # A day and then some: the server caps every ttl at GYMSERVE_ENV_TTL_MAX_SECONDS; this only refuses nonsense.
 Ttl = Annotated[float, Meta(gt=0, le=1e9, description="Idle seconds before the env is closed (capped by the server).")]
 AutoresetMode = Literal["next_step", "same_step", "disabled"]
-# Labels are Kubernetes-like: a key is a name with an optional DNS-style prefix ("team.example/run"), a value a
-# name or empty; bounded in count and length so that they stay cheap to keep, list and match.
-LABEL_NAME = r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?"
-LABEL_KEY = rf"^([a-z0-9]([-a-z0-9.]{{0,61}}[a-z0-9])?/)?{LABEL_NAME}$"
-LABEL_VALUE = rf"^({LABEL_NAME})?$"
-MAX_LABELS = 16
-LabelKey = Annotated[str, Meta(pattern=LABEL_KEY, max_length=127)]
-LabelValue = Annotated[str, Meta(pattern=LABEL_VALUE, max_length=63)]
-Labels = Annotated[
-    dict[LabelKey, LabelValue],
-    Meta(
-        max_length=MAX_LABELS,
-        description=f'At most {MAX_LABELS} labels, e.g. {{"run": "ppo-7"}}: keys and values like Kubernetes '
-        "label names (letters, digits, '-', '_', '.', at most 63 characters; a key may have a 'prefix/'). "
-        "GET /v2/envs?label=run=ppo-7 lists, DELETE /v2/envs?label=run=ppo-7 closes the matching envs.",
-        examples=[{"run": "ppo-7"}],
-    ),
-]
 Wrapper = Literal["AddRenderObservation"]
 
 
@@ -105,6 +89,11 @@ class CreateRequest(Body):
     ) = None
 
     __values__ = ("kwargs",)
+
+    @property
+    def weight(self) -> int:
+        """What the env will count against capacity: each sub-env of a vector env counts."""
+        return self.num_envs or 1
 
 
 class ResetRequest(Body):

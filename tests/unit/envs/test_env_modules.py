@@ -8,9 +8,10 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from gymserve.envs.factory import CreateRequest, EnvFactory
+from gymserve.envs.factory import EnvFactory
 from gymserve.envs.modules import EnvModuleError, import_env_modules
 from gymserve.errors import EnvNotAllowed, MalformedEnvId, MissingDependency
+from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import Settings, SettingsError
 
 _MODULE = """

@@ -2,8 +2,9 @@
 
 import pytest
 
-from gymserve.envs.factory import CreateRequest, EnvFactory
+from gymserve.envs.factory import EnvFactory
 from gymserve.errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
+from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import Settings
 
 

@@ -2,9 +2,10 @@
 
 import pytest
 
-from gymserve.envs.factory import CreateRequest, EnvFactory
+from gymserve.envs.factory import EnvFactory
 from gymserve.envs.policy import KwargsPolicy, check_value
 from gymserve.errors import InvalidValue
+from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import Settings, SettingsError
 
 

@@ -56,7 +56,7 @@ def test_the_limit_is_a_setting() -> None:
 def test_a_refused_create_gives_its_places_back(client: Any) -> None:
     for _ in range(3):
         assert client.post("/v2/envs", json=BOMB).status_code == 422
-    assert client.application.extensions["gymserve"].registry.load == 0
+    assert client.application.extensions["gymserve"].envs.registry.load == 0
 
 
 @pytest.fixture

@@ -1,22 +1,23 @@
-"""Where a create goes: Worker.placement_for spreads creates over a replica's workers by their load."""
+"""Where a create goes: Envs.placement_for spreads creates over a replica's workers by their load."""
 
 from __future__ import annotations
 
 import pytest
 
-from gymserve.lifecycle.envs import Worker
+from gymserve.lifecycle.caller import ANYONE
+from gymserve.lifecycle.envs import Envs
 from gymserve.routing.ids import Owner
 from gymserve.routing.replica import make_replica
 from gymserve.settings import Settings
 
 
-def worker_with_counts(tmp_path, counts: list[int], me: int = 0, **settings: str) -> Worker:
+def worker_with_counts(tmp_path, counts: list[int], me: int = 0, **settings: str) -> Envs:
     replica = make_replica(str(tmp_path / "run"), len(counts))
     for slot, n in enumerate(counts):
         replica.set_count(slot, n)
         (tmp_path / "run" / f"worker-{slot}.sock").touch()  # every slot live
     env = {f"GYMSERVE_{k.upper()}": v for k, v in settings.items()}
-    return Worker(Settings.from_env(env, node_id="test"), Owner("test", me, 1), replica)
+    return Envs(Settings.from_env(env, node_id="test"), Owner("test", me, 1), replica)
 
 
 @pytest.mark.parametrize(
@@ -30,33 +31,33 @@ def worker_with_counts(tmp_path, counts: list[int], me: int = 0, **settings: str
     ],
 )
 def test_creates_go_to_the_least_loaded_worker_beyond_the_tolerance(tmp_path, counts, weight, expected):
-    assert worker_with_counts(tmp_path, counts).placement_for(weight) == expected
+    assert worker_with_counts(tmp_path, counts).placement.slot_for(weight) == expected
 
 
 def test_the_tolerance_is_a_setting(tmp_path):
-    assert worker_with_counts(tmp_path, [1, 0], placement_tolerance="0").placement_for(1) == 1
-    assert worker_with_counts(tmp_path, [9, 0], placement_tolerance="10").placement_for(1) is None
+    assert worker_with_counts(tmp_path, [1, 0], placement_tolerance="0").placement.slot_for(1) == 1
+    assert worker_with_counts(tmp_path, [9, 0], placement_tolerance="10").placement.slot_for(1) is None
 
 
 def test_a_full_worker_sends_its_creates_on_whatever_the_tolerance(tmp_path):
     w = worker_with_counts(tmp_path, [3, 2], max_envs_per_worker="3", placement_tolerance="10")
     # placement_for reads the registry for this worker's own room: fill it as the counts say.
     with w.registry.reserve(3):
-        assert w.placement_for(1) == 1
+        assert w.placement.slot_for(1) == 1
 
 
 def test_a_worker_alone_creates_here(tmp_path):
-    assert Worker(Settings.from_env({}, node_id="test")).placement_for(1) is None
+    assert Envs(Settings.from_env({}, node_id="test")).placement.slot_for(1) is None
 
 
 def test_each_worker_reports_its_live_envs_by_slot(tmp_path):
     from gymserve import metrics
-    from gymserve.envs.factory import CreateRequest
+    from gymserve.pipeline.models import CreateRequest
 
     w = worker_with_counts(tmp_path, [0, 0, 0], me=2)
-    record = w.create(CreateRequest(env_id="CartPole-v1", num_envs=3), ttl=60)
+    record = w.create(CreateRequest(env_id="CartPole-v1", num_envs=3, ttl=60), ANYONE)
     assert metrics.WORKER_ENVS.labels("2")._value.get() == 3  # a vector env weighs its sub-envs
-    w.close(record.instance_id)
+    w.close(record.instance_id, ANYONE)
     assert metrics.WORKER_ENVS.labels("2")._value.get() == 0
 
 

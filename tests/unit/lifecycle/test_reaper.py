@@ -10,22 +10,27 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from gymserve.envs.factory import CreateRequest
-from gymserve.lifecycle.envs import Worker
+from gymserve.lifecycle.caller import ANYONE
+from gymserve.lifecycle.envs import Envs
 from gymserve.lifecycle.reaper import Reaper
 from gymserve.lifecycle.registry import EnvRecord
+from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import Settings
 
 
 @pytest.fixture
-def worker() -> Iterator[Worker]:
-    core = Worker(Settings.from_env({}, node_id="test", reaper_interval_seconds=0.05))
+def worker() -> Iterator[Envs]:
+    core = Envs(Settings.from_env({}, node_id="test", reaper_interval_seconds=0.05))
     yield core
     core.registry.close_all()
 
 
-def create(worker: Worker, ttl: float, num_envs: int | None = None) -> EnvRecord:
-    return worker.create(CreateRequest("CartPole-v1", num_envs=num_envs), ttl)
+def create(worker: Envs, ttl: float, num_envs: int | None = None) -> EnvRecord:
+    return worker.create(CreateRequest("CartPole-v1", num_envs=num_envs, ttl=ttl), ANYONE)
+
+
+def reaper_of(worker: Envs) -> Reaper:
+    return Reaper(worker.registry, worker.settings.reaper_interval_seconds)
 
 
 def idle_for(record: EnvRecord, seconds: float) -> None:
@@ -50,37 +55,37 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, {"env_id": "CartPole-v1", **labels}) or 0.0
 
 
-def test_only_envs_idle_past_their_ttl_are_closed(worker: Worker) -> None:
+def test_only_envs_idle_past_their_ttl_are_closed(worker: Envs) -> None:
     stale, fresh, forever = create(worker, ttl=10), create(worker, ttl=10), create(worker, ttl=0)
     idle_for(stale, 11)
     idle_for(fresh, 9)
     idle_for(forever, 10**6)  # a TTL of 0 never expires
     closed_stale, closed_fresh = spy_on_close(stale), spy_on_close(fresh)
-    reaped = Reaper(worker).run_once()
+    reaped = reaper_of(worker).run_once()
     assert reaped == [stale] and stale.closed and closed_stale == [stale] and closed_fresh == []
     assert worker.registry.find(stale.instance_id) is None
     assert {r.instance_id for r in worker.registry.snapshot()} == {fresh.instance_id, forever.instance_id}
     assert len(worker.registry) == 2
-    assert Reaper(worker).run_once() == []  # nothing more to do
+    assert reaper_of(worker).run_once() == []  # nothing more to do
 
 
-def test_a_use_between_the_scan_and_the_close_keeps_the_env(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_use_between_the_scan_and_the_close_keeps_the_env(worker: Envs, monkeypatch: pytest.MonkeyPatch) -> None:
     record = create(worker, ttl=10)
     idle_for(record, 11)
     scan = worker.registry.expired
 
     def scan_then_a_request_lands(now: float | None = None) -> list[EnvRecord]:
         found = scan(now)
-        with worker.registry.use(record.instance_id):
+        with worker.registry.use(record.instance_id, ANYONE):
             pass
         return found
 
     monkeypatch.setattr(worker.registry, "expired", scan_then_a_request_lands)
-    assert Reaper(worker).run_once() == [] and not record.closed
+    assert reaper_of(worker).run_once() == [] and not record.closed
     assert worker.registry.find(record.instance_id) is record
 
 
-def test_the_reaper_never_waits_behind_an_env_in_use(worker: Worker) -> None:
+def test_the_reaper_never_waits_behind_an_env_in_use(worker: Envs) -> None:
     busy, idle = create(worker, ttl=1), create(worker, ttl=1)
     idle_for(busy, 5)
     idle_for(idle, 5)
@@ -97,17 +102,17 @@ def test_the_reaper_never_waits_behind_an_env_in_use(worker: Worker) -> None:
     try:
         assert in_request.wait(5)
         started = time.monotonic()
-        assert Reaper(worker).run_once() == [idle]  # the idle one goes; the busy one is skipped, not waited for
+        assert reaper_of(worker).run_once() == [idle]  # the idle one goes; the busy one is skipped, not waited for
         assert time.monotonic() - started < 0.5
         assert not busy.closed
     finally:
         release.set()
         holder.join(10)
     # Once the request is over the env counts as idle from its last use: still expired here, so it goes now.
-    assert Reaper(worker).run_once() == [busy]
+    assert reaper_of(worker).run_once() == [busy]
 
 
-def test_reaped_envs_are_counted_by_sub_env_and_logged(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+def test_reaped_envs_are_counted_by_sub_env_and_logged(worker: Envs, caplog: pytest.LogCaptureFixture) -> None:
     before = {
         "reaped": sample("gymserve_envs_reaped_total"),
         "closed": sample("gymserve_envs_closed_total", reason="ttl"),
@@ -118,7 +123,7 @@ def test_reaped_envs_are_counted_by_sub_env_and_logged(worker: Worker, caplog: p
     idle_for(single, 3)
     idle_for(vector, 3)
     with caplog.at_level(logging.INFO, logger="gymserve.lifecycle.reaper"):
-        reaped = Reaper(worker).run_once()
+        reaped = reaper_of(worker).run_once()
     assert {r.instance_id for r in reaped} == {single.instance_id, vector.instance_id}
     assert sample("gymserve_envs_reaped_total") == before["reaped"] + 4  # a vector env counts its 3 sub-envs
     assert sample("gymserve_envs_closed_total", reason="ttl") == before["closed"] + 4
@@ -127,8 +132,8 @@ def test_reaped_envs_are_counted_by_sub_env_and_logged(worker: Worker, caplog: p
     assert single.instance_id in logged and vector.instance_id in logged and "(ttl 2s)" in logged
 
 
-def test_the_thread_reaps_on_its_interval_until_stopped(worker: Worker) -> None:
-    reaper = Reaper(worker)
+def test_the_thread_reaps_on_its_interval_until_stopped(worker: Envs) -> None:
+    reaper = reaper_of(worker)
     record = create(worker, ttl=0.1)
     reaper.start()
     try:
@@ -146,7 +151,7 @@ def test_the_thread_reaps_on_its_interval_until_stopped(worker: Worker) -> None:
     assert not late.closed  # stopped: nothing reaps any more
 
 
-def test_a_failing_pass_does_not_stop_the_thread(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_pass_does_not_stop_the_thread(worker: Envs, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
     def broken(now: float | None = None) -> list[EnvRecord]:
@@ -154,7 +159,7 @@ def test_a_failing_pass_does_not_stop_the_thread(worker: Worker, monkeypatch: py
         raise RuntimeError("a bad env")
 
     monkeypatch.setattr(worker.registry, "expired", broken)
-    reaper = Reaper(worker)
+    reaper = reaper_of(worker)
     reaper.start()
     try:
         deadline = time.monotonic() + 5

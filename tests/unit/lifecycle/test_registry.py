@@ -7,6 +7,7 @@ import gymnasium as gym
 import pytest
 
 from gymserve.errors import CapacityExceeded, UnknownInstance
+from gymserve.lifecycle.caller import ANYONE
 from gymserve.lifecycle.registry import EnvRecord, Registry
 from gymserve.settings import Settings
 
@@ -24,7 +25,7 @@ def test_capacity_refuses_beyond_the_limit_with_retry_after():
     with pytest.raises(CapacityExceeded) as err, reg.reserve():
         pass
     assert err.value.headers["Retry-After"] and err.value.status == 503
-    reg.pop("id0")
+    reg.pop("id0", ANYONE)
     with reg.reserve():  # room again
         reg.add(record(9))
 
@@ -54,7 +55,7 @@ def test_idle_envs_expire_and_use_restarts_the_clock():
     reg.add(record(1, ttl=0.2))
     reg.add(record(2, ttl=0))  # 0: never expires
     time.sleep(0.25)
-    with reg.use("id1"):
+    with reg.use("id1", ANYONE):
         pass
     assert reg.expired() == []
     time.sleep(0.25)
@@ -64,8 +65,8 @@ def test_idle_envs_expire_and_use_restarts_the_clock():
 def test_pop_closes_and_later_use_is_unknown():
     reg = Registry(Settings.from_env({}))
     reg.add(record(1))
-    reg.pop("id1")
-    with pytest.raises(UnknownInstance), reg.use("id1"):
+    reg.pop("id1", ANYONE)
+    with pytest.raises(UnknownInstance), reg.use("id1", ANYONE):
         pass
 
 
@@ -73,7 +74,7 @@ def test_the_reaper_never_waits_behind_a_request_in_flight():
     reg = Registry(Settings.from_env({}))
     reg.add(record(1, ttl=0.01))
     time.sleep(0.05)
-    held = reg.get("id1").lock
+    held = reg.get("id1", ANYONE).lock
     held.acquire()
     try:
         started = time.monotonic()

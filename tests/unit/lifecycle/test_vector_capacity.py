@@ -3,10 +3,11 @@
 import gymnasium as gym
 import pytest
 
-from gymserve.envs.factory import CreateRequest
 from gymserve.errors import CapacityExceeded, InvalidValue
-from gymserve.lifecycle.envs import Worker
+from gymserve.lifecycle.caller import ANYONE
+from gymserve.lifecycle.envs import Envs
 from gymserve.lifecycle.registry import EnvRecord, Registry
+from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import Settings
 
 
@@ -25,19 +26,19 @@ def test_the_registry_counts_sub_envs_and_publishes_them():
     with pytest.raises(CapacityExceeded) as err, reg.reserve(3):
         pass
     assert "cannot take 3 more" in err.value.message
-    reg.pop("v0")
+    reg.pop("v0", ANYONE)
     assert len(reg) == 0 and published[-1] == 0
 
 
 def test_the_worker_refuses_a_vector_env_beyond_the_replica_limit_or_max_num_envs():
-    w = Worker(Settings.from_env({}, node_id="test", max_envs=5, max_num_envs=4))
-    record = w.create(CreateRequest("CartPole-v1", num_envs=4, autoreset_mode="same_step"), 60)
-    assert (record.weight, record.autoreset_mode, w.replica_envs()) == (4, "same_step", 4)
+    w = Envs(Settings.from_env({}, node_id="test", max_envs=5, max_num_envs=4))
+    record = w.create(CreateRequest("CartPole-v1", num_envs=4, autoreset_mode="same_step", ttl=60), ANYONE)
+    assert (record.weight, record.autoreset_mode, w.placement.replica_envs()) == (4, "same_step", 4)
     with pytest.raises(CapacityExceeded):
-        w.create(CreateRequest("CartPole-v1", num_envs=2), 60)
+        w.create(CreateRequest("CartPole-v1", num_envs=2, ttl=60), ANYONE)
     with pytest.raises(InvalidValue) as err:
-        w.create(CreateRequest("CartPole-v1", num_envs=5), 60)
+        w.create(CreateRequest("CartPole-v1", num_envs=5, ttl=60), ANYONE)
     assert err.value.details == {"field": "num_envs"}
-    assert w.create(CreateRequest("CartPole-v1"), 60).weight == 1
-    w.close(record.instance_id)
-    assert w.replica_envs() == 1
+    assert w.create(CreateRequest("CartPole-v1", ttl=60), ANYONE).weight == 1
+    w.close(record.instance_id, ANYONE)
+    assert w.placement.replica_envs() == 1

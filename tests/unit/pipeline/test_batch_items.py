@@ -9,12 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from gymserve.envs.factory import CreateRequest
 from gymserve.errors import InvalidValue
-from gymserve.lifecycle.envs import Worker
+from gymserve.lifecycle.caller import ANYONE, Caller
+from gymserve.lifecycle.envs import Envs
 from gymserve.pipeline import handler
-from gymserve.pipeline.batch import checked_items, step_batch
-from gymserve.pipeline.models import BatchItem
+from gymserve.pipeline.batch import Batches, checked_items
+from gymserve.pipeline.models import BatchItem, CreateRequest
 from gymserve.routing.ids import IdMinter, Owner
 from gymserve.settings import Settings
 
@@ -22,18 +22,18 @@ ME = Owner("test", 0, 2)  # generation 2: generations 0 and 1 of this slot were 
 
 
 @pytest.fixture
-def worker() -> Iterator[Worker]:
-    core = Worker(Settings.from_env({}, node_id="test"), owner=ME)
+def worker() -> Iterator[Envs]:
+    core = Envs(Settings.from_env({}, node_id="test"), owner=ME)
     yield core
     core.registry.close_all()
 
 
-def create(worker: Worker, seed: int, n: int = 1) -> list[str]:
+def create(worker: Envs, seed: int, n: int = 1) -> list[str]:
     """`n` CartPole envs made through the worker, each reset with `seed`."""
     made = []
     for _ in range(n):
-        record = worker.create(CreateRequest("CartPole-v1"), ttl=60)
-        with worker.registry.use(record.instance_id) as locked:
+        record = worker.create(CreateRequest("CartPole-v1", ttl=60), ANYONE)
+        with worker.registry.use(record.instance_id, ANYONE) as locked:
             handler.reset_payload(locked, seed, None)
         made.append(record.instance_id)
     return made
@@ -43,12 +43,10 @@ def code(result: dict[str, Any]) -> str | None:
     return result.get("error", {}).get("code")
 
 
-def test_every_item_is_answered_in_request_order_like_a_local_env(worker: Worker) -> None:
+def test_every_item_is_answered_in_request_order_like_a_local_env(worker: Envs) -> None:
     ids = create(worker, seed=5, n=3)
     actions = [1, 0, 1]
-    results = step_batch(
-        worker, [BatchItem(iid, a) for iid, a in zip(ids, actions, strict=True)], forwarded=False, tenant="anonymous"
-    )
+    results = Batches(worker, None).step([BatchItem(iid, a) for iid, a in zip(ids, actions, strict=True)], ANYONE)
     local = gym.make("CartPole-v1")
     for result, action in zip(results, actions, strict=True):
         local.reset(seed=5)
@@ -60,7 +58,7 @@ def test_every_item_is_answered_in_request_order_like_a_local_env(worker: Worker
     assert np.array_equal(results[0]["observation"], results[2]["observation"])
 
 
-def test_each_item_that_cannot_step_fails_alone_with_its_own_error(worker: Worker) -> None:
+def test_each_item_that_cannot_step_fails_alone_with_its_own_error(worker: Envs) -> None:
     good, other = create(worker, seed=1, n=2)
     elsewhere = IdMinter(Owner("other-node", 0, 2)).mint()
     lost = IdMinter(Owner("test", 0, 1)).mint()  # an older generation of this worker's slot
@@ -75,7 +73,7 @@ def test_each_item_that_cannot_step_fails_alone_with_its_own_error(worker: Worke
         BatchItem(gone, 1),
         BatchItem(other, 7),
     ]
-    results = step_batch(worker, items, forwarded=False, tenant="anonymous")
+    results = Batches(worker, None).step(items, ANYONE)
     assert [code(r) for r in results] == [
         None,
         "unknown_instance",
@@ -90,49 +88,49 @@ def test_each_item_that_cannot_step_fails_alone_with_its_own_error(worker: Worke
     assert results[3]["error"]["details"] == {"instance_id": lost}
     assert results[5]["error"]["details"] == {"instance_id": gone}
     assert results[6]["error"]["details"]["field"] == "action"
-    assert worker.registry.get(other).steps == 0  # the bad action never reached the env
+    assert worker.registry.find(other).steps == 0  # the bad action never reached the env
 
 
-def test_an_unknown_id_is_echoed_only_up_to_100_characters(worker: Worker) -> None:
-    (result,) = step_batch(worker, [BatchItem("x" * 5000, 1)], forwarded=False, tenant="anonymous")
+def test_an_unknown_id_is_echoed_only_up_to_100_characters(worker: Envs) -> None:
+    (result,) = Batches(worker, None).step([BatchItem("x" * 5000, 1)], ANYONE)
     assert code(result) == "unknown_instance" and len(result["error"]["details"]["instance_id"]) == 100
 
 
-def test_an_env_whose_episode_ended_needs_a_reset_while_the_others_step_on(worker: Worker) -> None:
+def test_an_env_whose_episode_ended_needs_a_reset_while_the_others_step_on(worker: Envs) -> None:
     ended, fresh = create(worker, seed=0, n=2)
     for _ in range(500):
-        (result,) = step_batch(worker, [BatchItem(ended, 1)], forwarded=False, tenant="anonymous")
+        (result,) = Batches(worker, None).step([BatchItem(ended, 1)], ANYONE)
         if result["terminated"] or result["truncated"]:
             break
     else:
         pytest.fail("CartPole pushed one way never ended")
-    results = step_batch(worker, [BatchItem(ended, 1), BatchItem(fresh, 1)], forwarded=False, tenant="anonymous")
+    results = Batches(worker, None).step([BatchItem(ended, 1), BatchItem(fresh, 1)], ANYONE)
     assert [code(r) for r in results] == ["reset_needed", None]
 
 
-def test_numbered_items_are_resent_not_rerun(worker: Worker) -> None:
+def test_numbered_items_are_resent_not_rerun(worker: Envs) -> None:
     (iid,) = create(worker, seed=3)
-    first = step_batch(worker, [BatchItem(iid, 1, seq=1)], forwarded=False, tenant="anonymous")[0]
-    again = step_batch(worker, [BatchItem(iid, 1, seq=1)], forwarded=False, tenant="anonymous")[0]
+    first = Batches(worker, None).step([BatchItem(iid, 1, seq=1)], ANYONE)[0]
+    again = Batches(worker, None).step([BatchItem(iid, 1, seq=1)], ANYONE)[0]
     assert again["seq"] == first["seq"] == 1 and np.array_equal(again["observation"], first["observation"])
-    assert worker.registry.get(iid).steps == 1
-    (conflict,) = step_batch(worker, [BatchItem(iid, 0, seq=1)], forwarded=False, tenant="anonymous")
+    assert worker.registry.find(iid).steps == 1
+    (conflict,) = Batches(worker, None).step([BatchItem(iid, 0, seq=1)], ANYONE)
     assert code(conflict) == "sequence_conflict" and conflict["error"]["details"]["expected"] == 2
 
 
 def test_an_item_that_raises_unexpectedly_fails_alone_as_internal(
-    worker: Worker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    worker: Envs, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = create(worker, seed=2, n=3)
     real = handler.step_item
 
-    def buggy(w: Worker, item: BatchItem) -> dict[str, Any]:
+    def buggy(w: Envs, item: BatchItem, caller: Caller) -> dict[str, Any]:
         if item.id == ids[1]:
             raise RuntimeError("a bug with a secret in it")
-        return real(w, item)
+        return real(w, item, caller)
 
     monkeypatch.setattr(handler, "step_item", buggy)
-    results = step_batch(worker, [BatchItem(iid, 1) for iid in ids], forwarded=False, tenant="anonymous")
+    results = Batches(worker, None).step([BatchItem(iid, 1) for iid in ids], ANYONE)
     assert [code(r) for r in results] == [None, "internal", None]
     assert "secret" not in str(results[1])  # the client is told only that it happened ...
     assert "a bug with a secret in it" in caplog.text  # ... the log gets the traceback

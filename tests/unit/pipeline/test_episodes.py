@@ -15,6 +15,7 @@ from gymserve import metrics
 from gymserve.app import create_app
 from gymserve.envs.factory import AUTORESET_MODES
 from gymserve.errors import Unavailable
+from gymserve.lifecycle.caller import ANYONE
 from gymserve.lifecycle.registry import EnvRecord, Registry
 from gymserve.pipeline import frames, operations
 from gymserve.settings import Settings, SettingsError
@@ -148,7 +149,7 @@ def test_a_frame_leaves_the_idle_clock_alone_and_render_restarts_it(client: Any)
         "instance_id"
     ]
     client.post(f"/v2/envs/{iid}/reset", json={"seed": 1})
-    record = client.application.extensions["gymserve"].registry.get(iid)
+    record = client.application.extensions["gymserve"].envs.registry.find(iid)
     record.last_used -= 30
     before = record.last_used
     first = client.get(f"/v2/envs/{iid}/frame")
@@ -164,12 +165,12 @@ def test_a_frame_of_a_busy_env_is_its_last_one_or_503(client: Any) -> None:
         "instance_id"
     ]
     client.post(f"/v2/envs/{iid}/reset", json={"seed": 1})
-    registry = client.application.extensions["gymserve"].registry
-    record = registry.get(iid)
+    envs = client.application.extensions["gymserve"].envs
+    record = envs.registry.get(iid, ANYONE)
     with record.lock:  # a long step in another thread
         started = time.monotonic()
         with pytest.raises(Unavailable):
-            frames.latest(registry, record, 0, 0.2)
+            frames.latest(envs, iid, ANYONE, "0", 0.2)
         assert 0.2 <= time.monotonic() - started < 1
     shown = client.get(f"/v2/envs/{iid}/frame").data
     client.post(f"/v2/envs/{iid}/step", json={"action": 1})
