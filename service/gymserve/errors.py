@@ -17,7 +17,7 @@ class GymServeError(Exception):
     status = 400
     code = "bad_request"
     # Whose failure it is, and whether sending the same request again can succeed: decided here, per class,
-    # so that every answer (app, lean path, batch items, the router's template) says the same.
+    # so that every answer (app, front controller, batch items, the router's template) says the same.
     fault: Fault = "client"  # client: fix the request; env: the env itself failed; infrastructure: the service did
     retryable = False
 

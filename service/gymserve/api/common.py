@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from ..codec import seed
 from ..errors import BadRequest, GymServeError, Internal, MissingParameter, PayloadTooLarge, RoutingError, error_body
 from ..lifecycle.caller import Caller
 from ..lifecycle.envs import Envs
+from ..pipeline import handler
 from ..pipeline.front import Incoming, caller_of, owned
 from ..pipeline.models import absent
 from ..pipeline.services import Services
@@ -36,6 +38,29 @@ def caller() -> Caller:
 def local_id(instance_id: str) -> str:
     """`instance_id` if this worker holds the env the path names; else its lost or unknown error."""
     return owned(caller(), instance_id)
+
+
+def handled(api: str, kind: str, instance_id: str) -> Response:
+    """A reset or step by the one handler (the front controller answers these before Flask; this is the same call)."""
+    call = handler.Call(
+        api,
+        kind,
+        local_id(instance_id),
+        request.get_data(cache=True),
+        request.headers.get("Content-Type"),
+        request.headers.get("Content-Encoding"),
+        request.headers.get("Accept"),
+        request.headers.get("Accept-Encoding"),
+    )
+    status, headers, body = handler.run(envs(), call, caller())
+    return Response(body, status=status, headers=headers)
+
+
+def add_reset_and_step(bp: Blueprint, api: str, path: str, endpoint: str) -> None:
+    """The reset and step routes of `api` (`path` and `endpoint` hold {kind}): both are the one handler's."""
+    for kind in ("reset", "step"):
+        view = functools.partial(handled, api, kind)
+        bp.add_url_rule(path.format(kind=kind), endpoint.format(kind=kind), view, methods=["POST"])
 
 
 def incoming() -> Incoming:

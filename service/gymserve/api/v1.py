@@ -8,8 +8,18 @@ from flask import Blueprint, Response, request
 from ..codec import seed as codec
 from ..codec import spaces as space_codec
 from ..errors import InvalidValue
-from ..pipeline import create, handler, models, operations
-from .common import caller, envs, incoming, json_body, json_response, local_id, required_param, services
+from ..pipeline import create, models, operations
+from .common import (
+    add_reset_and_step,
+    caller,
+    envs,
+    incoming,
+    json_body,
+    json_response,
+    local_id,
+    required_param,
+    services,
+)
 
 bp = Blueprint("v1", __name__, url_prefix="/v1/envs")
 
@@ -20,13 +30,6 @@ def env_create() -> Response:
     if isinstance(outcome, create.Made):
         return json_response(outcome.payload, outcome.status)
     status, headers, body = outcome
-    return Response(body, status=status, headers=headers)
-
-
-def _handled(kind: str, instance_id: str) -> Response:
-    """A reset or step by the one handler (the lean path answers these before Flask; this is the same call)."""
-    call = handler.Call("v1", kind, local_id(instance_id), request.get_data(cache=True))
-    status, headers, body = handler.run(envs(), call, caller())
     return Response(body, status=status, headers=headers)
 
 
@@ -44,14 +47,7 @@ def env_get_id(instance_id: str) -> Response:
     return json_response({"id": envs().touch(local_id(instance_id), caller()).env_id})
 
 
-@bp.post("/<instance_id>/reset/")
-def env_reset(instance_id: str) -> Response:
-    return _handled("reset", instance_id)
-
-
-@bp.post("/<instance_id>/step/")
-def env_step(instance_id: str) -> Response:
-    return _handled("step", instance_id)
+add_reset_and_step(bp, "v1", "/<instance_id>/{kind}/", "env_{kind}")
 
 
 @bp.get("/<instance_id>/render/")

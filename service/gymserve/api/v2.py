@@ -13,10 +13,10 @@ from ..codec import png, spaces, values
 from ..errors import NotSupported
 from ..lifecycle import labels
 from ..lifecycle.registry import EnvRecord
-from ..pipeline import batch, create, frames, handler, models, negotiation, operations
+from ..pipeline import batch, create, frames, models, negotiation, operations
 from ..routing import ids
 from . import openapi
-from .common import caller, envs, incoming, json_response, local_id, services
+from .common import add_reset_and_step, caller, envs, incoming, json_response, local_id, services
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -47,22 +47,6 @@ def _outcome(outcome: create.Outcome) -> Response:
     if isinstance(outcome, create.Made):
         return _answer(outcome.payload, outcome.status, outcome.headers)
     status, headers, body = outcome
-    return Response(body, status=status, headers=headers)
-
-
-def _handled(kind: str, instance_id: str) -> Response:
-    """A reset or step by the one handler (the front controller answers these before Flask; this is the same call)."""
-    call = handler.Call(
-        "v2",
-        kind,
-        local_id(instance_id),
-        request.get_data(cache=True),
-        request.headers.get("Content-Type"),
-        request.headers.get("Content-Encoding"),
-        request.headers.get("Accept"),
-        request.headers.get("Accept-Encoding"),
-    )
-    status, headers, body = handler.run(envs(), call, caller())
     return Response(body, status=status, headers=headers)
 
 
@@ -200,14 +184,7 @@ def fork_env(instance_id: str) -> Response:
     return _outcome(services().creates.fork(local_id(instance_id), caller(), body, _info))
 
 
-@bp.post("/envs/<instance_id>/reset")
-def reset_env(instance_id: str) -> Response:
-    return _handled("reset", instance_id)
-
-
-@bp.post("/envs/<instance_id>/step")
-def step_env(instance_id: str) -> Response:
-    return _handled("step", instance_id)
+add_reset_and_step(bp, "v2", "/envs/<instance_id>/{kind}", "{kind}_env")
 
 
 @bp.post("/batch/step")

@@ -1,4 +1,4 @@
-"""The lean path: resets and steps of both APIs are answered by the one handler without Flask, errors included."""
+"""The front controller: resets and steps of both APIs are answered by the one handler without Flask, errors too."""
 
 from __future__ import annotations
 
