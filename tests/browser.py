@@ -7,6 +7,7 @@ Importable as `browser` from any test module. No browser is downloaded: `scripts
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -63,10 +64,11 @@ class Chromium:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._closing = contextlib.ExitStack()  # websockets 17.1+: a connection is a context manager
         try:
             # No Origin header (Chromium refuses DevTools connections from other origins); screenshots exceed the
             # default 1 MiB message limit.
-            self.ws = connect(self._page_url(port), open_timeout=timeout, max_size=None)
+            self.ws = self._closing.enter_context(connect(self._page_url(port), open_timeout=timeout, max_size=None))
             self._ids = itertools.count(1)
             self.events: list[dict[str, Any]] = []  # only from domains a test enables (e.g. Network.enable)
             metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
@@ -140,8 +142,7 @@ class Chromium:
         return base64.b64decode(self.call("Page.captureScreenshot", **params)["data"])
 
     def stop(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
+        self._closing.close()
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the renderer and GPU children go too
             try:
