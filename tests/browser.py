@@ -1,4 +1,4 @@
-"""Headless Chromium (Debian's package) driven over the DevTools protocol by a minimal websocket client.
+"""Headless Chromium (Debian's package) driven over the DevTools protocol with `websockets`' sync client.
 
 Importable as `browser` from any test module. No browser is downloaded: `scripts/test.sh` installs the
 `chromium` package when it is missing. Every wait has a deadline, and the browser is stopped by its PID.
@@ -7,20 +7,19 @@ Importable as `browser` from any test module. No browser is downloaded: `scripts
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
+from websockets.sync.client import connect
 
 from servers import free_port
 
@@ -40,66 +39,6 @@ FLAGS = (
 
 def executable() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-class WebSocket:
-    """Just enough of RFC 6455 for the DevTools protocol: text frames out (masked), text frames in."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        parts = urlsplit(url)
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.reader = self.sock.makefile("rb")
-        status = self.reader.readline()
-        assert b" 101 " in status, status
-        while self.reader.readline() not in (b"\r\n", b""):
-            pass
-
-    def send(self, text: str) -> None:
-        payload = text.encode()
-        size = len(payload)
-        header = b"\x81" + (
-            bytes([0x80 | size])
-            if size < 126
-            else bytes([0x80 | 126]) + struct.pack(">H", size)
-            if size < 65536
-            else bytes([0x80 | 127]) + struct.pack(">Q", size)
-        )
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
-
-    def receive(self) -> str:
-        message = b""
-        while True:
-            first, second = self._read(2)
-            opcode, size = first & 0x0F, second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack(">H", self._read(2))
-            elif size == 127:
-                (size,) = struct.unpack(">Q", self._read(8))
-            payload = self._read(size)
-            if opcode == 0x8:
-                raise ConnectionError("the browser closed the DevTools connection")
-            if opcode in (0x9, 0xA):  # ping, pong: the browser does not send them to clients; ignore
-                continue
-            message += payload
-            if first & 0x80:  # FIN: the message is whole
-                return message.decode()
-
-    def _read(self, size: int) -> bytes:
-        data = self.reader.read(size)
-        if len(data) != size:
-            raise ConnectionError("the DevTools connection ended")
-        return data
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 class Chromium:
@@ -125,8 +64,11 @@ class Chromium:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._closing = contextlib.ExitStack()  # websockets 17.1+: a connection is a context manager
         try:
-            self.ws = WebSocket(self._page_url(port), timeout)
+            # No Origin header (Chromium refuses DevTools connections from other origins); screenshots exceed the
+            # default 1 MiB message limit.
+            self.ws = self._closing.enter_context(connect(self._page_url(port), open_timeout=timeout, max_size=None))
             self._ids = itertools.count(1)
             self.events: list[dict[str, Any]] = []  # only from domains a test enables (e.g. Network.enable)
             metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
@@ -158,7 +100,7 @@ class Chromium:
         ident = next(self._ids)
         self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
-            message = json.loads(self.ws.receive())
+            message = json.loads(self.ws.recv(timeout=self.timeout))
             if "method" in message and len(self.events) < 10_000:
                 self.events.append(message)
             if message.get("id") == ident:
@@ -200,8 +142,7 @@ class Chromium:
         return base64.b64decode(self.call("Page.captureScreenshot", **params)["data"])
 
     def stop(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
+        self._closing.close()
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the renderer and GPU children go too
             try:

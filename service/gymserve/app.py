@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 from . import __version__, metrics
 from .api import ui, v1, v2
 from .api.common import register_error_handlers
+from .headless import headless_sdl
 from .health import bp as health_bp
 from .lifecycle.envs import Envs
 from .pipeline.front import Front
@@ -51,6 +52,7 @@ def _time_requests(app: Flask) -> None:
 def create_app(settings: Settings | None = None, owner_id: Owner | None = None) -> Flask:
     """The app of one worker. Under gunicorn, the worker's slot in the replica comes from `replica.current()`."""
     settings = settings or Settings.from_env()
+    headless_sdl()  # before the first render, in every process that serves (gunicorn's post_fork sets it too)
     _log_through_gunicorn()
     slot = replica.current()
     if slot is not None and owner_id is None:

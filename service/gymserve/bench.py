@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .client.connection import KeptConnection
 from .client.http import auth_headers
 from .codec import spaces, values
 
@@ -60,7 +61,7 @@ class ClientResult:
 
 
 class _Connection:
-    """http.client over one socket, reopened per request when asked for fresh connections."""
+    """One keep-alive connection (the client's connection helper); `fresh`: a new connection per request."""
 
     def __init__(self, url: str, fresh: bool, api_key: str = "") -> None:
         parts = urlsplit(url)
@@ -68,33 +69,21 @@ class _Connection:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.fresh = fresh
-        self.conn: http.client.HTTPConnection | None = None
+        self.kept = KeptConnection(self.host, self.port, timeout=60)
 
     def call(self, method: str, path: str, body: bytes | None, media_type: str = JSON) -> tuple[int, bytes, int, bool]:
         """(status, body, bytes on the wire in both directions, forwarded by another worker)."""
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
         headers = {"Content-Type": media_type, "Accept": media_type, **self.auth}
         if self.fresh:
-            headers["Connection"] = "close"
-        try:
-            self.conn.request(method, self.prefix + path, body=body, headers=headers)
-            resp = self.conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
+            headers["Connection"] = "close"  # the server closes it after its answer: the helper keeps none
+        resp, data = self.kept.exchange(method, self.prefix + path, body, headers)
         wire = _request_bytes(method, self.prefix + path, self.host, self.port, headers, body) + _response_bytes(
             resp, data
         )
-        if self.fresh:
-            self.close()
         return resp.status, data, wire, resp.getheader("X-Gymserve-Forwarded") == "1"
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.kept.close()
 
 
 def _request_bytes(method: str, path: str, host: str, port: int, headers: dict[str, str], body: bytes | None) -> int:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from gymserve import metrics
+from gymserve.headless import headless_sdl
 from gymserve.lifecycle.reaper import Reaper
 from gymserve.routing import replica as routing
 from gymserve.routing.peer_server import start_peer_server
@@ -103,6 +104,8 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
+    """Worker, before its app loads: SDL headless (before any render), and its slot adopted."""
+    headless_sdl()
     assert _replica is not None
     routing.adopt(routing.WorkerSlot(_replica, worker.gymserve_slot, worker.gymserve_generation))
     server.log.info(

@@ -24,11 +24,19 @@ replica's shared port: a router that reads the slot in an instance id reaches th
 the shared port hands a connection to whichever worker accepts it and (workers - 1) / workers of the steps then
 take a hop over the owner's Unix socket.
 See https://docs.gunicorn.org/en/stable/design.html for the worker model this keeps.
+
+gunicorn internals used here (pyproject pins gunicorn to the versions tested; tests/unit/test_gunicorn_contract.py
+fails when one of them changes): gthread's `_DEFER` (a connection handed back to the poller until it is readable),
+`TConn` (`init()` builds the parser and reads nothing; `sock`, `parser`, `initialized`; attributes of our own),
+the parser's unreader (`buf` peeked, `take_buffered()`, `unread()`; the parser reads a request from it first),
+`ThreadWorker.handle` (True: keep alive, False: close; no wait for data on an initialized connection),
+`finish_request` (`_DEFER`: pending in the poller; kept alive with bytes read ahead: straight back to the pool),
+`wsgi.Response` (looked up by `wsgi.create` at each request; the attributes OneWriteResponse reads) and `util.write`,
+and `self.sockets` (the listeners gthread's poller accepts on, read when its loop starts).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import select
@@ -86,11 +94,7 @@ class GymserveWorker(gthread.ThreadWorker):
 
     def init_process(self) -> None:
         settings = Settings.from_env()
-        self.head_timeout = settings.head_timeout_seconds
-        self.max_body = settings.max_body_bytes
-        self.linger = settings.keepalive_linger_seconds
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        self.configure(settings)
         wsgi.Response = OneWriteResponse  # what gthread's wsgi.create builds, in this worker process only
         slot = getattr(self, "gymserve_slot", None)  # gunicorn_conf.pre_fork gives every worker one
         port = settings.worker_port(slot) if slot is not None else None
@@ -99,6 +103,14 @@ class GymserveWorker(gthread.ThreadWorker):
             if own is not None:
                 self.sockets = [*self.sockets, own]  # type: ignore[has-type]  # accepted by gthread's poller too
         super().init_process()
+
+    def configure(self, settings: Settings) -> None:
+        """The worker's own settings (what init_process sets before gthread starts its loop)."""
+        self.head_timeout = settings.head_timeout_seconds
+        self.max_body = settings.max_body_bytes
+        self.linger = settings.keepalive_linger_seconds
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     def _own_listener(self, host: str, port: int) -> socket.socket | None:
         """The worker's own listening socket; None (the shared port still serves) when the port is taken."""
@@ -154,8 +166,7 @@ class GymserveWorker(gthread.ThreadWorker):
         """True: the request is all in the parser's buffer. gthread's _DEFER: wait in the poller. False: close."""
         conn.init()  # builds the parser; reads nothing
         unreader = conn.parser.unreader
-        held = unreader.buf.getvalue()  # read ahead by the previous request of a kept-alive connection
-        unreader.buf = io.BytesIO()
+        held = unreader.take_buffered()  # read ahead by the previous request of a kept-alive connection
         try:
             conn.sock.setblocking(False)
             while not complete(held, self.max_body):

@@ -6,9 +6,6 @@ import gzip
 import http.client
 import os
 import random
-import select
-import threading
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import sleep
@@ -16,6 +13,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .connection import Closed, KeptConnection, send
 from .errors import ConnectionFailed, EnvClosed, RemoteError, ResponseTimeout, ServerUnreachable
 
 BUSY_STATUSES = frozenset({429, 503})
@@ -61,8 +59,7 @@ class Reply:
 
 
 class HttpSession:
-    """One keep-alive connection to one server (http.client: a step costs the client ~70 us less CPU than urllib3's
-    pool, measured side by side on the same server; docs/performance.md).
+    """One keep-alive connection to one server (connection.KeptConnection), with retries and the client's errors.
 
     Every request is retried, with exponential backoff, when its connection could not be made (it
     never reached the server). `send(..., resend=True)` also retries when the answer was lost or
@@ -91,15 +88,20 @@ class HttpSession:
         self.backoff = backoff
         self.max_wait = max_wait
         self.headers = dict(headers or {})
-        self.closed = False
         self.timeout = timeout
-        self._address = (parts.hostname, parts.port)
-        self._tls = parts.scheme == "https"
-        # The kept connection, in a box of its own: a session dropped without close() closes it when collected,
-        # as urllib3's pool did (weakref.finalize must not hold the session itself).
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()  # close() may come from another thread
-        weakref.finalize(self, _close_all, self._idle)
+        # close() may come from another thread: the helper is thread-safe.
+        self._kept = KeptConnection(
+            parts.hostname, parts.port, timeout=timeout, connect_timeout=min(timeout, 10.0), tls=parts.scheme == "https"
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._kept.closed
+
+    @property
+    def _idle(self) -> list[http.client.HTTPConnection]:
+        """The kept connection, when there is one (a list of at most one)."""
+        return self._kept.idle
 
     def send(
         self,
@@ -115,8 +117,8 @@ class HttpSession:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                conn = self._connection()
-            except _Closed as err:
+                conn = self._kept.take()
+            except Closed as err:
                 raise EnvClosed(f"{method} {path}: this client was closed; make a new one") from err
             except OSError as err:  # refused, unresolvable, or no answer to the connect: the request never left
                 if last:
@@ -137,49 +139,13 @@ class HttpSession:
             sleep(wait)
         raise AssertionError("not reached: the last attempt returns or raises")
 
-    def _connection(self) -> http.client.HTTPConnection:
-        """The idle connection if the server has not closed it, else a new one (connected: OSError if it cannot)."""
-        with self._lock:
-            if self.closed:
-                raise _Closed
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None and conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
-            return conn  # still open: between two answers a live server sends nothing
-        if conn is not None:
-            conn.close()
-        host, port = self._address
-        connect_timeout = min(self.timeout, 10.0)
-        conn = (
-            http.client.HTTPSConnection(host, port, timeout=connect_timeout)
-            if self._tls
-            else http.client.HTTPConnection(host, port, timeout=connect_timeout)
-        )
-        try:
-            conn.connect()
-        except BaseException:
-            conn.close()
-            raise
-        assert conn.sock is not None
-        conn.sock.settimeout(self.timeout)
-        return conn
-
     def _exchange(
         self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> Reply:
-        try:
-            conn.request(method, self.prefix + path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except BaseException:
-            conn.close()
-            raise
+        resp, data = send(conn, method, self.prefix + path, body, headers)
         if resp.getheader("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
             data = gzip.decompress(data)
-        with self._lock:
-            if resp.will_close or self.closed or self._idle:
-                conn.close()
-            else:
-                self._idle.append(conn)
+        self._kept.keep(conn, resp)
         return Reply(resp.status, resp.headers, data)
 
     def _failed(
@@ -198,18 +164,7 @@ class HttpSession:
         return self._backoff(attempt)
 
     def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            _close_all(self._idle)
-
-
-def _close_all(connections: list[http.client.HTTPConnection]) -> None:
-    while connections:
-        connections.pop().close()
-
-
-class _Closed(Exception):
-    """The session was closed (by this thread or another) before a request could take its connection."""
+        self._kept.close()
 
 
 def _reason(err: BaseException) -> str:

@@ -8,10 +8,11 @@ from typing import Any, Protocol, SupportsFloat
 import gymnasium as gym
 
 from .errors import EnvClosed
+from .held import Held, Reach, create
 from .http import HttpSession
 from .lease import Lease
 from .protocol_v1 import V1Protocol
-from .protocol_v2 import ENCODINGS, V2Protocol, create_body, direct_session, opened, session
+from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
 
 
 class _Remote(Protocol):
@@ -25,7 +26,7 @@ class _Remote(Protocol):
     def close(self) -> None: ...
 
 
-class RemoteEnv(gym.Env[Any, Any]):
+class RemoteEnv(Held, gym.Env[Any, Any]):
     """`RemoteEnv("http://127.0.0.1:8000", "CartPole-v1")` behaves like `gymnasium.make("CartPole-v1")`.
 
     `protocol="v2"` (the default) speaks /v2: observations arrive in their native dtype and shape
@@ -76,33 +77,23 @@ class RemoteEnv(gym.Env[Any, Any]):
         if (wrappers or snapshot) and protocol == "v1":
             raise ValueError("wrappers and snapshots need protocol='v2'")
         self.render_mode = render_mode
-        create = create_body(
+        body = create(
             env_id,
             render_mode,
             kwargs,
-            max_episode_steps=max_episode_steps,
-            ttl=ttl,
-            wrappers=list(wrappers),
-            labels=dict(labels or {}),
-            snapshot=snapshot,
+            {"max_episode_steps": max_episode_steps, "ttl": ttl, "snapshot": snapshot},
+            wrappers,
+            labels,
         )
-        self._keepalive = keepalive
-        self._session_args = (base_url, timeout, retries, compress and protocol == "v2", api_key)
-        http = session(*self._session_args)
-        self._attach(
-            http,
-            opened(
-                http,
-                lambda h: (
-                    V2Protocol(
-                        h, create, ENCODINGS[encoding], direct=direct_session(direct, timeout, compress, api_key)
-                    )
-                    if protocol == "v2"
-                    else V1Protocol(h, create)
-                ),
-            ),
-            env_id,
+        direct_to = direct_session(direct, timeout, compress, api_key)
+        v2 = protocol == "v2"
+        reach = Reach(base_url, timeout, retries, compress and v2, api_key)
+        http, remote = self._connect(
+            reach,
+            keepalive,
+            lambda h: V2Protocol(h, body, ENCODINGS[encoding], direct=direct_to) if v2 else V1Protocol(h, body),
         )
+        self._attach(http, remote, env_id)
 
     def _attach(self, http: HttpSession, remote: _Remote, env_id: str) -> None:
         self._http: HttpSession = http
@@ -113,8 +104,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         self._lease: Lease | None = None
         if isinstance(remote, V2Protocol):  # a fork's or a restored env's render mode is its original's
             self.render_mode = remote.created["render_mode"]
-            if self._keepalive and remote.created["ttl"] > 0:
-                self._lease = Lease(session(*self._session_args), remote.path, remote.created["ttl"], remote)
+            self._lease_for(remote)
 
     def snapshot(self) -> bytes:
         """The env's state on the server as an opaque blob signed by the farm (it needs GYMSERVE_SNAPSHOT_KEY);
@@ -124,14 +114,8 @@ class RemoteEnv(gym.Env[Any, Any]):
     def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteEnv:
         """A new RemoteEnv (its own connection) for a fork of this env on the server: a new env in exactly this
         env's state, random generators included, so the same actions give the same trajectory (/v2 only)."""
-        remote = self._v2()
-        info = remote.fork(ttl, labels)
-        http = session(*self._session_args)
-        twin = type(self).__new__(type(self))
-        twin.render_mode = self.render_mode
-        twin._session_args = self._session_args
-        twin._keepalive = self._keepalive
-        twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)), info["env_id"])
+        twin, http, forked = self._twin(self._v2(), ttl, labels)
+        twin._attach(http, forked, forked.created["env_id"])
         return twin
 
     def _v2(self) -> V2Protocol:
@@ -139,11 +123,6 @@ class RemoteEnv(gym.Env[Any, Any]):
         if not isinstance(remote, V2Protocol):
             raise ValueError("forks and snapshots need protocol='v2'")
         return remote
-
-    @property
-    def instance_id(self) -> str | None:
-        """The env's id on the server; None once closed."""
-        return self._remote.instance_id
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         remote = self._open()
@@ -165,11 +144,5 @@ class RemoteEnv(gym.Env[Any, Any]):
 
     def close(self) -> None:
         """Delete the env on the server; calling it again does nothing."""
-        if self._lease is not None:
-            self._lease.stop()
-        if self._remote.instance_id is not None:
-            try:
-                self._remote.close()
-            finally:
-                self._http.close()
+        self._release(self._remote)
         super().close()

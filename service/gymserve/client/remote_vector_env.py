@@ -11,9 +11,9 @@ from gymnasium.vector import AutoresetMode
 
 from ..codec import spaces
 from .errors import EnvClosed
+from .held import Held, Reach, create
 from .http import HttpSession
-from .lease import Lease
-from .protocol_v2 import ENCODINGS, V2Protocol, create_body, direct_session, opened, session
+from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
 
 # The server's names of Gymnasium's autoreset modes.
 AUTORESET_NAMES = {
@@ -23,7 +23,7 @@ AUTORESET_NAMES = {
 }
 
 
-class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
+class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
     """`RemoteVectorEnv(url, "CartPole-v1", 64)` behaves like `gymnasium.make_vec("CartPole-v1", 64,
     vectorization_mode="sync")`, with each reset and step of all sub-envs one HTTP request.
 
@@ -67,24 +67,13 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
                 f"autoreset_mode must be one of {sorted(AUTORESET_NAMES.values())} (or an AutoresetMode) "
                 f"and encoding one of {sorted(ENCODINGS)}"
             )
-        create = create_body(
-            env_id,
-            render_mode,
-            kwargs,
-            num_envs=num_envs,
-            autoreset_mode=name,
-            max_episode_steps=max_episode_steps,
-            ttl=ttl,
-            wrappers=list(wrappers),
-            labels=dict(labels or {}),
-            snapshot=snapshot,
-        )
-        self._keepalive = keepalive
-        self._session_args = (base_url, timeout, retries, compress, api_key)
         self.render_mode = render_mode
-        http = session(*self._session_args)
-        connect = direct_session(direct, timeout, compress, api_key)
-        self._attach(http, opened(http, lambda h: V2Protocol(h, create, ENCODINGS[encoding], direct=connect)))
+        optional = {"num_envs": num_envs, "autoreset_mode": name, "max_episode_steps": max_episode_steps}
+        body = create(env_id, render_mode, kwargs, {**optional, "ttl": ttl, "snapshot": snapshot}, wrappers, labels)
+        direct_to = direct_session(direct, timeout, compress, api_key)
+        reach = Reach(base_url, timeout, retries, compress, api_key)
+        media_type = ENCODINGS[encoding]
+        self._attach(*self._connect(reach, keepalive, lambda h: V2Protocol(h, body, media_type, direct=direct_to)))
 
     def _attach(self, http: HttpSession, remote: V2Protocol) -> None:
         self._http: HttpSession = http
@@ -100,9 +89,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self.metadata = {"autoreset_mode": next(m for m, n in AUTORESET_NAMES.items() if n == mode)}
         env_id = created["env_id"]
         self.spec = gym.spec(env_id) if env_id in gym.envs.registry else None
-        self._lease: Lease | None = None
-        if self._keepalive and created["ttl"] > 0:  # keeps the env alive while this object lives
-            self._lease = Lease(session(*self._session_args), remote.path, created["ttl"], remote)
+        self._lease_for(remote)
 
     def snapshot(self) -> bytes:
         """The vector env's state on the server as an opaque blob signed by the farm;
@@ -112,20 +99,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     def fork(self, *, ttl: float | None = None, labels: Mapping[str, str] | None = None) -> RemoteVectorEnv:
         """A new RemoteVectorEnv (its own connection) for a fork of this vector env on the server: every sub-env in
         exactly its state, random generators included, so the same actions give the same trajectories."""
-        remote = self._open()
-        info = remote.fork(ttl, labels)
-        http = session(*self._session_args)
-        twin = type(self).__new__(type(self))
-        twin.render_mode = self.render_mode
-        twin._session_args = self._session_args
-        twin._keepalive = self._keepalive
-        twin._attach(http, opened(http, lambda h: V2Protocol(h, None, remote.media_type, info=info)))
+        twin, http, forked = self._twin(self._open(), ttl, labels)
+        twin._attach(http, forked)
         return twin
-
-    @property
-    def instance_id(self) -> str | None:
-        """The vector env's id on the server; None once closed."""
-        return self._remote.instance_id
 
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
@@ -160,13 +136,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Delete the vector env on the server."""
-        if self._lease is not None:
-            self._lease.stop()
-        if self._remote.instance_id is not None:
-            try:
-                self._remote.close()
-            finally:
-                self._http.close()
+        self._release(self._remote)
 
     def __enter__(self) -> RemoteVectorEnv:
         return self

@@ -16,12 +16,12 @@ import http.client
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NoReturn
 
+from ..client.connection import KeptConnection
 from ..settings import Settings
 
 FANOUT_HEADER = "X-Gymserve-Fanout"
@@ -49,7 +49,7 @@ def pool() -> ThreadPoolExecutor:
 # Keep-alive connections to other replicas, one per thread and node: a new connection (and DNS lookup) per
 # sub-batch cost more than the hop itself. One idle longer than this is closed rather than reused, well before
 # gunicorn's keepalive (75 s) closes it from the other side, so that a request never meets a closed connection
-# (a sub-batch is never resent: it may have run).
+# (a sub-batch is never resent: it may have run). The client's connection helper keeps them.
 IDLE_SECONDS = 30.0
 _local = threading.local()
 
@@ -70,24 +70,20 @@ def begin_batch(
     own items while the other replica steps these.
 
     That call raises OSError or http.client.HTTPException (unresolvable, refused, reset, timed out), for the caller
-    to turn into per-item errors; the connection is dropped then.
+    to turn into per-item errors; the connection is closed then.
     """
     assert reachable(settings, node)
-    headers = {
-        "Content-Type": content_type,
-        "Accept": accept,
-        FANOUT_HEADER: "1",
-        **({"Authorization": authorization} if authorization is not None else {}),
-    }
+    headers = {"Content-Type": content_type, "Accept": accept, FANOUT_HEADER: "1"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
     own = settings.worker_port(slot) if slot is not None else None
     # A worker port that refuses (its worker is being replaced, or could not open it): the shared one serves.
     for port in [own, settings.port] if own else [settings.port]:
+        kept = _kept(settings, node, port)
         try:
-            conn = _connection(settings, node, port)
-            conn.request("POST", BATCH_PATH, body=body, headers=headers)
+            conn = _post(kept, body, headers)
             break
-        except (OSError, http.client.HTTPException) as exc:
-            _drop(node, port)
+        except (OSError, http.client.HTTPException) as exc:  # that connection is closed: the next one is new
             if not (port == own and isinstance(exc, ConnectionRefusedError)):
                 return partial(_raise, exc)
 
@@ -96,30 +92,40 @@ def begin_batch(
             resp = conn.getresponse()
             status, data = resp.status, resp.read()
         except (OSError, http.client.HTTPException):
-            _drop(node, port)
+            conn.close()
             raise
-        if resp.will_close:
-            _drop(node, port)
-        else:
-            _local.pool[node, port] = (conn, time.monotonic())
+        kept.keep(conn, resp)
         return status, data
 
     return answer
+
+
+def _post(kept: KeptConnection, body: bytes, headers: dict[str, str]) -> http.client.HTTPConnection:
+    """The sub-batch sent on a kept or new connection (closed if the sending fails), its answer not read yet."""
+    conn = kept.take()
+    try:
+        conn.request("POST", BATCH_PATH, body=body, headers=headers)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _raise(exc: BaseException) -> NoReturn:
     raise exc
 
 
-def _connection(settings: Settings, node: str, port: int) -> http.client.HTTPConnection:
-    pool: dict[tuple[str, int], tuple[http.client.HTTPConnection, float]] = _local.__dict__.setdefault("pool", {})
-    entry = pool.get((node, port))
-    if entry is not None and time.monotonic() - entry[1] < IDLE_SECONDS:
-        return entry[0]
-    _drop(node, port)
-    conn = http.client.HTTPConnection(address_of(settings, node), port, timeout=settings.forward_timeout_seconds)
-    pool[node, port] = (conn, time.monotonic())
-    return conn
+def _kept(settings: Settings, node: str, port: int) -> KeptConnection:
+    """This thread's connection helper for `node`'s `port`. A new connection resolves the node's address anew, with
+    the settings of the call that makes it."""
+    pool: dict[tuple[str, int], KeptConnection] = _local.__dict__.setdefault("pool", {})
+    kept = pool.get((node, port))
+    if kept is None:
+        kept = pool[node, port] = KeptConnection(
+            node, port, timeout=settings.forward_timeout_seconds, max_idle=IDLE_SECONDS
+        )
+    kept.host = lambda: address_of(settings, node)
+    return kept
 
 
 def address_of(settings: Settings, node: str) -> str:
@@ -137,9 +143,10 @@ def address_of(settings: Settings, node: str) -> str:
 
 
 def _drop(node: str, port: int) -> None:
-    entry = _local.__dict__.get("pool", {}).pop((node, port), None)
-    if entry is not None:
-        entry[0].close()
+    """Close this thread's connection to `node`'s `port` (the next sub-batch makes a new one)."""
+    kept = _local.__dict__.get("pool", {}).pop((node, port), None)
+    if kept is not None:
+        kept.close()
 
 
 def addresses(settings: Settings) -> list[str]:
@@ -161,13 +168,11 @@ def ask_all(settings: Settings, path: str, headers: dict[str, str], method: str 
 
 
 def _ask(settings: Settings, address: str, path: str, headers: dict[str, str], method: str = "GET") -> bytes | None:
-    conn = http.client.HTTPConnection(address, settings.port, timeout=settings.forward_timeout_seconds)
+    once = KeptConnection(address, settings.port, timeout=settings.forward_timeout_seconds)
     try:
-        conn.request(method, path, headers={**headers, FANOUT_HEADER: "1"})
-        resp = conn.getresponse()
-        body = resp.read()
+        resp, body = once.exchange(method, path, headers={**headers, FANOUT_HEADER: "1"})
         return body if resp.status == 200 else None
     except OSError:
         return None
     finally:
-        conn.close()
+        once.close()
