@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import orjson
@@ -29,13 +29,11 @@ ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 _MAKE_ARGS = frozenset({"render_mode"})
 # Wrappers a client may ask for by name. AddRenderObservation makes the rgb frame the observation.
 WRAPPERS: dict[str, Any] = {"AddRenderObservation": AddRenderObservation}
-DEFAULT_AUTORESET = "next_step"  # Gymnasium's own default
-# A vector env's autoreset modes by their /v2 names: Gymnasium's AutoresetMode, in snake case.
-AUTORESET_MODES: dict[str, AutoresetMode] = {
-    "next_step": AutoresetMode.NEXT_STEP,
-    "same_step": AutoresetMode.SAME_STEP,
-    "disabled": AutoresetMode.DISABLED,
-}
+# A vector env's autoreset modes by their /v2 names: Gymnasium's AutoresetMode members, in snake case. The one list:
+# the request and answer declarations, the OpenAPI document and the checks below all take the modes from here.
+AutoresetModeName = Literal["next_step", "same_step", "disabled"]
+AUTORESET_MODES: dict[str, AutoresetMode] = {name: AutoresetMode[name.upper()] for name in get_args(AutoresetModeName)}
+DEFAULT_AUTORESET: AutoresetModeName = "next_step"  # Gymnasium's own default
 
 
 @dataclass(frozen=True)

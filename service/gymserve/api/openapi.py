@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from .. import __version__
+from ..codec import spaces
 from ..codec import values as native
+from ..envs import AutoresetModeName
 from ..errors import kinds
 from ..pipeline import models
 from ..routing.ids import MAX_ID_LENGTH
@@ -43,7 +45,7 @@ def _tag(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _INT = {"type": "integer"}
 _AUTORESET = {
-    "enum": ["next_step", "same_step", "disabled"],
+    "enum": list(get_args(AutoresetModeName)),
     "description": "Gymnasium's AutoresetMode of a vector env (NEXT_STEP, SAME_STEP, DISABLED); "
     "see docs/vector-and-batch.md.",
 }
@@ -103,7 +105,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "A Gymnasium space with its native bounds; Tuple and Dict nest their spaces.",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple"]},
+            "name": {"type": "string", "examples": list(spaces.KINDS)},
             "n": {"anyOf": [_INT, {"type": "array", "items": _INT}]},
             "start": {"anyOf": [_INT, _ref("NDArray")]},
             "dtype": {"enum": DTYPES},

@@ -16,6 +16,7 @@ import orjson
 from msgspec import Meta
 
 from ..codec import values
+from ..envs import DEFAULT_AUTORESET, AutoresetModeName
 from ..errors import BadRequest, InvalidValue, MalformedEnvId, MissingParameter
 from ..settings import Settings
 
@@ -35,7 +36,6 @@ Seq = Annotated[
 Seed = Annotated[int, Meta(ge=0, le=MAX_U63)]
 # A day and then some: the server caps every ttl at GYMSERVE_ENV_TTL_MAX_SECONDS; this only refuses nonsense.
 Ttl = Annotated[float, Meta(gt=0, le=1e9, description="Idle seconds before the env is closed (capped by the server).")]
-AutoresetMode = Literal["next_step", "same_step", "disabled"]
 # Labels are Kubernetes-like: a key is a name with an optional DNS-style prefix ("team.example/run"), a value a
 # name or empty; bounded in count and length so that they stay cheap to keep, list and match.
 LABEL_NAME = r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?"
@@ -87,7 +87,10 @@ class CreateRequest(Body):
         | None
     ) = None
     autoreset_mode: (
-        Annotated[AutoresetMode, Meta(description="Vector envs only (Gymnasium's AutoresetMode); default next_step.")]
+        Annotated[
+            AutoresetModeName,
+            Meta(description=f"Vector envs only (Gymnasium's AutoresetMode); default {DEFAULT_AUTORESET}."),
+        ]
         | None
     ) = None
     labels: Labels | None = None
