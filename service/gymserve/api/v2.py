@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
-import gymnasium as gym
 from flask import Blueprint, Response, request
 
 from .. import frames, idempotency, labels, operations
-from ..codec import png, spaces, values
+from ..codec import png, values
 from ..envs import CreateRequest
 from ..errors import InvalidValue, NotSupported
-from ..pipeline import handler, models, negotiation
+from ..pipeline import answers, handler, models, negotiation
 from ..pipeline.lean import forwarded, tenant_of
 from ..registry import EnvRecord
-from ..routing import ids, peers
+from ..routing import peers
 from ..worker import Worker
 from . import batch, openapi, owner
 from .common import json_response, worker
@@ -61,79 +58,6 @@ def _handled(kind: str, instance_id: str) -> Response:
     return Response(body, status=status, headers=headers)
 
 
-# --- what the server says about an env ---
-
-
-def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _summary(record: EnvRecord) -> dict[str, Any]:
-    now, idle = time.time(), record.idle_seconds()
-    ttl_left = round(max(0.0, record.ttl - idle), 3) if record.ttl > 0 else None
-    return {
-        "instance_id": record.instance_id,
-        "env_id": record.env_id,
-        "created_at": _timestamp(record.created_at),
-        "last_used_at": _timestamp(now - idle),
-        "steps": record.steps,
-        "episodes": record.episodes,
-        "seq": record.seq,
-        "ttl": record.ttl,
-        "ttl_left": ttl_left,
-        "expires_at": None if ttl_left is None else _timestamp(now + ttl_left),
-        "num_envs": record.num_envs,
-        "autoreset_mode": record.autoreset_mode,
-        "render_mode": getattr(record.env, "render_mode", None),
-        "idle_seconds": round(idle, 3),
-        "last_episode": _last_episode(record),
-        "labels": record.labels,
-    }
-
-
-def _last_episode(record: EnvRecord) -> dict[str, Any] | None:
-    if not record.recent_episodes:
-        return None
-    episode_return, length = record.recent_episodes[-1]
-    return {"return": episode_return, "length": length}
-
-
-def _info(record: EnvRecord) -> dict[str, Any]:
-    env, spec, where = record.env, record.env.spec, ids.parse(record.instance_id)
-    assert where is not None  # the ids this worker minted always parse
-    return {
-        **_summary(record),
-        "spec": None
-        if spec is None
-        else {
-            "id": spec.id,
-            "max_episode_steps": spec.max_episode_steps,
-            "reward_threshold": spec.reward_threshold,
-            "nondeterministic": spec.nondeterministic,
-            "kwargs": spec.kwargs,
-            "wrappers": [w.name for w in spec.additional_wrappers],
-        },
-        "render_mode": env.render_mode,
-        "seed": record.seed,
-        "owner": {"node": where.node, "worker": where.slot, "generation": where.generation},
-        "gymnasium_version": gym.__version__,
-        "action_space": spaces.describe_space(env.action_space),
-        "observation_space": spaces.describe_space(env.observation_space),
-        # A vector env's spaces are batched; these are one sub-env's.
-        "single_action_space": _single_space(env, "single_action_space"),
-        "single_observation_space": _single_space(env, "single_observation_space"),
-        "recent_episodes": {
-            "returns": [r for r, _ in record.recent_episodes],
-            "lengths": [n for _, n in record.recent_episodes],
-        },
-    }
-
-
-def _single_space(env: Any, name: str) -> dict[str, Any] | None:
-    space = getattr(env, name, None)
-    return None if space is None else spaces.describe_space(space)
-
-
 # --- routes ---
 
 
@@ -159,7 +83,7 @@ def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
     if isinstance(earlier, idempotency.PassedOn):  # this worker was full: the sibling it chose has the key
         return owner.forward_create(earlier.slot)
     if earlier is not None:  # a resend of a create that was made: its env, not a second one
-        return _answer(earlier, 201, {"Location": f"/v2/envs/{earlier['instance_id']}", "Idempotent-Replayed": "true"})
+        return _answer(earlier, 201, {"Location": f"/v2/envs/{earlier.instance_id}", "Idempotent-Replayed": "true"})
     try:
         sibling = owner.pass_keyed_create_on(key, body.num_envs or 1)
         if sibling is not None:  # full here, room there: it makes the env and keeps the key; resends follow
@@ -172,22 +96,19 @@ def _keyed_create(w: Worker, key: str, body: models.CreateRequest) -> Response:
     except BaseException:
         w.keys.release(mine)
         raise
-    w.keys.done(mine, info["instance_id"], info)
-    if w.registry.find(info["instance_id"]) is None:  # closed before its key was kept (a bulk delete): drop it
-        w.keys.forget_env(info["instance_id"])
-    return _answer(info, 201, {"Location": f"/v2/envs/{info['instance_id']}"})
+    w.keys.done(mine, info.instance_id, info)
+    if w.registry.find(info.instance_id) is None:  # closed before its key was kept (a bulk delete): drop it
+        w.keys.forget_env(info.instance_id)
+    return _answer(info, 201, {"Location": f"/v2/envs/{info.instance_id}"})
 
 
 def _created(record: EnvRecord) -> Response:
     return _answer(_created_info(record), 201, {"Location": f"/v2/envs/{record.instance_id}"})
 
 
-def _created_info(record: EnvRecord) -> dict[str, Any]:
+def _created_info(record: EnvRecord) -> answers.EnvInfo:
     """What a create answers: the env's info, and where this replica answers without the router (the direct path)."""
-    info = _info(record)
-    if public_url := worker().settings.public_url:
-        info["direct_url"] = public_url
-    return info
+    return answers.info(record, worker().settings.public_url or None)
 
 
 def _create(w: Worker, body: models.CreateRequest) -> EnvRecord:
@@ -233,12 +154,11 @@ def list_envs() -> Response:
     those whose labels match every `label=key=value` given."""
     tenant = tenant_of(request.environ).name
     chosen = labels.selector(request.args.getlist("label"))
-    envs = {
-        r.instance_id: _summary(r) for r in worker().registry.snapshot() if r.tenant == tenant and r.matches(chosen)
-    }
+    mine = (r for r in worker().registry.snapshot() if r.tenant == tenant and r.matches(chosen))
+    envs: dict[str, Any] = {r.instance_id: answers.summary(r) for r in mine}
     for body in owner.farm_answers("/v2/envs", values.MSGPACK, query=_query()):
         envs.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
-    return _answer({"envs": list(envs.values())})
+    return _answer(answers.EnvList(list(envs.values())))
 
 
 @bp.delete("/envs")
@@ -251,7 +171,7 @@ def delete_envs() -> Response:
     deleted = worker().close_matching(chosen, tenant_of(request.environ).name)
     for body in owner.farm_answers("/v2/envs", values.MSGPACK, _query(), "DELETE"):
         deleted += values.loads(body, values.MSGPACK)["deleted"]
-    return _answer({"deleted": deleted})
+    return _answer(answers.DeleteCount(deleted))
 
 
 def _query() -> str:
@@ -261,14 +181,14 @@ def _query() -> str:
 @bp.get("/envs/<instance_id>")
 def get_env(instance_id: str) -> Response:
     """What the server knows about an env; reading it does not count as use (keepalive does)."""
-    return _answer(_info(worker().registry.get(owner.local_id(instance_id))))
+    return _answer(answers.info(worker().registry.get(owner.local_id(instance_id))))
 
 
 @bp.post("/envs/<instance_id>/keepalive")
 def keepalive(instance_id: str) -> Response:
     with worker().registry.use(owner.local_id(instance_id)) as record:
         pass
-    return _answer(_summary(record))
+    return _answer(answers.summary(record))
 
 
 @bp.post("/envs/<instance_id>/fork")
@@ -304,7 +224,7 @@ def batch_step() -> Response:
     authorization = request.headers.get("Authorization")
     answer_type = negotiation.answer_type(request.headers.get("Accept"))
     results = batch.step_batch(w, items, hop, tenant, authorization, across_replicas=across, media_type=answer_type)
-    return _send(values.dumps({"results": results}, answer_type), answer_type)
+    return _send(values.dumps(answers.BatchStepAnswer(results), answer_type), answer_type)
 
 
 @bp.get("/envs/<instance_id>/render")
@@ -326,7 +246,7 @@ def _frame(frame: Any) -> Response:
         return _send(png.encode(frame), media_type)
     if media_type == negotiation.TEXT:
         return _send(frame.encode("utf-8"), "text/plain; charset=utf-8")
-    return _send(values.dumps({"frame": frame}, media_type), media_type)
+    return _send(values.dumps(answers.RenderAnswer(frame), media_type), media_type)
 
 
 @bp.get("/envs/<instance_id>/frame")
