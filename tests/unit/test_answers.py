@@ -149,3 +149,54 @@ def test_every_error_body_holds_to_the_error_struct(err: errors.GymServeError) -
     held_to(orjson.loads(orjson.dumps(errors.error_body(err, native=True))), answers.Error)
     status, _, body = errors.error_reply(err, native=True)
     assert held_to(orjson.loads(body), answers.Error).error.code == err.code and status == err.status
+
+
+# --- the error table is the error classes' ---
+
+
+def _error_classes() -> list[type[errors.GymServeError]]:
+    found, pending = [], list(errors.GymServeError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+@pytest.mark.parametrize("cls", _error_classes(), ids=lambda cls: cls.__name__)
+def test_every_error_class_is_in_the_openapi_error_table_with_its_status_code_and_headers(
+    cls: type[errors.GymServeError],
+) -> None:
+    sent = (
+        [(status, code) for status, (code, _) in errors.RoutingError.CODES.items()]
+        if cls is errors.RoutingError
+        else [(cls.status, cls.code)]
+    )
+    for status, code in sent:
+        response = openapi.RESPONSES[str(status)]
+        row = f"{code}{' (retryable)' if cls.retryable else ''}: "
+        assert row in response["description"], (status, code)
+        assert set(cls.answer_headers) <= set(response.get("headers", {})), (status, code)
+        assert any(
+            (k.status, k.code, k.fault, k.retryable) == (status, code, cls.fault, cls.retryable) for k in errors.table()
+        )
+
+
+def test_the_error_table_has_no_row_that_no_class_sends_and_every_row_says_when() -> None:
+    sent = {(cls.status, cls.code) for cls in _error_classes() if cls is not errors.RoutingError}
+    sent |= {(status, code) for status, (code, _) in errors.RoutingError.CODES.items()}
+    assert {(kind.status, kind.code) for kind in errors.table()} == sent
+    assert {int(status) for status in openapi.RESPONSES} == {status for status, _ in sent}
+    assert all(kind.text.strip() for kind in errors.table()), "every error class says when it is sent"
+
+
+def test_the_headers_an_error_class_declares_are_the_headers_its_answers_carry() -> None:
+    examples = [
+        errors.CapacityExceeded("full", retry_after=3),
+        errors.RateLimited("team", 10, 4),
+        errors.Unauthorized(),
+        errors.QuotaExceeded("team", 1, 1, 1),
+        errors.UnknownInstance("x"),
+    ]
+    for err in examples:
+        assert set(err.headers) == set(type(err).answer_headers), type(err).__name__

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__
+from .. import __version__, errors
 from ..codec import spaces
 from ..codec import values as native
 from ..pipeline import answers, models
@@ -122,54 +122,31 @@ assert len({*SCHEMAS, *_REQUESTS, *_ANSWERS}) == len(SCHEMAS) + len(_REQUESTS) +
 SCHEMAS.update(_REQUESTS)
 SCHEMAS.update(_ANSWERS)
 
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
-ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whether Retry-After is sent)
-    400: ("bad_request (the body is not valid JSON/msgpack, or not a map), missing_parameter.", False),
-    401: (
-        "unauthorized: a farm with tenants needs 'Authorization: Bearer <key>' (WWW-Authenticate says so); "
-        "an open farm never sends it.",
-        False,
-    ),
-    403: ("env_not_allowed: the env id is not on this server's allowlist.", False),
-    404: ("unknown_instance: no env has this id (closed, reaped, or never created); not_found: no such route.", False),
-    405: ("method_not_allowed: the route exists, but not with this method.", False),
-    409: (
-        "reset_needed: step before reset (or after the episode ended); sequence_conflict: `seq` is neither the "
-        "next number nor a resend of the last call (details.expected says which is next); idempotency_in_flight: "
-        "a create with this Idempotency-Key is still running.",
-        False,
-    ),
-    410: ("instance_lost: the env was lost with its worker process; create a new env.", False),
-    413: ("payload_too_large: the body exceeds GYMSERVE_MAX_BODY_BYTES.", False),
-    415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
-    422: (
-        "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
-        "not_supported, answer_too_large (its answers would exceed GYMSERVE_MAX_ANSWER_BYTES), idempotency_mismatch "
-        "(the key named a create with another body), invalid_snapshot (a snapshot this farm's key did not sign, or "
-        "that cannot be restored here); details.field names the offending input.",
-        False,
-    ),
-    429: (
-        "quota_exceeded: the tenant holds its max_envs across the farm (details: limit, usage); rate_limited: "
-        "its creates per minute, or the router's per-client limits, with Retry-After.",
-        True,
-    ),
-    500: ("internal: an unexpected failure, logged by the server with its traceback.", False),
-    503: (
-        "capacity_exceeded (the replica is full), draining (it is shutting down) or quota_store_unavailable "
-        "(the store of tenants' counts cannot be reached).",
-        True,
-    ),
-    504: ("owner_timeout: the worker that holds the env did not answer in time.", False),
+# The error table, generated from the error classes (errors.table): per status, each code with when it is sent.
+_ERROR_HEADERS = {  # what each header an error class declares (answer_headers) means
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
+    "WWW-Authenticate": {
+        "description": 'Bearer realm="gymserve": this farm needs a tenant\'s key.',
+        "schema": {"type": "string"},
+    },
 }
-RESPONSES = {
-    str(status): {
-        "description": text,
+
+
+def _error_response(kinds: list[errors.Kind]) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": " ".join(f"{k.code}{' (retryable)' if k.retryable else ''}: {k.text}" for k in kinds),
         "content": {native.JSON: {"schema": _ref("Error")}},
-        **({"headers": _RETRY_AFTER} if retry else {}),
     }
-    for status, (text, retry) in ERRORS.items()
-}
+    headers = sorted({name for kind in kinds for name in kind.headers})
+    if headers:
+        response["headers"] = {name: _ERROR_HEADERS[name] for name in headers}
+    return response
+
+
+_BY_STATUS: dict[int, list[errors.Kind]] = {}
+for _kind in errors.table():
+    _BY_STATUS.setdefault(_kind.status, []).append(_kind)
+RESPONSES = {str(status): _error_response(kinds) for status, kinds in _BY_STATUS.items()}
 _ALWAYS = (400, 401, 404, 410, 413, 415, 429, 500, 503, 504)
 
 
