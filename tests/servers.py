@@ -44,6 +44,25 @@ def free_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
     raise RuntimeError("no free port below 30000")
 
 
+def free_port_base(n: int = 10) -> int:
+    """A base port whose `n` ports (GYMSERVE_WORKER_PORT_BASE: the workers' slots and spare ones) are all free now."""
+    for _ in range(50):
+        base = free_port()
+        if _free_range(base, n):
+            return base
+    raise RuntimeError(f"no {n} free ports in a row")
+
+
+def _free_range(base: int, n: int) -> bool:
+    for port in range(base, base + n):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 @dataclass
 class Server:
     """A `gymserve serve` subprocess: its URL, PID and log; stopped by PID."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import orjson
 
@@ -12,7 +14,11 @@ Fault = Literal["client", "env", "infrastructure"]
 
 
 class GymServeError(Exception):
-    """Base of every error a client may see. `status` is the native (/v2) status; /v1 uses `v1_status`."""
+    """Base of every error a client may see. `status` is the native (/v2) status; /v1 uses `v1_status`.
+
+    Each class's status, code, fault, retryable, answer_headers and the first paragraph of its docstring (when
+    it is sent) make the error table of the OpenAPI document (`table`): say there what a client should know.
+    """
 
     status = 400
     code = "bad_request"
@@ -20,6 +26,8 @@ class GymServeError(Exception):
     # so that every answer (app, front controller, batch items, the router's template) says the same.
     fault: Fault = "client"  # client: fix the request; env: the env itself failed; infrastructure: the service did
     retryable = False
+    # Headers every answer of this error carries (documented in the OpenAPI error table).
+    answer_headers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, message: str, *, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -40,6 +48,8 @@ class BadRequest(GymServeError):
 
 
 class MissingParameter(BadRequest):
+    """A required field or parameter was not given; details.field names it."""
+
     code = "missing_parameter"
 
     def __init__(self, name: str) -> None:
@@ -48,7 +58,7 @@ class MissingParameter(BadRequest):
 
 
 class InvalidValue(BadRequest):
-    """A value was understood but is not acceptable (wrong type, shape, dtype, range)."""
+    """A value was understood but is not acceptable (wrong type, shape, dtype, range); details.field names it."""
 
     status = 422
     code = "invalid_value"
@@ -58,11 +68,15 @@ class InvalidValue(BadRequest):
 
 
 class MalformedEnvId(BadRequest):
+    """The env id is not a registered Gymnasium id (or not a string); the message suggests the closest one."""
+
     status = 422
     code = "unknown_env_id"
 
 
 class EnvNotAllowed(BadRequest):
+    """The env id is not on this server's allowlist (GYMSERVE_ALLOWED_ENVS)."""
+
     status = 403
     code = "env_not_allowed"
 
@@ -84,6 +98,8 @@ class EnvFailed(BadRequest):
 
 
 class UnknownInstance(GymServeError):
+    """No env has this id: closed, reaped, never created, or another tenant's."""
+
     status = 404
     code = "unknown_instance"
 
@@ -92,6 +108,8 @@ class UnknownInstance(GymServeError):
 
 
 class InstanceLost(GymServeError):
+    """The env was lost with its worker process, which is no longer running; create a new env."""
+
     status = 410
     code = "instance_lost"
     fault = "infrastructure"  # the env's state is gone: only a new env helps, so no retry
@@ -114,12 +132,15 @@ class OwnerTimeout(GymServeError):
 
 
 class ResetNeeded(GymServeError):
+    """A step before the first reset, or after the episode ended (terminated or truncated): reset first."""
+
     status = 409
     code = "reset_needed"
 
 
 class SequenceConflict(GymServeError):
-    """A reset or step whose sequence number is not the next one (nor a resend of the last one)."""
+    """A reset or step whose seq is neither the next number nor a resend of the last call; details.expected says
+    which is next."""
 
     status = 409
     code = "sequence_conflict"
@@ -129,11 +150,16 @@ class SequenceConflict(GymServeError):
 
 
 class NotSupported(BadRequest):
+    """The env cannot do what was asked: render without a render_mode, a fork or snapshot of an env that cannot be
+    copied, a snapshot on a farm without GYMSERVE_SNAPSHOT_KEY."""
+
     status = 422
     code = "not_supported"
 
 
 class PayloadTooLarge(GymServeError):
+    """The body exceeds GYMSERVE_MAX_BODY_BYTES."""
+
     status = 413
     code = "payload_too_large"
 
@@ -145,6 +171,8 @@ class PayloadTooLarge(GymServeError):
 
 
 class UnsupportedMediaType(GymServeError):
+    """A Content-Type or Content-Encoding the server does not read."""
+
     status = 415
     code = "unsupported_media_type"
 
@@ -156,21 +184,27 @@ class Unavailable(GymServeError):
     code = "unavailable"
     fault = "infrastructure"
     retryable = True
+    answer_headers = ("Retry-After",)
 
     def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
 
 
 class CapacityExceeded(Unavailable):
+    """The replica is full (GYMSERVE_MAX_ENVS, GYMSERVE_MAX_ENVS_PER_WORKER); it reads not ready meanwhile."""
+
     code = "capacity_exceeded"
 
 
 class Draining(Unavailable):
+    """The replica is shutting down: existing envs keep working for a while, new ones go elsewhere."""
+
     code = "draining"
 
 
 class WrongReplica(GymServeError):
-    """An item of a batch names an env of another replica: batches never cross replicas (only one item fails)."""
+    """An item of a batch names an env of another replica that this one does not send sub-batches to (see
+    GYMSERVE_PEER_NODE_PATTERN): only that item fails, as its result."""
 
     status = 421  # Misdirected Request
     code = "wrong_replica"
@@ -186,6 +220,12 @@ class WrongReplica(GymServeError):
 class RoutingError(GymServeError):
     """What is refused before any view runs (no such route, a method it does not take): one status on both APIs."""
 
+    # Its codes by status, and when each is sent (any other status the app refuses is "http_error").
+    CODES: ClassVar[dict[int, tuple[str, str]]] = {
+        404: ("not_found", "No such route."),
+        405: ("method_not_allowed", "The route exists, but not with this method."),
+    }
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code = status, code
@@ -198,7 +238,7 @@ class RoutingError(GymServeError):
 
 
 class Internal(GymServeError):
-    """What a client is told of a bug: nothing but that it happened (the traceback goes to the log)."""
+    """An unexpected failure: a client is told nothing but that it happened (the traceback goes to the log)."""
 
     status = 500
     code = "internal"
@@ -268,6 +308,7 @@ class Unauthorized(GymServeError):
 
     status = 401
     code = "unauthorized"
+    answer_headers = ("WWW-Authenticate",)
 
     def __init__(self) -> None:
         super().__init__(
@@ -299,6 +340,7 @@ class RateLimited(GymServeError):
 
     status = 429
     code = "rate_limited"
+    answer_headers = ("Retry-After",)
 
     def __init__(self, tenant: str, limit: int, retry_after: int) -> None:
         super().__init__(
@@ -326,3 +368,35 @@ class StoreUnavailable(Unavailable):
     """The shared store that counts tenants' envs cannot be reached: creates wait, steps go on."""
 
     code = "quota_store_unavailable"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One error answer: a row of the OpenAPI error table."""
+
+    status: int
+    code: str
+    fault: Fault
+    retryable: bool
+    headers: tuple[str, ...]
+    text: str  # when it is sent
+
+
+def table() -> list[Kind]:
+    """Every error answer this server sends, by status and code, from the classes themselves (status, code, fault,
+    retryable, answer_headers, the first paragraph of the docstring): the OpenAPI error table and its tests."""
+    rows: dict[tuple[int, str], Kind] = {}
+    pending: list[type[GymServeError]] = list(GymServeError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        pending.extend(cls.__subclasses__())
+        when = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+        if cls is RoutingError:
+            for status, (code, text) in RoutingError.CODES.items():
+                rows[status, code] = Kind(status, code, cls.fault, cls.retryable, cls.answer_headers, text)
+            continue
+        # A subclass with its parent's status and code would add nothing: the parent's words stand.
+        rows.setdefault(
+            (cls.status, cls.code), Kind(cls.status, cls.code, cls.fault, cls.retryable, cls.answer_headers, when)
+        )
+    return sorted(rows.values(), key=lambda kind: (kind.status, kind.code))

@@ -115,7 +115,7 @@ def register_error_handlers(app: Flask) -> None:
         status = err.code or 500
         if status == 413:
             return error_response(PayloadTooLarge(current_app.config["MAX_CONTENT_LENGTH"]), native())
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        code = RoutingError.CODES.get(status, ("http_error", ""))[0]
         return error_response(RoutingError(status, code, err.description or err.name), native())
 
     @app.errorhandler(Exception)

@@ -6,16 +6,13 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__
+from .. import __version__, errors
+from ..codec import spaces
 from ..codec import values as native
-from ..errors import kinds
-from ..pipeline import models
+from ..pipeline import answers, models
 from ..routing.ids import MAX_ID_LENGTH
 
 DTYPES = sorted(native.DTYPES)
-_KINDS_TEXT = "; ".join(
-    f"{code} {fault}{' (retryable)' if retry else ''}" for code, (fault, retry) in sorted(kinds().items())
-)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -33,20 +30,11 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] | None = None,
     }
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
 def _tag(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return _object({key: schema}, description=description)
 
 
 _INT = {"type": "integer"}
-_AUTORESET = {
-    "enum": ["next_step", "same_step", "disabled"],
-    "description": "Gymnasium's AutoresetMode of a vector env (NEXT_STEP, SAME_STEP, DISABLED); "
-    "see docs/vector-and-batch.md.",
-}
 _NATIVE_CONTENT_NOTE = (
     "application/json or application/msgpack (also application/x-msgpack, application/vnd.msgpack), "
     "chosen by Accept; both carry the same tree (see the Value schema)."
@@ -103,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "A Gymnasium space with its native bounds; Tuple and Dict nest their spaces.",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple"]},
+            "name": {"type": "string", "examples": list(spaces.KINDS)},
             "n": {"anyOf": [_INT, {"type": "array", "items": _INT}]},
             "start": {"anyOf": [_INT, _ref("NDArray")]},
             "dtype": {"enum": DTYPES},
@@ -123,204 +111,42 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
     },
-    "EnvSummary": _object(
-        {
-            "instance_id": {"type": "string", "description": "<node>.<worker>-<generation>.<32 hex digits>"},
-            "env_id": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "last_used_at": {"type": "string", "format": "date-time"},
-            "steps": {"type": "integer", "minimum": 0},
-            "episodes": {"type": "integer", "minimum": 0, "description": "Resets so far."},
-            "seq": {"type": "integer", "minimum": 0, "description": "The last sequence number (resets + steps)."},
-            "ttl": {"type": "number", "minimum": 0, "description": "Idle seconds before the env is closed; 0: never."},
-            "ttl_left": _nullable({"type": "number", "minimum": 0}),
-            "expires_at": _nullable({"type": "string", "format": "date-time"}),
-            "num_envs": _nullable(
-                {"type": "integer", "minimum": 1, "description": "A vector env's sub-envs; null for a single env."}
-            ),
-            "autoreset_mode": _nullable(_AUTORESET),
-            "render_mode": _nullable({"type": "string"}),
-            "idle_seconds": {"type": "number", "minimum": 0, "description": "Seconds since the env was last used."},
-            "last_episode": _nullable(
-                _object(
-                    {"return": {"type": "number"}, "length": {"type": "integer", "minimum": 0}},
-                    description="The return and length of the last episode that finished (any sub-env's).",
-                )
-            ),
-            "labels": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "description": "The labels given at create (empty if none).",
-            },
-        }
-    ),
 }
-SCHEMAS["EnvInfo"] = _object(
-    {
-        **SCHEMAS["EnvSummary"]["properties"],
-        "spec": _nullable(
-            _object(
-                {
-                    "id": {"type": "string"},
-                    "max_episode_steps": _nullable(_INT),
-                    "reward_threshold": _nullable({"type": "number"}),
-                    "nondeterministic": {"type": "boolean"},
-                    "kwargs": {"type": "object", "additionalProperties": _ref("Value")},
-                    "wrappers": {"type": "array", "items": {"type": "string"}},
-                }
-            )
-        ),
-        "render_mode": _nullable({"type": "string"}),
-        "seed": _nullable({"type": "integer", "description": "The seed of the last reset that was given one."}),
-        "owner": _object({"node": {"type": "string"}, "worker": _INT, "generation": _INT}),
-        "gymnasium_version": {"type": "string"},
-        "action_space": _ref("Space"),
-        "observation_space": _ref("Space"),
-        "single_action_space": _nullable(_ref("Space")),
-        "single_observation_space": _nullable(_ref("Space")),
-        "recent_episodes": _object(
-            {
-                "returns": {"type": "array", "items": {"type": "number"}},
-                "lengths": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            },
-            description="The returns and lengths of the last finished episodes (GYMSERVE_EPISODE_HISTORY of "
-            "them), oldest first; a vector env's from every sub-env. An episode cut short by a reset is not one.",
-        ),
-    },
-    description="For a vector env, action_space and observation_space are batched and the single_* spaces are "
-    "one sub-env's; for a single env the single_* spaces are null.",
-)
-# Only in the answer to a create, and only when the replica has a GYMSERVE_PUBLIC_URL: where to step it directly.
-SCHEMAS["EnvInfo"]["properties"]["direct_url"] = {
-    "type": "string",
-    "description": "The owning replica's own base URL (GYMSERVE_PUBLIC_URL): a client may step this env there, "
-    "and falls back to the URL it created it through when that does not answer.",
-}
-SCHEMAS.update(
-    {
-        "EnvList": _object({"envs": {"type": "array", "items": _ref("EnvSummary")}}),
-        "ResetAnswer": _object(
-            {
-                "observation": _ref("Value"),
-                "info": {"type": "object", "additionalProperties": _ref("Value")},
-                "seq": {"type": "integer", "minimum": 1},
-            }
-        ),
-        "StepAnswer": _object(
-            {
-                "observation": _ref("Value"),
-                "reward": _ref("Float"),
-                "terminated": {"type": "boolean"},
-                "truncated": {"type": "boolean"},
-                "info": {"type": "object", "additionalProperties": _ref("Value")},
-                "seq": {"type": "integer", "minimum": 1},
-            }
-        ),
-        "VectorStepAnswer": _object(
-            {
-                "observation": _ref("Value"),
-                "reward": _ref("NDArray"),
-                "terminated": _ref("NDArray"),
-                "truncated": _ref("NDArray"),
-                "info": {"type": "object", "additionalProperties": _ref("Value")},
-                "seq": {"type": "integer", "minimum": 1},
-            },
-            description="A vector env's step: batched observations, float64 rewards and bool flags, one per "
-            "sub-env; info in Gymnasium's vector form (key and _key mask; final_obs/final_info in same_step mode).",
-        ),
-        "StepResult": {"anyOf": [_ref("StepAnswer"), _ref("VectorStepAnswer")]},
-        "BatchStepAnswer": _object(
-            {
-                "results": {
-                    "type": "array",
-                    "description": "One per item, in request order: its step answer, or its own error.",
-                    "items": {"anyOf": [_ref("StepAnswer"), _ref("VectorStepAnswer"), _ref("Error")]},
-                }
-            }
-        ),
-        "RenderAnswer": _object({"frame": _ref("Value")}),
-        "DeleteCount": _object({"deleted": {"type": "integer", "minimum": 0}}),
-        "Error": _object(
-            {
-                "error": _object(
-                    {
-                        "code": {"type": "string", "description": "Machine-readable; see the error table."},
-                        "message": {"type": "string"},
-                        "details": {
-                            "type": "object",
-                            "description": "`field` names the offending input; sequence conflicts add "
-                            "`expected` and `got`.",
-                        },
-                        "fault": {
-                            "enum": ["client", "env", "infrastructure"],
-                            "description": "Whose failure: client (fix the request), env (the env itself raised), "
-                            "infrastructure (the service failed: a trainer may drop the episode rather than learn "
-                            "from it). By code: " + _KINDS_TEXT,
-                        },
-                        "retryable": {
-                            "type": "boolean",
-                            "description": "Whether sending the same request again (after Retry-After, if given) "
-                            "can succeed; numbered resets and steps are safe to resend.",
-                        },
-                    }
-                )
-            }
-        ),
-    }
-)
+SCHEMAS["StepResult"] = {"anyOf": [_ref("StepAnswer"), _ref("VectorStepAnswer")]}
 
-# The request bodies come from their one declaration (pipeline.models); only the values' schema is written here.
-_, _REQUESTS = msgspec.json.schema_components(models.MODELS, ref_template="#/components/schemas/{name}")
+# The request and answer bodies come from their one declaration (pipeline.models, pipeline.answers); only the
+# values' schemas are written here.
+_, _REQUESTS = msgspec.json.schema_components(models.MODELS, ref_template=answers.REF)
+_, _ANSWERS = msgspec.json.schema_components(answers.ANSWERS, ref_template=answers.REF)
+assert len({*SCHEMAS, *_REQUESTS, *_ANSWERS}) == len(SCHEMAS) + len(_REQUESTS) + len(_ANSWERS), "a name taken twice"
 SCHEMAS.update(_REQUESTS)
+SCHEMAS.update(_ANSWERS)
 
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
-ERRORS: dict[int, tuple[str, bool]] = {  # status -> (which codes and when, whether Retry-After is sent)
-    400: ("bad_request (the body is not valid JSON/msgpack, or not a map), missing_parameter.", False),
-    401: (
-        "unauthorized: a farm with tenants needs 'Authorization: Bearer <key>' (WWW-Authenticate says so); "
-        "an open farm never sends it.",
-        False,
-    ),
-    403: ("env_not_allowed: the env id is not on this server's allowlist.", False),
-    404: ("unknown_instance: no env has this id (closed, reaped, or never created); not_found: no such route.", False),
-    405: ("method_not_allowed: the route exists, but not with this method.", False),
-    409: (
-        "reset_needed: step before reset (or after the episode ended); sequence_conflict: `seq` is neither the "
-        "next number nor a resend of the last call (details.expected says which is next); idempotency_in_flight: "
-        "a create with this Idempotency-Key is still running.",
-        False,
-    ),
-    410: ("instance_lost: the env was lost with its worker process; create a new env.", False),
-    413: ("payload_too_large: the body exceeds GYMSERVE_MAX_BODY_BYTES.", False),
-    415: ("unsupported_media_type: a Content-Type or Content-Encoding the server does not read.", False),
-    422: (
-        "invalid_value, unknown_env_id, missing_dependency, env_error (the env raised), "
-        "not_supported, answer_too_large (its answers would exceed GYMSERVE_MAX_ANSWER_BYTES), idempotency_mismatch "
-        "(the key named a create with another body), invalid_snapshot (a snapshot this farm's key did not sign, or "
-        "that cannot be restored here); details.field names the offending input.",
-        False,
-    ),
-    429: (
-        "quota_exceeded: the tenant holds its max_envs across the farm (details: limit, usage); rate_limited: "
-        "its creates per minute, or the router's per-client limits, with Retry-After.",
-        True,
-    ),
-    500: ("internal: an unexpected failure, logged by the server with its traceback.", False),
-    503: (
-        "capacity_exceeded (the replica is full), draining (it is shutting down) or quota_store_unavailable "
-        "(the store of tenants' counts cannot be reached).",
-        True,
-    ),
-    504: ("owner_timeout: the worker that holds the env did not answer in time.", False),
+# The error table, generated from the error classes (errors.table): per status, each code with when it is sent.
+_ERROR_HEADERS = {  # what each header an error class declares (answer_headers) means
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
+    "WWW-Authenticate": {
+        "description": 'Bearer realm="gymserve": this farm needs a tenant\'s key.',
+        "schema": {"type": "string"},
+    },
 }
-RESPONSES = {
-    str(status): {
-        "description": text,
+
+
+def _error_response(kinds: list[errors.Kind]) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": " ".join(f"{k.code}{' (retryable)' if k.retryable else ''}: {k.text}" for k in kinds),
         "content": {native.JSON: {"schema": _ref("Error")}},
-        **({"headers": _RETRY_AFTER} if retry else {}),
     }
-    for status, (text, retry) in ERRORS.items()
-}
+    headers = sorted({name for kind in kinds for name in kind.headers})
+    if headers:
+        response["headers"] = {name: _ERROR_HEADERS[name] for name in headers}
+    return response
+
+
+_BY_STATUS: dict[int, list[errors.Kind]] = {}
+for _kind in errors.table():
+    _BY_STATUS.setdefault(_kind.status, []).append(_kind)
+RESPONSES = {str(status): _error_response(kinds) for status, kinds in _BY_STATUS.items()}
 _ALWAYS = (400, 401, 404, 410, 413, 415, 429, 500, 503, 504)
 
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
-import gymnasium as gym
 from flask import Blueprint, Response, request
 
-from ..codec import png, spaces, values
+from ..codec import png, values
 from ..errors import NotSupported
 from ..lifecycle import labels
-from ..lifecycle.registry import EnvRecord
-from ..pipeline import batch, create, frames, models, negotiation, operations
-from ..routing import ids
+from ..pipeline import answers, batch, create, frames, models, negotiation, operations
 from . import openapi
 from .common import add_reset_and_step, caller, envs, incoming, json_response, local_id, services
 
@@ -50,85 +45,12 @@ def _outcome(outcome: create.Outcome) -> Response:
     return Response(body, status=status, headers=headers)
 
 
-# --- what the server says about an env ---
-
-
-def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _summary(record: EnvRecord) -> dict[str, Any]:
-    now, idle = time.time(), record.idle_seconds()
-    ttl_left = round(max(0.0, record.ttl - idle), 3) if record.ttl > 0 else None
-    return {
-        "instance_id": record.instance_id,
-        "env_id": record.env_id,
-        "created_at": _timestamp(record.created_at),
-        "last_used_at": _timestamp(now - idle),
-        "steps": record.steps,
-        "episodes": record.episodes,
-        "seq": record.seq,
-        "ttl": record.ttl,
-        "ttl_left": ttl_left,
-        "expires_at": None if ttl_left is None else _timestamp(now + ttl_left),
-        "num_envs": record.num_envs,
-        "autoreset_mode": record.autoreset_mode,
-        "render_mode": getattr(record.env, "render_mode", None),
-        "idle_seconds": round(idle, 3),
-        "last_episode": _last_episode(record),
-        "labels": record.labels,
-    }
-
-
-def _last_episode(record: EnvRecord) -> dict[str, Any] | None:
-    if not record.recent_episodes:
-        return None
-    episode_return, length = record.recent_episodes[-1]
-    return {"return": episode_return, "length": length}
-
-
-def _info(record: EnvRecord) -> dict[str, Any]:
-    env, spec, where = record.env, record.env.spec, ids.parse(record.instance_id)
-    assert where is not None  # the ids this worker minted always parse
-    return {
-        **_summary(record),
-        "spec": None
-        if spec is None
-        else {
-            "id": spec.id,
-            "max_episode_steps": spec.max_episode_steps,
-            "reward_threshold": spec.reward_threshold,
-            "nondeterministic": spec.nondeterministic,
-            "kwargs": spec.kwargs,
-            "wrappers": [w.name for w in spec.additional_wrappers],
-        },
-        "render_mode": env.render_mode,
-        "seed": record.seed,
-        "owner": {"node": where.node, "worker": where.slot, "generation": where.generation},
-        "gymnasium_version": gym.__version__,
-        "action_space": spaces.describe_space(env.action_space),
-        "observation_space": spaces.describe_space(env.observation_space),
-        # A vector env's spaces are batched; these are one sub-env's.
-        "single_action_space": _single_space(env, "single_action_space"),
-        "single_observation_space": _single_space(env, "single_observation_space"),
-        "recent_episodes": {
-            "returns": [r for r, _ in record.recent_episodes],
-            "lengths": [n for _, n in record.recent_episodes],
-        },
-    }
-
-
-def _single_space(env: Any, name: str) -> dict[str, Any] | None:
-    space = getattr(env, name, None)
-    return None if space is None else spaces.describe_space(space)
-
-
 # --- routes ---
 
 
 @bp.post("/envs")
 def create_env() -> Response:
-    return _outcome(services().creates.v2(incoming(), caller(), _info))
+    return _outcome(services().creates.v2(incoming(), caller()))
 
 
 @bp.get("/envs/<instance_id>/snapshot")
@@ -143,10 +65,10 @@ def list_envs() -> Response:
     """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS),
     those whose labels match every `label=key=value` given."""
     chosen = labels.selector(request.args.getlist("label"))
-    found = {r.instance_id: _summary(r) for r in envs().list(caller(), chosen)}
+    found: dict[str, Any] = {r.instance_id: answers.summary(r) for r in envs().list(caller(), chosen)}
     for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query()):
         found.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
-    return _answer({"envs": list(found.values())})
+    return _answer(answers.EnvList(list(found.values())))
 
 
 @bp.delete("/envs")
@@ -157,7 +79,7 @@ def delete_envs() -> Response:
     deleted = envs().close_matching(caller(), chosen)
     for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query(), "DELETE"):
         deleted += values.loads(body, values.MSGPACK)["deleted"]
-    return _answer({"deleted": deleted})
+    return _answer(answers.DeleteCount(deleted))
 
 
 def _query() -> str:
@@ -167,21 +89,21 @@ def _query() -> str:
 @bp.get("/envs/<instance_id>")
 def get_env(instance_id: str) -> Response:
     """What the server knows about an env; reading it does not count as use (keepalive does)."""
-    return _answer(_info(envs().get(local_id(instance_id), caller())))
+    return _answer(answers.info(envs().get(local_id(instance_id), caller())))
 
 
 @bp.post("/envs/<instance_id>/keepalive")
 def keepalive(instance_id: str) -> Response:
     with envs().use(local_id(instance_id), caller()) as record:
         pass
-    return _answer(_summary(record))
+    return _answer(answers.summary(record))
 
 
 @bp.post("/envs/<instance_id>/fork")
 def fork_env(instance_id: str) -> Response:
     """A new env on the same worker in exactly this env's state: the same actions then give the same trajectory."""
     body = _decode(models.ForkRequest)
-    return _outcome(services().creates.fork(local_id(instance_id), caller(), body, _info))
+    return _outcome(services().creates.fork(local_id(instance_id), caller(), body))
 
 
 add_reset_and_step(bp, "v2", "/envs/<instance_id>/{kind}", "{kind}_env")
@@ -194,7 +116,7 @@ def batch_step() -> Response:
     items = batch.checked_items(body.items, envs().settings.max_batch_size)
     answer_type = negotiation.answer_type(request.headers.get("Accept"))
     results = services().batches.step(items, caller(), answer_type)
-    return _send(values.dumps({"results": results}, answer_type), answer_type)
+    return _send(values.dumps(answers.BatchStepAnswer(results), answer_type), answer_type)
 
 
 @bp.get("/envs/<instance_id>/render")
@@ -216,7 +138,7 @@ def _frame(frame: Any) -> Response:
         return _send(png.encode(frame), media_type)
     if media_type == negotiation.TEXT:
         return _send(frame.encode("utf-8"), "text/plain; charset=utf-8")
-    return _send(values.dumps({"frame": frame}, media_type), media_type)
+    return _send(values.dumps(answers.RenderAnswer(frame), media_type), media_type)
 
 
 @bp.get("/envs/<instance_id>/frame")

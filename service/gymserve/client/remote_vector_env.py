@@ -15,12 +15,8 @@ from .held import Held, Reach, create
 from .http import HttpSession
 from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
 
-# The server's names of Gymnasium's autoreset modes.
-AUTORESET_NAMES = {
-    AutoresetMode.NEXT_STEP: "next_step",
-    AutoresetMode.SAME_STEP: "same_step",
-    AutoresetMode.DISABLED: "disabled",
-}
+# The server's names of Gymnasium's autoreset modes: each member's name in snake case, as the server derives them.
+AUTORESET_NAMES = {mode: mode.name.lower() for mode in AutoresetMode}
 
 
 class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):

@@ -8,6 +8,20 @@ import numpy as np
 from gymnasium import spaces
 
 _F64 = np.finfo(np.float64)
+# The spaces described with their fields, by their wire name (the class name, as `describe` sends it), and rebuilt
+# from that: the one list of space kinds (any other space is described by its name alone, and cannot be rebuilt).
+KINDS: dict[str, type[spaces.Space[Any]]] = {
+    kind.__name__: kind
+    for kind in (
+        spaces.Discrete,
+        spaces.Box,
+        spaces.MultiDiscrete,
+        spaces.MultiBinary,
+        spaces.Tuple,
+        spaces.Dict,
+        spaces.Text,
+    )
+}
 
 
 def _finite_list(values: np.ndarray) -> list[Any]:
@@ -48,23 +62,24 @@ def describe(space: spaces.Space[Any]) -> dict[str, Any]:
 def rebuild(info: dict[str, Any]) -> spaces.Space[Any]:
     """The inverse of `describe`: a real Gymnasium space (used by the client)."""
     name = info["name"]
-    if name == "Discrete":
+    kind = KINDS.get(name)
+    if kind is spaces.Discrete:
         return spaces.Discrete(info["n"], start=info.get("start", 0))
-    if name == "Box":
+    if kind is spaces.Box:
         shape = tuple(info["shape"])
         dtype = np.dtype(info.get("dtype", "float32"))
         low = _restore_infinity(info["low"], dtype).reshape(shape)
         high = _restore_infinity(info["high"], dtype).reshape(shape)
         return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
-    if name == "MultiDiscrete":
+    if kind is spaces.MultiDiscrete:
         return spaces.MultiDiscrete(info["nvec"], dtype=info.get("dtype", "int64"), start=info.get("start"))
-    if name == "MultiBinary":
+    if kind is spaces.MultiBinary:
         return spaces.MultiBinary(info["n"])
-    if name == "Tuple":
+    if kind is spaces.Tuple:
         return spaces.Tuple([rebuild(s) for s in info["spaces"]])
-    if name == "Dict":
+    if kind is spaces.Dict:
         return spaces.Dict({k: rebuild(s) for k, s in info["spaces"].items()})
-    if name == "Text":
+    if kind is spaces.Text:
         return spaces.Text(info["max_length"], min_length=info["min_length"], charset=info["charset"])
     raise ValueError(f"space {name!r} cannot be rebuilt from its description")
 
@@ -98,11 +113,11 @@ def describe_space(space: spaces.Space[Any]) -> dict[str, Any]:
 
 def rebuild_space(info: dict[str, Any]) -> spaces.Space[Any]:
     """The inverse of `describe_space` (after a round trip through `dumps` and `loads`)."""
-    name = info["name"]
-    if name == "Box":  # exact bounds in their own dtype (the /v1 rebuild goes through float64 lists)
+    kind = KINDS.get(info["name"])
+    if kind is spaces.Box:  # exact bounds in their own dtype (the /v1 rebuild goes through float64 lists)
         return spaces.Box(info["low"], info["high"], shape=tuple(info["shape"]), dtype=info["dtype"])
-    if name == "Tuple":
+    if kind is spaces.Tuple:
         return spaces.Tuple([rebuild_space(s) for s in info["spaces"]])
-    if name == "Dict":
+    if kind is spaces.Dict:
         return spaces.Dict({k: rebuild_space(s) for k, s in info["spaces"].items()})
     return rebuild(info)  # Discrete, MultiDiscrete, MultiBinary, Text: the same fields as /v1

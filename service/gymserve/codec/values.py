@@ -11,8 +11,9 @@ string-keyed maps; what those cannot say is a map with a single tag key:
 - non-finite Python float, JSON only: {"$float": "NaN" | "Infinity" | "-Infinity"}.
 - a map whose only key starts with "$" is wrapped, {"$dict": {...}}, so it is never read as a tag.
 
-Map keys become strings; ints beyond 64 bits and objects of other types become their repr()
-string. Decoding gives back ndarrays (writable, native byte order), numpy scalars, tuples and
+A msgspec Struct (the answers of pipeline.answers) becomes the map of its fields, in declaration
+order under their wire names. Map keys become strings; ints beyond 64 bits and objects of other
+types become their repr() string. Decoding gives back ndarrays (writable, native byte order), numpy scalars, tuples and
 floats exactly as they were encoded: float32 stays float32, uint8 pixels stay uint8.
 """
 
@@ -22,6 +23,7 @@ import math
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 import orjson
 
@@ -85,9 +87,22 @@ def to_wire(value: Any, binary: bool) -> Any:
     if isinstance(value, dict):
         tree = {str(k): to_wire(v, binary) for k, v in value.items()}
         return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
-    if isinstance(value, Wire):  # last: only relayed batch answers are, and no other value pays for the check
+    if isinstance(value, Wire):  # only relayed batch answers are, and no other value pays for the check
         return value.tree if value.binary == binary else to_wire(from_wire(value.tree), binary)
+    if isinstance(value, msgspec.Struct):  # an answer (pipeline.answers): a map of its fields, UNSET ones left out
+        return _struct_to_wire(value, binary)
     return repr(value)
+
+
+def _struct_to_wire(value: msgspec.Struct, binary: bool) -> dict[str, Any]:
+    """A struct's fields in declaration order under their wire names; never wrapped in $dict (its fields are named
+    by its declaration, which no tag can be)."""
+    tree = {}
+    for name, wire_name in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+        field = getattr(value, name)
+        if field is not msgspec.UNSET:
+            tree[wire_name] = to_wire(field, binary)
+    return tree
 
 
 def _nonfinite_name(value: float) -> str:

@@ -9,7 +9,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, get_args
 
 import gymnasium as gym
 import orjson
@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation, Autoreset
 
 from ..errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
-from ..pipeline.models import CreateRequest
+from ..pipeline.models import DEFAULT_AUTORESET, AutoresetModeName, CreateRequest
 from ..settings import Settings
 from .modules import import_env_modules
 from .policy import KwargsPolicy
@@ -29,13 +29,9 @@ ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 _MAKE_ARGS = frozenset({"render_mode"})
 # Wrappers a client may ask for by name. AddRenderObservation makes the rgb frame the observation.
 WRAPPERS: dict[str, Any] = {"AddRenderObservation": AddRenderObservation}
-DEFAULT_AUTORESET = "next_step"  # Gymnasium's own default
-# A vector env's autoreset modes by their /v2 names: Gymnasium's AutoresetMode, in snake case.
-AUTORESET_MODES: dict[str, AutoresetMode] = {
-    "next_step": AutoresetMode.NEXT_STEP,
-    "same_step": AutoresetMode.SAME_STEP,
-    "disabled": AutoresetMode.DISABLED,
-}
+# A vector env's autoreset modes by their /v2 names (pipeline.models.AutoresetModeName, the one list): Gymnasium's
+# AutoresetMode members, in snake case.
+AUTORESET_MODES: dict[str, AutoresetMode] = {name: AutoresetMode[name.upper()] for name in get_args(AutoresetModeName)}
 
 
 def _gymnasium_family(spec: gym.envs.registration.EnvSpec) -> bool:

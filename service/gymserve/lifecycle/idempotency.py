@@ -133,7 +133,7 @@ class Keys:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def create_once(self, key: str, asked: bytes, once: Once) -> tuple[str, Reply | dict[str, Any]]:
+    def create_once(self, key: str, asked: bytes, once: Once) -> tuple[str, Any]:
         """A create named by `key` on the worker the key belongs to: ("made", its answer), ("replayed", the first
         answer) for a resend of the same body, or ("passed", a sibling's answer) when a sibling makes or made it.
 
@@ -167,7 +167,7 @@ class Once:
     """What a keyed create needs of its worker: make the env here (its id and answer), pick the sibling that makes
     it instead (None: here), forward the create to a sibling, and whether an env still lives."""
 
-    make: Callable[[], tuple[str, dict[str, Any]]]
+    make: Callable[[], tuple[str, Any]]  # the new env's id, and the answer a resend gets again
     sibling: Callable[[], int | None]
     forward: Callable[[int], Reply]
     alive: Callable[[str], bool]

@@ -3,7 +3,6 @@ there, and what a create answers. The views only parse the request and encode th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,17 +15,15 @@ from ..lifecycle.envs import Envs
 from ..lifecycle.registry import EnvRecord
 from ..routing.forward import Forwarder
 from ..tenancy.tenants import ANONYMOUS
-from . import models, negotiation
+from . import answers, models, negotiation
 from .front import Incoming, relay
-
-Describe = Callable[[EnvRecord], dict[str, Any]]  # what a /v2 create answers of the env it made
 
 
 @dataclass(frozen=True)
 class Made:
     """A create answered here: its payload (encoded by the view in the client's type), status and headers."""
 
-    payload: dict[str, Any]
+    payload: Any  # an answer of pipeline.answers, or the seed's dict
     status: int = 201
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -50,7 +47,7 @@ class Creates:
         )
         return Made({"instance_id": self.envs.create(seed_fields, caller).instance_id}, 200)
 
-    def v2(self, incoming: Incoming, caller: Caller, describe: Describe) -> Outcome:
+    def v2(self, incoming: Incoming, caller: Caller) -> Outcome:
         key = idempotency.checked_key(incoming.headers.get(idempotency.HEADER))
         if key is not None and (there := self._to_key_home(incoming, caller, key)) is not None:
             return there
@@ -62,30 +59,26 @@ class Creates:
             return placed
         models.check_limits(body, self.envs.settings)
         if key is None:
-            return self._made(self.envs.create(body, caller), describe)
-        return self._keyed(incoming, caller, key, body, describe)
+            return self._made(self.envs.create(body, caller))
+        return self._keyed(incoming, caller, key, body)
 
-    def fork(self, instance_id: str, caller: Caller, body: models.ForkRequest, describe: Describe) -> Made:
+    def fork(self, instance_id: str, caller: Caller, body: models.ForkRequest) -> Made:
         """A new env on this worker in exactly the state of `instance_id`, answered as a create is."""
-        return self._made(self.envs.fork(instance_id, caller, body.ttl, body.labels), describe)
+        return self._made(self.envs.fork(instance_id, caller, body.ttl, body.labels))
 
-    def _made(self, record: EnvRecord, describe: Describe) -> Made:
+    def _made(self, record: EnvRecord) -> Made:
         """What a create answers: the env's info, and where this replica answers without the router (direct path)."""
-        info = describe(record)
-        if public_url := self.envs.settings.public_url:
-            info["direct_url"] = public_url
+        info = answers.info(record, self.envs.settings.public_url or None)
         return Made(info, headers={"Location": f"/v2/envs/{record.instance_id}"})
 
-    def _keyed(
-        self, incoming: Incoming, caller: Caller, key: str, body: models.CreateRequest, describe: Describe
-    ) -> Outcome:
+    def _keyed(self, incoming: Incoming, caller: Caller, key: str, body: models.CreateRequest) -> Outcome:
         """A keyed create on the worker its key belongs to (lifecycle.idempotency keeps the rule). The tenant's key
         is what is kept, so another tenant's same key never names its env."""
         envs, weight = self.envs, body.num_envs or 1
 
-        def make() -> tuple[str, dict[str, Any]]:
-            made = self._made(envs.create(body, caller), describe)
-            return made.payload["instance_id"], made.payload
+        def make() -> tuple[str, answers.EnvInfo]:
+            made = self._made(envs.create(body, caller))
+            return made.payload.instance_id, made.payload
 
         once = idempotency.Once(
             make=make,
@@ -99,8 +92,8 @@ class Creates:
         if how == "passed":
             assert isinstance(answer, tuple)
             return answer
-        assert isinstance(answer, dict)
-        headers = {"Location": f"/v2/envs/{answer['instance_id']}"}
+        assert isinstance(answer, answers.EnvInfo)
+        headers = {"Location": f"/v2/envs/{answer.instance_id}"}
         if how == "replayed":
             headers["Idempotent-Replayed"] = "true"
         return Made(answer, headers=headers)

@@ -37,8 +37,11 @@ Seq = Annotated[
 Seed = Annotated[int, Meta(ge=0, le=MAX_U63)]
 # A day and then some: the server caps every ttl at GYMSERVE_ENV_TTL_MAX_SECONDS; this only refuses nonsense.
 Ttl = Annotated[float, Meta(gt=0, le=1e9, description="Idle seconds before the env is closed (capped by the server).")]
-AutoresetMode = Literal["next_step", "same_step", "disabled"]
 Wrapper = Literal["AddRenderObservation"]
+# A vector env's autoreset modes by their /v2 names: Gymnasium's AutoresetMode members, in snake case. The one list:
+# the request and answer declarations, the OpenAPI document, the factory and its checks all take the modes from here.
+AutoresetModeName = Literal["next_step", "same_step", "disabled"]
+DEFAULT_AUTORESET: AutoresetModeName = "next_step"  # Gymnasium's own default
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -71,7 +74,10 @@ class CreateRequest(Body):
         | None
     ) = None
     autoreset_mode: (
-        Annotated[AutoresetMode, Meta(description="Vector envs only (Gymnasium's AutoresetMode); default next_step.")]
+        Annotated[
+            AutoresetModeName,
+            Meta(description=f"Vector envs only (Gymnasium's AutoresetMode); default {DEFAULT_AUTORESET}."),
+        ]
         | None
     ) = None
     labels: Labels | None = None

@@ -14,6 +14,11 @@ import numpy as np
 from ..codec import actions, seed
 from ..errors import EnvFailed, InvalidValue, NotSupported, ResetNeeded
 from ..lifecycle.registry import EnvRecord
+from .models import AutoresetModeName
+
+# The modes these rules name, typed so that mypy holds them to envs.AutoresetModeName, the one list of modes.
+_DISABLED: AutoresetModeName = "disabled"
+_NEXT_STEP: AutoresetModeName = "next_step"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,7 +96,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
     """Step every sub-env of a vector env with its batched action; its autoreset mode resets finished ones."""
     batched = actions.to_member(record.env.action_space, action, "action")
     pending = getattr(record.env, "_autoreset_envs", None)  # SyncVectorEnv: sub-envs whose episode ended
-    if record.autoreset_mode == "disabled" and pending is not None and pending.any():
+    if record.autoreset_mode == _DISABLED and pending is not None and pending.any():
         ended = np.flatnonzero(pending).tolist()
         raise ResetNeeded(
             f"Instance_id {record.instance_id}: sub-envs {ended} ended their episode; autoreset_mode is disabled, so "
@@ -103,7 +108,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
     elapsed = time.perf_counter() - started
     finished = int(np.count_nonzero(terminated | truncated))
     record.steps += record.weight
-    if record.autoreset_mode != "disabled":
+    if record.autoreset_mode != _DISABLED:
         record.episodes += finished  # this step's or the next one's autoreset starts them again
     for episode_return, length in _vector_tally(record).add(record.autoreset_mode, rewards, terminated | truncated):
         _episode_finished(record, episode_return, length)
@@ -170,7 +175,7 @@ class VectorTally:
     def add(self, autoreset_mode: str | None, rewards: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
         """Count one step; the (return, length) of each episode it finished, in sub-env order."""
         # next_step: a sub-env that finished in the last step is reset in this one (reward 0, not an env step).
-        counted = ~self.finished if autoreset_mode == "next_step" else np.ones_like(self.finished)
+        counted = ~self.finished if autoreset_mode == _NEXT_STEP else np.ones_like(self.finished)
         self.returns += np.where(counted, rewards, 0.0)
         self.lengths += counted
         done = np.asarray(done, dtype=np.bool_)

@@ -16,9 +16,14 @@ from .wire import read_message, write_message
 
 # Set on a request one worker forwards to another: the receiver never forwards it again.
 FORWARDED_HEADER = "X-Gymserve-Forwarded"
-# Headers that travel with a forwarded request and back with its answer; nothing else does.
+# Headers that travel with a forwarded request; nothing else does.
 REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding", "Idempotency-Key")
-RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Location", "Content-Encoding", "Idempotent-Replayed")
+# The owner's answer goes back with every header but these: the hop-by-hop ones (RFC 9110, section 7.6.1; the
+# Connection header may name more), which belong to the hop between the workers, and Content-Length, which the
+# worker that answers the client computes for the body it sends.
+HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer", "content-length")
+)
 # The WSGI environ key under which the owner finds the tenant the forwarding worker authenticated:
 # it comes from the message's meta, never from a header, so no client can claim a tenant.
 PEER_TENANT = "gymserve.peer_tenant"
@@ -137,7 +142,15 @@ class Forwarder:
                 raise InstanceLost(instance_id) from None
             metrics.FORWARDS.labels("ok").inc()
             answer_meta, answer_body = message
-            kept = {k: v for k, v in answer_meta["headers"].items() if k in RESPONSE_HEADERS}
-            return Answer(answer_meta["status"], kept, answer_body)
+            return Answer(answer_meta["status"], end_to_end(answer_meta["headers"]), answer_body)
 
         return answer
+
+
+def end_to_end(headers: dict[str, str]) -> dict[str, str]:
+    """An answer's headers without the hop-by-hop ones (those RFC 9110 names and those its Connection header names)."""
+    dropped = set(HOP_BY_HOP)
+    for name, value in headers.items():
+        if name.lower() == "connection":
+            dropped.update(token.strip().lower() for token in value.split(","))
+    return {name: value for name, value in headers.items() if name.lower() not in dropped}

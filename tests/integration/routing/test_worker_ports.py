@@ -13,28 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from servers import call, free_port, slot_of, start_server
+from servers import call, free_port_base, slot_of, start_server
 
 pytestmark = pytest.mark.integration
 
 
 def _port_base() -> int:
     """A base whose 10 ports (2 workers + 8 spare slots) are all free now."""
-    for _ in range(50):
-        base = free_port()
-        if _free_range(base, 10):
-            return base
-    raise RuntimeError("no 10 free ports in a row")
-
-
-def _free_range(base: int, n: int) -> bool:
-    for port in range(base, base + n):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
+    return free_port_base(10)
 
 
 def _create_on_both_workers(port: int) -> dict[int, str]:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 
-from servers import slot_of, start_server
+from servers import call, free_port_base, slot_of, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -265,3 +265,28 @@ def test_a_chunked_body_reaches_the_owner_whole(make_server_once):
                 timeout=30,
             )
             assert chunked.status_code == 200, chunked.text
+
+
+def test_snapshots_and_frames_keep_their_cache_control_through_a_forward(make_server):
+    """Each worker has a port of its own: asking the other worker's port forwards the request over the private socket,
+    and the owner's answer comes back with every end-to-end header (Cache-Control: no-store here), not a list."""
+    base = free_port_base(10)
+    make_server(workers=2, worker_port_base=base, snapshot_key="test-farm-key-" + "k" * 32)
+    made = call(base, "POST", "/v2/envs", {"env_id": "CartPole-v1", "kwargs": {"render_mode": "rgb_array"}})
+    assert made.status == 201, made.body
+    env = made.body["instance_id"]
+    owner = base + slot_of(env)  # a create is served by the worker that received it
+    other = base + 1 - slot_of(env)
+    assert call(owner, "POST", f"/v2/envs/{env}/reset", {"seed": 1}).status == 200
+    for path, media_type in (
+        (f"/v2/envs/{env}/snapshot", "application/octet-stream"),
+        (f"/v2/envs/{env}/frame", "image/png"),
+    ):
+        direct, forwarded = call(owner, "GET", path), call(other, "GET", path)
+        assert "x-gymserve-forwarded" not in direct.headers, "the owner's own port took a hop"
+        assert forwarded.headers.get("x-gymserve-forwarded") == "1", "the other worker's port answered without a hop"
+        for answer in (direct, forwarded):
+            assert answer.status == 200, (path, answer.body)
+            assert answer.headers["cache-control"] == "no-store", (path, answer.headers)
+            assert answer.headers["content-type"] == media_type
+        assert forwarded.headers["content-length"] == direct.headers["content-length"]  # computed again, once

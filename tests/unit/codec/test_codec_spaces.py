@@ -67,3 +67,14 @@ def test_bad_actions_are_refused_naming_the_field(space, value, words):
 def test_flattened_box_action_is_reshaped_as_seed_clients_send_it():
     space = spaces.Box(-1, 1, (2, 2), np.float32)
     assert from_json(space, [0.1, 0.2, 0.3, 0.4], "action").shape == (2, 2)
+
+
+def test_the_kinds_are_the_spaces_described_with_their_fields_and_rebuilt():
+    from gymserve.codec.spaces import KINDS, describe_space, rebuild_space
+
+    assert {type(space).__name__ for space in ALL_SPACES} == set(KINDS), "every kind is exercised above"
+    for space in ALL_SPACES:
+        assert describe(space)["name"] in KINDS and len(describe(space)) > 1
+        assert rebuild_space(describe_space(space)) == space
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        rebuild({"name": "Sequence"})

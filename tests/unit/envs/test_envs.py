@@ -112,3 +112,19 @@ def test_env_modules_are_imported_one_thread_at_a_time_and_once(factory, monkeyp
         t.join()
     assert overlaps[0] == 1
     assert len(calls) == 4
+
+
+def test_the_autoreset_modes_are_gymnasiums_and_every_declaration_takes_them_from_one_list():
+    from typing import get_args
+
+    import msgspec
+    from gymnasium.vector import AutoresetMode
+
+    from gymserve.envs.factory import AUTORESET_MODES
+    from gymserve.pipeline import models
+    from gymserve.pipeline.models import DEFAULT_AUTORESET, AutoresetModeName
+
+    assert set(AUTORESET_MODES.values()) == set(AutoresetMode), "every Gymnasium mode has a /v2 name"
+    assert tuple(AUTORESET_MODES) == get_args(AutoresetModeName) and DEFAULT_AUTORESET in AUTORESET_MODES
+    schema = msgspec.json.schema(models.CreateRequest)["$defs"]["CreateRequest"]["properties"]["autoreset_mode"]
+    assert sorted(schema["anyOf"][0]["enum"]) == sorted(AUTORESET_MODES)

@@ -142,7 +142,7 @@ class EchoApp:
         return [self.name.encode(), b":", body]
 
 
-def test_an_answer_comes_back_with_only_the_allowed_headers(
+def test_an_answer_comes_back_with_its_end_to_end_headers(
     serve: Callable[[int, App], PeerServer], forwarder: Callable[..., Forwarder]
 ) -> None:
     app = EchoApp()
@@ -157,6 +157,10 @@ def test_an_answer_comes_back_with_only_the_allowed_headers(
         "Retry-After": "3",
         "Location": "/v2/envs/x",
         "Content-Encoding": "gzip",
+        # Every end-to-end header is the owner's answer, whatever its name (no allowlist to forget one on);
+        # only Connection stays on the hop between the workers.
+        "Set-Cookie": "session=stolen",
+        "X-Internal": "secret",
     }
     (environ,) = app.calls
     assert (environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["QUERY_STRING"]) == (
@@ -167,6 +171,44 @@ def test_an_answer_comes_back_with_only_the_allowed_headers(
     assert environ["CONTENT_TYPE"] == "application/json" and environ["HTTP_ACCEPT"] == "application/msgpack"
     # The owner must know the request already took its one hop, and from whom.
     assert environ["HTTP_" + FORWARDED_HEADER.upper().replace("-", "_")] == "0"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ({"Cache-Control": "no-store", "Vary": "Accept, Accept-Encoding"}, ["Cache-Control", "Vary"]),
+        (
+            {
+                "Connection": "keep-alive, X-Hop",
+                "Keep-Alive": "timeout=5",
+                "Proxy-Connection": "keep-alive",
+                "TE": "trailers",
+                "Transfer-Encoding": "chunked",
+                "Upgrade": "h2c",
+                "Trailer": "X-Checksum",
+                "Content-Length": "999",
+                "X-Hop": "named by Connection",
+                "Cache-Control": "no-store",
+            },
+            ["Cache-Control"],
+        ),
+        ({"connection": "close", "content-length": "1", "cache-control": "no-store"}, ["cache-control"]),
+    ],
+    ids=["end-to-end", "hop-by-hop", "lower-case"],
+)
+def test_the_hop_by_hop_headers_stay_on_the_hop_and_every_other_travels(
+    sent: dict[str, str],
+    kept: list[str],
+    serve: Callable[[int, App], PeerServer],
+    forwarder: Callable[..., Forwarder],
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), *sent.items()])
+        return [b"blob"]
+
+    serve(1, app)
+    answer = forwarder().send(1, "GET", "/v2/envs/a.1-0.x/snapshot", "", {}, b"", "a.1-0.x", tenant="anonymous")
+    assert answer.headers == {"Content-Type": "application/octet-stream", **{name: sent[name] for name in kept}}
 
 
 def test_one_connection_per_thread_carries_many_requests(
