@@ -7,6 +7,7 @@
 #   GYMSERVE_VENV         the dev venv (default .venv; created with the dev extras if missing)
 #   GYMSERVE_E2E_KEEP_ENGINE=1  leave the Docker engine running if this script started it
 #   GYMSERVE_E2E_ROUTER_PORT, GYMSERVE_E2E_PROMETHEUS_PORT, GYMSERVE_E2E_IMAGE  see tests/e2e/conftest.py
+#   GYMSERVE_E2E_DOCS=0         skip the docs' compose commands (scripts/test-docs.sh compose), run after the tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
@@ -73,4 +74,9 @@ stage "tests/e2e"
 # -o markers: the e2e marker, also where pyproject does not register it (--strict-markers).
 GYMSERVE_E2E=1 "$VENV/bin/pytest" -p no:cacheprovider -o "markers=e2e: docker compose end-to-end tests" \
     tests/e2e/test_compose.py tests/e2e/test_compose_derived.py "$@" </dev/null
+
+if [ "${GYMSERVE_E2E_DOCS:-1}" != 0 ]; then
+    stage "the docs' compose commands, as written (scripts/test-docs.sh compose)"
+    GYMSERVE_VENV=$VENV bash scripts/test-docs.sh compose </dev/null
+fi
 stage "done"

@@ -25,12 +25,22 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# The sb3 extra's tests (tests/integration/client/test_sb3.py) need PyTorch: a CPU build named first, because an
-# unpinned torch can resolve to a CUDA build of several GB (GYMSERVE_TORCH sets the requirement; about 35 s
-# with the wheel at hand). families: MuJoCo, Box2D and ale-py wheels (the family trajectory tests);
-# guess-env: the example env package.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${GYMSERVE_TORCH:-torch==2.13.0}"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev,families,sb3]' -e examples/guess-env
+# families: MuJoCo, Box2D and ale-py wheels (the family trajectory tests); guess-env: the example env package.
+extras=dev,families
+# The sb3 extra's tests (tests/integration/client/test_sb3.py) need PyTorch, and torch from PyPI is the CUDA build on
+# Linux (5.5 GB with its nvidia packages). So they are opt-in on your machine: GYMSERVE_SB3=1 installs the extra
+# (CI=true does too; GYMSERVE_SB3=0 opts out). GYMSERVE_TORCH_INDEX installs torch from that index first (e.g. the
+# PyTorch CPU index, https://download.pytorch.org/whl/cpu); GYMSERVE_TORCH sets its requirement. CI's machines
+# have the CPU wheel at hand (about 35 s).
+if [ "${GYMSERVE_SB3:-}" = 1 ] || { [ "${CI:-}" = true ] && [ "${GYMSERVE_SB3:-}" != 0 ]; }; then
+    torch_index=()
+    if [ -n "${GYMSERVE_TORCH_INDEX:-}" ]; then torch_index=(--index-url "$GYMSERVE_TORCH_INDEX"); fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${torch_index[@]}" "${GYMSERVE_TORCH:-torch==2.13.0}"
+    extras=$extras,sb3
+else
+    echo "scripts/test.sh: without Stable-Baselines3 (its tests are skipped): GYMSERVE_SB3=1 installs it, see the README"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]" -e examples/guess-env
 "$VENV/bin/ruff" check service tests scripts
 "$VENV/bin/ruff" format --check service tests scripts
 "$VENV/bin/mypy"

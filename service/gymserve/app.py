@@ -8,7 +8,7 @@ import time
 from flask import Flask, Response, g, request
 
 from . import __version__, metrics
-from .api import ui, v1, v2
+from .api import home, ui, v1, v2
 from .api.common import register_error_handlers
 from .headless import headless_sdl
 from .health import bp as health_bp
@@ -75,5 +75,6 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     app.register_blueprint(v2.bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(ui.bp)
+    app.register_blueprint(home.bp)
     register_error_handlers(app)
     return app

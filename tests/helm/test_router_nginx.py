@@ -415,8 +415,8 @@ def test_no_replica_to_take_a_create(farm: str, replica: int, tmp_path: Path, ap
     try:
         for router in start_router(tmp_path, env, dns):
             answer = router.call("POST", f"/{api}/envs/", {"Content-Type": "application/json"}, b"{}")
-            # The status nginx met (502: refused), the body in the API's shape, and when to retry.
-            assert_error(answer, api, 502, "unavailable", {}, "unavailable")
+            # 503, not the 502 nginx met (refused): the body in the API's shape, and when to retry (docs/compose.md).
+            assert_error(answer, api, 503, "unavailable", {}, "unavailable")
             assert answer.headers.get("retry-after") == "5"
     finally:
         dns.close()
@@ -433,9 +433,9 @@ def test_creates_with_an_idempotency_key_take_the_hashed_upstream(farm: str, rep
             answer = router.call("POST", "/v2/envs", keyed, b"{}")
             assert answer.status == 200 and answer.body["path"] == "/v2/envs", answer
             plain = router.call("POST", "/v2/envs", {"Content-Type": "application/json"}, b"{}")
-            assert_error(plain, "v2", 502, "unavailable", {}, "unavailable")
+            assert_error(plain, "v2", 503, "unavailable", {}, "unavailable")
             listing = router.call("GET", "/v2/envs", {"Idempotency-Key": "k-1"}, b"")
-            assert_error(listing, "v2", 502, "unavailable", {}, "unavailable")  # only a POST is a create
+            assert_error(listing, "v2", 503, "unavailable", {}, "unavailable")  # only a POST is a create
     finally:
         dns.close()
 
@@ -545,7 +545,7 @@ def test_a_clients_batches_enter_one_replica_and_are_never_resent(farm: str, tmp
             assert len({router.call("POST", "/v2/envs", body=b"{}").body["port"] for _ in range(8)}) > 1
             dropped = f"/v2/batch/step?{DROPPED}&farm={farm}"  # Echo.requests is shared by the module
             answer = router.call("POST", dropped, {"Content-Type": "application/msgpack"}, b"\x80")
-            assert answer.status == 502 and answer.body["error"]["code"] == "unavailable", answer
+            assert answer.status == 503 and answer.body["error"]["code"] == "unavailable", answer
             assert Echo.requests.count(dropped) == 1, "a batch whose connection broke once sent was sent again"
     finally:
         dns.close()

@@ -1,4 +1,5 @@
-"""The router needs no route of its own for /ui: the page goes to any replica, each env's frame to its replica."""
+"""The router needs no route of its own for /ui (or for the home page, /): the page goes to any replica, each env's
+frame to its replica."""
 
 from __future__ import annotations
 
@@ -33,5 +34,5 @@ def test_the_page_and_the_list_go_to_any_replica(farm: str, node: str) -> None:
     regexes = [python_regex(p) for p in re.findall(r'location ~ "([^"]+)"', config)]
     exact = re.findall(r"location = (\S+)", config)
     assert regexes and "location / {" in config
-    for path in ("/ui", "/ui/", "/ui/app.js", "/ui/style.css", "/v2/envs"):
+    for path in ("/", "/ui", "/ui/", "/ui/app.js", "/ui/style.css", "/v2/envs"):
         assert not any(rx.match(path) for rx in regexes) and path not in exact, path  # so: location /

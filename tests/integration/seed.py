@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import requests
 
 # gym-http-api's python client sends `data=json.dumps(body)` with this header, never `json=`.
@@ -99,6 +100,22 @@ def assert_error(r: requests.Response, status: int, *words: str) -> dict[str, An
 def seed_script() -> Path:
     shared = os.environ.get("GYMSERVE_SHARED_DIR") or str(REPO.parent / "shared")
     return Path(shared) / "seed" / "gym_http_server.py"
+
+
+def skip_without_seed() -> None:
+    """Skip the calling test module, with one line that says how to run it, when the seed server is not beside the
+    repository (a user's clone has no ../shared). Where it must be there (GYMSERVE_REQUIRE_SEED=1, as .ci/run sets),
+    fail instead, so that CI never passes with the side-by-side tests skipped."""
+    script = seed_script()
+    if script.exists():
+        return
+    reason = (
+        f"the seed server is not at {script}: to compare against it, put shared/ beside the repository "
+        "or set GYMSERVE_SHARED_DIR to the directory that holds seed/"
+    )
+    if os.environ.get("GYMSERVE_REQUIRE_SEED") == "1":
+        pytest.fail(f"GYMSERVE_REQUIRE_SEED=1, but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def seed_venv() -> Path:

@@ -29,12 +29,14 @@ from seed import (
     decode_observation,
     ensure_seed_venv,
     seed_venv,
+    skip_without_seed,
     start_seed,
 )
 
 from servers import Server, free_port
 
 pytestmark = pytest.mark.integration
+skip_without_seed()
 
 F32_MAX = float(np.finfo(np.float32).max)
 # Keys gymserve adds to the seed's answers: reset's info, step's done, and an error's code, details, fault, retryable.

@@ -1,21 +1,32 @@
 """gymserve.client.sb3.RemoteVecEnv against Stable-Baselines3's own DummyVecEnv of local envs with the same seeds:
 identical observations, rewards, dones and infos (terminal_observation, TimeLimit.truncated) over episode ends.
 
-Needs the `sb3` extra (Stable-Baselines3 and PyTorch); skipped without it.
+Needs the `sb3` extra (Stable-Baselines3 and PyTorch). scripts/test.sh installs it in CI, or with GYMSERVE_SB3=1;
+without it these tests are skipped, except where GYMSERVE_REQUIRE_SB3=1 (.ci/run) makes that a failure.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import signal
+import time
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import requests
 
-pytest.importorskip("stable_baselines3")
+if importlib.util.find_spec("stable_baselines3") is None:
+    _reason = "Stable-Baselines3 is not installed: GYMSERVE_SB3=1 bash scripts/test.sh installs the sb3 extra (README)"
+    if os.environ.get("GYMSERVE_REQUIRE_SB3") == "1":
+        pytest.fail(f"GYMSERVE_REQUIRE_SB3=1, but {_reason}", pytrace=False)
+    pytest.skip(_reason, allow_module_level=True)
 
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from gymserve.client import RemoteError
 from gymserve.client.sb3 import RemoteVecEnv
 
 pytestmark = pytest.mark.integration
@@ -91,3 +102,20 @@ def test_what_a_remote_vec_env_can_and_cannot_do(server) -> None:
     finally:
         remote.close()
     assert remote.instance_id is None
+
+
+def test_a_lost_remote_vec_env_raises_instance_lost_and_is_never_recreated(make_server) -> None:
+    """What docs/sb3.md says: the worker that held the envs dies, the next step raises RemoteError instance_lost
+    (the infrastructure's fault, not retryable), and no env is made again behind the learner's back."""
+    srv = make_server(workers=1)
+    remote = RemoteVecEnv(srv.url, "CartPole-v1", 2, seed=0)
+    remote.reset()
+    victim = srv.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while srv.worker_pids().get(0) in (None, victim) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(RemoteError) as lost:
+        remote.step(np.zeros(2, dtype=np.int64))
+    assert lost.value.code == "instance_lost" and lost.value.fault == "infrastructure" and not lost.value.retryable
+    assert requests.get(f"{srv.url}/v2/envs", timeout=10).json()["envs"] == []
