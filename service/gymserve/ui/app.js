@@ -1,4 +1,4 @@
-// The /ui page: lists this replica's envs (GET /v2/envs) and polls each watchable env's frame
+// The /ui page: lists your envs on the whole farm (GET /v2/envs) and polls each watchable env's frame
 // (GET /v2/envs/<id>/frame). Both are reads that never count as a use, so watching keeps nothing alive.
 // Plain browser JavaScript, no build step and no third-party code.
 "use strict";
