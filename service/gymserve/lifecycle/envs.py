@@ -84,6 +84,14 @@ class Envs:
         None when another call held the lock for longer than `wait` seconds)."""
         return _watched(self.registry, self.get(instance_id, caller), wait)
 
+    def holds(self, instance_id: str) -> bool:
+        """Whether this worker holds the env now, whoever's it is (a keyed create checks its env lived to be kept)."""
+        return self.registry.find(instance_id) is not None
+
+    def has_room(self, weight: int) -> bool:
+        """Whether this worker has room for `weight` more (sub-)envs."""
+        return self.registry.has_room(weight)
+
     def list(self, caller: Caller, selector: dict[str, str] | None = None) -> Records:
         return self.registry.list(caller, selector)
 

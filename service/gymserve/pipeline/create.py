@@ -84,7 +84,7 @@ class Creates:
             make=make,
             sibling=lambda: self._keyed_sibling(key, weight),
             forward=lambda slot: self._forward_create(incoming, caller, slot),
-            alive=lambda instance_id: envs.registry.find(instance_id) is not None,
+            alive=envs.holds,
             keep_seconds=envs.ttl_for(body.ttl, ANONYMOUS) or envs.settings.env_ttl_max_seconds or 86_400.0,
         )
         asked = idempotency.digest(incoming.headers.get("Content-Type"), incoming.body)
@@ -143,7 +143,7 @@ class Creates:
         """The sibling that takes a keyed create its key's worker (this one) has no room for, and keeps the key;
         None: create here (room, no sibling with room, or this worker is itself the one it was passed on to)."""
         envs = self.envs
-        if envs.registry.has_room(weight) or self.forwarder is None or self._home_of(key) != envs.owner.slot:
+        if envs.has_room(weight) or self.forwarder is None or self._home_of(key) != envs.owner.slot:
             return None
         return envs.placement.roomiest_sibling(weight)
 
