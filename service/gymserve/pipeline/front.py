@@ -39,8 +39,10 @@ from . import handler
 log = logging.getLogger(__name__)
 
 CALLER = "gymserve.caller"  # environ key: this request's Caller (never from a header)
-# What anyone may read without a key: probes, the scrape and the contract.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/openapi.json"})
+# What anyone may read without a key: probes, the scrape, the contract, and the /ui page's own files (the page
+# holds the key box; its data calls carry the key).
+UI_PATHS = frozenset({"/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/openapi.json", *UI_PATHS})
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
