@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgpack
@@ -45,13 +46,14 @@ def test_a_deeply_nested_v2_step_action_is_a_4xx_in_json_and_msgpack(client: Any
 
 @pytest.mark.parametrize("depth", [40, 300, 1000, DEPTH])
 def test_a_deeply_nested_v1_body_is_a_400_naming_the_field(client: Any, cartpole: str, depth: int) -> None:
-    step = client.post(f"/v1/envs/{cartpole}/step/", data=f'{{"action": {deep_json(depth)}}}')
+    post = functools.partial(client.post, content_type="application/json")
+    step = post(f"/v1/envs/{cartpole}/step/", data=f'{{"action": {deep_json(depth)}}}')
     assert_refused(step, (400,), "action" if depth <= 1000 else None)
-    create = client.post("/v1/envs/", data=f'{{"env_id": "CartPole-v1", "kwargs": {{"a": {deep_json(depth)}}}}}')
+    create = post("/v1/envs/", data=f'{{"env_id": "CartPole-v1", "kwargs": {{"a": {deep_json(depth)}}}}}')
     assert_refused(create, (400,), "kwargs" if depth <= 1000 else None)
-    reset = client.post(f"/v1/envs/{cartpole}/reset/", data=f'{{"options": {{"a": {deep_json(depth)}}}}}')
+    reset = post(f"/v1/envs/{cartpole}/reset/", data=f'{{"options": {{"a": {deep_json(depth)}}}}}')
     assert_refused(reset, (400,), "options" if depth <= 1000 else None)
-    contains = client.post(f"/v1/envs/{cartpole}/action_space/contains/", data=f'{{"action": {deep_json(depth)}}}')
+    contains = post(f"/v1/envs/{cartpole}/action_space/contains/", data=f'{{"action": {deep_json(depth)}}}')
     assert_refused(contains, (400,), "action" if depth <= 1000 else None)
 
 
