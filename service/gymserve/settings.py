@@ -116,6 +116,11 @@ class Settings:
     max_body_bytes: int = _setting(1_048_576, "Largest request body in bytes (413 beyond).", minimum=64)
     episodes_max_count: int = _setting(100, "Most episodes one /episodes request may run.", minimum=1)
     episodes_max_steps: int = _setting(100_000, "Most env steps one /episodes request may take in total.", minimum=1)
+    list_max_page: int = _setting(
+        500,
+        "Most envs one GET /v2/envs answer holds; a longer list is paged (next_cursor). A limit above it is a 422.",
+        minimum=1,
+    )
     max_batch_size: int = _setting(1024, "Most items one /v2/batch/step request may step.", minimum=1)
     max_num_envs: int = _setting(
         1024, "Largest num_envs of one server-side vector env (each sub-env counts against capacity).", minimum=1

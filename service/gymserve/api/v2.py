@@ -14,6 +14,7 @@ from ..errors import NotSupported
 from ..lifecycle import labels
 from ..lifecycle.registry import EnvRecord
 from ..pipeline import batch, create, frames, models, negotiation, operations
+from ..pipeline.fanout import Page
 from ..routing import ids
 from . import openapi
 from .common import add_reset_and_step, caller, envs, incoming, json_response, local_id, services
@@ -143,10 +144,14 @@ def list_envs() -> Response:
     """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS),
     those whose labels match every `label=key=value` given."""
     chosen = labels.selector(request.args.getlist("label"))
-    found = {r.instance_id: _summary(r) for r in envs().list(caller(), chosen)}
+    page = Page.of(request.args.get("limit"), request.args.get("cursor"), envs().settings.list_max_page)
+    found = {r.instance_id: _summary(r) for r in envs().list(caller(), chosen) if page.after(r.instance_id)}
+    more = False
     for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query()):
-        found.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
-    return _answer({"envs": list(found.values())})
+        answer = values.loads(body, values.MSGPACK)  # its own first page after the cursor: the query goes along
+        found.update((env["instance_id"], env) for env in answer["envs"])
+        more = more or answer.get("next_cursor") is not None
+    return _answer(page.merged(found, more))
 
 
 @bp.delete("/envs")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from ..errors import GymServeError
+from ..errors import GymServeError, InvalidValue
 from ..lifecycle.caller import Caller
 from ..lifecycle.envs import Envs
 from ..routing import peers
@@ -50,3 +53,48 @@ class Fanout:
                 continue  # that worker just died: its envs are gone, nothing to list
             if answer.status == 200:
                 yield answer.body
+
+
+# --- pages of a farm-wide list ---
+
+_LIMIT = re.compile(r"[0-9]{1,9}")
+MAX_CURSOR = 200  # an instance id is shorter
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which envs of the ordered list one answer holds: at most `limit` whose ids sort after `cursor`.
+
+    The list is ordered by instance id, the one order every worker and replica agrees on without talking, so
+    that a cursor (the last id of the previous page) pages the merged list stably: each answer holds its own
+    first `limit` ids after the cursor, and the merged page is the first `limit` of their union.
+    """
+
+    limit: int
+    cursor: str | None
+
+    @classmethod
+    def of(cls, limit: str | None, cursor: str | None, max_page: int) -> Page:
+        """The page a query asks for (no limit: the largest page); a 422 naming `limit` or `cursor`."""
+        if limit is None:
+            size = max_page
+        elif not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= max_page:
+            raise InvalidValue(
+                "limit", f"expected an integer from 1 to {max_page} (GYMSERVE_LIST_MAX_PAGE), got {limit[:20]!r}"
+            )
+        else:
+            size = int(limit)
+        if cursor is not None and (len(cursor) > MAX_CURSOR or not cursor.isprintable()):
+            raise InvalidValue("cursor", "expected the next_cursor of the previous page")
+        return cls(size, cursor or None)
+
+    def after(self, instance_id: str) -> bool:
+        return self.cursor is None or instance_id > self.cursor
+
+    def merged(self, found: Mapping[str, Any], more: bool) -> dict[str, Any]:
+        """The answer: the first `limit` of `found` (id -> summary, all after the cursor) in id order, and the cursor
+        of the next page when there is more (`more`: an answer merged in said so)."""
+        ids = sorted(found)
+        page = ids[: self.limit]
+        more = (more or len(ids) > self.limit) and bool(page)
+        return {"envs": [found[i] for i in page], "next_cursor": page[-1] if more else None}
