@@ -82,6 +82,14 @@ CHART_OVERRIDES: dict[str, ChartOverride] = {
         help="Directory of the workers' private Unix sockets; empty means a fresh directory under /tmp "
         "(an in-memory emptyDir)."
     ),
+    "allowed_hosts": ChartOverride(
+        help="Comma-separated Host header values the pods answer to, with any port: a name, '.example.com' (that "
+        "domain and its subdomains), an IP address, a CIDR network, or '*' for every host (another Host is a 400: "
+        "no web page reaches the farm by DNS rebinding). Empty means what the router and the pods themselves use: "
+        "localhost, 127.0.0.1, [::1], the router Service's names, every name under .<namespace>.svc.<clusterDomain>, "
+        "the Ingress' hosts, the HTTPRoute's hostnames, and the private networks (pods ask each other by address). "
+        "Add the names clients use to reach the farm from outside (a Gateway's, a LoadBalancer's)."
+    ),
     "max_envs": ChartOverride(help="Live envs one pod may hold (503 beyond; the pod then reads not ready)."),
     "drain_seconds": ChartOverride(
         note="The pods' terminationGracePeriodSeconds is derived from it: preStopSleepSeconds + drainSeconds + 10."

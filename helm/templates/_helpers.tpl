@@ -177,6 +177,11 @@ GYMSERVE_STORE_URL itself.
 - name: GYMSERVE_PEERS_DNS
   value: {{ printf "%s%s" (include "gymserve.podsService" $root) (include "gymserve.svcDomain" $root) | quote }}
 {{- end }}
+{{- if not $root.Values.config.allowedHosts }}
+# The Host headers the pods answer to: the router passes the client's on; pods ask each other by address.
+- name: GYMSERVE_ALLOWED_HOSTS
+  value: {{ include "gymserve.allowedHosts" $root | quote }}
+{{- end }}
 {{- range $key, $value := $root.Values.config }}
 {{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
 {{- if and $tenants (has $key (list "tenantsFile" "storeUrl")) }}{{ $value = "" }}{{ end }}
@@ -194,6 +199,20 @@ GYMSERVE_STORE_URL itself.
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+GYMSERVE_ALLOWED_HOSTS when config.allowedHosts is empty: the names the router's clients use inside the cluster
+(its Service, any name under the namespace's svc domain, which also covers the pods' own names of the direct path)
+and through the Ingress or HTTPRoute, localhost (port-forward), and the private networks pods reach each other by.
+*/}}
+{{- define "gymserve.allowedHosts" -}}
+{{- $name := include "gymserve.fullname" . -}}
+{{- $hosts := list "localhost" "127.0.0.1" "[::1]" $name (printf "%s.%s" $name .Release.Namespace) (printf "%s.%s.svc" $name .Release.Namespace) (include "gymserve.svcDomain" .) -}}
+{{- if .Values.ingress.enabled }}{{ range .Values.ingress.hosts }}{{ if .host }}{{ $hosts = append $hosts .host }}{{ end }}{{ end }}{{ end -}}
+{{- if .Values.httpRoute.enabled }}{{ range .Values.httpRoute.hostnames }}{{ $hosts = append $hosts . }}{{ end }}{{ end -}}
+{{- $hosts = concat $hosts (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "fc00::/7") -}}
+{{- join "," (uniq $hosts) -}}
 {{- end -}}
 
 {{/* The store's URL: store.url, or the release's own store; empty without one. */}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import itertools
 import math
 import os
@@ -11,6 +12,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "GYMSERVE_"
 # prometheus_client's own variable: where every process of a replica writes its metrics.
@@ -42,6 +44,7 @@ def _default_node_id() -> str:
 
 NODE_ID_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 MODULE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+HOST_ITEM_PATTERN = r"\*|\.?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?(?:/[0-9]{1,3})?"
 KWARG_EXEMPTION_PATTERN = r"[A-Za-z0-9_.\-/*?\[\]]+:[A-Za-z_][A-Za-z0-9_]*"
 
 # Episode returns span orders of magnitude and signs across envs (Pendulum about -1500..0, CartPole 0..500,
@@ -80,6 +83,15 @@ class Settings:
         minimum=0,
     )
 
+    allowed_hosts: str = _setting(
+        "",
+        "Comma-separated Host header values this server answers to, with any port: a name, '.example.com' (that "
+        "domain and its subdomains), an IP address ('[::1]' or '::1'), a CIDR network, or '*' for every host. "
+        "Another Host is a 400, so that no web page can reach the API by DNS rebinding (default: localhost, "
+        "127.0.0.1, [::1], GYMSERVE_HOST and the host of GYMSERVE_PUBLIC_URL).",
+        items=(HOST_ITEM_PATTERN, "a host name, .domain, IP address, CIDR network or *"),
+    )
+
     # --- which envs may be created ---
     allowed_envs: str = _setting(
         "",
@@ -104,6 +116,11 @@ class Settings:
     max_body_bytes: int = _setting(1_048_576, "Largest request body in bytes (413 beyond).", minimum=64)
     episodes_max_count: int = _setting(100, "Most episodes one /episodes request may run.", minimum=1)
     episodes_max_steps: int = _setting(100_000, "Most env steps one /episodes request may take in total.", minimum=1)
+    list_max_page: int = _setting(
+        500,
+        "Most envs one GET /v2/envs answer holds; a longer list is paged (next_cursor). A limit above it is a 422.",
+        minimum=1,
+    )
     max_batch_size: int = _setting(1024, "Most items one /v2/batch/step request may step.", minimum=1)
     max_num_envs: int = _setting(
         1024, "Largest num_envs of one server-side vector env (each sub-env counts against capacity).", minimum=1
@@ -240,6 +257,12 @@ class Settings:
                 for item in _items(getattr(self, f.name)):
                     if not re.fullmatch(pattern, item):
                         raise SettingsError(f"{PREFIX}{f.name.upper()}: {item!r} is not {example}")
+        for item in _items(self.allowed_hosts):
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item.strip("[]"), strict=False)
+                except ValueError as err:
+                    raise SettingsError(f"{PREFIX}ALLOWED_HOSTS: {item!r} is not a CIDR network ({err})") from None
         for name in ("episode_return_buckets", "episode_length_buckets"):
             parse_buckets(PREFIX + name.upper(), getattr(self, name))  # a bad value stops the start, naming it
 
@@ -252,6 +275,16 @@ class Settings:
     def worker_port(self, slot: int) -> int | None:
         """The port of the worker in `slot` (GYMSERVE_WORKER_PORT_BASE), or None when workers have none."""
         return self.worker_port_base + slot if self.worker_port_base else None
+
+    @property
+    def allowed_host_items(self) -> tuple[str, ...]:
+        """GYMSERVE_ALLOWED_HOSTS's items, or the default: this machine's own names, the bind address, the public
+        URL's host."""
+        given = _items(self.allowed_hosts)
+        if given:
+            return given
+        public = urlsplit(self.public_url).hostname if self.public_url else None
+        return tuple(dict.fromkeys(h for h in ("localhost", "127.0.0.1", "[::1]", self.host, public) if h))
 
     @property
     def allowed_env_patterns(self) -> tuple[str, ...]:

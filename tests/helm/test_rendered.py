@@ -155,6 +155,28 @@ def test_env_follows_the_values() -> None:
     assert "GYMSERVE_RUNTIME_DIR" not in env_of(rendered.server)
 
 
+def test_the_pods_answer_to_the_hosts_the_router_and_the_pods_use_and_no_other() -> None:
+    """The router passes its clients' Host on; pods ask each other by address (batches, lists) and by name
+    (the direct path, the helm tests)."""
+    from gymserve.pipeline.hosts import AllowedHosts
+
+    rendered = render(None, "ingress.enabled=true")  # its default host: gymserve.example.com
+    hosts = AllowedHosts(settings_of(rendered).allowed_host_items)
+    for host in (
+        f"{FULLNAME}",
+        f"{FULLNAME}.{NAMESPACE}:80",
+        f"{FULLNAME}.{NAMESPACE}.svc.cluster.local",
+        f"{FULLNAME}-1.{FULLNAME}-pods.{NAMESPACE}.svc.cluster.local:8000",
+        "gymserve.example.com",
+        "localhost:8000",
+        "10.244.1.7:8101",
+    ):
+        assert hosts.admits(host), host
+    assert not hosts.admits("evil.example") and not hosts.admits(f"{FULLNAME}.other.svc.cluster.local")
+    given = settings_of(render(None, "config.allowedHosts=*"))
+    assert given.allowed_host_items == ("*",)
+
+
 def test_grace_period_and_pre_stop_are_derived_from_the_drain(rendered: Rendered) -> None:
     settings = settings_of(rendered)
     spec = rendered.statefulset["spec"]["template"]["spec"]

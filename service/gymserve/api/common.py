@@ -10,7 +10,7 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from ..codec import seed
+from ..codec import seed, values
 from ..errors import BadRequest, GymServeError, Internal, MissingParameter, PayloadTooLarge, RoutingError, error_body
 from ..lifecycle.caller import Caller
 from ..lifecycle.envs import Envs
@@ -84,6 +84,8 @@ def json_body() -> dict[str, Any]:
         raise BadRequest("Request is not a valid json")
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
+    for name, value in body.items():
+        values.check_depth(value, name)
     return body
 
 

@@ -223,6 +223,22 @@ _LABEL_PARAMETER = {
     "explode": True,
     "example": ["run=ppo-7"],
 }
+_PAGE_PARAMETERS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "Most envs in this answer (default and maximum: GYMSERVE_LIST_MAX_PAGE, 500).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "The next_cursor of the previous page: this page lists the envs after it.",
+        "schema": {"type": "string", "maxLength": 200},
+    },
+]
 _INFO_CONTENT = _native_content("EnvInfo")
 _FRAME_CONTENT = {
     "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
@@ -266,8 +282,10 @@ DOCUMENT: dict[str, Any] = {
                         _native_content("EnvList"),
                     ),
                     (422,),
+                    description="Ordered by instance id, in pages: without limit, the first GYMSERVE_LIST_MAX_PAGE "
+                    "(500) envs; next_cursor, when not null, asks for the rest (limit above the maximum is a 422).",
                 ),
-                "parameters": [_LABEL_PARAMETER],
+                "parameters": [_LABEL_PARAMETER, *_PAGE_PARAMETERS],
             },
             "delete": {
                 **_operation(

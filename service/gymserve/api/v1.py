@@ -7,6 +7,7 @@ from flask import Blueprint, Response, request
 
 from ..codec import seed as codec
 from ..codec import spaces as space_codec
+from ..codec import values
 from ..errors import InvalidValue
 from ..pipeline import create, models, operations
 from .common import (
@@ -76,6 +77,7 @@ def env_action_space_contains(instance_id: str, action: str) -> Response:
         value = orjson.loads(action)  # "1", "[0.5, -1]", "{\"a\": 1}"; anything else is a Text action
     except orjson.JSONDecodeError:
         value = action
+    values.check_depth(value, "action")
     record = envs().touch(local_id(instance_id), caller())
     return json_response({"member": operations.action_contains(record, value)})
 

@@ -10,6 +10,7 @@ from ..codec import png, values
 from ..errors import NotSupported
 from ..lifecycle import labels
 from ..pipeline import answers, batch, create, frames, models, negotiation, operations
+from ..pipeline.fanout import Page
 from . import openapi
 from .common import add_reset_and_step, caller, envs, incoming, json_response, local_id, services
 
@@ -65,10 +66,9 @@ def list_envs() -> Response:
     """The caller's envs on the whole replica (this worker's, plus each sibling's) or farm (GYMSERVE_PEERS_DNS),
     those whose labels match every `label=key=value` given."""
     chosen = labels.selector(request.args.getlist("label"))
-    found: dict[str, Any] = {r.instance_id: answers.summary(r) for r in envs().list(caller(), chosen)}
-    for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query()):
-        found.update((env["instance_id"], env) for env in values.loads(body, values.MSGPACK)["envs"])
-    return _answer(answers.EnvList(list(found.values())))
+    page = Page.of(request.args.get("limit"), request.args.get("cursor"), envs().settings.list_max_page)
+    mine = {r.instance_id: answers.summary(r) for r in envs().list(caller(), chosen) if page.after(r.instance_id)}
+    return _answer(services().fanout.list_page(caller(), _query(), page, mine))
 
 
 @bp.delete("/envs")

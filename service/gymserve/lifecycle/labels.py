@@ -11,9 +11,15 @@ from ..errors import InvalidValue
 
 # Labels are Kubernetes-like: a key is a name with an optional DNS-style prefix ("team.example/run"), a value a
 # name or empty; bounded in count and length so that they stay cheap to keep, list and match.
+# The patterns are searched (msgspec, JSON Schema), so they are anchored at both ends. A plain `$` in Python also
+# matches before a trailing newline, which let "x\n" in as a value that no selector could name: `$(?!\n)` is the
+# very end in Python and in JSON Schema's (ECMA) regexes alike, where `\Z` is not. The character classes leave
+# out every control character.
+_END = r"$(?!\n)"
 LABEL_NAME = r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?"
-LABEL_KEY = rf"^([a-z0-9]([-a-z0-9.]{{0,61}}[a-z0-9])?/)?{LABEL_NAME}$"
-LABEL_VALUE = rf"^({LABEL_NAME})?$"
+LABEL_KEY = rf"^([a-z0-9]([-a-z0-9.]{{0,61}}[a-z0-9])?/)?{LABEL_NAME}{_END}"
+LABEL_VALUE = rf"^({LABEL_NAME})?{_END}"
+_KEY, _VALUE = re.compile(LABEL_KEY), re.compile(LABEL_VALUE)
 MAX_LABELS = 16
 LabelKey = Annotated[str, Meta(pattern=LABEL_KEY, max_length=127)]
 LabelValue = Annotated[str, Meta(pattern=LABEL_VALUE, max_length=63)]
@@ -36,7 +42,7 @@ def selector(given: list[str]) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for item in given:
         key, sep, value = item.partition("=")
-        if not sep or not re.fullmatch(LABEL_KEY, key) or not re.fullmatch(LABEL_VALUE, value):
+        if not sep or not _KEY.search(key) or not _VALUE.search(value):  # searched, as msgspec does at create
             raise InvalidValue("label", f"expected key=value with a label's key and value, got {item[:100]!r}")
         if chosen.get(key, value) != value:
             raise InvalidValue("label", f"{key} is given two values; an env has one")

@@ -137,7 +137,12 @@ class EnvInfo(EnvSummary):
 
 
 class EnvList(Answer):
+    """One page of the caller's envs, ordered by instance id."""
+
     envs: list[EnvSummary]
+    next_cursor: Annotated[str | None, Meta(description="Pass as cursor for the next page; null on the last page.")] = (
+        None
+    )
 
 
 class DeleteCount(Answer):

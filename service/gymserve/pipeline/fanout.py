@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from ..errors import GymServeError
+from ..codec import values
+from ..errors import GymServeError, InvalidValue
 from ..lifecycle.caller import Caller
 from ..lifecycle.envs import Envs
 from ..routing import peers
 from ..routing.forward import Forwarder
+from .answers import EnvList
 
 
 class Fanout:
@@ -33,6 +38,17 @@ class Fanout:
             yield from peers.ask_all(self.envs.settings, path + (f"?{query}" if query else ""), headers, method)
         yield from self._siblings(caller, path, accept, method, query)
 
+    def list_page(self, caller: Caller, query: str, page: Page, mine: Mapping[str, Any]) -> EnvList:
+        """One page of the caller's envs on the whole farm: this worker's (`mine`, id -> summary, all after the
+        cursor) merged with every other worker's and replica's own first page after it (the query goes along)."""
+        found = dict(mine)
+        more = False
+        for body in self.answers(caller, "/v2/envs", values.MSGPACK, query):
+            answer = values.loads(body, values.MSGPACK)
+            found.update((env["instance_id"], env) for env in answer["envs"])
+            more = more or answer.get("next_cursor") is not None
+        return page.merged(found, more)
+
     def _siblings(self, caller: Caller, path: str, accept: str, method: str, query: str) -> Iterator[bytes]:
         """Every other live worker's answer: nothing when this request was itself forwarded (the asking worker
         collects) or the worker stands alone."""
@@ -50,3 +66,48 @@ class Fanout:
                 continue  # that worker just died: its envs are gone, nothing to list
             if answer.status == 200:
                 yield answer.body
+
+
+# --- pages of a farm-wide list ---
+
+_LIMIT = re.compile(r"[0-9]{1,9}")
+MAX_CURSOR = 200  # an instance id is shorter
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which envs of the ordered list one answer holds: at most `limit` whose ids sort after `cursor`.
+
+    The list is ordered by instance id, the one order every worker and replica agrees on without talking, so
+    that a cursor (the last id of the previous page) pages the merged list stably: each answer holds its own
+    first `limit` ids after the cursor, and the merged page is the first `limit` of their union.
+    """
+
+    limit: int
+    cursor: str | None
+
+    @classmethod
+    def of(cls, limit: str | None, cursor: str | None, max_page: int) -> Page:
+        """The page a query asks for (no limit: the largest page); a 422 naming `limit` or `cursor`."""
+        if limit is None:
+            size = max_page
+        elif not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= max_page:
+            raise InvalidValue(
+                "limit", f"expected an integer from 1 to {max_page} (GYMSERVE_LIST_MAX_PAGE), got {limit[:20]!r}"
+            )
+        else:
+            size = int(limit)
+        if cursor is not None and (len(cursor) > MAX_CURSOR or not cursor.isprintable()):
+            raise InvalidValue("cursor", "expected the next_cursor of the previous page")
+        return cls(size, cursor or None)
+
+    def after(self, instance_id: str) -> bool:
+        return self.cursor is None or instance_id > self.cursor
+
+    def merged(self, found: Mapping[str, Any], more: bool) -> EnvList:
+        """The answer: the first `limit` of `found` (id -> summary, all after the cursor) in id order, and the cursor
+        of the next page when there is more (`more`: an answer merged in said so)."""
+        ids = sorted(found)
+        page = ids[: self.limit]
+        more = (more or len(ids) > self.limit) and bool(page)
+        return EnvList([found[i] for i in page], page[-1] if more else None)

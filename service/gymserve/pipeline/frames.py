@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from . import operations
 # Only modes whose render() is a pure read: rgb_array_list and ansi_list hand over (and clear) the frames the
 # env collected, so a viewer would take them from the client; human opens a window on the server.
 WATCHABLE = ("rgb_array", "ansi")
+# ASCII digits, few enough for int() (a 5,000-digit string is refused by it); a larger index is out of range anyway.
+_INDEX = re.compile(r"[0-9]{1,18}")
 PNG = "image/png"
 TEXT = "text/plain; charset=utf-8"
 
@@ -38,7 +41,7 @@ def latest(envs: Envs, instance_id: str, caller: Caller, raw_sub_env: str, wait:
     calls, so a short wait almost always gets a fresh frame.
     """
     record = envs.get(instance_id, caller)
-    if not raw_sub_env.isdigit():
+    if not _INDEX.fullmatch(raw_sub_env):  # str.isdigit says yes to "²", which int() refuses
         raise InvalidValue("sub_env", f"expected a sub-env index (a non-negative integer), got {raw_sub_env[:20]!r}")
     sub_env = int(raw_sub_env)
     mode = getattr(record.env, "render_mode", None)

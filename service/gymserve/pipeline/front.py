@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from .. import metrics
 from ..errors import (
+    BadRequest,
     GymServeError,
     InstanceLost,
     Internal,
@@ -34,17 +35,29 @@ from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS, Fo
 from ..routing.peers import FANOUT_HEADER
 from ..routing.resolve import Where, resolve
 from ..tenancy.tenants import Directory, Tenant
-from . import handler
+from . import handler, negotiation
+from .hosts import AllowedHosts
 
 log = logging.getLogger(__name__)
 
 CALLER = "gymserve.caller"  # environ key: this request's Caller (never from a header)
-# What anyone may read without a key: probes, the scrape and the contract.
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/v2/openapi.json"})
+# What anyone may read without a key: probes, the scrape, the contract, and the /ui page's own files (the page
+# holds the key box; its data calls carry the key).
+UI_PATHS = frozenset({"/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css"})
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/v2/openapi.json", *UI_PATHS})
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
 _FANOUT = f"HTTP_{FANOUT_HEADER.upper().replace('-', '_')}"
+
+
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+_LENGTH = re.compile(r"[0-9]+")
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    length = environ.get("CONTENT_LENGTH")
+    return bool(length and length.strip() not in ("", "0")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "")
 
 
 class Headers(Protocol):
@@ -109,6 +122,7 @@ class Front:
         self.envs = envs
         self.tenants = tenants
         self.forwarder = forwarder
+        self.hosts = AllowedHosts(envs.settings.allowed_host_items)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         reply = self.answer(environ)
@@ -122,6 +136,11 @@ class Front:
         path = environ.get("PATH_INFO", "")
         if path in OPEN_PATHS:
             return None
+        if PEER_TENANT not in environ:  # a sibling's forward was checked by the worker that received it
+            try:
+                self._check_origin(environ)
+            except GymServeError as err:
+                return error_reply(err, not path.startswith("/v1/"))
         tenant = self._authenticate(environ)
         if tenant is None:
             metrics.REFUSED_BY_TENANT.labels("unauthenticated", Unauthorized.code).inc()
@@ -141,6 +160,22 @@ class Front:
         if where is Where.LOCAL and kind is not None:
             return self._run(environ, caller, api, kind, instance_id)
         return None
+
+    def _check_origin(self, environ: dict[str, Any]) -> None:
+        """What keeps web pages out of an open server: a Host it is known by (DNS rebinding would give a page full
+        access), and writes in JSON or msgpack only (a form or text/plain post needs no CORS preflight)."""
+        host = environ.get("HTTP_HOST")
+        if not self.hosts.admits(host):
+            raise BadRequest(
+                f"Host {str(host)[:100]!r} is not one this server answers to (GYMSERVE_ALLOWED_HOSTS)",
+                details={"field": "Host"},
+            )
+        if environ["REQUEST_METHOD"] in _WRITES and _has_body(environ):
+            length = environ.get("CONTENT_LENGTH", "")
+            limit = self.envs.settings.max_body_bytes
+            if _LENGTH.fullmatch(length) and (len(length) > 18 or int(length) > limit):  # before what type it is
+                raise PayloadTooLarge(limit)
+            negotiation.write_type(environ.get("CONTENT_TYPE"), environ.get("HTTP_CONTENT_ENCODING"))
 
     def _authenticate(self, environ: dict[str, Any]) -> Tenant | None:
         """Once per request: a sibling's forward names its tenant in the message; a client shows its key."""

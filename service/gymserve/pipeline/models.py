@@ -156,6 +156,9 @@ MODELS = (CreateRequest, ResetRequest, StepRequest, BatchStepRequest, ForkReques
 B = TypeVar("B", bound=Body)
 _AT = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
 _NAMED = re.compile(r"`(?P<name>[^`]+)`")
+# A /v1 seed given as a string: ASCII digits ("²" is a digit to str.isdigit, not to int), and few enough that
+# int() takes them (it refuses more than 4300); a longer one stays a string and is refused as one, naming seed.
+_DIGITS = re.compile(r"[0-9]{1,30}")
 
 
 def decode(raw: bytes, media_type: str, model: type[B], *, required: bool = False) -> B:
@@ -172,6 +175,11 @@ def decode(raw: bytes, media_type: str, model: type[B], *, required: bool = Fals
     except msgspec.DecodeError as exc:
         kind = "msgpack" if values.is_msgpack(media_type) else "JSON"
         raise BadRequest(f"body is not valid {kind}: {str(exc)[:120]}", details={"field": "body"}) from None
+    except RecursionError:  # msgspec descends by recursion: a body nested ~1000 deep reaches Python's limit
+        raise BadRequest(
+            f"the body is nested too deeply: values may nest at most {values.MAX_DEPTH} levels",
+            details={"field": "body"},
+        ) from None
     if body is None:
         return _empty(model, required)
     _make_native(body)
@@ -195,8 +203,12 @@ def decode_v1(raw: bytes, model: type[B], *, required: bool = False) -> B:
         raise BadRequest("Request body must be a JSON object")
     known = model.__struct_fields__
     given = {k: v for k, v in tree.items() if k in known and not absent(v)}
-    if isinstance(given.get("seed"), str) and given["seed"].strip().isascii() and given["seed"].strip().isdigit():
-        given["seed"] = int(given["seed"])  # the seed server took seeds as digit strings too
+    for name in model.__values__:  # orjson stops at 1024 levels; what uses these trees recurses well before
+        if name in given:
+            values.check_depth(given[name], name)
+    seed = given.get("seed")
+    if isinstance(seed, str) and _DIGITS.fullmatch(seed.strip()):
+        given["seed"] = int(seed)  # the seed server took seeds as digit strings too
     try:
         return msgspec.convert(given, model)
     except msgspec.ValidationError as exc:

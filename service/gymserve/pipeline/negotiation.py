@@ -38,6 +38,19 @@ def body_type(content_type: str | None, content_encoding: str | None) -> str:
     return media_type
 
 
+def write_type(content_type: str | None, content_encoding: str | None) -> str:
+    """The media type of a write's body (POST, PUT, PATCH), on any route and either API: JSON or msgpack, said
+    explicitly; else 415 naming the header. Forms, text/plain and typeless bodies are what a web page may send
+    to another origin without asking first (no CORS preflight): they never reach a view."""
+    media_type = body_type(content_type, content_encoding)
+    if content_type is None or not content_type.strip():
+        raise UnsupportedMediaType(
+            "a body needs a Content-Type: send application/json or application/msgpack",
+            details={"field": "Content-Type"},
+        )
+    return media_type
+
+
 @lru_cache(maxsize=64)
 def _media_type(content_type: str | None) -> str:
     return (content_type or JSON).split(";", 1)[0].strip().lower() or JSON

@@ -133,11 +133,23 @@
     $("empty").hidden = cards.size > 0;
   }
 
+  // Every page of the list: each answer holds at most GYMSERVE_LIST_MAX_PAGE envs and names the next page.
+  async function listAll() {
+    const envs = [];
+    let cursor = null;
+    do {
+      const body = await (await get("envs" + (cursor ? "?cursor=" + encodeURIComponent(cursor) : ""))).json();
+      envs.push(...body.envs);
+      cursor = body.next_cursor;
+    } while (cursor);
+    return envs;
+  }
+
   async function refreshList() {
     try {
-      const body = await (await get("envs")).json();
-      showList(body.envs);
-      setStatus(body.envs.length + " env" + (body.envs.length === 1 ? "" : "s") + ", updated " + new Date().toLocaleTimeString());
+      const envs = await listAll();
+      showList(envs);
+      setStatus(envs.length + " env" + (envs.length === 1 ? "" : "s") + ", updated " + new Date().toLocaleTimeString());
     } catch (err) {
       const keyNeeded = err.status === 401 || err.status === 403;
       setStatus((keyNeeded ? "this server needs an API key: " : "cannot list envs: ") + err.message, true);

@@ -312,11 +312,13 @@ def test_a_tampered_or_foreign_blob_is_422_and_never_unpickled(api: Api, tmp_pat
             resp, _ = api.call("POST", "/v2/envs", data=data, headers={"Content-Type": media_type})
             expect_error(resp, 422, "invalid_snapshot", "snapshot")
     assert not marker.exists(), "a blob the farm did not sign must never be unpickled"
-    resp, _ = api.call("POST", "/v2/envs", data=msgspec.json.encode({"env_id": "Acrobot-v1", "snapshot": blob}))
-    expect_error(resp, 422, "invalid_value", "env_id")
+    typed = {"Content-Type": JSON}  # a body without a type is a 415 (what a web page may send unasked)
+    data = msgspec.json.encode({"env_id": "Acrobot-v1", "snapshot": blob})
+    expect_error(api.call("POST", "/v2/envs", data=data, headers=typed)[0], 422, "invalid_value", "env_id")
     data = msgspec.json.encode({"env_id": "CartPole-v1", "snapshot": blob, "kwargs": {"render_mode": "ansi"}})
-    expect_error(api.call("POST", "/v2/envs", data=data)[0], 422, "invalid_value", "kwargs")
-    resp, restored = api.call("POST", "/v2/envs", data=msgspec.json.encode({"env_id": "CartPole-v1", "snapshot": blob}))
+    expect_error(api.call("POST", "/v2/envs", data=data, headers=typed)[0], 422, "invalid_value", "kwargs")
+    data = msgspec.json.encode({"env_id": "CartPole-v1", "snapshot": blob})
+    resp, restored = api.call("POST", "/v2/envs", data=data, headers=typed)
     assert resp.status_code == 201 and restored["env_id"] == "CartPole-v1"
 
 

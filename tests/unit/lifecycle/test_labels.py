@@ -23,3 +23,23 @@ def test_a_bad_selector_is_422_naming_label(given: list[str]) -> None:
     with pytest.raises(InvalidValue) as err:
         selector(given)
     assert err.value.status == 422 and err.value.details["field"] == "label"
+
+
+CONTROLS = ["x\n", "x\r\n", "x\x00", "a\tb", "\n", "x\x7f", "x\x1b"]
+
+
+@pytest.mark.parametrize("bad", CONTROLS)
+def test_a_label_with_a_control_character_is_refused_at_create_and_fork_and_in_selectors(client, bad: str) -> None:
+    """`$` matched before a trailing newline: "x\\n" was stored, and no selector could ever name it."""
+    for labels in ({"run": bad}, {f"run{bad}": "x"}):
+        resp = client.post("/v2/envs", json={"env_id": "CartPole-v1", "labels": labels})
+        assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "labels", resp.json
+    iid = client.post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    fork = client.post(f"/v2/envs/{iid}/fork", json={"labels": {"run": bad}})
+    assert fork.status_code == 422 and fork.json["error"]["details"]["field"] == "labels"
+    for method in (client.get, client.delete):
+        for given in (f"run={bad}", f"run{bad}=x"):
+            resp = method("/v2/envs", query_string={"label": given})
+            assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "label"
+    with pytest.raises(InvalidValue):
+        selector([f"run={bad}"])

@@ -67,3 +67,42 @@ def test_a_bulk_delete_closes_the_matching_envs_of_every_replica_once(farm: dict
     assert [a.get(f"/v2/envs/{iid}").status_code for iid in made[:1]] == [404]
     assert b.get(f"/v2/envs/{made[1]}").status_code == 404 and b.get(f"/v2/envs/{kept}").status_code == 200
     assert ("DELETE", "10.0.0.2", "/v2/envs?label=run=r7") in farm["asked"]
+
+
+def pages(client: Any, query: str = "") -> list[list[str]]:
+    """Every page of GET /v2/envs, following next_cursor."""
+    got, cursor = [], None
+    while True:
+        params = query + (f"&cursor={cursor}" if cursor else "")
+        answer = client.get(f"/v2/envs?{params}").json
+        got.append([e["instance_id"] for e in answer["envs"]])
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            return got
+        assert cursor == got[-1][-1] and len(got) < 50
+
+
+def test_a_cursor_pages_the_merged_list_of_every_replica_in_id_order_once(farm: dict[str, Any]) -> None:
+    a, b = farm["replica-a"], farm["replica-b"]
+    made = [c.post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"] for c in [a] * 7 + [b] * 6]
+    for client in (a, b):
+        got = pages(client, "limit=3")
+        assert [len(p) for p in got[:-1]] == [3] * 4 and 1 <= len(got[-1]) <= 3
+        flat = [i for p in got for i in p]
+        assert flat == sorted(made)  # every env once, in id order, across replicas
+    whole = a.get("/v2/envs").json  # no limit: the default page holds all 13
+    assert [e["instance_id"] for e in whole["envs"]] == sorted(made) and whole["next_cursor"] is None
+    assert set(a.get("/v1/envs/").json["all_envs"]) == set(made)  # /v1 lists as the seed did: no pages
+
+
+def test_without_a_limit_the_answer_is_one_page_of_the_maximum_and_names_the_next() -> None:
+    client = create_app(Settings.from_env({"GYMSERVE_LIST_MAX_PAGE": "4"}, node_id="t")).test_client()
+    made = sorted(client.post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"] for _ in range(6))
+    first = client.get("/v2/envs").json
+    assert [e["instance_id"] for e in first["envs"]] == made[:4] and first["next_cursor"] == made[3]
+    assert [i for p in pages(client) for i in p] == made
+    for limit in ("5", "0", "-1", "abc", "\u00b2", "9" * 5000):
+        resp = client.get("/v2/envs", query_string={"limit": limit})
+        assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "limit", limit
+    resp = client.get("/v2/envs", query_string={"cursor": "x" * 201})
+    assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "cursor"

@@ -58,6 +58,17 @@ def test_probes_metrics_and_the_contract_need_no_key(tenants: Any) -> None:
         assert tenants.get(path).status_code == 200, path
 
 
+def test_the_ui_pages_own_files_need_no_key_and_its_data_calls_do(tenants: Any) -> None:
+    """The page holds the key box: a page that answers 401 can never ask for the key."""
+    assert tenants.get("/ui").status_code == 308  # to /ui/
+    for path, kind in (("/ui/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")):
+        resp = tenants.get(path)
+        assert resp.status_code == 200 and resp.content_type.startswith(kind), path
+    assert tenants.get("/ui/other.js").status_code == 401  # only the page's own files
+    assert tenants.get("/v2/envs").status_code == 401
+    assert tenants.get("/v2/envs", headers=A).status_code == 200
+
+
 def test_a_header_claiming_a_tenant_or_a_hop_is_no_key(tenants: Any) -> None:
     for header in ({"X-Gymserve-Tenant": "team-a"}, {"X-Gymserve-Forwarded": "1"}, {"X-Gymserve-Peer-Tenant": "a"}):
         assert create(tenants, header).status_code == 401
