@@ -345,7 +345,8 @@ def assert_error(answer: Answer, api: str, status: int, code: str, details: dict
     expected.fault, expected.retryable = kinds().get(code, ("client", False))  # type: ignore[assignment]
     assert answer.body == error_body(expected, native), answer.body
     if native:
-        jsonschema.validate(answer.body, SCHEMAS["Error"])  # the OpenAPI document's /v2 error
+        # the OpenAPI document's /v2 error, its references resolved against the document's components
+        jsonschema.validate(answer.body, {"$ref": "#/components/schemas/Error", "components": {"schemas": SCHEMAS}})
     return str(message)
 
 
