@@ -34,10 +34,16 @@ def host_of(header: str) -> str | None:
     return match["host"].strip("[]").lower().rstrip(".") if match else None
 
 
+# Decisions kept per Host header: a server sees a handful of them, and deciding one parses an IP address (about
+# 10 us, on every request). Bounded, since the header is the client's: past the bound the memo starts over.
+_MEMO_SIZE = 1024
+
+
 class AllowedHosts:
     """The items of GYMSERVE_ALLOWED_HOSTS: names, '.domain' suffixes, IP addresses and networks, or '*'."""
 
     def __init__(self, items: Iterable[str]) -> None:
+        self._memo: dict[str, bool] = {}
         self.every = False
         self.names: set[str] = set()
         self.suffixes: list[str] = []
@@ -56,6 +62,14 @@ class AllowedHosts:
         """Whether a request with this Host header may be answered (one without a Host is no browser's)."""
         if self.every or header is None:
             return True
+        known = self._memo.get(header)
+        if known is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            known = self._memo[header] = self._decide(header)
+        return known
+
+    def _decide(self, header: str) -> bool:
         host = host_of(header)
         if host is None:
             return False

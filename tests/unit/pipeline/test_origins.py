@@ -101,3 +101,13 @@ def test_json_and_msgpack_writes_and_body_less_posts_still_work(client: Any) -> 
     assert client.post(f"/v1/envs/{iid}/reset/").status_code == 200  # no body: no type needed
     assert client.post(f"/v2/envs/{iid}/keepalive").status_code == 200
     assert client.post(f"/v1/envs/{iid}/close/").status_code == 200
+
+
+def test_decisions_are_kept_per_header_and_the_memo_stays_bounded() -> None:
+    allowed = AllowedHosts(["localhost", "10.0.0.0/8"])
+    for _ in range(2):  # the second pass answers from the memo, alike
+        assert allowed.admits("10.1.2.3:8000") and allowed.admits("localhost") and not allowed.admits("evil.example")
+    for n in range(5000):  # a client that sends a new Host every time cannot grow it without bound
+        assert not allowed.admits(f"evil{n}.example")
+    assert len(allowed._memo) <= 1024
+    assert allowed.admits("10.1.2.3:8000") and not allowed.admits("evil.example")
