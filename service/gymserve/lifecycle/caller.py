@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..routing.resolve import Resolution
 from ..tenancy.tenants import ANONYMOUS, Tenant
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """The tenant a request authenticated as, and how far it may still travel.
+class Caller(NamedTuple):
+    """The tenant a request authenticated as, and how far it may still travel (a NamedTuple: made on every request,
+    it costs a quarter of a frozen dataclass's microsecond).
 
     `forwarded`: a sibling worker sent it over its private socket (the peer server says so, never a header), so it
     goes no further. `fanned_out`: another replica sent it as part of a farm-wide list, delete or batch, so it
