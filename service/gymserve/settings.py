@@ -178,7 +178,7 @@ class Settings:
     )
     store_url: str = _setting(
         "",
-        "redis:// URL of the Redis or Valkey that counts tenants' envs farm-wide (unset: quotas hold per worker).",
+        "redis:// URL of the Redis or Valkey that counts tenants' envs farm-wide (unset: a SQLite file, per server).",
     )
     store_heartbeat_seconds: float = _setting(
         10.0,

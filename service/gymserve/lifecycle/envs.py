@@ -61,7 +61,7 @@ class Envs:
         self.quotas = (
             Quotas(None, me, beat, retry_after)  # no tenants file: nothing to count
             if open_server
-            else Quotas.build(settings.store_url, me, beat, retry_after)
+            else Quotas.build(settings.store_url, me, beat, retry_after, replica.runtime_dir if replica else None)
         )
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections import Counter
 
 from .. import metrics
 from ..errors import InvalidValue, QuotaExceeded, RateLimited, StoreUnavailable
-from .store import MemoryStore, RedisStore, Store
+from .store import MemoryStore, RedisStore, SqliteStore, Store
 from .tenants import Tenant
 
 log = logging.getLogger(__name__)
+
+QUOTAS_FILE = "quotas.sqlite"  # in the replica's runtime directory: the counts of a server without a store
 
 
 class Quotas:
@@ -32,10 +35,19 @@ class Quotas:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def build(cls, url: str, worker: str, heartbeat_seconds: float, retry_after: int) -> Quotas:
-        if not url:
-            log.warning("tenants without GYMSERVE_STORE_URL: max_envs and creates_per_minute hold per worker")
-        store: Store = RedisStore(url) if url else MemoryStore()
+    def build(
+        cls, url: str, worker: str, heartbeat_seconds: float, retry_after: int, runtime_dir: str | None = None
+    ) -> Quotas:
+        """Redis/Valkey at `url`; else a SQLite file in the replica's runtime directory, which all its workers
+        share (quotas hold for the whole server); else, a lone process without a replica, its own memory."""
+        store: Store
+        if url:
+            store = RedisStore(url)
+        elif runtime_dir:
+            store = SqliteStore(os.path.join(runtime_dir, QUOTAS_FILE))
+        else:
+            log.warning("tenants without GYMSERVE_STORE_URL nor a replica: quotas hold in this process only")
+            store = MemoryStore()
         return cls(store, worker, heartbeat_seconds, retry_after)
 
     def ttl(self, tenant: Tenant, requested: float | None, default: float) -> float:

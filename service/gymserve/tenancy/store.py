@@ -1,4 +1,5 @@
-"""Where the farm-wide counts live: Redis/Valkey when configured, else this process's memory.
+"""Where the farm-wide counts live: Redis/Valkey when configured, else a SQLite file the workers of one
+server share, else (a lone process, no replica) this process's memory.
 
 Each worker keeps, per tenant, its own count of live envs in a hash (field: the worker) next to a
 hash of deadlines the worker renews with a heartbeat. Readers sum only the fields whose worker is
@@ -10,8 +11,12 @@ touches one cluster slot. The create rate is a sliding window: a sorted set of c
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
 
@@ -175,3 +180,102 @@ class MemoryStore:
 
     def usage(self, tenant: str) -> int:
         return self._envs.get(tenant, 0)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS envs (
+  tenant TEXT NOT NULL, worker TEXT NOT NULL, count INTEGER NOT NULL, deadline INTEGER NOT NULL,
+  PRIMARY KEY (tenant, worker)
+);
+CREATE TABLE IF NOT EXISTS creates (tenant TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS creates_by_tenant ON creates (tenant, at);
+"""
+
+
+class SqliteStore:
+    """The same counts in a SQLite file that every worker of one replica shares (its runtime directory).
+
+    SQLite is the standard library's embedded database: no extra service, and `BEGIN IMMEDIATE` takes the
+    file's write lock, so the check and the add are one transaction for all the replica's workers. Rows carry
+    the same deadlines as in Redis: a worker that died stops counting after three missed heartbeats. Times are
+    wall-clock milliseconds (the workers share the clock; a runtime directory may outlive a reboot).
+    """
+
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        self._local = threading.local()  # one connection per thread, opened in the worker (after the fork)
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            db.execute("PRAGMA synchronous=OFF")  # counts, not records: heartbeats rebuild them
+            self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")  # the write lock now: no other worker reads between our check and add
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def admit(
+        self, tenant: str, worker: str, weight: int, max_envs: int | None, rate: int | None, life_ms: int
+    ) -> Admission:
+        now = int(time.time() * 1000)
+        with self._transaction() as db:
+            if rate is not None:
+                db.execute("DELETE FROM creates WHERE tenant = ? AND at <= ?", (tenant, now - WINDOW_MS))
+                made, oldest = db.execute(
+                    "SELECT COUNT(*), MIN(at) FROM creates WHERE tenant = ?", (tenant,)
+                ).fetchone()
+                if made >= rate:
+                    return Admission("rate", int(oldest) + WINDOW_MS - now)
+            db.execute("DELETE FROM envs WHERE tenant = ? AND deadline < ?", (tenant, now))
+            (used,) = db.execute("SELECT COALESCE(SUM(count), 0) FROM envs WHERE tenant = ?", (tenant,)).fetchone()
+            if max_envs is not None and used + weight > max_envs:
+                return Admission("quota", int(used))
+            db.execute(
+                "INSERT INTO envs VALUES (?, ?, ?, ?) ON CONFLICT (tenant, worker)"
+                " DO UPDATE SET count = count + excluded.count, deadline = excluded.deadline",
+                (tenant, worker, weight, now + life_ms),
+            )
+            if rate is not None:
+                db.execute("INSERT INTO creates VALUES (?, ?)", (tenant, now))
+            return Admission("ok", int(used) + weight)
+
+    def release(self, tenant: str, worker: str, weight: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE envs SET count = MAX(0, count - ?) WHERE tenant = ? AND worker = ?", (weight, tenant, worker)
+            )
+
+    def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None:
+        now = int(time.time() * 1000)
+        with self._transaction() as db:
+            if count > 0:
+                db.execute(
+                    "INSERT INTO envs VALUES (?, ?, ?, ?) ON CONFLICT (tenant, worker)"
+                    " DO UPDATE SET count = excluded.count, deadline = excluded.deadline",
+                    (tenant, worker, count, now + life_ms),
+                )
+            else:
+                db.execute("DELETE FROM envs WHERE tenant = ? AND worker = ?", (tenant, worker))
+
+    def usage(self, tenant: str) -> int:
+        now = int(time.time() * 1000)
+        row = (
+            self._db()
+            .execute("SELECT COALESCE(SUM(count), 0) FROM envs WHERE tenant = ? AND deadline >= ?", (tenant, now))
+            .fetchone()
+        )
+        return int(row[0])

@@ -1,0 +1,99 @@
+"""The counts of a server without a store: one SQLite file in the replica's runtime directory, shared by its workers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from gymserve.errors import QuotaExceeded, RateLimited
+from gymserve.tenancy.quotas import QUOTAS_FILE, Quotas
+from gymserve.tenancy.store import MemoryStore, SqliteStore
+from gymserve.tenancy.tenants import Tenant
+
+TEAM = Tenant("team-a", max_envs=5, creates_per_minute=1000)
+
+
+def worker(path: Path, name: str, heartbeat: float = 10.0) -> Quotas:
+    return Quotas(SqliteStore(str(path)), name, heartbeat, retry_after=5)  # its own connection, as another worker
+
+
+def test_two_workers_of_one_server_share_one_quota(tmp_path: Path) -> None:
+    here, there = worker(tmp_path / QUOTAS_FILE, "w0"), worker(tmp_path / QUOTAS_FILE, "w1")
+    here.admit(TEAM, 3)
+    there.admit(TEAM, 2)
+    with pytest.raises(QuotaExceeded) as err:
+        here.admit(TEAM, 1)
+    assert err.value.details == {"tenant": "team-a", "limit": 5, "usage": 5, "requested": 1}
+    there.release("team-a", 2)
+    here.admit(TEAM, 2)
+    assert here.store is not None and here.store.usage("team-a") == 5
+
+
+def test_the_create_rate_holds_across_workers_with_a_retry_after(tmp_path: Path) -> None:
+    limited = Tenant("team-b", creates_per_minute=3)
+    here, there = worker(tmp_path / QUOTAS_FILE, "w0"), worker(tmp_path / QUOTAS_FILE, "w1")
+    here.admit(limited, 1)
+    there.admit(limited, 1)
+    here.admit(limited, 1)
+    with pytest.raises(RateLimited) as err:
+        there.admit(limited, 1)
+    assert 1 <= int(err.value.headers["Retry-After"]) <= 60
+
+
+def test_the_envs_of_a_worker_that_stopped_beating_stop_counting(tmp_path: Path) -> None:
+    dead, alive = worker(tmp_path / QUOTAS_FILE, "gone", 0.5), worker(tmp_path / QUOTAS_FILE, "alive", 0.5)
+    try:
+        dead.admit(TEAM, 4)
+        alive.admit(TEAM, 1)
+        dead.stop()  # its process died: no more heartbeats, and nobody released its envs
+        with pytest.raises(QuotaExceeded):
+            alive.admit(TEAM, 3)
+        time.sleep(1.6)  # three missed beats of 0.5 s
+        alive.beat()
+        alive.admit(TEAM, 3)
+        assert alive.store is not None and alive.store.usage("team-a") == 4
+    finally:
+        dead.stop()
+        alive.stop()
+
+
+def test_a_heartbeat_writes_absolute_counts(tmp_path: Path) -> None:
+    one = worker(tmp_path / QUOTAS_FILE, "w")
+    one.admit(TEAM, 4)
+    one.held["team-a"] = 2  # as if a release was not recorded
+    one.beat()
+    assert one.store is not None and one.store.usage("team-a") == 2
+
+
+def _admit_many(path: str, name: str, tries: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    quotas = Quotas(SqliteStore(path), name, 10.0, retry_after=5)
+    got = 0
+    for _ in range(tries):
+        try:
+            quotas.admit(TEAM, 1)
+            got += 1
+        except QuotaExceeded:
+            pass
+    out.put(got)
+
+
+def test_concurrent_processes_never_overshoot_the_quota(tmp_path: Path) -> None:
+    path = str(tmp_path / QUOTAS_FILE)
+    SqliteStore(path)  # the schema, before the race
+    ctx = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_admit_many, args=(path, f"p{i}", 10, out)) for i in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert sum(out.get(timeout=5) for _ in procs) == 5
+
+
+def test_the_store_is_the_replicas_file_and_memory_only_without_a_replica(tmp_path: Path) -> None:
+    shared = Quotas.build("", "w", 10.0, 5, runtime_dir=str(tmp_path))
+    assert isinstance(shared.store, SqliteStore) and (tmp_path / QUOTAS_FILE).exists()
+    assert isinstance(Quotas.build("", "w", 10.0, 5).store, MemoryStore)
