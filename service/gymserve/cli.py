@@ -83,6 +83,14 @@ def _serve(args: argparse.Namespace) -> int:
     except TenantsFileError as exc:
         print(f"gymserve: bad tenants file ({PREFIX}TENANTS_FILE): {exc}", file=sys.stderr)
         return 2
+    if settings.tenants_file and not settings.store_url and (settings.peers_dns or settings.peer_node_pattern):
+        # Without a store each replica counts alone: a farm of N replicas would give every tenant N shares.
+        print(
+            f"gymserve: a farm ({PREFIX}PEERS_DNS or {PREFIX}PEER_NODE_PATTERN) with tenants needs {PREFIX}STORE_URL:"
+            " without a shared store, max_envs and creates_per_minute would hold per replica",
+            file=sys.stderr,
+        )
+        return 2
     if not _envs_can_be_created(settings):
         return 2
     # Metrics of every worker go to one directory, wiped now so that no dead process's numbers return.

@@ -138,3 +138,12 @@ def test_helm_test_uses_a_tenants_key_through_the_router_and_runs_its_own_app_op
 def test_notes_say_how_to_read_a_generated_key() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "tenant-keys -o jsonpath=" in notes and "base64 -d" in notes
+
+
+def test_tenants_without_a_store_are_refused() -> None:
+    from helmchart import CHART, RELEASE, run_helm, value_args
+
+    sets = ("tenants.enabled=true", "tenants.list.team-a.maxEnvs=2", "store.enabled=false")
+    proc = run_helm("template", RELEASE, str(CHART), *value_args(None, sets), check=False)
+    assert proc.returncode != 0 and "needs a store" in proc.stderr
+    assert render(None, *sets[:2], "store.enabled=false", "store.url=redis://ext:6379/0").has("StatefulSet")

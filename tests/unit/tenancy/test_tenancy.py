@@ -234,3 +234,12 @@ def test_serve_stops_at_start_on_a_bad_tenants_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "gymserve.cli", "serve"], env=env, capture_output=True, timeout=30)
     assert done.returncode == 2
     assert str(bad) in done.stderr.decode() and "GYMSERVE_TENANTS_FILE" in done.stderr.decode()
+
+
+@pytest.mark.parametrize("farm", [{"GYMSERVE_PEERS_DNS": "gymserve-pods"}, {"GYMSERVE_PEER_NODE_PATTERN": "r[0-9]+"}])
+def test_serve_stops_at_start_on_a_farm_with_tenants_and_no_store(tmp_path: Path, farm: dict[str, str]) -> None:
+    env = {**os.environ, "GYMSERVE_TENANTS_FILE": str(write(tmp_path / "tenants.toml")), **farm}
+    env.pop("GYMSERVE_STORE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "gymserve.cli", "serve"], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 2
+    assert "GYMSERVE_STORE_URL" in done.stderr.decode()
