@@ -5,7 +5,9 @@ Importable as `stores` from any test module (pytest puts tests/ on sys.path for 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +23,13 @@ from servers import free_port
 @contextmanager
 def redis_server(tmp_path: Path) -> Iterator[str]:
     """A fresh redis-server on 127.0.0.1; yields its redis:// URL."""
+    with redis_process(tmp_path) as (url, _):
+        yield url
+
+
+@contextmanager
+def redis_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A fresh redis-server on 127.0.0.1; yields its redis:// URL and its process (to pause it, say)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("these tests need a real Redis: apt-get install redis-server (scripts/test.sh does)")
@@ -54,8 +63,9 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((tmp_path / f"redis-{port}.log").read_text()) from None
                 time.sleep(0.05)
-        yield url
+        yield url, proc
     finally:
+        os.kill(proc.pid, signal.SIGCONT)  # a paused one, too
         proc.terminate()
         proc.wait(10)
         log.close()

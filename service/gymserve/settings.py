@@ -180,6 +180,12 @@ class Settings:
         "",
         "redis:// URL of the Redis or Valkey that counts tenants' envs farm-wide (unset: a SQLite file, per server).",
     )
+    store_timeout_seconds: float = _setting(
+        0.5,
+        "Longest a call to the store may take (connect or answer); after a failure, creates get 503 at once "
+        "for GYMSERVE_RETRY_AFTER_SECONDS, then one call tries the store again.",
+        minimum=0.01,
+    )
     store_heartbeat_seconds: float = _setting(
         10.0,
         "How often a worker renews its counts in the store; a worker silent for 3 beats stops counting.",

@@ -61,7 +61,14 @@ class Envs:
         self.quotas = (
             Quotas(None, me, beat, retry_after)  # no tenants file: nothing to count
             if open_server
-            else Quotas.build(settings.store_url, me, beat, retry_after, replica.runtime_dir if replica else None)
+            else Quotas.build(
+                settings.store_url,
+                me,
+                beat,
+                retry_after,
+                replica.runtime_dir if replica else None,
+                settings.store_timeout_seconds,
+            )
         )
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()

@@ -7,15 +7,57 @@ import math
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .. import metrics
 from ..errors import InvalidValue, QuotaExceeded, RateLimited, StoreUnavailable
+from .breaker import Breaker
 from .store import MemoryStore, RedisStore, SqliteStore, Store
 from .tenants import Tenant
 
 log = logging.getLogger(__name__)
 
 QUOTAS_FILE = "quotas.sqlite"  # in the replica's runtime directory: the counts of a server without a store
+
+
+class SharedLock:
+    """Many holders of the shared side at once, or one of the exclusive side. A waiting exclusive holder goes first
+    (a steady stream of creates never starves the heartbeat), after at most one store call's timeout."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0  # for the exclusive side
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._exclusive or self._shared:
+                self._cond.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class Quotas:
@@ -28,21 +70,31 @@ class Quotas:
         self.retry_after = retry_after
         self.life_ms = int(heartbeat_seconds * 3 * 1000)  # three missed beats: the worker is gone
         self.held: Counter[str] = Counter()  # tenant -> envs this worker holds or is creating
-        # Admits and beats of this worker are serialized: a beat writes absolute counts and must never
-        # overwrite an add that happened between reading `held` and writing it.
-        self._lock = threading.Lock()
+        self._held_lock = threading.Lock()  # `held` alone, never across a store call
+        # Admits and releases run side by side (the store adds atomically); a beat writes absolute counts, so
+        # it excludes them: it must never overwrite an add made between reading `held` and writing it. A beat
+        # waits at most the store's timeout, then the breaker refuses at once.
+        self._ops = SharedLock()
+        # After a failure the store is not called for retry_after seconds (what Retry-After tells clients).
+        self.breaker = Breaker(retry_after)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
     def build(
-        cls, url: str, worker: str, heartbeat_seconds: float, retry_after: int, runtime_dir: str | None = None
+        cls,
+        url: str,
+        worker: str,
+        heartbeat_seconds: float,
+        retry_after: int,
+        runtime_dir: str | None = None,
+        timeout: float = 0.5,
     ) -> Quotas:
         """Redis/Valkey at `url`; else a SQLite file in the replica's runtime directory, which all its workers
         share (quotas hold for the whole server); else, a lone process without a replica, its own memory."""
         store: Store
         if url:
-            store = RedisStore(url)
+            store = RedisStore(url, timeout)
         elif runtime_dir:
             store = SqliteStore(os.path.join(runtime_dir, QUOTAS_FILE))
         else:
@@ -69,19 +121,24 @@ class Quotas:
             return
         if tenant.max_envs is not None:  # for the "tenant at its quota" alert: usage over this
             metrics.TENANT_MAX_ENVS.labels(tenant.name).set(tenant.max_envs)
-        with self._lock:
+        with self._ops.shared():
+            if not self.breaker.allow():  # it failed a moment ago: answer now, without waiting on it again
+                raise self._unavailable()
             try:
                 verdict, value = self.store.admit(
                     tenant.name, self.worker, weight, tenant.max_envs, tenant.creates_per_minute, self.life_ms
                 )
             except self.store_errors as exc:
+                self.breaker.failed()
                 log.error("quota store unreachable: %s", exc)
-                raise StoreUnavailable(
-                    "the store that counts tenants' envs cannot be reached; retry later",
-                    retry_after=self.retry_after,
-                ) from None
+                raise self._unavailable() from None
+            except BaseException:
+                self.breaker.failed()
+                raise
+            self.breaker.succeeded()
             if verdict == "ok":
-                self.held[tenant.name] += weight
+                with self._held_lock:
+                    self.held[tenant.name] += weight
                 self._start()
                 return
         if verdict == "rate":
@@ -93,12 +150,26 @@ class Quotas:
     def release(self, tenant: str, weight: int) -> None:
         if self.store is None:
             return
-        with self._lock:
-            self.held[tenant] = max(0, self.held[tenant] - weight)
+        with self._ops.shared():
+            with self._held_lock:
+                self.held[tenant] = max(0, self.held[tenant] - weight)
+            if not self.breaker.allow():  # the next heartbeat that reaches the store writes the true count
+                return
             try:
                 self.store.release(tenant, self.worker, weight)
-            except self.store_errors as exc:  # the next heartbeat writes the true count
+            except self.store_errors as exc:
+                self.breaker.failed()
                 log.warning("quota store: release not recorded (%s); the next heartbeat repairs it", exc)
+                return
+            except BaseException:
+                self.breaker.failed()
+                raise
+            self.breaker.succeeded()
+
+    def _unavailable(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            "the store that counts tenants' envs cannot be reached; retry later", retry_after=self.retry_after
+        )
 
     @property
     def store_errors(self) -> tuple[type[Exception], ...]:
@@ -109,15 +180,26 @@ class Quotas:
         """Renew this worker's counts: absolute values, so a store that restarted empty is repaired too."""
         if self.store is None:
             return
-        with self._lock:
-            for tenant, count in list(self.held.items()):
+        with self._ops.exclusive():
+            with self._held_lock:
+                counts = list(self.held.items())
+            for tenant, count in counts:
+                if not self.breaker.allow():
+                    return
                 try:
                     self.store.beat(tenant, self.worker, count, self.life_ms)
                 except self.store_errors as exc:
+                    self.breaker.failed()
                     log.warning("quota store: heartbeat failed: %s", exc)
                     return
+                except BaseException:
+                    self.breaker.failed()
+                    raise
+                self.breaker.succeeded()
                 if count == 0:
-                    del self.held[tenant]
+                    with self._held_lock:
+                        if self.held[tenant] == 0:
+                            del self.held[tenant]
 
     def _start(self) -> None:
         # Started on the first admit, in the worker process (never before gunicorn forks).

@@ -113,11 +113,16 @@ def _keys(tenant: str) -> list[str]:
 class RedisStore:
     """The counts in Redis or Valkey (any server that runs Lua scripts: both do, and both are packaged everywhere)."""
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, timeout: float = 0.5) -> None:
         import redis  # only with a tenants file and a store: the open server never imports it
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
-        self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # No retries inside a call: one timeout is the longest a create waits, and the breaker decides when to retry.
+        self.client: Any = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
         self._admit = self.client.register_script(_ADMIT)
         self._beat = self.client.register_script(_BEAT)
         self._usage = self.client.register_script(_USAGE)
