@@ -213,6 +213,13 @@ class Settings:
     peer_domain: str = _setting(
         "", "What follows a peer's node name in its DNS name (e.g. .gymserve-pods.envs.svc.cluster.local)."
     )
+    peer_connect_timeout_seconds: float = _setting(
+        1.5,
+        "How long connecting to another replica may take (its answer then has GYMSERVE_FORWARD_TIMEOUT_SECONDS): "
+        "a connection a network policy drops is a timeout, not a refusal, and a batch falls back from a worker's "
+        "port to the shared one after it.",
+        minimum=0.05,
+    )
     peers_dns: str = _setting(
         "",
         "A DNS name that resolves to every replica: lists show the envs of all of them (empty: this replica's only).",
