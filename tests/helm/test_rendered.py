@@ -291,8 +291,11 @@ def test_network_policies_are_on_by_default() -> None:
     ]
     assert rule["from"][3]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     assert len(rule["from"]) == 4
-    # The router alone reaches the workers' own ports.
-    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in workers["from"]] == ["router"]
+    # The router and the other gymserve pods (a batch's sub-batch) reach the workers' own ports.
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in workers["from"]] == [
+        "router",
+        "server",
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -404,11 +407,11 @@ def test_network_policy_lets_only_the_router_tests_peers_and_scrapers_in() -> No
     components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:3]]
     assert components == ["router", "test", "server"]  # gymserve pods: a batch's or a list's sub-request
     assert rule["from"][3]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
-    # Egress: only the other gymserve pods (by name: DNS too).
+    # Egress: only the other gymserve pods, their shared port and their workers' (by name: DNS too).
     assert "Egress" in server["spec"]["policyTypes"]
     to_pods, dns = server["spec"]["egress"]
     assert to_pods["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
-    assert to_pods["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert to_pods["ports"] == rendered.one("NetworkPolicy", f"{FULLNAME}-router")["spec"]["egress"][0]["ports"]
     assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
 
 
