@@ -82,6 +82,12 @@ class Settings:
         "workers (0: off; the router of compose and of the chart turns it on).",
         minimum=0,
     )
+    metrics_port: int = _setting(
+        0,
+        "When set, gymserve also listens on GYMSERVE_HOST at this port and answers /metrics there and nothing "
+        "else: a scraper that a network policy admits to it reaches no API (0: /metrics only on GYMSERVE_PORT).",
+        minimum=0,
+    )
 
     allowed_hosts: str = _setting(
         "",
@@ -250,6 +256,15 @@ class Settings:
                 f"{PREFIX}WORKER_PORT_BASE={self.worker_port_base}: its {self.worker_slots} ports (one per worker "
                 f"slot: {PREFIX}WORKERS + {SPARE_WORKER_SLOTS}) must end by 65535 and leave out "
                 f"{PREFIX}PORT={self.port}"
+            )
+        if self.metrics_port and (
+            self.metrics_port > 65535
+            or self.metrics_port == self.port
+            or (self.worker_port_base <= self.metrics_port < self.worker_port_base + self.worker_slots)
+        ):
+            raise SettingsError(
+                f"{PREFIX}METRICS_PORT={self.metrics_port}: must be at most 65535 and differ from {PREFIX}PORT "
+                f"and the workers' ports"
             )
         if self.public_url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.public_url):
             raise SettingsError(f"{PREFIX}PUBLIC_URL={self.public_url!r}: expected http(s)://host[:port][/prefix]")
