@@ -32,9 +32,10 @@ def container_ports(pod_spec: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for c in pod_spec["containers"] for p in c.get("ports", []) if "name" in p}
 
 
-def endpoints(rendered: Rendered) -> list[Endpoint]:
-    """The chart's pods as rendered, and the others: Prometheus, an ingress controller, the cluster DNS, a pod of
-    the namespace and one of another, an address outside the cluster (where an external store lives)."""
+def endpoints(rendered: Rendered, prometheus_namespace: str = NAMESPACE) -> list[Endpoint]:
+    """The chart's pods as rendered, and the others: Prometheus (in `prometheus_namespace`, where the values say
+    it is) and another pod labelled so elsewhere, an ingress controller, the cluster DNS, a pod of the namespace
+    and one of another, an address outside the cluster (where an external store lives)."""
     templates = {
         "server": rendered.statefulset["spec"]["template"],
         "router": rendered.router["spec"]["template"],
@@ -50,7 +51,8 @@ def endpoints(rendered: Rendered) -> list[Endpoint]:
     return [
         *found,
         Endpoint("test", NAMESPACE, dict(test["metadata"]["labels"])),
-        Endpoint("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}),
+        Endpoint("prometheus", prometheus_namespace, {"app.kubernetes.io/name": "prometheus"}),
+        Endpoint("stray-prometheus", "elsewhere", {"app.kubernetes.io/name": "prometheus"}),
         Endpoint("client", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
         Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}),
         Endpoint("neighbour", NAMESPACE, {"app": "neighbour"}),
@@ -70,7 +72,7 @@ def needed(rendered: Rendered, router_from: str = ANY) -> set[tuple[str, str, in
         (router_from, "router", router_port),  # the router's clients
         *{("router", "server", port) for port in [api, *workers]},  # the router to the pod and worker of an env
         *{("server", "server", port) for port in [api, *workers]},  # a batch's sub-batches and a list's questions
-        ("prometheus", "server", api),  # /metrics
+        ("prometheus", "server", settings.metrics_port or api),  # /metrics, on a port of its own when set
         ("test", "server", api),  # the helm test reads each pod's /metrics
         ("server", ANY, DNS_PORT),  # peers are found by name; the cluster DNS may run anywhere
         ("router", ANY, DNS_PORT),
@@ -78,7 +80,9 @@ def needed(rendered: Rendered, router_from: str = ANY) -> set[tuple[str, str, in
     if settings.store_url:  # the farm's counts; an external store has an address no policy can name
         url = urlsplit(settings.store_url)
         store_port = url.port or 6379
-        own = any(e.name == "store" for e in endpoints(rendered))
+        own = rendered.has("Deployment") and any(
+            d["metadata"]["name"] == f"{FULLNAME}-store" for d in rendered.of_kind("Deployment")
+        )
         table.add(("server", "store" if own else ANY, store_port))
         if own:
             assert url.hostname is not None and url.hostname.startswith(f"{FULLNAME}-store.")
@@ -86,31 +90,34 @@ def needed(rendered: Rendered, router_from: str = ANY) -> set[tuple[str, str, in
 
 
 def ports_of(table: set[tuple[str, str, int]]) -> set[int]:
-    return {port for _, _, port in table} | {OTHER_PORT, 6379, 8000, 8080}
+    return {port for _, _, port in table} | {OTHER_PORT, 6379, 8000, 8080, 9464}
 
 
-SCENARIOS: list[tuple[str | None, tuple[str, ...], str]] = [
-    (None, (), ANY),
-    (None, ("config.workers=1",), ANY),
-    (None, ("config.workers=3", "config.port=8001", "config.workerPortBase=9100"), ANY),
-    (None, ("config.workerPortBase=0",), ANY),
-    ("tenants-values.yaml", (), ANY),
-    ("tenants-values.yaml", ("store.url=redis://:secret@valkey.example:6380/0",), ANY),
-    ("tenants-values.yaml", ("store.enabled=false",), ANY),
-    (None, ("config.storeUrl=redis://valkey.example:6381/1",), ANY),
-    ("replicas-values.yaml", (), ANY),
-    ("all-features-values.yaml", (), "client"),
+# (ci scenario, --set values, who may reach the router, Prometheus' namespace), as those values say.
+SCENARIOS: list[tuple[str | None, tuple[str, ...], str, str]] = [
+    (None, (), ANY, NAMESPACE),
+    (None, ("config.workers=1",), ANY, NAMESPACE),
+    (None, ("config.workers=3", "config.port=8001", "config.workerPortBase=9100"), ANY, NAMESPACE),
+    (None, ("config.workerPortBase=0",), ANY, NAMESPACE),
+    (None, ("config.metricsPort=0",), ANY, NAMESPACE),
+    (None, ("config.metricsPort=9090",), ANY, NAMESPACE),
+    ("tenants-values.yaml", (), ANY, NAMESPACE),
+    ("tenants-values.yaml", ("store.url=redis://:secret@valkey.example:6380/0",), ANY, NAMESPACE),
+    ("tenants-values.yaml", ("store.enabled=false",), ANY, NAMESPACE),
+    (None, ("config.storeUrl=redis://valkey.example:6381/1",), ANY, NAMESPACE),
+    ("replicas-values.yaml", (), ANY, NAMESPACE),
+    ("all-features-values.yaml", (), "client", "monitoring"),
 ]
 
 
-@pytest.mark.parametrize(("scenario", "sets", "router_from"), SCENARIOS)
+@pytest.mark.parametrize(("scenario", "sets", "router_from", "prometheus_namespace"), SCENARIOS)
 def test_the_policies_admit_exactly_the_flows_of_the_table(
-    scenario: str | None, sets: tuple[str, ...], router_from: str
+    scenario: str | None, sets: tuple[str, ...], router_from: str, prometheus_namespace: str
 ) -> None:
     rendered = render(scenario, *sets)
     policies = rendered.of_kind("NetworkPolicy")
     table = needed(rendered, router_from)
-    everyone = endpoints(rendered)
+    everyone = endpoints(rendered, prometheus_namespace)
     got = flows(policies, everyone, ports_of(table), GOVERNED)
     want = expand(table, everyone, GOVERNED)
     assert (sorted(want - got), sorted(got - want)) == ([], []), "(needed but dropped, admitted but not needed)"
