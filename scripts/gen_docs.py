@@ -78,6 +78,12 @@ CHART_OVERRIDES: dict[str, ChartOverride] = {
         note="The chart's router reaches each worker there (its NetworkPolicy admits these ports); 0 sends every "
         "request to the shared port, and (workers - 1) / workers of the steps then take a hop between workers.",
     ),
+    "metrics_port": ChartOverride(
+        value=9464,
+        note="The chart names it the pods' `metrics` port: the ServiceMonitor scrapes it and "
+        "networkPolicy.metricsFrom reaches it and no other (0: both use the API's port).",
+        schema={"maximum": 65535},
+    ),
     "runtime_dir": ChartOverride(
         help="Directory of the workers' private Unix sockets; empty means a fresh directory under /tmp "
         "(an in-memory emptyDir)."

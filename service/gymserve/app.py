@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -20,6 +22,23 @@ from .routing.forward import Forwarder
 from .routing.ids import Owner
 from .settings import Settings
 from .tenancy.tenants import Directory
+
+
+class MetricsPortOnly:
+    """On GYMSERVE_METRICS_PORT, /metrics and nothing else (a 404): whoever may scrape reaches no API there.
+    gunicorn gives SERVER_PORT as the port of the listener that accepted the connection."""
+
+    NOT_HERE = b'{"error":{"code":"not_found","message":"only /metrics is served on this port"}}'
+
+    def __init__(self, wsgi_app: Callable[..., Any], port: int) -> None:
+        self.wsgi_app, self.port = wsgi_app, str(port)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("SERVER_PORT") != self.port or environ.get("PATH_INFO") == "/metrics":
+            return self.wsgi_app(environ, start_response)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(self.NOT_HERE)))]
+        start_response("404 NOT FOUND", headers)
+        return [self.NOT_HERE]
 
 
 def _log_through_gunicorn() -> None:
@@ -71,6 +90,8 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     # Every request is authenticated and every env id resolved once, in front of Flask; resets and steps never
     # reach it.
     app.wsgi_app = Front(app.wsgi_app, envs, tenants, forwarder)  # type: ignore[method-assign]
+    if settings.metrics_port:
+        app.wsgi_app = MetricsPortOnly(app.wsgi_app, settings.metrics_port)  # type: ignore[method-assign]
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     app.register_blueprint(health_bp)

@@ -29,6 +29,8 @@ if not os.environ.get(metrics.MULTIPROC_ENV):
 
 # --- Server socket ---
 bind = [f"{_settings.host}:{_settings.port}"]
+if _settings.metrics_port:  # every worker accepts there too; the app answers only /metrics on it (app.py)
+    bind.append(f"{_settings.host}:{_settings.metrics_port}")
 backlog = 2048
 
 # --- Worker processes ---

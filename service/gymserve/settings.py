@@ -82,6 +82,12 @@ class Settings:
         "workers (0: off; the router of compose and of the chart turns it on).",
         minimum=0,
     )
+    metrics_port: int = _setting(
+        0,
+        "When set, gymserve also listens on GYMSERVE_HOST at this port and answers /metrics there and nothing "
+        "else: a scraper that a network policy admits to it reaches no API (0: /metrics only on GYMSERVE_PORT).",
+        minimum=0,
+    )
 
     allowed_hosts: str = _setting(
         "",
@@ -219,6 +225,13 @@ class Settings:
     peer_domain: str = _setting(
         "", "What follows a peer's node name in its DNS name (e.g. .gymserve-pods.envs.svc.cluster.local)."
     )
+    peer_connect_timeout_seconds: float = _setting(
+        1.5,
+        "How long connecting to another replica may take (its answer then has GYMSERVE_FORWARD_TIMEOUT_SECONDS): "
+        "a connection a network policy drops is a timeout, not a refusal, and a batch falls back from a worker's "
+        "port to the shared one after it.",
+        minimum=0.05,
+    )
     peers_dns: str = _setting(
         "",
         "A DNS name that resolves to every replica: lists show the envs of all of them (empty: this replica's only).",
@@ -249,6 +262,15 @@ class Settings:
                 f"{PREFIX}WORKER_PORT_BASE={self.worker_port_base}: its {self.worker_slots} ports (one per worker "
                 f"slot: {PREFIX}WORKERS + {SPARE_WORKER_SLOTS}) must end by 65535 and leave out "
                 f"{PREFIX}PORT={self.port}"
+            )
+        if self.metrics_port and (
+            self.metrics_port > 65535
+            or self.metrics_port == self.port
+            or (self.worker_port_base <= self.metrics_port < self.worker_port_base + self.worker_slots)
+        ):
+            raise SettingsError(
+                f"{PREFIX}METRICS_PORT={self.metrics_port}: must be at most 65535 and differ from {PREFIX}PORT "
+                f"and the workers' ports"
             )
         if self.public_url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.public_url):
             raise SettingsError(f"{PREFIX}PUBLIC_URL={self.public_url!r}: expected http(s)://host[:port][/prefix]")

@@ -115,7 +115,11 @@ def test_pods_are_addressable_through_a_headless_service(rendered: Rendered) -> 
 
 def test_probes_ask_the_health_endpoints(rendered: Rendered) -> None:
     server = rendered.server
-    assert server["ports"] == [{"name": "http", "containerPort": server_port(rendered), "protocol": "TCP"}]
+    http = {"name": "http", "containerPort": server_port(rendered), "protocol": "TCP"}
+    assert server["ports"] == [
+        http,
+        {"name": "metrics", "containerPort": settings_of(rendered).metrics_port, "protocol": "TCP"},
+    ]
     assert server["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -281,18 +285,24 @@ def test_opt_in_features_are_off_by_default() -> None:
 
 def test_network_policies_are_on_by_default() -> None:
     """A shared farm: only the router, the test pods, the other gymserve pods (a batch or list across the farm)
-    and Prometheus reach the gymserve pods unless the values say otherwise."""
+    reach the gymserve pods unless the values say otherwise, and the release namespace's Prometheus its /metrics
+    port (no API there)."""
     server = render().one("NetworkPolicy", FULLNAME)
-    rule, workers = server["spec"]["ingress"]
-    assert [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"][:3]] == [
+    rule, workers, scrapers = server["spec"]["ingress"]
+    assert [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"]] == [
         "router",
         "test",
         "server",
     ]
-    assert rule["from"][3]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
-    assert len(rule["from"]) == 4
-    # The router alone reaches the workers' own ports.
-    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in workers["from"]] == ["router"]
+    assert scrapers == {
+        "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+        "ports": [{"port": "metrics", "protocol": "TCP"}],
+    }
+    # The router and the other gymserve pods (a batch's sub-batch) reach the workers' own ports.
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in workers["from"]] == [
+        "router",
+        "server",
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -309,7 +319,7 @@ def test_network_policies_admit_every_worker_port_gymserve_opens(workers: int) -
     router = rendered.one("NetworkPolicy", f"{FULLNAME}-router")
     assert router["spec"]["egress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}, *expected]
     off = render(None, "config.workerPortBase=0")
-    assert len(off.one("NetworkPolicy", FULLNAME)["spec"]["ingress"]) == 1
+    assert len(off.one("NetworkPolicy", FULLNAME)["spec"]["ingress"]) == 2  # the shared port, /metrics
     assert off.one("NetworkPolicy", f"{FULLNAME}-router")["spec"]["egress"][0]["ports"] == [
         {"port": 8000, "protocol": "TCP"}
     ]
@@ -393,22 +403,28 @@ def test_service_monitor_scrapes_every_pod_as_job_gymserve() -> None:
     # deploy/prometheus' alerts ask for job="gymserve".
     assert headless["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "gymserve"
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "15s")
+    assert {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"} in headless["spec"]["ports"]
+    assert (
+        render("all-features-values.yaml", "config.metricsPort=0").one("ServiceMonitor")["spec"]["endpoints"][0]["port"]
+        == "http"
+    )
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
 def test_network_policy_lets_only_the_router_tests_peers_and_scrapers_in() -> None:
     rendered = render("all-features-values.yaml")
     server = rendered.one("NetworkPolicy", FULLNAME)
-    rule, _ = server["spec"]["ingress"]  # the other: the workers' own ports, from the router
-    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"][:3]]
+    rule, _, scrapers = server["spec"]["ingress"]  # the others: the workers' own ports, /metrics
+    components = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"]]
     assert components == ["router", "test", "server"]  # gymserve pods: a batch's or a list's sub-request
-    assert rule["from"][3]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
-    # Egress: only the other gymserve pods (by name: DNS too).
+    assert scrapers["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert scrapers["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    # Egress: only the other gymserve pods, their shared port and their workers' (by name: DNS too).
     assert "Egress" in server["spec"]["policyTypes"]
     to_pods, dns = server["spec"]["egress"]
     assert to_pods["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
-    assert to_pods["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert to_pods["ports"] == rendered.one("NetworkPolicy", f"{FULLNAME}-router")["spec"]["egress"][0]["ports"]
     assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
 
 

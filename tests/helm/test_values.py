@@ -175,6 +175,10 @@ def test_config_defaults_are_gymserve_defaults() -> None:
             assert value == "0.0.0.0"  # a pod must listen on its IP, not on loopback (gymserve's default)
         elif key == "workerPortBase":
             assert value == 8100 and f.default == 0  # the chart's router reaches each worker (off in the app)
+        elif key == "metricsPort":
+            assert (
+                value == 9464 and f.default == 0
+            )  # the scrapers' own port, so that they reach no API (off in the app)
         elif f.default == "":
             assert value == "", key
         else:

@@ -237,3 +237,65 @@ def test_dashboards_and_alerts_answer_from_a_real_prometheus(prometheus):
         for rule in group["rules"]:
             result = prom.query(rule["expr"])
             assert bool(result) == (rule["alert"] in provoked), (rule["alert"], result)
+
+
+def test_compose_prometheus_scrapes_the_replicas_metrics_port(tmp_path: Path, make_server):
+    """deploy/prometheus/prometheus.yml's gymserve job, as compose runs it (the router's targets file lists the API's
+    port), scrapes the port that docker-compose.yml gives GYMSERVE_METRICS_PORT, which serves /metrics."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    metrics_port = int(compose["services"]["gymserve"]["environment"]["GYMSERVE_METRICS_PORT"])
+    if not _free(metrics_port):
+        pytest.skip(f"port {metrics_port} is taken on 127.0.0.1")
+    srv = make_server(workers=1, metrics_port=metrics_port)
+    api = srv.url.split("//")[1]
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "gymserve"]
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "gymserve.json").write_text(json.dumps([{"targets": [api]}]))
+    job["file_sd_configs"] = [{"files": [str(tmp_path / "targets" / "*.json")], "refresh_interval": "1s"}]
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                needs("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline, targets = time.monotonic() + 30, []
+        while time.monotonic() < deadline:
+            try:
+                targets = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]
+                targets = targets["activeTargets"]
+                if targets and targets[0]["health"] == "up":
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        assert [(t["scrapeUrl"], t["health"]) for t in targets] == [(f"http://127.0.0.1:{metrics_port}/metrics", "up")]
+        assert targets[0]["labels"]["instance"] == "127.0.0.1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

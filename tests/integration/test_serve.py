@@ -81,3 +81,21 @@ def test_serve_creates_or_empties_the_metrics_directory_it_is_given(make_server,
         assert "gymserve_build_info" in requests.get(srv.url + "/metrics", timeout=10).text
         assert not (directory / "counter_999.db").exists()
         srv.stop()
+
+
+def test_the_metrics_port_serves_metrics_and_nothing_else(make_server):
+    """GYMSERVE_METRICS_PORT: a second listener of every worker, where a scraper reaches /metrics and no API."""
+    from servers import call, free_port
+
+    port = free_port()
+    server = make_server(workers=2, metrics_port=port)
+    api = int(server.url.rsplit(":", 1)[1])
+    assert port != api
+    for _ in range(4):  # whichever worker accepts
+        scraped = call(port, "GET", "/metrics")
+        assert scraped.status == 200 and "gymserve_build_info" in scraped.body
+        assert call(port, "GET", "/v2/envs").status == 404
+        assert call(port, "POST", "/v2/envs", {"env_id": "CartPole-v1"}).status == 404
+        assert call(port, "GET", "/healthz").status == 404
+    assert call(api, "GET", "/metrics").status == 200  # the API's port still serves it too
+    assert call(api, "GET", "/v2/envs").status == 200

@@ -2,8 +2,10 @@
 
 import logging
 
+import pytest
+
 from gymserve.app import create_app
-from gymserve.settings import Settings
+from gymserve.settings import Settings, SettingsError
 
 
 def test_unexpected_exception_is_a_generic_500_that_leaks_nothing(client, app, caplog):
@@ -135,3 +137,20 @@ def test_healthz_names_the_node_that_instance_ids_carry():
     assert client.get("/healthz").json == {"status": "ok", "node": "replica-7"}
     iid = client.post("/v1/envs/", json={"env_id": "CartPole-v1"}).json["instance_id"]
     assert iid.split(".")[0] == "replica-7"
+
+
+def test_on_the_metrics_port_only_metrics_are_served() -> None:
+    client = create_app(Settings.from_env({"GYMSERVE_METRICS_PORT": "9464"}, node_id="test")).test_client()
+    there = "http://localhost:9464"
+    assert client.get("/metrics", base_url=there).status_code == 200
+    for method, path in [("GET", "/v2/envs"), ("POST", "/v2/envs"), ("GET", "/healthz"), ("GET", "/")]:
+        resp = client.open(path, method=method, base_url=there, json={"env_id": "CartPole-v1"})
+        assert resp.status_code == 404 and resp.json["error"]["code"] == "not_found", (method, path)
+    assert client.get("/v2/envs").status_code == 200  # the API's port: everything
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["8000", "8101", "70000"])
+def test_the_metrics_port_is_neither_the_api_nor_a_workers_port(value: str) -> None:
+    with pytest.raises(SettingsError, match="GYMSERVE_METRICS_PORT"):
+        Settings.from_env({"GYMSERVE_METRICS_PORT": value, "GYMSERVE_WORKER_PORT_BASE": "8100"}, node_id="test")

@@ -65,9 +65,9 @@ def begin_batch(
 ) -> Callable[[], tuple[int, bytes]]:
     """POST a sub-batch to replica `node` (already checked by `reachable`), with the caller's own key
     (`authorization`: that replica steps that tenant's envs and no one else's): to the own port of its worker in
-    `slot` when workers have one (one that refuses, before anything was sent, is skipped for the shared port), else
-    to the shared port. It is sent now; the call returned reads its status and body, so that the caller steps its
-    own items while the other replica steps these.
+    `slot` when workers have one (one that refuses or does not answer the connect, so that nothing was sent, is
+    skipped for the shared port), else to the shared port. It is sent now; the call returned reads its status and
+    body, so that the caller steps its own items while the other replica steps these.
 
     That call raises OSError or http.client.HTTPException (unresolvable, refused, reset, timed out), for the caller
     to turn into per-item errors; the connection is closed then.
@@ -77,15 +77,23 @@ def begin_batch(
     if authorization is not None:
         headers["Authorization"] = authorization
     own = settings.worker_port(slot) if slot is not None else None
-    # A worker port that refuses (its worker is being replaced, or could not open it): the shared one serves.
+    # A worker port that cannot be connected to, so that nothing was sent: the shared one serves. It refuses when
+    # its worker is being replaced or could not open it; its SYNs are dropped (a timeout, after
+    # GYMSERVE_PEER_CONNECT_TIMEOUT_SECONDS) when a network policy admits the shared port only.
     for port in [own, settings.port] if own else [settings.port]:
         kept = _kept(settings, node, port)
         try:
-            conn = _post(kept, body, headers)
+            conn = kept.take()
+        except (OSError, http.client.HTTPException) as exc:
+            if port == own and isinstance(exc, ConnectionRefusedError | TimeoutError):
+                continue
+            return partial(_raise, exc)
+        try:
+            conn.request("POST", BATCH_PATH, body=body, headers=headers)
             break
         except (OSError, http.client.HTTPException) as exc:  # that connection is closed: the next one is new
-            if not (port == own and isinstance(exc, ConnectionRefusedError)):
-                return partial(_raise, exc)
+            conn.close()
+            return partial(_raise, exc)
 
     def answer() -> tuple[int, bytes]:
         try:
@@ -100,17 +108,6 @@ def begin_batch(
     return answer
 
 
-def _post(kept: KeptConnection, body: bytes, headers: dict[str, str]) -> http.client.HTTPConnection:
-    """The sub-batch sent on a kept or new connection (closed if the sending fails), its answer not read yet."""
-    conn = kept.take()
-    try:
-        conn.request("POST", BATCH_PATH, body=body, headers=headers)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _raise(exc: BaseException) -> NoReturn:
     raise exc
 
@@ -122,7 +119,11 @@ def _kept(settings: Settings, node: str, port: int) -> KeptConnection:
     kept = pool.get((node, port))
     if kept is None:
         kept = pool[node, port] = KeptConnection(
-            node, port, timeout=settings.forward_timeout_seconds, max_idle=IDLE_SECONDS
+            node,
+            port,
+            timeout=settings.forward_timeout_seconds,
+            connect_timeout=settings.peer_connect_timeout_seconds,
+            max_idle=IDLE_SECONDS,
         )
     kept.host = lambda: address_of(settings, node)
     return kept
@@ -168,7 +169,12 @@ def ask_all(settings: Settings, path: str, headers: dict[str, str], method: str 
 
 
 def _ask(settings: Settings, address: str, path: str, headers: dict[str, str], method: str = "GET") -> bytes | None:
-    once = KeptConnection(address, settings.port, timeout=settings.forward_timeout_seconds)
+    once = KeptConnection(
+        address,
+        settings.port,
+        timeout=settings.forward_timeout_seconds,
+        connect_timeout=settings.peer_connect_timeout_seconds,
+    )
     try:
         resp, body = once.exchange(method, path, headers={**headers, FANOUT_HEADER: "1"})
         return body if resp.status == 200 else None

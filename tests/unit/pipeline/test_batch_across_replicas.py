@@ -259,3 +259,72 @@ def test_a_sub_batch_goes_to_the_workers_own_port_and_to_the_shared_one_when_tha
             peers._drop("replica-b", server.server_address[1])  # the kept connections
             server.shutdown()
             server.server_close()
+
+
+def test_a_worker_port_whose_syns_are_dropped_falls_back_to_the_shared_port_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A network policy that admits another pod's shared port but not its worker ports drops the SYNs: a timeout,
+    not a refusal. The batch tries the worker's port for GYMSERVE_PEER_CONNECT_TIMEOUT_SECONDS (not the read
+    timeout), then sends the sub-batch to the shared port, in a namespace of the test's own."""
+    import http.server
+    import threading
+    import time
+
+    import netns
+
+    connect_timeout, base, shared = 0.5, 8100, 8000
+    with netns.namespace() as ns:
+        b = make("replica-b")
+        ids = [create(b, 2), create(b, 3)]
+        reached: list[int] = []
+
+        class Replica(http.server.BaseHTTPRequestHandler):
+            """Replica B's shared port: what arrives is stepped by B's app."""
+
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                reached.append(self.server.server_address[1])
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}  # B's own
+                resp = b.post(peers.BATCH_PATH, data=body, headers=headers)
+                self.send_response(resp.status_code)
+                self.send_header("Content-Type", resp.headers["Content-Type"])
+                self.send_header("Content-Length", str(len(resp.data)))
+                self.end_headers()
+                self.wfile.write(resp.data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        ns.iptables("-A", "INPUT", "-p", "tcp", "--dport", f"{base}:{base + 63}", "-j", "DROP")
+        server = ns.run(lambda: http.server.ThreadingHTTPServer((ns.address, shared), Replica))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monkeypatch.setattr(peers, "address_of", lambda settings, node: ns.address)
+        a = make(
+            "replica-a",
+            GYMSERVE_PORT=str(shared),
+            GYMSERVE_WORKER_PORT_BASE=str(base),
+            GYMSERVE_PEER_CONNECT_TIMEOUT_SECONDS=str(connect_timeout),
+        )
+
+        def batch() -> tuple[Any, float]:
+            start = time.monotonic()
+            try:
+                return a.post("/v2/batch/step", json={"items": [{"id": i, "action": 1} for i in ids]}), start
+            finally:
+                for port in range(base, base + 64):
+                    peers._drop("replica-b", port)
+                peers._drop("replica-b", shared)
+
+        try:
+            resp, start = ns.run(batch)
+            took = time.monotonic() - start
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert resp.status_code == 200, resp.json
+    assert [r.get("error") for r in resp.json["results"]] == [None, None], resp.json
+    assert reached == [shared]  # one sub-batch, at the shared port
+    assert connect_timeout <= took < connect_timeout + 2.0, took  # the worker's port was tried, for that long

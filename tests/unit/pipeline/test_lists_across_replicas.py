@@ -106,3 +106,23 @@ def test_without_a_limit_the_answer_is_one_page_of_the_maximum_and_names_the_nex
         assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "limit", limit
     resp = client.get("/v2/envs", query_string={"cursor": "x" * 201})
     assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "cursor"
+
+
+def test_a_replica_whose_syns_are_dropped_is_left_out_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica a network policy cuts off (SYNs dropped, in a namespace of the test's own) costs a list
+    GYMSERVE_PEER_CONNECT_TIMEOUT_SECONDS, not the read timeout."""
+    import time
+
+    import netns
+
+    with netns.namespace() as ns:
+        ns.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8000", "-j", "DROP")
+        settings = Settings.from_env(
+            {"GYMSERVE_PEERS_DNS": "farm.test", "GYMSERVE_PEER_CONNECT_TIMEOUT_SECONDS": "0.5"}, node_id="replica-a"
+        )
+        monkeypatch.setattr(peers, "addresses", lambda settings: [ns.address])
+        start = time.monotonic()
+        assert ns.run(lambda: peers.ask_all(settings, "/v2/envs", {})) == []
+        assert time.monotonic() - start < 0.5 + 2.0
