@@ -103,7 +103,8 @@ SCENARIOS: list[tuple[str | None, tuple[str, ...], str, str]] = [
     (None, ("config.metricsPort=9090",), ANY, NAMESPACE),
     ("tenants-values.yaml", (), ANY, NAMESPACE),
     ("tenants-values.yaml", ("store.url=redis://:secret@valkey.example:6380/0",), ANY, NAMESPACE),
-    ("tenants-values.yaml", ("store.enabled=false",), ANY, NAMESPACE),
+    # No store pod, an external one (tenants with no store at all are refused: test_shared_farm.py).
+    ("tenants-values.yaml", ("store.enabled=false", "store.url=redis://valkey.example:6379/0"), ANY, NAMESPACE),
     (None, ("config.storeUrl=redis://valkey.example:6381/1",), ANY, NAMESPACE),
     ("replicas-values.yaml", (), ANY, NAMESPACE),
     ("all-features-values.yaml", (), "client", "monitoring"),
