@@ -48,12 +48,13 @@ def free_port_base(n: int = 10) -> int:
     """A base port whose `n` ports (GYMSERVE_WORKER_PORT_BASE: the workers' slots and spare ones) are all free now."""
     for _ in range(50):
         base = free_port()
-        if _free_range(base, n):
+        if ports_free(base, n):
             return base
     raise RuntimeError(f"no {n} free ports in a row")
 
 
-def _free_range(base: int, n: int) -> bool:
+def ports_free(base: int, n: int) -> bool:
+    """Whether nothing listens on 127.0.0.1 ports base .. base + n - 1 now."""
     for port in range(base, base + n):
         with socket.socket() as s:
             try:

@@ -6,6 +6,7 @@ is run through Prometheus's HTTP API; each must return data where the traffic sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,13 +14,15 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import yaml
 
-from servers import free_port
+from servers import free_port, ports_free
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +73,33 @@ class Prometheus:
         return float(result[0]["value"][1])
 
 
+@contextlib.contextmanager
+def running_prometheus(tmp_path: Path, config: dict[str, Any], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Prometheus with `config` on 127.0.0.1:`port`, its log in tmp_path, stopped by its PID afterwards."""
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                needs("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def prometheus(tmp_path: Path, make_server):
     srv = make_server(workers=2, max_envs=MAX_ENVS, reaper_interval_seconds=0.2, episode_return_buckets=RETURN_BUCKETS)
@@ -81,21 +111,8 @@ def prometheus(tmp_path: Path, make_server):
         "rule_files": [str(rules)],
         "scrape_configs": [{"job_name": "gymserve", "static_configs": [{"targets": [srv.url.split("//")[1]]}]}],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            needs("prometheus"),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    prom = Prometheus(f"http://127.0.0.1:{port}", proc)
-    try:
+    with running_prometheus(tmp_path, config, port) as proc:
+        prom = Prometheus(f"http://127.0.0.1:{port}", proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -107,14 +124,6 @@ def prometheus(tmp_path: Path, make_server):
         else:
             pytest.fail("Prometheus never scraped gymserve:\n" + (tmp_path / "prometheus.log").read_text()[-3000:])
         yield srv, prom
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def post(url: str, body: dict | None = None) -> requests.Response:
@@ -244,7 +253,7 @@ def test_compose_prometheus_scrapes_the_replicas_metrics_port(tmp_path: Path, ma
     port), scrapes the port that docker-compose.yml gives GYMSERVE_METRICS_PORT, which serves /metrics."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     metrics_port = int(compose["services"]["gymserve"]["environment"]["GYMSERVE_METRICS_PORT"])
-    if not _free(metrics_port):
+    if not ports_free(metrics_port, 1):
         pytest.skip(f"port {metrics_port} is taken on 127.0.0.1")
     srv = make_server(workers=1, metrics_port=metrics_port)
     api = srv.url.split("//")[1]
@@ -254,21 +263,8 @@ def test_compose_prometheus_scrapes_the_replicas_metrics_port(tmp_path: Path, ma
     (tmp_path / "targets" / "gymserve.json").write_text(json.dumps([{"targets": [api]}]))
     job["file_sd_configs"] = [{"files": [str(tmp_path / "targets" / "*.json")], "refresh_interval": "1s"}]
     config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                needs("prometheus"),
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with running_prometheus(tmp_path, config, port):
         deadline, targets = time.monotonic() + 30, []
         while time.monotonic() < deadline:
             try:
@@ -281,21 +277,3 @@ def test_compose_prometheus_scrapes_the_replicas_metrics_port(tmp_path: Path, ma
             time.sleep(0.3)
         assert [(t["scrapeUrl"], t["health"]) for t in targets] == [(f"http://127.0.0.1:{metrics_port}/metrics", "up")]
         assert targets[0]["labels"]["instance"] == "127.0.0.1"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

@@ -12,6 +12,7 @@ from gymserve.errors import QuotaExceeded, RateLimited, StoreUnavailable
 from gymserve.tenancy.quotas import Quotas
 from gymserve.tenancy.store import RedisStore
 from gymserve.tenancy.tenants import Tenant
+from quota_scenarios import two_workers_share_one_quota
 from stores import redis_server
 
 TEAM = Tenant("team-a", max_envs=5, creates_per_minute=1000)
@@ -36,14 +37,7 @@ def quotas(url: str, worker: str, heartbeat: float = 10.0) -> Quotas:
 
 def test_workers_of_different_replicas_share_one_quota(url: str) -> None:
     here, there = quotas(url, "replica-0.w0"), quotas(url, "replica-1.w0")
-    here.admit(TEAM, 3)
-    there.admit(TEAM, 2)
-    with pytest.raises(QuotaExceeded) as err:
-        here.admit(TEAM, 1)
-    assert err.value.details == {"tenant": "team-a", "limit": 5, "usage": 5, "requested": 1}
-    there.release("team-a", 2)
-    here.admit(TEAM, 2)
-    assert here.store is not None and here.store.usage("team-a") == 5
+    two_workers_share_one_quota(here, there)
 
 
 def test_concurrent_creates_never_overshoot_the_quota(url: str) -> None:

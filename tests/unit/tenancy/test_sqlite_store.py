@@ -12,6 +12,7 @@ from gymserve.errors import QuotaExceeded, RateLimited
 from gymserve.tenancy.quotas import QUOTAS_FILE, Quotas
 from gymserve.tenancy.store import MemoryStore, SqliteStore
 from gymserve.tenancy.tenants import Tenant
+from quota_scenarios import two_workers_share_one_quota
 
 TEAM = Tenant("team-a", max_envs=5, creates_per_minute=1000)
 
@@ -22,14 +23,7 @@ def worker(path: Path, name: str, heartbeat: float = 10.0) -> Quotas:
 
 def test_two_workers_of_one_server_share_one_quota(tmp_path: Path) -> None:
     here, there = worker(tmp_path / QUOTAS_FILE, "w0"), worker(tmp_path / QUOTAS_FILE, "w1")
-    here.admit(TEAM, 3)
-    there.admit(TEAM, 2)
-    with pytest.raises(QuotaExceeded) as err:
-        here.admit(TEAM, 1)
-    assert err.value.details == {"tenant": "team-a", "limit": 5, "usage": 5, "requested": 1}
-    there.release("team-a", 2)
-    here.admit(TEAM, 2)
-    assert here.store is not None and here.store.usage("team-a") == 5
+    two_workers_share_one_quota(here, there)
 
 
 def test_the_create_rate_holds_across_workers_with_a_retry_after(tmp_path: Path) -> None:
