@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gymserve.errors import QuotaExceeded
+from gymserve.errors import QuotaExceeded, RateLimited
 from gymserve.tenancy.quotas import Quotas
 from gymserve.tenancy.tenants import Tenant
 
@@ -24,3 +24,14 @@ def two_workers_share_one_quota(here: Quotas, there: Quotas) -> None:
     there.release("team-a", 2)
     here.admit(TEAM, 2)
     assert here.store is not None and here.store.usage("team-a") == 5
+
+
+def the_create_rate_holds_across_workers(here: Quotas, there: Quotas) -> None:
+    """creates_per_minute counts every worker's creates, and the refusal says when to retry."""
+    limited = Tenant("team-b", creates_per_minute=3)
+    here.admit(limited, 1)
+    there.admit(limited, 1)
+    here.admit(limited, 1)
+    with pytest.raises(RateLimited) as err:
+        there.admit(limited, 1)
+    assert 1 <= int(err.value.headers["Retry-After"]) <= 60
