@@ -13,6 +13,15 @@ from gymserve.settings import Settings
 from servers import Server, start_server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers that tests start another way than start_server park under a directory of this session, never in
+    the user's own ~/.local/state."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+        yield
+
+
 @pytest.fixture
 def settings() -> Settings:
     return Settings.from_env({}, node_id="test")

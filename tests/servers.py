@@ -105,10 +105,14 @@ def slot_of(instance_id: str) -> int:
     return owner.slot
 
 
-def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **settings: Any) -> Server:
-    port = free_port()
+def start_server(
+    tmp_path: Path, workers: int = 2, ready_timeout: float = 30, port: int | None = None, **settings: Any
+) -> Server:
+    """`gymserve serve` on 127.0.0.1 (a free port unless given), parking in the test's own directory."""
+    port = port or free_port()
     env = dict(os.environ)
     settings.setdefault("drain_seconds", 1)  # tests stop servers that still hold envs: keep that short
+    settings.setdefault("state_dir", str(tmp_path / "state"))  # never the user's own state directory
     env.update({f"GYMSERVE_{k.upper()}": str(v) for k, v in settings.items()})
     env.update(
         GYMSERVE_HOST="127.0.0.1",
@@ -116,7 +120,7 @@ def start_server(tmp_path: Path, workers: int = 2, ready_timeout: float = 30, **
         GYMSERVE_WORKERS=str(workers),
         GYMSERVE_NODE_ID=settings.get("node_id", "itest"),
     )
-    log_path = tmp_path / f"server-{port}.log"
+    log_path = next(p for n in range(100) if not (p := tmp_path / f"server-{port}-{n}.log").exists())
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gymserve.cli", "serve"],

@@ -114,11 +114,11 @@ class InstanceLost(GymServeError):
     code = "instance_lost"
     fault = "infrastructure"  # the env's state is gone: only a new env helps, so no retry
 
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, reason: str | None = None) -> None:
         super().__init__(
             f"Instance_id {instance_id} unknown: the env was lost with its worker, which is no longer "
             "running; create a new env",
-            details={"instance_id": instance_id},
+            details={"instance_id": instance_id} if reason is None else {"instance_id": instance_id, "reason": reason},
         )
 
 
@@ -188,6 +188,18 @@ class Unavailable(GymServeError):
 
     def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
+
+
+class Moving(Unavailable):
+    """The env is moving between server processes (a drain, a restart, an upgrade); it keeps its id: retry after a
+    second (details.reason is "moving")."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"env {instance_id} is moving to another server process; retry in a second",
+            retry_after=1,
+            details={"instance_id": instance_id, "reason": "moving"},
+        )
 
 
 class CapacityExceeded(Unavailable):

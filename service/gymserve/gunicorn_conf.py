@@ -138,6 +138,12 @@ def post_worker_init(worker: Any) -> None:
 
 
 def _exit_after_drain(worker: Any, core: Any) -> None:
+    """Park every env (each once its call in flight is answered) and exit; without a park store, wait for the
+    clients to close their envs within the drain window, as a server that cannot park must."""
+    if core.moves is not None:
+        started = time.monotonic()
+        parked, lost = core.park_all()
+        worker.log.info("gymserve: parked %d envs (%d lost) in %.2fs", parked, lost, time.monotonic() - started)
     deadline = time.monotonic() + _settings.drain_seconds
     while len(core.registry) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -101,6 +101,23 @@ WORKER_ENVS = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Park and adopt (lifecycle/moves.py): envs that outlive their worker, replica or pod.
+ENVS_PARKED = Counter("gymserve_envs_parked_total", "Envs parked (a drain, or hibernated when idle), sub-envs counted.")
+ENVS_ADOPTED = Counter(
+    "gymserve_envs_adopted_total", "Parked envs adopted by a worker under their id, sub-envs counted."
+)
+ENV_ADOPT_FAILURES = Counter(
+    "gymserve_env_adopt_failures_total",
+    "Envs that could not move, by reason (not_movable, bad_record, capacity_exceeded, quota_exceeded, ...).",
+    ["reason"],
+)
+_MOVE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+PARK_SECONDS = Histogram("gymserve_park_duration_seconds", "Time to park one env.", buckets=_MOVE_BUCKETS)
+ADOPT_SECONDS = Histogram("gymserve_adopt_duration_seconds", "Time to adopt one env.", buckets=_MOVE_BUCKETS)
+PARKED_ENVS = Gauge(
+    "gymserve_parked_envs", "Envs parked in this server's park store now.", multiprocess_mode="livemostrecent"
+)
+
 OTHER_ENV = "other"  # the label for an env id that is not on the allowlist (bounded cardinality)
 
 

@@ -140,7 +140,25 @@ class Settings:
     reaper_interval_seconds: float = _setting(5.0, "How often each worker looks for expired envs.", minimum=0.05)
     max_envs_per_worker: int = _setting(2_000, "Live envs one worker may hold (503 beyond).", minimum=1)
     max_envs: int = _setting(4_000, "Live envs the whole replica may hold (503 beyond).", minimum=1)
-    drain_seconds: float = _setting(20.0, "After SIGTERM: how long steps on existing envs keep working.", minimum=0)
+    drain_seconds: float = _setting(
+        20.0,
+        "After SIGTERM: how long a worker has to park its envs (each once its call in flight is answered).",
+        minimum=0,
+    )
+    state_dir: str = _setting(
+        "",
+        "Where a server without GYMSERVE_STORE_URL parks its envs at a restart, one subdirectory per port, with the "
+        "key that signs them (default: $XDG_STATE_HOME/gymserve, else ~/.local/state/gymserve).",
+    )
+    idle_action: str = _setting(
+        "close",
+        "What the reaper does with an env idle past its TTL: close it, or park it (hibernate) for "
+        "GYMSERVE_PARK_TTL_SECONDS; the next request brings it back.",
+        choices=("close", "park"),
+    )
+    park_ttl_seconds: float = _setting(
+        86_400.0, "How long an env hibernated by GYMSERVE_IDLE_ACTION=park is kept.", minimum=1
+    )
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
     retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
     max_snapshot_bytes: int = _setting(
@@ -336,6 +354,14 @@ class Settings:
     def max_kwargs_bytes(self) -> int:
         """JSON size of a create's kwargs: a constructor argument (a map, say) must not take minutes to build."""
         return min(16_384, self.max_body_bytes)
+
+    @property
+    def parking_dir(self) -> str:
+        """GYMSERVE_STATE_DIR, or the per-user state directory (the XDG base directory rule)."""
+        if self.state_dir:
+            return self.state_dir
+        base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        return os.path.join(base, "gymserve")
 
     @property
     def graceful_timeout_seconds(self) -> float:

@@ -16,6 +16,7 @@ from gymnasium.vector import SyncVectorEnv
 
 from ..errors import InvalidSnapshot, InvalidValue, NotSupported
 from ..settings import SettingsError
+from . import pickling
 from .registry import EnvRecord
 
 if TYPE_CHECKING:
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
 
 
 def copy_env(env: Any) -> Any:
-    """A deep copy of `env` (random generators included), or a 422 not_supported that says what could not be copied."""
+    """A copy of `env` (random generators included, pickling.py's rules), or a 422 not_supported that says what
+    could not be copied."""
     try:
-        return copy.deepcopy(env)
+        return pickling.copied(_portable(env))
     except Exception as exc:  # whatever an env holds that cannot be copied (a pygame clock, a socket, a lock)
         raise _not_copyable(exc) from None
 
@@ -93,13 +95,15 @@ class Sealer:
     def enabled(self) -> bool:
         return self._key is not None
 
-    def seal(self, state: EnvState) -> bytes:
+    def seal(self, state: Any, bound: bytes = b"") -> bytes:
+        """`state` pickled and signed; `bound` (what the blob belongs to: a parked env's id and tenant) is signed
+        with it but not carried, so the blob opens only where the same binding is given."""
         key = self._checked_key()
         try:
-            payload = pickle.dumps(_picklable(state), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickling.dumps(picklable(state) if isinstance(state, EnvState) else state)
         except Exception as exc:
             raise _not_copyable(exc) from None
-        blob = _MAGIC + _mac(key, payload) + payload
+        blob = _MAGIC + _mac(key, payload, bound) + payload
         if len(blob) > self.max_bytes:
             raise NotSupported(
                 f"this env's snapshot would be {len(blob)} bytes, over the server's limit of {self.max_bytes} "
@@ -108,15 +112,16 @@ class Sealer:
             )
         return blob
 
-    def open(self, blob: bytes) -> EnvState:
-        """The state sealed in `blob`; a 422 for anything this farm's key did not seal, which is never unpickled."""
+    def open(self, blob: bytes, bound: bytes = b"", kind: type = EnvState) -> Any:
+        """The state sealed in `blob` (under `bound`); a 422 for anything this farm's key did not seal, which is
+        never unpickled."""
         key = self._checked_key()
         if len(blob) > self.max_bytes:
             raise InvalidSnapshot(f"the snapshot exceeds the server's limit of {self.max_bytes} bytes")
         if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC) + _MAC_SIZE:
             raise InvalidSnapshot("this is not a gymserve snapshot (GET /v2/envs/<id>/snapshot makes them)")
         mac, payload = blob[len(_MAGIC) : len(_MAGIC) + _MAC_SIZE], blob[len(_MAGIC) + _MAC_SIZE :]
-        if not hmac.compare_digest(mac, _mac(key, payload)):
+        if not hmac.compare_digest(mac, _mac(key, payload, bound)):
             raise InvalidSnapshot(
                 "the snapshot was altered, or made by a farm with another GYMSERVE_SNAPSHOT_KEY; it was not opened"
             )
@@ -126,7 +131,7 @@ class Sealer:
             raise InvalidSnapshot(
                 f"the snapshot could not be restored here: {type(exc).__name__}: {exc}"[:300]
             ) from None
-        if not isinstance(state, EnvState):
+        if not isinstance(state, kind):
             raise InvalidSnapshot("the snapshot holds no env state")
         return state
 
@@ -140,19 +145,22 @@ class Sealer:
         return self._key
 
 
-def _picklable(state: EnvState) -> EnvState:
+def picklable(state: EnvState) -> EnvState:
+    return dataclasses.replace(state, env=_portable(state.env))
+
+
+def _portable(env: Any) -> Any:
     """A vector env keeps the closures that made its sub-envs (`env_fns`, local functions that cannot be pickled)
     and never calls them again: a shallow copy without them pickles its sub-envs, which hold all of its state."""
-    env = state.env
     if isinstance(env, SyncVectorEnv):
         env = copy.copy(env)
         env.env_fns = ()
-        return dataclasses.replace(state, env=env)
-    return state
+    return env
 
 
-def _mac(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, _MAGIC + payload, hashlib.sha256).digest()
+def _mac(key: bytes, payload: bytes, bound: bytes) -> bytes:
+    bound = len(bound).to_bytes(4, "big") + bound if bound else b""  # unbound blobs (snapshots) keep their MAC
+    return hmac.new(key, _MAGIC + bound + payload, hashlib.sha256).digest()
 
 
 # --- what a fork, snapshot or restore carries of an env ----------------------------------------------------------

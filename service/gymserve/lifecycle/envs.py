@@ -15,16 +15,18 @@ import msgspec
 from .. import metrics
 from ..envs import cost
 from ..envs.factory import DEFAULT_AUTORESET, EnvFactory
-from ..errors import CapacityExceeded, Draining, GymServeError, UnknownInstance
+from ..errors import CapacityExceeded, Draining, GymServeError, InstanceLost, Moving, UnknownInstance
 from ..pipeline.models import CreateRequest
 from ..routing.ids import IdMinter, Owner
 from ..routing.replica import Replica
+from ..routing.resolve import Resolution, Where
 from ..settings import Settings
 from ..tenancy.quotas import Quotas
 from ..tenancy.tenants import Tenant
 from . import copies, labels
 from .caller import Caller
 from .idempotency import Keys
+from .moves import Moves, holder_owner
 from .placement import Placement
 from .registry import EnvRecord, Records, Registry
 
@@ -72,6 +74,8 @@ class Envs:
         )
         self.ids = IdMinter(self.owner)
         self.draining = threading.Event()
+        # Where envs go when this worker stops, and come from when it did not make them (None: they are lost).
+        self.moves = Moves.build(settings, self.registry, self.owner, under_gunicorn=replica is not None)
 
     # --- reading ---
 
@@ -173,6 +177,46 @@ class Envs:
 
         return self._opened(spec.env_id, tenant, restored, "restored")
 
+    # --- moving ---
+
+    def located(self, caller: Caller, instance_id: str) -> Caller:
+        """The caller, its resolution brought up to date for an id this worker does not hold: a parked env adopted
+        here (now local), or one a sibling adopted (forward there). Raises moving (503) or lost with its reason."""
+        resolution = caller.resolution
+        assert resolution is not None
+        where = resolution.where
+        if self.holds(instance_id):  # made here, or adopted here under another worker's id
+            return caller if where is Where.LOCAL else caller._replace(resolution=Resolution(Where.LOCAL, self.owner))
+        if self.moves is None or where in (Where.SIBLING, Where.UNKNOWN):
+            return caller
+        found = self.moves.where(instance_id, caller)
+        if found is not None and found.state == "parked":
+            if self.draining.is_set():
+                raise Moving(instance_id)  # parked by this very drain: the next process adopts it
+            self.adopt(instance_id, caller)
+            return caller._replace(resolution=Resolution(Where.LOCAL, self.owner))
+        holder = holder_owner(found.holder) if found is not None and found.state == "held" else None
+        if holder is not None and holder.node == self.owner.node and holder.slot != self.owner.slot:
+            if caller.may_forward and holder.slot in self.placement.live_slots():
+                return caller._replace(resolution=Resolution(Where.SIBLING, holder))
+        fallback = InstanceLost(instance_id) if where is Where.LOST else UnknownInstance(instance_id[:100])
+        self.moves.raise_for(instance_id, found, fallback)
+        raise fallback  # raise_for always raises
+
+    def adopt(self, instance_id: str, caller: Caller) -> EnvRecord:
+        """The parked env `instance_id`, made this worker's under its own id (room and quota held for it)."""
+        assert self.moves is not None
+        tenant = caller.tenant
+
+        def admitted(env_id: str, weight: int, make: Callable[[], EnvRecord]) -> EnvRecord:
+            return self._opened(env_id, tenant, lambda: self._admitted(tenant, weight, make), "adopted")
+
+        return self.moves.adopt(instance_id, caller, admitted, self.keys)
+
+    def park_all(self) -> tuple[int, int]:
+        """A drain: every env parked once its call in flight is answered (parked, lost). (0, 0) without a store."""
+        return (0, 0) if self.moves is None else self.moves.park_all(self.keys)
+
     # --- closing ---
 
     def close(self, instance_id: str, caller: Caller) -> EnvRecord:
@@ -205,7 +249,8 @@ class Envs:
             raise
         record.meters = metrics.EnvMeters(record.env_id, self.settings, tenant.name)
         record.meters.live.inc(record.weight)
-        metrics.CREATED.labels(record.env_id).inc(record.weight)
+        if verb != "adopted":  # an adopted env was counted when it was made
+            metrics.CREATED.labels(record.env_id).inc(record.weight)
         log.info("%s env %s (%s%s)", verb, record.instance_id, record.env_id, _vector_note(record))
         return record
 
@@ -294,10 +339,13 @@ class Envs:
         return env
 
     def _closed(self, record: EnvRecord, reason: str) -> None:
-        """Every env closed (client, ttl, shutdown) gives its places back to its tenant's quota, and its key."""
+        """Every env closed (client, ttl, shutdown) or moved out (parked, lost) gives its places back to its tenant's
+        quota, and its key; a closed env that had moved here is forgotten by the park store."""
         self.quotas.release(record.tenant, record.weight)
         _count_closed(record, reason)
         self.keys.forget_env(record.instance_id)
+        if self.moves is not None and reason not in ("parked", "lost"):
+            self.moves.forget(record)
 
 
 @contextmanager

@@ -130,6 +130,19 @@ class Keys:
             if key is not None:
                 self._entries.pop(key, None)
 
+    def entry_of(self, instance_id: str) -> tuple[str, bytes, Any] | None:
+        """The key that made this env, its body's digest and its answer: what a park carries to the adopter."""
+        with self._lock:
+            key = self._by_env.get(instance_id)
+            entry = None if key is None else self._entries.get(key)
+            return None if key is None or entry is None else (key, entry.digest, entry.answer)
+
+    def restore(self, key: str, digest: bytes, answer: Any, instance_id: str) -> None:
+        """An adopted env's key: a resend of its create is answered again here."""
+        with self._lock:
+            self._entries[key] = _Entry(digest, instance_id, answer)
+            self._by_env[instance_id] = key
+
     def __len__(self) -> int:
         return len(self._entries)
 

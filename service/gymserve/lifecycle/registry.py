@@ -13,7 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from ..errors import CapacityExceeded, UnknownInstance
+from ..errors import CapacityExceeded, Moving, UnknownInstance
 from ..settings import Settings
 from . import labels as label_rules
 from .caller import Caller
@@ -52,6 +52,8 @@ class EnvRecord:
     frame_cache: Any = None  # frames.Frame: the last frame a viewer got, and the env state it shows
     tenant: str = "anonymous"  # who created it: only that tenant's requests see it
     labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (lifecycle.labels.Labels)
+    moving: bool = False  # being parked: requests that waited for its lock are told to retry (503 moving)
+    adopted: bool = False  # it came from the park store, which forgets it when it closes
 
     @property
     def weight(self) -> int:
@@ -160,7 +162,7 @@ class Registry:
         record = self.get(instance_id, caller)
         with record.lock:
             if record.closed:
-                raise UnknownInstance(instance_id)
+                raise _gone(record)
             record.last_used = time.monotonic()
             yield record
             record.last_used = time.monotonic()
@@ -176,7 +178,7 @@ class Registry:
             return
         try:
             if record.closed:
-                raise UnknownInstance(record.instance_id)
+                raise _gone(record)
             yield True
         finally:
             record.lock.release()
@@ -188,9 +190,13 @@ class Registry:
     def _pop(self, record: EnvRecord, reason: str) -> EnvRecord:
         with record.lock:
             if record.closed:
-                raise UnknownInstance(record.instance_id)
+                raise _gone(record)
             self._close(record, reason)
         return record
+
+    def drop(self, record: EnvRecord, reason: str) -> None:
+        """Remove and close an env whose lock the caller holds (parked or lost: `reason` says which)."""
+        self._close(record, reason)
 
     def pop_if_expired(self, instance_id: str) -> bool:
         """Close the env only if it is still idle past its TTL once its lock is ours."""
@@ -235,6 +241,11 @@ class Registry:
             with suppress(UnknownInstance):
                 self._pop(record, reason)
         return len(records)
+
+
+def _gone(record: EnvRecord) -> UnknownInstance | Moving:
+    """What a request that waited for a closed env's lock is told: it moved (retry), or it is gone."""
+    return Moving(record.instance_id) if record.moving else UnknownInstance(record.instance_id)
 
 
 def _close_quietly(env: gym.Env[Any, Any] | gym.vector.VectorEnv[Any, Any, Any]) -> None:

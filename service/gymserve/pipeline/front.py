@@ -150,6 +150,10 @@ class Front:
         if match is None:
             return None
         api, instance_id, rest = match.groups()
+        try:
+            caller = environ[CALLER] = self.envs.located(caller, instance_id)
+        except GymServeError as err:
+            return error_reply(err, api == "v2")
         assert caller.resolution is not None
         where = caller.resolution.where
         if where is Where.SIBLING:

@@ -1,0 +1,74 @@
+"""How an env's state is pickled (for a fork, a snapshot and a park): by its attributes, its renderer left out.
+
+Two of Gymnasium's own choices would make a copy silently wrong or impossible:
+- `EzPickle` envs (MuJoCo, Box2D, Atari) pickle as their constructor's arguments, so a copy is a *fresh* env, not
+  the one stepped. Here they pickle by their attributes, like any object: MuJoCo's model and data pickle, so a
+  MuJoCo env moves exactly; Box2D's world does not, so a Box2D env says it cannot be copied.
+- A renderer (a pygame surface or clock, MuJoCo's GL contexts) cannot be pickled and is not state. A pygame
+  surface or clock loads as None (the classic-control envs make a new one at their next render); MuJoCo's
+  renderer loads as a new one over the copied model and data, with no viewer until the next render.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from typing import Any
+
+from gymnasium.utils import EzPickle
+
+
+def _nothing() -> None:
+    return None
+
+
+def _by_attributes(cls: type, attributes: dict[str, Any]) -> Any:
+    env = cls.__new__(cls)
+    env.__dict__.update(attributes)
+    return env
+
+
+def _renderers() -> tuple[type, ...]:
+    """The renderer classes of the libraries loaded in this process (an env that uses one has loaded it)."""
+    found: list[type] = []
+    pygame = sys.modules.get("pygame")
+    if pygame is not None:
+        found += [pygame.Surface, pygame.time.Clock]
+    return tuple(found)
+
+
+def _mujoco_renderer() -> type | None:
+    module = sys.modules.get("gymnasium.envs.mujoco.mujoco_rendering")
+    return None if module is None else module.MujocoRenderer  # type: ignore[no-any-return]
+
+
+class _EnvPickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._renderers = _renderers()
+        self._mujoco_renderer = _mujoco_renderer()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self._renderers and isinstance(obj, self._renderers):
+            return (_nothing, ())
+        if self._mujoco_renderer is not None and isinstance(obj, self._mujoco_renderer):
+            return (
+                self._mujoco_renderer,
+                (obj.model, obj.data, obj.default_cam_config, obj.width, obj.height, obj.max_geom, obj.camera_id),
+            )
+        if isinstance(obj, EzPickle) and not isinstance(obj, type):
+            return (_by_attributes, (type(obj), obj.__dict__))
+        return NotImplemented
+
+
+def dumps(obj: Any) -> bytes:
+    """`obj` pickled by the rules above (raises what pickle raises for what cannot be pickled)."""
+    out = io.BytesIO()
+    _EnvPickler(out).dump(obj)
+    return out.getvalue()
+
+
+def copied(obj: Any) -> Any:
+    """A copy of `obj` by the same rules (a fork): the very state a snapshot or a park would carry."""
+    return pickle.loads(dumps(obj))

@@ -1,0 +1,187 @@
+"""Park and adopt on a real server: a restart with the same state directory and port keeps every env, under its id,
+and its trajectory goes on bit for bit as a local gymnasium.make's with the same seeds and actions."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from gymserve.codec import values
+from servers import Server, call, free_port, start_server
+
+HAS_MUJOCO = importlib.util.find_spec("mujoco") is not None
+SPECS: list[dict[str, Any]] = [
+    {"env_id": "CartPole-v1"},
+    {"env_id": "Acrobot-v1"},
+    {"env_id": "Pendulum-v1"},
+    {"env_id": "FrozenLake-v1", "kwargs": {"is_slippery": True}},
+    {"env_id": "CartPole-v1", "kwargs": {"render_mode": "rgb_array"}, "render": True},
+    {"env_id": "CartPole-v1", "num_envs": 3},
+]
+if HAS_MUJOCO:
+    SPECS.append({"env_id": "HalfCheetah-v5"})
+
+
+def _msgpack(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Accept": values.MSGPACK}
+        payload = None
+        if body is not None:
+            payload = values.dumps(body, values.MSGPACK)
+            headers["Content-Type"] = values.MSGPACK
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        kind = resp.getheader("Content-Type") or values.MSGPACK
+        return resp.status, values.loads(raw, kind) if raw else None
+    finally:
+        conn.close()
+
+
+class Trajectory:
+    """One env driven remotely and locally side by side with the same seed and actions."""
+
+    def __init__(self, spec: dict[str, Any], index: int) -> None:
+        self.spec = spec
+        self.seed = 100 + index
+        kwargs = {k: v for k, v in (spec.get("kwargs") or {}).items() if k != "render_mode"}
+        if spec.get("num_envs"):
+            self.local: Any = gym.make_vec(spec["env_id"], num_envs=spec["num_envs"], vectorization_mode="sync")
+        else:
+            self.local = gym.make(spec["env_id"], **kwargs)
+        self.local.action_space.seed(index)
+        self.instance_id = ""
+        self.seq = 0
+
+    def create(self, port: int) -> None:
+        body = {k: v for k, v in self.spec.items() if k != "render"}
+        status, answer = _msgpack(port, "POST", "/v2/envs", {**body, "labels": {"test": "park"}})
+        assert status == 201, answer
+        self.instance_id = answer["instance_id"]
+
+    def _call(self, port: int, kind: str, body: dict[str, Any]) -> Any:
+        self.seq += 1
+        self.last = (kind, {**body, "seq": self.seq})
+        status, answer = _msgpack(port, "POST", f"/v2/envs/{self.instance_id}/{kind}", self.last[1])
+        assert status == 200, (self.spec, kind, status, answer)
+        self.last_answer = answer
+        return answer
+
+    def reset(self, port: int) -> None:
+        remote = self._call(port, "reset", {"seed": self.seed})
+        local, _ = self.local.reset(seed=self.seed)
+        _same(remote["observation"], local)
+
+    def steps(self, port: int, n: int) -> None:
+        for _ in range(n):
+            action = self.local.action_space.sample()
+            remote = self._call(port, "step", {"action": action})
+            local = self.local.step(action)
+            _same(remote["observation"], local[0])
+            assert np.array_equal(np.asarray(remote["reward"]), np.asarray(local[1]))
+            done = np.any(np.asarray(local[2]) | np.asarray(local[3]))
+            if done and not self.spec.get("num_envs"):
+                self.reset(port)
+        if self.spec.get("render"):
+            status, _ = _msgpack(port, "GET", f"/v2/envs/{self.instance_id}/render")
+            assert status == 200
+
+
+def _same(remote: Any, local: Any) -> None:
+    assert np.array_equal(np.asarray(remote), np.asarray(local)), (remote, local)
+
+
+def _stop(server: Server) -> None:
+    server.signal(signal.SIGTERM)
+    server.proc.wait(60)
+
+
+def test_a_restart_keeps_every_env_under_its_id_and_its_trajectory_goes_on_exactly(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    first = start_server(tmp_path, port=port, state_dir=str(state), drain_seconds=10)
+    trajectories = [Trajectory(spec, i) for i, spec in enumerate(SPECS)]
+    try:
+        for t in trajectories:
+            t.create(port)
+            t.reset(port)
+            t.steps(port, 7)
+    finally:
+        _stop(first)
+    counts = [tuple(map(int, m)) for m in re.findall(r"parked (\d+) envs \((\d+) lost\)", first.log())]
+    assert sum(p for p, _ in counts) == len(SPECS) and sum(lost for _, lost in counts) == 0, counts
+    second = start_server(tmp_path, port=port, state_dir=str(state), drain_seconds=10)
+    try:
+        for t in trajectories:
+            t.steps(port, 9)
+            info = call(port, "GET", f"/v2/envs/{t.instance_id}").body
+            assert info["instance_id"] == t.instance_id
+            assert info["seq"] == t.seq
+            assert info["labels"] == {"test": "park"}
+    finally:
+        _stop(second)
+    third = start_server(tmp_path, port=port, state_dir=str(state), drain_seconds=10)
+    try:
+        # A resend of the last numbered step, after another move, gets the kept answer: it never runs twice.
+        t = trajectories[0]
+        kind, body = t.last
+        status, again = _msgpack(port, "POST", f"/v2/envs/{t.instance_id}/{kind}", body)
+        assert status == 200 and again.keys() == t.last_answer.keys()
+        _same(again["observation"], t.last_answer["observation"])
+        assert call(port, "GET", f"/v2/envs/{t.instance_id}").body["seq"] == t.seq
+        # Closed after the move, it is gone for good.
+        assert call(port, "DELETE", f"/v2/envs/{t.instance_id}").status == 204
+        # (Its id names a worker of the first server: with no record left, it reads as that worker's, lost.)
+        assert call(port, "POST", f"/v2/envs/{t.instance_id}/step", {"action": 0}).status == 410
+    finally:
+        third.stop()
+    assert "adopted env" in second.log() and "adopted env" in third.log()
+
+
+def test_a_record_that_fails_its_signature_is_lost_with_a_reason_and_never_opened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    first = start_server(tmp_path, port=port, state_dir=str(state))
+    ids = [call(port, "POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"] for _ in range(2)]
+    _stop(first)
+    parked = state / str(port) / "parked"
+    assert sorted(os.listdir(parked)) == sorted(ids)
+    victim = parked / ids[0]
+    raw = bytearray(victim.read_bytes())
+    raw[-5] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    second = start_server(tmp_path, port=port, state_dir=str(state))
+    try:
+        bad = call(port, "POST", f"/v2/envs/{ids[0]}/reset", {})
+        assert bad.status == 410 and bad.body["error"]["details"]["reason"] == "bad_record", bad.body
+        assert call(port, "POST", f"/v2/envs/{ids[1]}/reset", {}).status == 200  # nothing else is affected
+    finally:
+        second.stop()
+
+
+def test_a_server_on_another_port_never_adopts_the_envs_of_this_one(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    first = start_server(tmp_path, port=port, state_dir=str(state))
+    instance_id = call(port, "POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"]
+    _stop(first)
+    other = start_server(tmp_path, state_dir=str(state))
+    try:
+        assert call(int(other.url.rsplit(":", 1)[1]), "POST", f"/v2/envs/{instance_id}/reset", {}).status == 410
+    finally:
+        other.stop()
+    again = start_server(tmp_path, port=port, state_dir=str(state))
+    try:
+        assert call(port, "POST", f"/v2/envs/{instance_id}/reset", {}).status == 200
+    finally:
+        again.stop()
