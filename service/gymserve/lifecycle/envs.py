@@ -196,9 +196,14 @@ class Envs:
             self.adopt(instance_id, caller)
             return caller._replace(resolution=Resolution(Where.LOCAL, self.owner))
         holder = holder_owner(found.holder) if found is not None and found.state == "held" else None
-        if holder is not None and holder.node == self.owner.node and holder.slot != self.owner.slot:
-            if caller.may_forward and holder.slot in self.placement.live_slots():
-                return caller._replace(resolution=Resolution(Where.SIBLING, holder))
+        if (
+            holder is not None
+            and holder.node == self.owner.node
+            and holder.slot != self.owner.slot
+            and caller.may_forward
+            and holder.slot in self.placement.live_slots()
+        ):
+            return caller._replace(resolution=Resolution(Where.SIBLING, holder))
         fallback = InstanceLost(instance_id) if where is Where.LOST else UnknownInstance(instance_id[:100])
         self.moves.raise_for(instance_id, found, fallback)
         raise fallback  # raise_for always raises

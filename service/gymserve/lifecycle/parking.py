@@ -9,6 +9,7 @@ a rename of its file, or a Lua script. Records are signed and bound to their id 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -103,10 +104,8 @@ class DirStore:
 
     def _drop(self, *states: State, instance_id: str) -> None:
         for state in states:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._file(state, instance_id))
-            except FileNotFoundError:
-                pass
 
     def put(self, instance_id: str, parked: Parked) -> None:
         self._write("parked", instance_id, _head(parked), parked.blob)
@@ -266,7 +265,7 @@ class RedisStore:
 
     def where(self, instance_id: str) -> Whereabouts | None:
         values = self.client.hmget(self._key(instance_id), _FIELDS)
-        got = {name: (value.decode() if value is not None else "") for name, value in zip(_FIELDS, values)}
+        got = _decoded(values)
         state = got["state"]
         if not state:
             return None
@@ -282,8 +281,8 @@ class RedisStore:
                 pipe.hmget(self._key(instance_id), _FIELDS)
             rows = pipe.execute()
         found, stale = [], []
-        for instance_id, values in zip(ids, rows):
-            got = {name: (value.decode() if value is not None else "") for name, value in zip(_FIELDS, values)}
+        for instance_id, values in zip(ids, rows, strict=True):
+            got = _decoded(values)
             if got["state"] == "parked" and got["tenant"] == tenant:
                 found.append((instance_id, _from_fields(got)))
             else:
@@ -299,10 +298,14 @@ class RedisStore:
             for instance_id in ids:
                 pipe.hget(self._key(instance_id), "state")
             states = pipe.execute()
-        stale = [instance_id for instance_id, state in zip(ids, states) if state != b"parked"]
+        stale = [instance_id for instance_id, state in zip(ids, states, strict=True) if state != b"parked"]
         if stale:
             self.client.srem(_ALL_PARKED, *stale)
         return len(ids) - len(stale)
+
+
+def _decoded(values: list[bytes | None]) -> dict[str, str]:
+    return {name: (value.decode() if value is not None else "") for name, value in zip(_FIELDS, values, strict=True)}
 
 
 def _from_fields(got: dict[str, str]) -> Parked:

@@ -23,7 +23,7 @@ def _nothing() -> None:
     return None
 
 
-def _by_attributes(cls: type, attributes: dict[str, Any]) -> Any:
+def _by_attributes(cls: Any, attributes: dict[str, Any]) -> Any:
     env = cls.__new__(cls)
     env.__dict__.update(attributes)
     return env
@@ -38,16 +38,16 @@ def _renderers() -> tuple[type, ...]:
     return tuple(found)
 
 
-def _mujoco_renderer() -> type | None:
+def _mujoco_renderer() -> Any:
     module = sys.modules.get("gymnasium.envs.mujoco.mujoco_rendering")
-    return None if module is None else module.MujocoRenderer  # type: ignore[no-any-return]
+    return None if module is None else module.MujocoRenderer
 
 
 class _EnvPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._renderers = _renderers()
-        self._mujoco_renderer = _mujoco_renderer()
+        self._mujoco_renderer: Any = _mujoco_renderer()
 
     def reducer_override(self, obj: Any) -> Any:
         if self._renderers and isinstance(obj, self._renderers):
