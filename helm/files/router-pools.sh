@@ -71,6 +71,10 @@ render() {
             # Batches: a client enters one replica (the template hashes its addresses), whose threads and connections
             # to the other replicas stay warm from one of its batches to the next.
             upstream("gymserve-by-client", "    hash $gs_client;\n", servers)
+            # Ids whose replica has no pool (or refuses): the id picks a replica, the same one every time, which
+            # adopts the env or answers for it. "consistent" (ketama over the servers written here, one address
+            # each): a replica that comes or goes moves only the ids it held or takes, not the others.
+            upstream("gymserve-by-id", "    hash $gs_id consistent;\n", servers)
         }')
     nodes=$(printf '%s\n' "$found" | awk 'NF >= 2 { printf "%s gymserve-node-%s;\n", $1, $1 }')
     workers=$(printf '%s\n' "$found" | awk 'NF == 3 {

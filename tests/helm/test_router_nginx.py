@@ -1,5 +1,6 @@
-"""The router template run by a real nginx, once as compose renders it and once as the chart does: forged ids, lost
-replicas and the router's other answers in the shape of the API asked, and requests that reach the right replica.
+"""The router template run by a real nginx, once as compose renders it and once as the chart does: forged ids and the
+router's other answers in the shape of the API asked, and requests that reach the right replica (the one an id
+names, or for an id whose replica is gone, the one a hash of the id picks).
 
 Needs an nginx binary (Debian: `apt-get install nginx-light`; the test is skipped without one). Names resolve
 through a small DNS server of the test's own, replicas are one HTTP server that echoes what it received, all on
@@ -43,7 +44,6 @@ NODES = {
     "compose": {"up": "aaaaaaaaaaaa", "refused": "bbbbbbbbbbbb", "gone": "cccccccccccc", "foreign": f"{FULLNAME}-0"},
     "chart": {"up": f"{FULLNAME}-0", "refused": f"{FULLNAME}-1", "gone": f"{FULLNAME}-9999", "foreign": "aaaaaaaaaaaa"},
 }
-LOST_WORDS = "lost with its worker"
 
 
 def nginx_binary() -> str:
@@ -102,6 +102,9 @@ class FakeDns:
 
 # An env id whose replica reads the request, then drops the connection without answering (a crash mid-step).
 DROPPED = "d" * 32
+# An env id that the replica answers as lost, in its own words (the router passes that on untouched).
+LOST = "e" * 32
+LOST_BODY = {"error": {"code": "instance_lost", "message": "lost", "details": {}, "fault": "infrastructure"}}
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -122,7 +125,15 @@ class Echo(BaseHTTPRequestHandler):
         if DROPPED in self.path:
             self.close_connection = True
             return
-        body = json.dumps(
+        status, body = (410, json.dumps(LOST_BODY).encode()) if LOST in self.path else (200, self._echoed())
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _echoed(self) -> bytes:
+        return json.dumps(
             {
                 "method": self.command,
                 "path": self.path,
@@ -131,11 +142,6 @@ class Echo(BaseHTTPRequestHandler):
                 "port": self.server.server_address[1],  # which replica (or worker) answered
             }
         ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     do_GET = do_POST = do_DELETE = _echo
 
@@ -201,8 +207,8 @@ def start_router(
 
     `pools`: node -> address of the connection pools that router-pools.sh would write (none by default);
     `workers`: "<node>.<slot>" -> "address:port" of its pools of single workers;
-    `replicas`: the addresses of its pool of every replica (for creates and lists); `keyed`: of its pool of
-    keyed creates (the replicas' by default).
+    `replicas`: the addresses of its pool of every replica (for creates and lists, and by a hash of the id for ids
+    whose replica is gone); `keyed`: of its pool of keyed creates (the replicas' by default).
     """
     port = free_port()
     config = render_template({**env, "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns.port}"})
@@ -293,6 +299,7 @@ def write_pools(
             + f"upstream gymserve-replicas {{\n{servers}    keepalive 32;\n}}\n"
             + f"upstream gymserve-keyed {{\n    hash $http_idempotency_key;\n{keyed_servers}    keepalive 32;\n}}\n"
             + f"upstream gymserve-by-client {{\n    hash $gs_client;\n{servers}    keepalive 32;\n}}\n"
+            + f"upstream gymserve-by-id {{\n    hash $gs_id consistent;\n{servers}    keepalive 32;\n}}\n"
         )
         (where / "router.gymserve-any").write_text('"" gymserve-replicas;\n')
 
@@ -381,19 +388,16 @@ def test_forged_ids_are_refused_by_the_router(router: Router, farm: str, api: st
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 @pytest.mark.parametrize("why", ["gone", "refused"])
-def test_ids_of_a_replica_with_no_pool_that_does_not_answer_are_lost(
+def test_before_any_pool_ids_of_a_replica_that_does_not_answer_go_to_the_backend(
     router: Router, farm: str, api: str, why: str
 ) -> None:
-    # Gone (no name) or refusing with no pool (router-pools.sh has not seen it answer): its envs are lost.
-    node = NODES[farm][why]
-    instance_id = f"{node}.1-7.{HEX}"
-    suffix = "/step/" if api == "v1" else "/step"
-    answer = router.call("POST", f"/{api}/envs/{instance_id}{suffix}", {"Content-Type": "application/json"}, b"{}")
-    message = assert_error(
-        answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": instance_id}, "lost"
-    )
-    assert message.startswith(f"Instance_id {instance_id} unknown") and LOST_WORDS in message
-    assert f"replica {node} is not running" in message
+    # Gone (no name) or refusing, and router-pools.sh has found no replica yet: any replica by the backend's name,
+    # which adopts the env or answers for it; never the router's own "lost".
+    instance_id = f"{NODES[farm][why]}.1-7.{HEX}"
+    path = f"/{api}/envs/{instance_id}" + ("/step/" if api == "v1" else "/step")
+    answer = router.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+    assert answer.status == 200 and "x-gymserve-router" not in answer.headers, answer
+    assert answer.body["path"] == path, answer.body
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
@@ -480,17 +484,25 @@ def test_steps_reuse_the_pooled_connections(pooled: Router, farm: str) -> None:
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
-def test_pooled_replicas_are_lost_or_unavailable_by_their_name(pooled: Router, farm: str, api: str) -> None:
+def test_ids_of_replicas_that_refuse_or_are_gone_reach_a_replica(pooled: Router, farm: str, api: str) -> None:
+    """A pool that refuses (its replica is away, or was replaced), or a node with no pool whose name does not resolve:
+    nothing was sent, so the replica that the id's hash picks takes it, and answers in its own words."""
     suffix = "/step/" if api == "v1" else "/step"
-    gone = f"{NODES[farm]['gone']}.1-7.{HEX}"
-    answer = pooled.call("POST", f"/{api}/envs/{gone}{suffix}", {"Content-Type": "application/json"}, b"{}")
-    assert_error(answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": gone}, "lost")
-    refused = f"{NODES[farm]['refused']}.1-7.{HEX}"
-    for _ in range(3):  # the same answer every time: no flip to "lost"
-        answer = pooled.call("POST", f"/{api}/envs/{refused}{suffix}", {"Content-Type": "application/json"}, b"{}")
-        message = assert_error(answer, api, 503, "unavailable", {"instance_id": refused}, "unavailable")
-        assert NODES[farm]["refused"] in message and "retry later" in message
-        assert answer.headers.get("retry-after") == "1"
+    unknown = "eeeeeeeeeeee" if farm == "compose" else f"{FULLNAME}-42"  # no pool, no name
+    for node in [NODES[farm]["gone"], NODES[farm]["refused"], unknown]:
+        path = f"/{api}/envs/{node}.1-7.{HEX}{suffix}"
+        for _ in range(3):  # the same answer every time
+            answer = pooled.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+            assert answer.status == 200 and "x-gymserve-router" not in answer.headers, answer
+            assert answer.body["path"] == path, answer.body
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_replicas_own_lost_answer_passes_unchanged(pooled: Router, farm: str, api: str) -> None:
+    for node in [NODES[farm]["up"], NODES[farm]["gone"]]:  # reached through its pool, or by the hash of the id
+        answer = pooled.call("POST", f"/{api}/envs/{node}.1-7.{LOST}/step", {"Content-Type": "application/json"}, b"{}")
+        assert (answer.status, answer.body) == (410, LOST_BODY), answer
+        assert "x-gymserve-router" not in answer.headers, answer
 
 
 def test_a_step_the_replica_dropped_is_not_resent(pooled: Router, farm: str) -> None:
@@ -554,19 +566,50 @@ def test_a_clients_batches_enter_one_replica_and_are_never_resent(farm: str, tmp
             next(server, None)
 
 
-@pytest.mark.parametrize("api", ["v1", "v2"])
-def test_a_replica_whose_name_moved_is_lost(farm: str, replica: int, tmp_path: Path, api: str) -> None:
+def port_reached(router: Router, path: str) -> int:
+    """Which replica answered a GET of `path` (the replica's own answer, none of the router's)."""
+    answer = router.call("GET", path)
+    assert answer.status == 200 and "x-gymserve-router" not in answer.headers, answer
+    return int(answer.body["port"])
+
+
+def test_ids_of_gone_replicas_are_spread_by_a_hash_of_the_id(farm: str, tmp_path: Path) -> None:
+    """Ids whose replica is gone reach the replica a consistent hash of the id picks: the same one for the same id
+    (/v1 or /v2), different ones for different ids; one that was sent and then lost its connection is not resent."""
+    env = farm_env(farm, 0)
+    dns = FakeDns(dns_table(env, farm))
+    servers = [_echo_server() for _ in range(4)]
+    ports = [next(server) for server in servers]
+    gone = NODES[farm]["gone"]
+    try:
+        env["GYMSERVE_PORT"] = str(ports[0])
+        for router in start_router(tmp_path, env, dns, replicas=[f"{UP}:{p}" for p in ports]):
+            for token in [HEX, "f" * 32, "0" * 32]:
+                reached = {port_reached(router, f"/{api}/envs/{gone}.1-7.{token}") for api in ("v1", "v2") * 4}
+                assert len(reached) == 1, token
+            spread = {port_reached(router, f"/v2/envs/{gone}.1-7.{i:032x}") for i in range(40)}
+            assert len(spread) > 1 and spread <= set(ports), "40 ids all went to one of 4 replicas"
+            dropped = f"/v2/envs/{gone}.2-7.{DROPPED}/step?farm={farm}"  # Echo.requests is shared by the module
+            answer = router.call("POST", dropped, {"Content-Type": "application/json"}, b"{}")
+            assert answer.status == 503 and answer.body["error"]["code"] == "unavailable", answer
+            assert Echo.requests.count(dropped) == 1, "a step whose connection broke once sent was sent again"
+    finally:
+        dns.close()
+        for server in servers:
+            next(server, None)
+
+
+def test_a_replica_whose_name_moved_gets_its_ids_by_the_hash(farm: str, replica: int, tmp_path: Path) -> None:
     """A StatefulSet pod replaced under its old name: the router's pool still holds the old address (refused), and
-    the name now gives another one that refuses too (the new pod, not listening yet). The pod that held the envs
-    is gone: lost, never "unavailable" (which would flip back after "lost")."""
+    the name now gives another one. Nothing was sent: a replica picked by the id's hash takes it."""
     env = farm_env(farm, replica)
     dns = FakeDns(dns_table(env, farm))  # the "refused" node's name gives REFUSED (127.0.0.2)
     node = NODES[farm]["refused"]
     try:
         for router in start_router(tmp_path, env, dns, pools={node: "127.0.0.3"}, replicas=[UP]):
-            gone = f"{node}.1-7.{HEX}"
-            suffix = "/step/" if api == "v1" else "/step"
-            answer = router.call("POST", f"/{api}/envs/{gone}{suffix}", {"Content-Type": "application/json"}, b"{}")
-            assert_error(answer, api, 400 if api == "v1" else 410, "instance_lost", {"instance_id": gone}, "lost")
+            for api, suffix in [("v1", "/step/"), ("v2", "/step")]:
+                path = f"/{api}/envs/{node}.1-7.{HEX}{suffix}"
+                answer = router.call("POST", path, {"Content-Type": "application/json"}, b"{}")
+                assert answer.status == 200 and answer.body["path"] == path, answer
     finally:
         dns.close()

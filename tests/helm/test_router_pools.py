@@ -92,6 +92,8 @@ def test_only_replicas_that_are_who_they_say_get_a_pool(tmp_path: Path, run: Cal
     assert "upstream gymserve-keyed {\n    hash $http_idempotency_key;\n    server 10.0.0.1:8000;\n" in pools
     # Batches: the same replicas, by a hash of the client's addresses (the template's $gs_client).
     assert "upstream gymserve-by-client {\n    hash $gs_client;\n    server 10.0.0.1:8000;\n" in pools
+    # Ids whose replica has no pool or refuses: the same replicas, by a consistent hash of the id.
+    assert "upstream gymserve-by-id {\n    hash $gs_id consistent;\n    server 10.0.0.1:8000;\n" in pools
     assert (tmp_path / "router.gymserve-any").read_text() == '"" gymserve-replicas;\n'
     # Prometheus (compose) scrapes the same replicas by node name.
     assert json.loads((tmp_path / "targets.json").read_text()) == [{"targets": [f"{NODE_A}:8000"]}]
