@@ -43,6 +43,7 @@ def _not_copyable(exc: Exception) -> NotSupported:
 # --- snapshots: the env's state pickled, then sealed with HMAC-SHA256 under the farm's key --------------------
 
 KEY_VARIABLE = "GYMSERVE_SNAPSHOT_KEY"
+KEY_FILE_VARIABLE = "GYMSERVE_SNAPSHOT_KEY_FILE"
 MIN_KEY_LENGTH = 32
 _MAGIC = b"GSS1"  # format and version of a blob: magic, 32-byte MAC, pickle
 _MAC_SIZE = hashlib.sha256().digest_size
@@ -86,7 +87,16 @@ class Sealer:
 
     @classmethod
     def from_environ(cls, max_bytes: int, environ: Mapping[str, str] | None = None) -> Sealer:
-        raw = (os.environ if environ is None else environ).get(KEY_VARIABLE, "")
+        """The farm's key from GYMSERVE_SNAPSHOT_KEY, or from the file GYMSERVE_SNAPSHOT_KEY_FILE names (a mounted
+        secret, or a volume that compose's key service wrote once)."""
+        environ = os.environ if environ is None else environ
+        raw = environ.get(KEY_VARIABLE, "")
+        if not raw and environ.get(KEY_FILE_VARIABLE):
+            try:
+                with open(environ[KEY_FILE_VARIABLE], encoding="utf-8") as source:
+                    raw = source.read().strip()
+            except OSError as exc:
+                raise SettingsError(f"{KEY_FILE_VARIABLE}: cannot read the key: {exc}") from None
         if raw and len(raw) < MIN_KEY_LENGTH:
             raise SettingsError(f"{KEY_VARIABLE}: use at least {MIN_KEY_LENGTH} characters (a random secret)")
         return cls(raw.encode() or None, max_bytes)

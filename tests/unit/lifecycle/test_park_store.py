@@ -1,0 +1,54 @@
+"""The park store's rules, on the directory store and on a real Redis: one claim wins, records are bound."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from gymserve.lifecycle.copies import Sealer
+from gymserve.lifecycle.parking import DirStore, Parked
+from gymserve.settings import SettingsError
+
+
+def _claim(path: str, instance_id: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    out.put(DirStore(path).claim(instance_id) is not None)
+
+
+def test_two_processes_claim_one_parked_env_and_exactly_one_gets_it(tmp_path: Path) -> None:
+    store = DirStore(str(tmp_path))
+    for round_ in range(20):
+        instance_id = f"n.0-1.{round_:032x}"
+        store.put(instance_id, Parked("team", "CartPole-v1", blob=b"x"))
+        out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        racers = [multiprocessing.Process(target=_claim, args=(str(tmp_path), instance_id, out)) for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(10)
+        assert sorted(out.get(timeout=5) for _ in racers) == [False, True]
+        where = store.where(instance_id)
+        assert where is not None and where.state == "moving"
+
+
+def test_a_record_opens_only_under_the_id_and_tenant_it_was_sealed_for() -> None:
+    sealer = Sealer(b"k" * 32, 1 << 20)
+    blob = sealer.seal({"state": 1}, b"parked\0a\0team")
+    assert sealer.open(blob, b"parked\0a\0team", dict) == {"state": 1}
+    from gymserve.errors import InvalidSnapshot
+
+    for other in (b"parked\0b\0team", b"parked\0a\0other", b""):
+        with pytest.raises(InvalidSnapshot):
+            sealer.open(blob, other, dict)
+
+
+def test_the_farm_key_comes_from_a_file_too(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("s" * 40 + "\n")
+    assert Sealer.from_environ(1024, {"GYMSERVE_SNAPSHOT_KEY_FILE": str(key)}).enabled
+    key.write_text("short")
+    with pytest.raises(SettingsError):
+        Sealer.from_environ(1024, {"GYMSERVE_SNAPSHOT_KEY_FILE": str(key)})
+    with pytest.raises(SettingsError):
+        Sealer.from_environ(1024, {"GYMSERVE_SNAPSHOT_KEY_FILE": str(tmp_path / "missing")})
