@@ -17,6 +17,7 @@ from ..envs import cost
 from ..envs.factory import DEFAULT_AUTORESET, EnvFactory
 from ..errors import CapacityExceeded, Draining, GymServeError, InstanceLost, Moving, UnknownInstance
 from ..pipeline.models import CreateRequest
+from ..routing import peers
 from ..routing.ids import IdMinter, Owner
 from ..routing.replica import Replica
 from ..routing.resolve import Resolution, Where
@@ -196,17 +197,19 @@ class Envs:
             self.adopt(instance_id, caller)
             return caller._replace(resolution=Resolution(Where.LOCAL, self.owner))
         holder = holder_owner(found.holder) if found is not None and found.state == "held" else None
-        if (
-            holder is not None
-            and holder.node == self.owner.node
-            and holder.slot != self.owner.slot
-            and caller.may_forward
-            and holder.slot in self.placement.live_slots()
-        ):
-            return caller._replace(resolution=Resolution(Where.SIBLING, holder))
+        if holder is not None and (sent := self._toward(holder, caller)) is not None:
+            return caller._replace(resolution=Resolution(sent, holder))
         fallback = InstanceLost(instance_id) if where is Where.LOST else UnknownInstance(instance_id[:100])
         self.moves.raise_for(instance_id, found, fallback)
         raise fallback  # raise_for always raises
+
+    def _toward(self, holder: Owner, caller: Caller) -> Where | None:
+        """How a request reaches the worker that adopted its env: a sibling (once, over its socket), another replica
+        (once, over HTTP), or not at all (None: that worker is gone, or the request already took its hop)."""
+        if holder.node == self.owner.node:
+            live = holder.slot != self.owner.slot and holder.slot in self.placement.live_slots()
+            return Where.SIBLING if live and caller.may_forward else None
+        return Where.REPLICA if caller.may_fan_out and peers.reachable(self.settings, holder.node) else None
 
     def adopt(self, instance_id: str, caller: Caller) -> EnvRecord:
         """The parked env `instance_id`, made this worker's under its own id (room and quota held for it)."""

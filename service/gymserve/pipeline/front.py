@@ -10,8 +10,10 @@ Flask, whose views read the same Caller.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
+import socket
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -23,6 +25,7 @@ from ..errors import (
     GymServeError,
     InstanceLost,
     Internal,
+    Moving,
     PayloadTooLarge,
     Reply,
     Unauthorized,
@@ -31,7 +34,8 @@ from ..errors import (
 )
 from ..lifecycle.caller import ANYONE, Caller
 from ..lifecycle.envs import Envs
-from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS, Forwarder
+from ..routing import peers
+from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS, Forwarder, end_to_end
 from ..routing.peers import FANOUT_HEADER
 from ..routing.resolve import Where, resolve
 from ..tenancy.tenants import Directory, Tenant
@@ -158,6 +162,8 @@ class Front:
         where = caller.resolution.where
         if where is Where.SIBLING:
             return self._forward(environ, caller, instance_id, api == "v2")
+        if where is Where.REPLICA:
+            return self._relay(environ, caller, instance_id, api == "v2")
         if where is Where.LOST:
             return error_reply(InstanceLost(instance_id), api == "v2")
         kind = _HOT.get((api, rest or "")) if environ["REQUEST_METHOD"] == "POST" else None
@@ -232,6 +238,35 @@ class Front:
             return relay(self.forwarder, caller.resolution.owner.slot, incoming, instance_id, caller)
         except GymServeError as err:  # the owner is gone or slow: answered in the API's shape
             return error_reply(err, native)
+
+    def _relay(self, environ: dict[str, Any], caller: Caller, instance_id: str, native: bool) -> Reply:
+        """Once, to the replica that adopted the env (the park store says which); its answer as it came."""
+        assert caller.resolution is not None and caller.resolution.owner is not None
+        holder = caller.resolution.owner
+        try:
+            headers = {name: environ[key] for key, name in _WSGI_HEADERS.items() if key in environ}
+            if caller.authorization is not None:
+                headers["Authorization"] = caller.authorization
+            query = environ.get("QUERY_STRING", "")
+            target = environ["PATH_INFO"] + (f"?{query}" if query else "")
+            send = peers.begin(
+                self.envs.settings,
+                holder.node,
+                holder.slot,
+                environ["REQUEST_METHOD"],
+                target,
+                headers,
+                self._body(environ),
+            )
+            status, answer_headers, body = send()
+        except GymServeError as err:
+            return error_reply(err, native)
+        except socket.gaierror:  # its replica is gone without parking it (a crash)
+            return error_reply(InstanceLost(instance_id, "holder_gone"), native)
+        except (OSError, http.client.HTTPException):
+            return error_reply(Moving(instance_id), native)  # its replica is restarting or parking it: retry
+        kept = [(k, v) for k, v in end_to_end(dict(answer_headers)).items() if k.lower() != "content-length"]
+        return status, [*kept, (FORWARDED_HEADER, "1"), ("Content-Length", str(len(body)))], body
 
     def _body(self, environ: dict[str, Any]) -> bytes:
         """The whole body, bounded by GYMSERVE_MAX_BODY_BYTES whether it has a Content-Length or is chunked."""

@@ -64,18 +64,34 @@ def begin_batch(
     slot: int | None = None,
 ) -> Callable[[], tuple[int, bytes]]:
     """POST a sub-batch to replica `node` (already checked by `reachable`), with the caller's own key
-    (`authorization`: that replica steps that tenant's envs and no one else's): to the own port of its worker in
-    `slot` when workers have one (one that refuses or does not answer the connect, so that nothing was sent, is
-    skipped for the shared port), else to the shared port. It is sent now; the call returned reads its status and
-    body, so that the caller steps its own items while the other replica steps these.
+    (`authorization`: that replica steps that tenant's envs and no one else's). It is sent now; the call returned
+    reads its status and body, so that the caller steps its own items while the other replica steps these.
 
     That call raises OSError or http.client.HTTPException (unresolvable, refused, reset, timed out), for the caller
     to turn into per-item errors; the connection is closed then.
     """
-    assert reachable(settings, node)
-    headers = {"Content-Type": content_type, "Accept": accept, FANOUT_HEADER: "1"}
+    headers = {"Content-Type": content_type, "Accept": accept}
     if authorization is not None:
         headers["Authorization"] = authorization
+    answer = begin(settings, node, slot, "POST", BATCH_PATH, headers, body)
+
+    def status_and_body() -> tuple[int, bytes]:
+        status, _, data = answer()
+        return status, data
+
+    return status_and_body
+
+
+def begin(
+    settings: Settings, node: str, slot: int | None, method: str, target: str, headers: dict[str, str], body: bytes
+) -> Callable[[], tuple[int, list[tuple[str, str]], bytes]]:
+    """`method target` sent once to replica `node` (checked by `reachable`), marked so that it goes no further: to
+    the own port of its worker in `slot` when workers have one (one that refuses or does not answer the connect,
+    so that nothing was sent, is skipped for the shared port), else to the shared port. The call returned reads
+    the status, headers and body; it raises OSError or http.client.HTTPException, having closed the connection.
+    """
+    assert reachable(settings, node)
+    headers = {**headers, FANOUT_HEADER: "1"}
     own = settings.worker_port(slot) if slot is not None else None
     # A worker port that cannot be connected to, so that nothing was sent: the shared one serves. It refuses when
     # its worker is being replaced or could not open it; its SYNs are dropped (a timeout, after
@@ -89,13 +105,13 @@ def begin_batch(
                 continue
             return partial(_raise, exc)
         try:
-            conn.request("POST", BATCH_PATH, body=body, headers=headers)
+            conn.request(method, target, body=body, headers=headers)
             break
         except (OSError, http.client.HTTPException) as exc:  # that connection is closed: the next one is new
             conn.close()
             return partial(_raise, exc)
 
-    def answer() -> tuple[int, bytes]:
+    def answer() -> tuple[int, list[tuple[str, str]], bytes]:
         try:
             resp = conn.getresponse()
             status, data = resp.status, resp.read()
@@ -103,7 +119,7 @@ def begin_batch(
             conn.close()
             raise
         kept.keep(conn, resp)
-        return status, data
+        return status, resp.getheaders(), data
 
     return answer
 

@@ -14,6 +14,7 @@ class Where(Enum):
     SIBLING = "sibling"  # a live worker of this replica holds it: forward once
     LOST = "lost"  # its worker is gone (or cannot be reached from here): the env died with it
     ELSEWHERE = "elsewhere"  # another replica's id: the router sends those there; a worker never does
+    REPLICA = "replica"  # the park store says another replica adopted it: sent there once
     UNKNOWN = "unknown"  # not an id of gymserve's shape at all
 
 
