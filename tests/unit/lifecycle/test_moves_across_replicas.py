@@ -1,0 +1,100 @@
+"""Park and adopt across replicas: an env parked by one replica is adopted by the next that is asked for it, and a
+replica that comes back under the old name sends the env's requests to the adopter, once (routing.peers.begin)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from gymserve.app import create_app
+from gymserve.routing import peers
+from gymserve.settings import Settings
+
+PATTERN = "replica-[ab]"
+
+
+def make(node: str, state: Path) -> Any:
+    settings = Settings.from_env({"GYMSERVE_PEER_NODE_PATTERN": PATTERN}, node_id=node, state_dir=str(state))
+    return create_app(settings)
+
+
+@pytest.fixture
+def farm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Two replicas sharing one park store; what one sends to the other's name reaches the other's app."""
+    apps = {"replica-a": make("replica-a", tmp_path), "replica-b": make("replica-b", tmp_path)}
+    sent: list[str] = []
+    real = inspect.signature(peers.begin)
+
+    def begin(*args: Any, **kwargs: Any) -> Callable[[], tuple[int, list[tuple[str, str]], bytes]]:
+        got = real.bind(*args, **kwargs).arguments  # called as the real one would be, or a TypeError here
+        assert peers.reachable(got["settings"], got["node"])
+        sent.append(got["node"])
+        headers = {**got["headers"], peers.FANOUT_HEADER: "1"}
+
+        def answer() -> tuple[int, list[tuple[str, str]], bytes]:
+            client = apps[got["node"]].test_client()
+            resp = client.open(got["target"], method=got["method"], data=got["body"], headers=headers)
+            return resp.status_code, list(resp.headers.items()), resp.data
+
+        return answer
+
+    monkeypatch.setattr(peers, "begin", begin)
+    return {**apps, "sent": sent}
+
+
+def _step(app: Any, instance_id: str, action: int, seq: int) -> Any:
+    resp = app.test_client().post(f"/v2/envs/{instance_id}/step", json={"action": action, "seq": seq})
+    assert resp.status_code == 200, resp.json
+    return resp.json
+
+
+def test_an_env_moves_to_another_replica_and_is_reached_there_from_its_old_name(
+    farm: dict[str, Any], tmp_path: Path
+) -> None:
+    a, b = farm["replica-a"], farm["replica-b"]
+    created = a.test_client().post("/v2/envs", json={"env_id": "CartPole-v1"}).json
+    instance_id = created["instance_id"]
+    local = gym.make("CartPole-v1")
+    local.reset(seed=5)
+    assert a.test_client().post(f"/v2/envs/{instance_id}/reset", json={"seed": 5, "seq": 1}).status_code == 200
+    actions = [1, 0, 1, 1, 0, 0, 1]
+    seq = 1
+
+    def step(app: Any, action: int) -> None:
+        nonlocal seq
+        seq += 1
+        remote = _step(app, instance_id, action, seq)
+        observation = np.asarray(remote["observation"]["$nd"]["data"], np.float32)
+        assert np.array_equal(observation, local.step(action)[0])
+
+    step(a, actions[0])
+    assert a.extensions["gymserve"].envs.park_all() == (1, 0)  # replica-a drains
+    step(b, actions[1])  # the router sends the gone replica's id elsewhere: replica-b adopts it
+    assert farm["sent"] == []
+    back = make("replica-a", tmp_path)  # replica-a comes back under its old name (a StatefulSet pod)
+    farm["replica-a"] = back
+    for action in actions[2:]:
+        step(back, action)  # sent on to replica-b, once each
+    assert farm["sent"] == ["replica-b"] * len(actions[2:])
+    assert b.test_client().get(f"/v2/envs/{instance_id}").json["seq"] == seq
+
+
+def test_another_tenants_parked_env_reads_as_unknown(farm: dict[str, Any]) -> None:
+    a, b = farm["replica-a"], farm["replica-b"]
+    instance_id = a.test_client().post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"]
+    a.extensions["gymserve"].envs.park_all()
+    moves = b.extensions["gymserve"].envs.moves
+    found = moves.store.where(instance_id)
+    assert found is not None and found.state == "parked"
+    from gymserve.lifecycle.caller import Caller
+    from gymserve.tenancy.tenants import Tenant
+
+    other = Caller(tenant=Tenant(name="other"))
+    assert moves.where(instance_id, other) is None
+    assert moves.where(instance_id, Caller()) is not None
