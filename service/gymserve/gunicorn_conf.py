@@ -123,7 +123,12 @@ def post_worker_init(worker: Any) -> None:
     assert _replica is not None
     core = worker.wsgi.extensions["gymserve"].envs
     worker.gymserve_peer = start_peer_server(worker.wsgi, _replica.socket_path(worker.gymserve_slot))
-    worker.gymserve_reaper = Reaper(core.registry, _settings.reaper_interval_seconds)
+    moves = core.moves
+    hibernate = (
+        (lambda record: moves.hibernate(record, core.keys)) if moves and _settings.idle_action == "park" else None
+    )
+    on_pass = moves.tick if moves else None
+    worker.gymserve_reaper = Reaper(core.registry, _settings.reaper_interval_seconds, hibernate, on_pass)
     worker.gymserve_reaper.start()
 
     def drain(sig: int, frame: Any) -> None:

@@ -67,7 +67,10 @@ def list_envs() -> Response:
     those whose labels match every `label=key=value` given."""
     chosen = labels.selector(request.args.getlist("label"))
     page = Page.of(request.args.get("limit"), request.args.get("cursor"), envs().settings.list_max_page)
-    mine = {r.instance_id: answers.summary(r) for r in envs().list(caller(), chosen) if page.after(r.instance_id)}
+    mine: dict[str, object] = {
+        r.instance_id: answers.summary(r) for r in envs().list(caller(), chosen) if page.after(r.instance_id)
+    }
+    mine.update((p["instance_id"], p) for p in envs().parked(caller(), chosen) if page.after(p["instance_id"]))
     return _answer(services().fanout.list_page(caller(), _query(), page, mine))
 
 
@@ -76,7 +79,7 @@ def delete_envs() -> Response:
     """Close exactly the caller's envs whose labels match every `label=key=value` (at least one), on every worker
     and, with GYMSERVE_PEERS_DNS, every replica."""
     chosen = labels.selector(request.args.getlist("label"))
-    deleted = envs().close_matching(caller(), chosen)
+    deleted = envs().close_matching(caller(), chosen) + envs().close_parked(caller(), chosen)
     for body in services().fanout.answers(caller(), "/v2/envs", values.MSGPACK, _query(), "DELETE"):
         deleted += values.loads(body, values.MSGPACK)["deleted"]
     return _answer(answers.DeleteCount(deleted))

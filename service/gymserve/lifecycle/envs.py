@@ -221,6 +221,24 @@ class Envs:
 
         return self.moves.adopt(instance_id, caller, admitted, self.keys)
 
+    def parked(self, caller: Caller, selector: dict[str, str]) -> builtins.list[dict[str, Any]]:
+        """The caller's parked envs, as a list shows them: asked once per list, by the worker that received it."""
+        return [] if self.moves is None or not caller.may_fan_out else self.moves.listed(caller, selector)
+
+    def close_parked(self, caller: Caller, selector: dict[str, str]) -> int:
+        """A bulk delete of the caller's parked envs: done once, by the worker that received it."""
+        if self.moves is None or not caller.may_fan_out:
+            return 0
+        labels.check_bulk(selector)
+        return self.moves.close_parked(caller, selector)
+
+    def idle_parker(self) -> Callable[[EnvRecord], bool] | None:
+        """What the reaper does instead of closing an env idle past its TTL: park it (GYMSERVE_IDLE_ACTION=park)."""
+        moves = self.moves
+        if moves is None or self.settings.idle_action != "park":
+            return None
+        return lambda record: moves.hibernate(record, self.keys)
+
     def park_all(self) -> tuple[int, int]:
         """A drain: every env parked once its call in flight is answered (parked, lost). (0, 0) without a store."""
         return (0, 0) if self.moves is None else self.moves.park_all(self.keys)

@@ -18,11 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from .. import metrics
 from ..errors import GymServeError, InstanceLost, InvalidSnapshot, Moving, UnknownInstance
+from ..pipeline import answers
 from ..routing.ids import Owner
 from ..settings import Settings
 from . import copies
+from . import labels as label_rules
 from .caller import Caller
 from .parking import DirStore, Parked, ParkStore, RedisStore, Whereabouts
 from .registry import EnvRecord, Registry
@@ -107,31 +111,47 @@ class Moves:
 
     # --- parking ---
 
-    def park(self, record: EnvRecord, keys: Any, hibernate: bool = False) -> bool:
+    def park(self, record: EnvRecord, keys: Any) -> bool:
         """Park `record` once its call in flight has been answered (True), or lose it with a reason (False)."""
-        started = time.perf_counter()
         with record.lock:
-            if record.closed:
-                return False
-            record.moving = True
-            try:
-                blob = self.sealer.seal(
-                    self._parked_env(record, keys, hibernate), _bound(record.instance_id, record.tenant)
-                )
-            except GymServeError as err:  # not_supported: its state cannot be copied
-                log.warning("env %s (%s) cannot be parked: %s", record.instance_id, record.env_id, err.message)
-                self.store.lose(record.instance_id, "not_movable")
-                metrics.ENV_ADOPT_FAILURES.labels("not_movable").inc()
-                self.registry.drop(record, "lost")
-                return False
-            ttl_left = self.settings.park_ttl_seconds if hibernate else record.ttl - record.idle_seconds()
-            expires_at = time.time() + ttl_left if (hibernate or record.ttl > 0) else 0.0
-            facts = Parked(record.tenant, record.env_id, dict(record.labels), expires_at, blob, record.weight)
-            self.store.put(record.instance_id, facts)
-            self.registry.drop(record, "parked")
+            return not record.closed and self._park_locked(record, keys, hibernate=False)
+
+    def hibernate(self, record: EnvRecord, keys: Any) -> bool:
+        """Park an env idle past its TTL for GYMSERVE_PARK_TTL_SECONDS (its idleness checked again under its lock,
+        which is never waited for: a call holding it means the env is in use)."""
+        if not record.lock.acquire(blocking=False):
+            return False
+        try:
+            return not record.closed and record.expired(time.monotonic()) and self._park_locked(record, keys, True)
+        finally:
+            record.lock.release()
+
+    def _park_locked(self, record: EnvRecord, keys: Any, hibernate: bool) -> bool:
+        started = time.perf_counter()
+        record.moving = True
+        try:
+            moved = self._parked_env(record, keys, hibernate)
+            blob = self.sealer.seal(moved, _bound(record.instance_id, record.tenant))
+        except GymServeError as err:  # not_supported: its state cannot be copied
+            log.warning("env %s (%s) cannot be parked: %s", record.instance_id, record.env_id, err.message)
+            self.store.lose(record.instance_id, "not_movable")
+            metrics.ENV_ADOPT_FAILURES.labels("not_movable").inc()
+            self.registry.drop(record, "lost")
+            return False
+        ttl_left = self.settings.park_ttl_seconds if hibernate else record.ttl - record.idle_seconds()
+        expires_at = time.time() + ttl_left if (hibernate or record.ttl > 0) else 0.0
+        summary = {**msgspec.to_builtins(answers.summary(record)), "state": "parked"}
+        facts = Parked(record.tenant, record.env_id, dict(record.labels), expires_at, blob, record.weight, summary)
+        self.store.put(record.instance_id, facts)
+        self.registry.drop(record, "parked")
         metrics.ENVS_PARKED.inc(record.weight)
         metrics.PARK_SECONDS.observe(time.perf_counter() - started)
         return True
+
+    def tick(self) -> None:
+        """Each reaper pass: parked envs whose TTL ran out are dropped, and the gauge says how many are left."""
+        self.store.sweep()
+        metrics.PARKED_ENVS.set(self.store.count())
 
     def park_all(self, keys: Any) -> tuple[int, int]:
         """Every env of this worker parked (a drain): how many were parked, and how many lost."""
@@ -213,6 +233,23 @@ class Moves:
         metrics.ENVS_ADOPTED.inc(record.weight)
         metrics.ADOPT_SECONDS.observe(time.perf_counter() - started)
         return record
+
+    def listed(self, caller: Caller, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """The caller's parked envs whose labels match `selector`, as a list shows them."""
+        return [
+            {**parked.summary, "instance_id": instance_id}
+            for instance_id, parked in self.store.parked(caller.tenant.name)
+            if parked.summary and label_rules.matches(parked.labels, selector)
+        ]
+
+    def close_parked(self, caller: Caller, selector: dict[str, str]) -> int:
+        """Delete the caller's parked envs whose labels match `selector` (never opened: a claim, then forgotten)."""
+        closed = 0
+        for instance_id, parked in self.store.parked(caller.tenant.name):
+            if label_rules.matches(parked.labels, selector) and self.store.claim(instance_id) is not None:
+                self.store.forget(instance_id)
+                closed += 1
+        return closed
 
     def forget(self, record: EnvRecord) -> None:
         """A moved env was closed: the store forgets where it was."""

@@ -31,6 +31,7 @@ class Parked:
     expires_at: float = 0.0  # wall clock; 0: never (no idle TTL)
     blob: bytes = b""
     weight: int = 1  # what it counts against capacity (a vector env: its sub-envs)
+    summary: dict[str, Any] = field(default_factory=dict)  # what a list shows of it (its state: "parked")
 
     def expired(self, now: float | None = None) -> bool:
         return bool(self.expires_at) and (time.time() if now is None else now) > self.expires_at
@@ -68,6 +69,9 @@ class ParkStore(Protocol):
 
     def count(self) -> int:
         """How many envs are parked (for the gauge)."""
+
+    def sweep(self) -> list[str]:
+        """Drop the parked envs whose idle TTL ran out while parked; their ids."""
 
 
 # --- a directory, for one server ----------------------------------------------------------------------------------
@@ -164,7 +168,6 @@ class DirStore:
         return sum(not name.endswith(".tmp") for name in os.listdir(os.path.join(self.path, "parked")))
 
     def sweep(self) -> list[str]:
-        """Drop the parked envs whose idle TTL ran out while parked; their ids."""
         gone = []
         for name in os.listdir(os.path.join(self.path, "parked")):
             entry = self._read("parked", name) if not name.endswith(".tmp") else None
@@ -181,12 +184,15 @@ def _head(parked: Parked) -> dict[str, Any]:
         "labels": parked.labels,
         "expires_at": parked.expires_at,
         "weight": parked.weight,
+        "summary": parked.summary,
     }
 
 
 def _parked(head: dict[str, Any], blob: bytes) -> Parked:
-    labels = dict(head.get("labels") or {})
-    return Parked(head["tenant"], head["env_id"], labels, float(head["expires_at"]), blob, int(head.get("weight", 1)))
+    labels, weight = dict(head.get("labels") or {}), int(head.get("weight", 1))
+    return Parked(
+        head["tenant"], head["env_id"], labels, float(head["expires_at"]), blob, weight, head.get("summary", {})
+    )
 
 
 # --- Redis or Valkey, for a farm -----------------------------------------------------------------------------------
@@ -197,7 +203,7 @@ redis.call('HSET', KEYS[1], 'state', 'moving', 'since', redis.call('TIME')[1])
 redis.call('PERSIST', KEYS[1])
 return redis.call('HMGET', KEYS[1], 'tenant', 'env_id', 'labels', 'expires_at', 'blob', 'weight')
 """
-_FIELDS = ("state", "holder", "reason", "since", "tenant", "env_id", "labels", "expires_at", "weight")
+_FIELDS = ("state", "holder", "reason", "since", "tenant", "env_id", "labels", "expires_at", "weight", "summary")
 _ALL_PARKED = "gymserve:parked"  # every parked id, for the gauge (claims and sweeps take theirs out)
 KEEP_SETTLED_SECONDS = 7 * 86_400  # a held or lost record outlives any env that could still ask for it
 
@@ -291,6 +297,9 @@ class RedisStore:
             self.client.srem(self._tenant_key(tenant), *stale)
         return found
 
+    def sweep(self) -> list[str]:
+        return []  # each parked record expires by itself (PEXPIREAT)
+
     def count(self) -> int:
         """Parked ids, less those whose record expired (dropped from the set as they are found)."""
         ids = [member.decode() for member in self.client.smembers(_ALL_PARKED)]
@@ -309,5 +318,6 @@ def _decoded(values: list[bytes | None]) -> dict[str, str]:
 
 
 def _from_fields(got: dict[str, str]) -> Parked:
-    labels = json.loads(got["labels"] or "{}")
-    return Parked(got["tenant"], got["env_id"], labels, float(got["expires_at"] or 0), b"", int(got["weight"] or 1))
+    labels, summary = json.loads(got["labels"] or "{}"), json.loads(got["summary"] or "{}")
+    weight = int(got["weight"] or 1)
+    return Parked(got["tenant"], got["env_id"], labels, float(got["expires_at"] or 0), b"", weight, summary)

@@ -1,9 +1,11 @@
-"""The TTL reaper: a thread in each worker that closes envs idle for longer than their TTL."""
+"""The TTL reaper: a thread in each worker that closes envs idle for longer than their TTL (or, with
+GYMSERVE_IDLE_ACTION=park, parks them: `park` says whether it did)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from .registry import EnvRecord, Registry
 
@@ -11,9 +13,17 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, registry: Registry, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        interval_seconds: float,
+        park: Callable[[EnvRecord], bool] | None = None,
+        on_pass: Callable[[], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.interval_seconds = interval_seconds
+        self.park = park
+        self.on_pass = on_pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -22,10 +32,12 @@ class Reaper:
         reaped = []
         for record in self.registry.expired(now):
             idle = record.idle_seconds()
-            if self.registry.pop_if_expired(record.instance_id):
+            done = self.park(record) if self.park else self.registry.pop_if_expired(record.instance_id)
+            if done:
                 reaped.append(record)
                 log.info(
-                    "reaped env %s (%s) after %.1fs idle (ttl %.0fs)",
+                    "%s env %s (%s) after %.1fs idle (ttl %.0fs)",
+                    "hibernated" if self.park else "reaped",
                     record.instance_id,
                     record.env_id,
                     idle,
@@ -38,6 +50,8 @@ class Reaper:
         while not self._stop.wait(interval):
             try:
                 self.run_once()
+                if self.on_pass is not None:
+                    self.on_pass()
             except Exception:  # the reaper must outlive any one bad env
                 log.exception("reaper pass failed")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import gymnasium as gym
 import msgspec
@@ -81,6 +81,10 @@ class EnvSummary(Answer):
     idle_seconds: Annotated[float, Meta(ge=0, description="Seconds since the env was last used.")]
     last_episode: LastEpisode | None
     labels: Annotated[dict[str, str], Meta(description="The labels given at create (empty if none).")]
+    state: Annotated[
+        Literal["live", "parked"],
+        Meta(description="parked: moved out of its worker (a drain, or hibernated); the next request brings it back."),
+    ]
 
 
 class EnvSpec(Answer):
@@ -302,6 +306,7 @@ def _summary_fields(record: EnvRecord) -> dict[str, Any]:
         "idle_seconds": round(idle, 3),
         "last_episode": _last_episode(record),
         "labels": record.labels,
+        "state": "live",
     }
 
 

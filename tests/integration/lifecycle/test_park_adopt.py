@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,33 @@ def test_a_server_on_another_port_never_adopts_the_envs_of_this_one(tmp_path: Pa
         assert call(port, "POST", f"/v2/envs/{instance_id}/reset", {}).status == 200
     finally:
         again.stop()
+
+
+def test_an_idle_env_hibernates_is_listed_as_parked_and_comes_back_where_it_was(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path, env_ttl_seconds=1, reaper_interval_seconds=0.2, idle_action="park", park_ttl_seconds=60
+    )
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        t = Trajectory({"env_id": "CartPole-v1"}, 3)
+        t.create(port)
+        t.reset(port)
+        t.steps(port, 4)
+        deadline = time.monotonic() + 10
+        listed: list[Any] = []
+        while time.monotonic() < deadline and not listed:
+            time.sleep(0.2)
+            listed = [e for e in call(port, "GET", "/v2/envs").body["envs"] if e["state"] == "parked"]
+        assert [e["instance_id"] for e in listed] == [t.instance_id] and listed[0]["labels"] == {"test": "park"}
+        t.steps(port, 5)  # the next request brings it back, exactly where it was
+        assert [e["state"] for e in call(port, "GET", "/v2/envs").body["envs"]] == ["live"]
+        Trajectory({"env_id": "CartPole-v1"}, 4).create(port)
+        states: list[str] = []
+        while time.monotonic() < deadline + 10 and states != ["parked", "parked"]:
+            time.sleep(0.2)
+            states = [e["state"] for e in call(port, "GET", "/v2/envs?label=test=park").body["envs"]]
+        assert states == ["parked", "parked"]
+        assert call(port, "DELETE", "/v2/envs?label=test=park").body["deleted"] == 2  # parked ones too
+        assert call(port, "GET", "/v2/envs").body["envs"] == []
+    finally:
+        server.stop()
