@@ -6,6 +6,7 @@ PYTHONPATH), so the tests can fork and snapshot an env with a Dict observation.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 DICT_ENV = "GymserveTestDict-v0"
+UNCOPYABLE_ENV = "GymserveTestUncopyable-v0"
 
 
 class DictObservationEnv(gym.Env[dict[str, Any], int]):
@@ -51,3 +53,15 @@ class DictObservationEnv(gym.Env[dict[str, Any], int]):
 
 if DICT_ENV not in gym.envs.registry:
     gym.register(DICT_ENV, entry_point=DictObservationEnv)
+
+
+class UncopyableEnv(DictObservationEnv):
+    """The same walk, holding a lock (as an env holding a socket or a native handle would): it cannot be pickled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.Lock()
+
+
+if UNCOPYABLE_ENV not in gym.envs.registry:
+    gym.register(UNCOPYABLE_ENV, entry_point=UncopyableEnv)

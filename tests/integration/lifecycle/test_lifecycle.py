@@ -21,7 +21,7 @@ from test_v2_api import JSON, Api, Contract, expect_error
 from gymserve.client import RemoteEnv, RemoteError, RemoteVectorEnv
 from gymserve.lifecycle import idempotency
 from gymserve.lifecycle.copies import EnvState, Sealer
-from lifecycle_envs import DICT_ENV
+from lifecycle_envs import DICT_ENV, UNCOPYABLE_ENV
 from servers import Server, start_server
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             workers=2,
             snapshot_key=SNAPSHOT_KEY,
             env_modules="lifecycle_envs",
-            allowed_envs=f"CartPole-v1,Acrobot-v1,{DICT_ENV}",
+            allowed_envs=f"CartPole-v1,Acrobot-v1,{DICT_ENV},{UNCOPYABLE_ENV}",
         )
     yield srv
     srv.stop()
@@ -232,12 +232,15 @@ def test_a_fork_counts_against_capacity_as_its_sub_envs(make_server: Any) -> Non
 
 
 def test_an_env_that_cannot_be_copied_is_422_not_supported_saying_why(api: Api) -> None:
-    instance_id = api.create(kwargs={"render_mode": "rgb_array"})
+    instance_id = api.create(env_id=UNCOPYABLE_ENV)  # it holds a lock
     api.call("POST", f"/v2/envs/{instance_id}/reset", {"seed": 1})
-    api.call("GET", f"/v2/envs/{instance_id}/render")  # the renderer now holds a pygame clock
     resp, _ = api.call("POST", f"/v2/envs/{instance_id}/fork")
     error = expect_error(resp, 422, "not_supported", "instance_id")
-    assert "cannot be copied" in error["message"] and "Clock" in error["message"]
+    assert "cannot be copied" in error["message"] and "lock" in error["message"]
+    rendered = api.create(kwargs={"render_mode": "rgb_array"})
+    api.call("POST", f"/v2/envs/{rendered}/reset", {"seed": 1})
+    api.call("GET", f"/v2/envs/{rendered}/render")  # its renderer (a pygame surface and clock) is left out of a copy
+    assert api.call("POST", f"/v2/envs/{rendered}/fork")[0].status_code == 201
     resp, forked = api.call("POST", f"/v2/envs/{api.create()}/fork", {"ttl": 30, "labels": {"run": "x"}})
     assert resp.status_code == 201 and forked["ttl"] == 30 and forked["labels"] == {"run": "x"}
     api.call("DELETE", f"/v2/envs/{instance_id}")
