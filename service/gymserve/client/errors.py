@@ -36,6 +36,17 @@ class RemoteError(ClientError, RuntimeError):
         self.fault = fault if fault in ("client", "env", "infrastructure") else _fault_of(status)
         self.retryable = retryable if isinstance(retryable, bool) else status in (429, 502, 503, 504)
 
+    @property
+    def unavailable(self) -> bool:
+        """Whether this is the farm's `503 unavailable` (see `is_unavailable`)."""
+        return is_unavailable(self.status, self.code)
+
+
+def is_unavailable(status: int, code: str) -> bool:
+    """A `503` with code `unavailable`: the env is kept but cannot be reached for now (it moves between server
+    processes, its server or the router restarts; docs/api-v2.md). The one answer a client's retry window rides."""
+    return status == 503 and code == "unavailable"
+
 
 def _fault_of(status: int) -> str:
     return "infrastructure" if status >= 500 else "client"

@@ -21,6 +21,7 @@ class Reach(NamedTuple):
     retries: int
     compress: bool
     api_key: str | None
+    retry_window: float
 
     def session(self) -> HttpSession:
         return session(*self)

@@ -1,22 +1,32 @@
-"""The client's HTTP session: one keep-alive connection, bounded retries with backoff, server errors as exceptions."""
+"""The client's HTTP session: one keep-alive connection, bounded retries with backoff, a retry window for the
+farm's own operations, server errors as exceptions."""
 
 from __future__ import annotations
 
 import gzip
 import http.client
+import itertools
 import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from time import sleep
+from time import monotonic, sleep
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
 
 from .connection import Closed, KeptConnection, send
-from .errors import ConnectionFailed, EnvClosed, RemoteError, ResponseTimeout, ServerUnreachable
+from .errors import ConnectionFailed, EnvClosed, RemoteError, ResponseTimeout, ServerUnreachable, is_unavailable
 
 BUSY_STATUSES = frozenset({429, 503})
+# The clients' default retry_window (seconds): long enough to ride a rolling restart of a replica or the router.
+RETRY_WINDOW = 120.0
+# Within a retry window backoff grows to this at most (seconds; Retry-After is honoured as sent, up to max_wait),
+# so that a farm back from a restart is found within seconds, at a few dozen attempts over a whole window.
+WINDOW_MAX_BACKOFF = 2.0
+# Failures of a sent request that a farm's own operations cause: a connection reset, or closed before the answer.
+CUT_OFF = (ConnectionError, http.client.IncompleteRead)
 API_KEY_ENV = "GYMSERVE_API_KEY"
 
 
@@ -36,10 +46,13 @@ class Reply:
     def media_type(self) -> str:
         return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
-    def checked(self) -> Reply:
-        """This reply, or RemoteError if it is an error (either API's error shape, or none at all)."""
-        if self.status < 400:
-            return self
+    @property
+    def unavailable(self) -> bool:
+        """Whether this is the farm's `503 unavailable`, which a client's retry window rides."""
+        return self.status == 503 and is_unavailable(self.status, str(self.error().get("code", "")))
+
+    def error(self) -> dict[str, Any]:
+        """The fields of an error answer in either API's shape; {"message": its start} for an answer of no shape."""
         try:
             payload = orjson.loads(self.data)
         except orjson.JSONDecodeError:
@@ -48,6 +61,13 @@ class Reply:
             payload = payload["error"]  # /v2: {"error": {code, message, details}}
         if not isinstance(payload, dict):
             payload = {"message": self.data[:200].decode("utf-8", "replace")}
+        return payload
+
+    def checked(self) -> Reply:
+        """This reply, or RemoteError if it is an error (either API's error shape, or none at all)."""
+        if self.status < 400:
+            return self
+        payload = self.error()
         raise RemoteError(
             self.status,
             str(payload.get("message", "")),
@@ -58,6 +78,17 @@ class Reply:
         )
 
 
+class Failure(NamedTuple):
+    """An attempt that brought no answer to return: what to raise (or, busy, the reply to return) if it is the
+    last, whether it may be sent again, whether it rides the retry window, and the wait its Retry-After asked."""
+
+    error: ConnectionFailed | Reply
+    cause: BaseException | None
+    retry: bool
+    rides: bool
+    retry_after: float | None
+
+
 class HttpSession:
     """One keep-alive connection to one server (connection.KeptConnection), with retries and the client's errors.
 
@@ -65,9 +96,19 @@ class HttpSession:
     never reached the server). `send(..., resend=True)` also retries when the answer was lost or
     did not come in time, for requests that are safe to repeat; `retry_busy=True` also retries 429
     and 503 after their Retry-After. A /v1 step is neither: it carries no sequence number, so
-    resending it could step twice. Failures surface as the client's own errors (gymserve.client.errors);
-    the OS's or http.client's error is kept as their `__cause__`. An idle connection that the server closed
-    is noticed before it is used (as urllib3 does), so a kept connection never costs a request.
+    resending it could step twice. Those are `retries` more attempts at most.
+
+    `send(..., ride=True)` (the calls on an env the client holds) goes on after them, while less than
+    `retry_window` seconds have passed since the call's first failure, for the failures a farm's own
+    operations cause: a refused connection, a connection reset or closed before the whole answer
+    (when `resend`), a `503 unavailable` (when `retry_busy`). Its waits honour Retry-After and
+    otherwise back off exponentially up to WINDOW_MAX_BACKOFF; the last failure is what the caller
+    gets. A timeout, any other error answer and any other failure is never ridden: `retry_window=0`
+    is the plain `retries` above.
+
+    Failures surface as the client's own errors (gymserve.client.errors); the OS's or http.client's error
+    is kept as their `__cause__`. An idle connection that the server closed is noticed before it is used
+    (as urllib3 does), so a kept connection never costs a request.
     """
 
     def __init__(
@@ -78,15 +119,19 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         backoff: float = 0.05,
         max_wait: float = 30.0,
+        retry_window: float = 0.0,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
+        if not retry_window >= 0:
+            raise ValueError(f"retry_window must be 0 or more seconds, got {retry_window!r}")
         self.base_url = base_url.rstrip("/")
         self.prefix = parts.path.rstrip("/")
         self.retries = retries
         self.backoff = backoff
         self.max_wait = max_wait
+        self.retry_window = retry_window
         self.headers = dict(headers or {})
         self.timeout = timeout
         # close() may come from another thread: the helper is thread-safe.
@@ -112,32 +157,58 @@ class HttpSession:
         *,
         resend: bool = False,
         retry_busy: bool = False,
+        ride: bool = False,
     ) -> Reply:
+        """The answer to one request (a busy one when the retries ran out); the same bytes on every attempt."""
         headers = {**self.headers, **(headers or {})}
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                conn = self._kept.take()
-            except Closed as err:
-                raise EnvClosed(f"{method} {path}: this client was closed; make a new one") from err
-            except OSError as err:  # refused, unresolvable, or no answer to the connect: the request never left
-                if last:
-                    raise self._failed(ServerUnreachable, "could not connect", method, path, attempt, err) from err
-                wait = self._backoff(attempt)
-            else:
-                try:
-                    reply = self._exchange(conn, method, path, body, headers)
-                except (OSError, http.client.HTTPException) as err:  # sent: resend only what is safe to repeat
-                    if last or not resend:
-                        kind = ResponseTimeout if isinstance(err, TimeoutError) else ConnectionFailed
-                        raise self._failed(kind, "no answer", method, path, attempt, err) from err
-                    wait = self._backoff(attempt)
-                else:
-                    if not (retry_busy and reply.status in BUSY_STATUSES) or last:
-                        return reply
-                    wait = self._retry_after(reply.headers.get("Retry-After"), attempt)
-            sleep(wait)
+        window = self.retry_window if ride else 0.0
+        first_failure = 0.0
+        for attempt in itertools.count():
+            outcome = self._attempt(method, path, body, headers, attempt, resend, retry_busy)
+            if isinstance(outcome, Reply):
+                return outcome
+            now = monotonic()
+            if attempt == 0:
+                first_failure = now
+            left = first_failure + window - now if outcome.rides else 0.0
+            extra = attempt >= self.retries  # past the retries: only the window may go on
+            if not outcome.retry or (extra and left <= 0):
+                if isinstance(outcome.error, Reply):
+                    return outcome.error
+                raise outcome.error from outcome.cause
+            wait = outcome.retry_after
+            if wait is None:
+                wait = self._backoff(attempt, min(self.max_wait, WINDOW_MAX_BACKOFF) if extra else self.max_wait)
+            sleep(min(wait, left) if extra else wait)
         raise AssertionError("not reached: the last attempt returns or raises")
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        attempt: int,
+        resend: bool,
+        retry_busy: bool,
+    ) -> Reply | Failure:
+        """One try of a request: the reply to return, or how it failed."""
+        try:
+            conn = self._kept.take()
+        except Closed as err:
+            raise EnvClosed(f"{method} {path}: this client was closed; make a new one") from err
+        except OSError as err:  # refused, unresolvable, or no answer to the connect: the request never left
+            unreachable = self._failed(ServerUnreachable, "could not connect", method, path, attempt, err)
+            return Failure(unreachable, err, True, isinstance(err, ConnectionError), None)
+        try:
+            reply = self._exchange(conn, method, path, body, headers)
+        except (OSError, http.client.HTTPException) as err:  # sent: resend only what is safe to repeat
+            kind = ResponseTimeout if isinstance(err, TimeoutError) else ConnectionFailed
+            lost = self._failed(kind, "no answer", method, path, attempt, err)
+            return Failure(lost, err, resend, resend and isinstance(err, CUT_OFF), None)
+        if retry_busy and reply.status in BUSY_STATUSES:
+            return Failure(reply, None, True, reply.unavailable, self._retry_after(reply.headers.get("Retry-After")))
+        return reply
 
     def _exchange(
         self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, headers: dict[str, str]
@@ -155,13 +226,12 @@ class HttpSession:
         tries = f"after {attempt + 1} attempts" if attempt else "on the first attempt"
         return kind(f"{method} {url}: {what} {tries} ({_reason(err)})", method=method, url=url, attempts=attempt + 1)
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self.max_wait, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+    def _backoff(self, attempt: int, cap: float) -> float:
+        return min(cap, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def _retry_after(self, value: str | None, attempt: int) -> float:
-        if value is not None and value.strip().isdigit():
-            return min(self.max_wait, float(value))
-        return self._backoff(attempt)
+    def _retry_after(self, value: str | None) -> float | None:
+        """Retry-After's seconds (capped by max_wait), or None when it is absent or an HTTP-date."""
+        return min(self.max_wait, float(value)) if value is not None and value.strip().isdigit() else None
 
     def close(self) -> None:
         self._kept.close()

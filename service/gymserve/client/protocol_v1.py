@@ -1,4 +1,5 @@
-"""RemoteEnv over /v1: the seed's JSON routes and wire format; a step is never resent."""
+"""RemoteEnv over /v1: the seed's JSON routes and wire format; a step is never resent (once the env exists, only a
+refused connection rides the retry window: such a request never reached the server)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ class V1Protocol:
 
     def __init__(self, http: HttpSession, create: dict[str, Any]) -> None:
         self.http = http
-        self.instance_id: str | None = self._call("POST", "/v1/envs/", create)["instance_id"]
+        self.instance_id: str | None = self._call("POST", "/v1/envs/", create, ride=False)["instance_id"]
         self._path = f"/v1/envs/{self.instance_id}"
         self.action_space = space_codec.rebuild(self._call("GET", f"{self._path}/action_space/")["info"])
         self.observation_space = space_codec.rebuild(self._call("GET", f"{self._path}/observation_space/")["info"])
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, ride: bool = True) -> Any:
         data = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        reply = self.http.send(method, path, data, _HEADERS).checked()
+        reply = self.http.send(method, path, data, _HEADERS, ride=ride).checked()
         return orjson.loads(reply.data) if reply.data else None
 
     def reset(self, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:

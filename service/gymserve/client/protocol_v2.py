@@ -26,19 +26,23 @@ def create_body(env_id: str, render_mode: str | None, kwargs: dict[str, Any], **
     return {name: value for name in body.__struct_fields__ if (value := getattr(body, name)) is not None}
 
 
-def session(base_url: str, timeout: float, retries: int, compress: bool, api_key: str | None = None) -> HttpSession:
+def session(
+    base_url: str, timeout: float, retries: int, compress: bool, api_key: str | None = None, retry_window: float = 0.0
+) -> HttpSession:
     return HttpSession(
         base_url,
         timeout=timeout,
         retries=retries,
         headers={**({"Accept-Encoding": "gzip"} if compress else {}), **auth_headers(api_key)},
+        retry_window=retry_window,
     )
 
 
 def direct_session(
     wanted: bool, timeout: float, compress: bool, api_key: str | None = None
 ) -> Callable[[str], HttpSession] | None:
-    """What makes the session to an env's direct_url: one try per request, since the router is the fallback."""
+    """What makes the session to an env's direct_url: one try per request and no retry window, since the router is
+    the fallback."""
     return (lambda url: session(url, timeout, 0, compress, api_key)) if wanted else None
 
 
@@ -53,7 +57,8 @@ def opened(http: HttpSession, connect: Callable[[HttpSession], T]) -> T:
 
 class V2Protocol:
     """An env created over /v2. Every reset and step carries the next sequence number, so that a request
-    whose answer was lost is resent as it was and the server answers it again without running it twice."""
+    whose answer was lost is resent as it was and the server answers it again without running it twice.
+    Every call on the env, once created, rides the session's retry window (HttpSession.send's `ride`)."""
 
     def __init__(
         self,
@@ -93,8 +98,8 @@ class V2Protocol:
             encode = msgspec.msgpack.encode if values.is_msgpack(self.media_type) else msgspec.json.encode
             data = encode({k: v for k, v in create.items() if k != "kwargs" or v})
         for attempt in range(self.http.retries + 1):
-            try:
-                return self._call("POST", "/v2/envs", create, headers=key, data=data)
+            try:  # not ridden: a wrong URL or a farm that is down fails the create within the retries
+                return self._call("POST", "/v2/envs", create, headers=key, data=data, ride=False)
             except RemoteError as err:
                 if err.code != "idempotency_in_flight" or attempt == self.http.retries:
                     raise
@@ -108,6 +113,7 @@ class V2Protocol:
         body: Any = None,
         *,
         resend: bool = True,
+        ride: bool = True,
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
         http: HttpSession | None = None,
@@ -118,10 +124,12 @@ class V2Protocol:
         if body is not None or data is not None:
             data = values.dumps(body, self.media_type) if data is None else data
             headers["Content-Type"] = self.media_type
-        reply = (http or self.http).send(method, path, data, headers, resend=resend, retry_busy=True).checked()
+        reply = (http or self.http).send(method, path, data, headers, resend=resend, retry_busy=True, ride=ride)
+        reply = reply.checked()
         return values.loads(reply.data, reply.media_type or values.JSON, "answer") if reply.data else None
 
     def _sequenced(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send the reset or step numbered once: every resend, on either path, is the same request with the same seq."""
         numbered = {**body, "seq": self.seq + 1}
         answer = None
         if self.direct is not None:
@@ -130,6 +138,9 @@ class V2Protocol:
             except ConnectionFailed:
                 self.direct.close()  # the owner's own address does not answer: the router from now on
                 self.direct = None
+            except RemoteError as err:
+                if not err.unavailable:
+                    raise  # unavailable (the env moves): this call rides the router's retry window
         if answer is None:
             answer = self._call("POST", f"{self._path}/{kind}", numbered)
         self.seq = answer["seq"]
@@ -150,9 +161,8 @@ class V2Protocol:
     def snapshot(self) -> bytes:
         """The env's state as the server's signed blob (a read: resent if its answer is lost)."""
         headers = {"Accept": "application/octet-stream"}
-        return (
-            self.http.send("GET", f"{self._path}/snapshot", None, headers, resend=True, retry_busy=True).checked().data
-        )
+        reply = self.http.send("GET", f"{self._path}/snapshot", None, headers, resend=True, retry_busy=True, ride=True)
+        return reply.checked().data
 
     def fork(self, ttl: float | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
         """The server's answer about a new fork of this env (not resent: a lost answer leaves the fork to its TTL)."""

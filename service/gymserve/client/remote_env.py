@@ -9,7 +9,7 @@ import gymnasium as gym
 
 from .errors import EnvClosed
 from .held import Held, Reach, create
-from .http import HttpSession
+from .http import RETRY_WINDOW, HttpSession
 from .lease import Lease
 from .protocol_v1 import V1Protocol
 from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
@@ -41,8 +41,14 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
     from the snapshot); `fork()` makes a copy of the env. `protocol="v1"` speaks the seed's /v1 and never
     resends a step. `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with tenants.
     `direct=True` (/v2) steps the env at the URL its replica advertises at create (GYMSERVE_PUBLIC_URL,
-    e.g. its pod's DNS name), falling back to `base_url` for good when that does not answer. Other keyword
-    arguments go to the env's constructor on the server.
+    e.g. its pod's DNS name), falling back to `base_url` for good when that does not answer.
+    `retry_window` (seconds, default 120) rides the farm's own operations: once the env exists, a call
+    that meets a refused or cut connection or a `503 unavailable` (the env moving between server
+    processes, a server or router restart) keeps being retried, after Retry-After or with capped
+    backoff, until that many seconds have passed since its first failure, then raises its last error;
+    the same `instance_id` and the same `seq` throughout, so no step runs twice (/v1: refused
+    connections only). `retry_window=0`: only the `retries` above. Other keyword arguments go to the
+    env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -70,6 +76,7 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
         labels: Mapping[str, str] | None = None,
         snapshot: bytes | None = None,
         keepalive: bool = True,
+        retry_window: float = RETRY_WINDOW,
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
@@ -87,7 +94,7 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
         )
         direct_to = direct_session(direct, timeout, compress, api_key)
         v2 = protocol == "v2"
-        reach = Reach(base_url, timeout, retries, compress and v2, api_key)
+        reach = Reach(base_url, timeout, retries, compress and v2, api_key, retry_window)
         http, remote = self._connect(
             reach,
             keepalive,

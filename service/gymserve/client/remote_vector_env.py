@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from ..codec import spaces
 from .errors import EnvClosed
 from .held import Held, Reach, create
-from .http import HttpSession
+from .http import RETRY_WINDOW, HttpSession
 from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
 
 # The server's names of Gymnasium's autoreset modes: each member's name in snake case, as the server derives them.
@@ -30,7 +30,8 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
     next sequence number, so a request whose answer was lost, or that was refused as busy, is resent
     up to `retries` times and never runs twice. A daemon thread keeps the env alive while this object lives
     (`keepalive=False`: not). `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with
-    tenants. `direct=True` steps it at the URL its replica advertises, as for `RemoteEnv`. Other keyword
+    tenants. `direct=True` steps it at the URL its replica advertises, and `retry_window` (seconds,
+    default 120) rides a move of the env, a server or router restart, as for `RemoteEnv`. Other keyword
     arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
@@ -55,6 +56,7 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         labels: Mapping[str, str] | None = None,
         snapshot: bytes | None = None,
         keepalive: bool = True,
+        retry_window: float = RETRY_WINDOW,
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -67,7 +69,7 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         optional = {"num_envs": num_envs, "autoreset_mode": name, "max_episode_steps": max_episode_steps}
         body = create(env_id, render_mode, kwargs, {**optional, "ttl": ttl, "snapshot": snapshot}, wrappers, labels)
         direct_to = direct_session(direct, timeout, compress, api_key)
-        reach = Reach(base_url, timeout, retries, compress, api_key)
+        reach = Reach(base_url, timeout, retries, compress, api_key, retry_window)
         media_type = ENCODINGS[encoding]
         self._attach(*self._connect(reach, keepalive, lambda h: V2Protocol(h, body, media_type, direct=direct_to)))
 

@@ -30,10 +30,10 @@ class RemoteVecEnv(VecEnv):
     semantics): a finished env's `info` holds `terminal_observation` and `TimeLimit.truncated`, its
     observation is already that of the next episode, and the reset's info is in `reset_infos`. `seed`
     (or `seed()`) seeds env i with seed + i at the next reset, as SB3 does. Other keyword arguments go
-    to `gymserve.client.RemoteVectorEnv` (timeout, encoding, max_episode_steps, wrappers, and the env's
-    own constructor arguments). `get_attr` answers `render_mode`, `spec` and `metadata`; the envs'
-    other attributes and methods live on the server, so `get_attr`/`set_attr`/`env_method` for them
-    raise NotImplementedError.
+    to `gymserve.client.RemoteVectorEnv` (timeout, encoding, max_episode_steps, wrappers, `retry_window`
+    for riding a move of the env or a restart of the farm, and the env's own constructor arguments).
+    `get_attr` answers `render_mode`, `spec` and `metadata`; the envs' other attributes and methods live
+    on the server, so `get_attr`/`set_attr`/`env_method` for them raise NotImplementedError.
     """
 
     def __init__(self, base_url: str, env_id: str, num_envs: int, seed: int | None = None, **kwargs: Any) -> None:

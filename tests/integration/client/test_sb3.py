@@ -24,9 +24,10 @@ if importlib.util.find_spec("stable_baselines3") is None:
         pytest.fail(f"GYMSERVE_REQUIRE_SB3=1, but {_reason}", pytrace=False)
     pytest.skip(_reason, allow_module_level=True)
 
+from outage import Outage
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from gymserve.client import RemoteError
+from gymserve.client import RemoteError, ServerUnreachable
 from gymserve.client.sb3 import RemoteVecEnv
 
 pytestmark = pytest.mark.integration
@@ -81,6 +82,36 @@ def test_remote_vec_env_steps_like_dummy_vec_env(server, env_id: str, kwargs: di
     finally:
         remote.close()
         local.close()
+
+
+@pytest.mark.parametrize("retry_window", [30, 0])
+def test_a_remote_vec_env_passes_retry_window_on_to_step_through_a_restart_and_a_move(
+    server, retry_window: float
+) -> None:
+    """outage.Outage: the step runs and its answer is lost, connections are refused for a second, then the env
+    answers 503 unavailable "moving" twice. The window rides it, as it was (no step twice); retries=1 alone raises."""
+    outage = Outage(server.url, at=3)
+    local = local_vec_env("CartPole-v1")
+    local.seed(9)
+    remote = RemoteVecEnv(outage.url, "CartPole-v1", NUM_ENVS, seed=9, retries=1, retry_window=retry_window)
+    try:
+        instance_id = remote.instance_id
+        np.testing.assert_array_equal(remote.reset(), local.reset())
+        for step in range(8):
+            actions = np.array([step % 2, 1, 0, 1])
+            if retry_window == 0 and step == 2:
+                with pytest.raises(ServerUnreachable):
+                    remote.step(actions)
+                time.sleep(outage.refused)  # the door opens again, so that close() can delete the env
+                return
+            got, want = remote.step(actions), local.step(actions)
+            for g, w in zip(got[:3], want[:3], strict=True):
+                np.testing.assert_array_equal(g, w, err_msg=f"step {step}")
+        assert remote.instance_id == instance_id and outage.moving_answers == 2
+        assert requests.get(f"{server.url}/v2/envs/{instance_id}", timeout=30).json()["seq"] == 9  # 1 reset, 8 steps
+    finally:
+        remote.close()
+        outage.close()
 
 
 def test_what_a_remote_vec_env_can_and_cannot_do(server) -> None:

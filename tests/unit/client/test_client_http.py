@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import http.client
-import threading
 import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import gymnasium
 import pytest
+from fake_server import Answer, Drop, Stub
 
 from gymserve.client import (
     ClientError,
@@ -24,93 +20,8 @@ from gymserve.client import (
     ResponseTimeout,
     ServerUnreachable,
 )
-from gymserve.client import http as client_http
 from gymserve.client.http import HttpSession, Reply
 from servers import free_port
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = b'{"ok": true}'
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-
-
-@dataclass
-class Drop:
-    """Read the request, then close the connection without a word (the answer is lost); `after` seconds late."""
-
-    after: float = 0.0
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    body: bytes
-    headers: dict[str, str]
-    client_port: int
-
-
-class Stub(ThreadingHTTPServer):
-    """Answers requests from `script` in order (then 200 {"ok": true}) and records each request it saw."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", free_port()), _Handler)
-        self.script: deque[Answer | Drop] = deque()
-        self.seen: list[Seen] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that gave up on a late answer closes its socket: not the test's failure
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as gymserve under gunicorn
-    server: Stub
-
-    def _serve(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.seen.append(Seen(self.command, self.path, body, dict(self.headers), self.client_address[1]))
-        action = self.server.script.popleft() if self.server.script else Answer()
-        if isinstance(action, Drop):
-            time.sleep(action.after)
-            self.close_connection = True
-            return
-        self.send_response(action.status)
-        for name, value in action.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(action.body)))
-        self.end_headers()
-        self.wfile.write(action.body)
-
-    do_GET = do_POST = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    server = Stub()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every wait between two attempts, recorded instead of slept."""
-    recorded: list[float] = []
-    monkeypatch.setattr(client_http, "sleep", recorded.append)
-    return recorded
 
 
 def assert_backoff(waits: list[float], base: float) -> None:
