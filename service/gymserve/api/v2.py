@@ -92,7 +92,7 @@ def _query() -> str:
 @bp.get("/envs/<instance_id>")
 def get_env(instance_id: str) -> Response:
     """What the server knows about an env; reading it does not count as use (keepalive does)."""
-    return _answer(answers.info(envs().get(local_id(instance_id), caller())))
+    return _answer(answers.info(envs().get(local_id(instance_id), caller()), envs().owner))
 
 
 @bp.post("/envs/<instance_id>/keepalive")

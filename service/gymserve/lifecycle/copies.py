@@ -155,6 +155,17 @@ class Sealer:
         return self._key
 
 
+def movable(record: EnvRecord) -> bool:
+    """Whether the env's state can be copied (asked once per env: what it holds does not change kind)."""
+    if record.movable is None:
+        try:
+            pickling.dumps(_portable(record.env))
+            record.movable = True
+        except Exception:  # whatever pickle refuses (a lock, a socket, a native handle)
+            record.movable = False
+    return record.movable
+
+
 def picklable(state: EnvState) -> EnvState:
     return dataclasses.replace(state, env=_portable(state.env))
 

@@ -188,8 +188,10 @@ class Envs:
         where = resolution.where
         if self.holds(instance_id):  # made here, or adopted here under another worker's id
             return caller if where is Where.LOCAL else caller._replace(resolution=Resolution(Where.LOCAL, self.owner))
-        if self.moves is None or where in (Where.SIBLING, Where.UNKNOWN):
+        if self.moves is None or where is Where.UNKNOWN:
             return caller
+        if where is Where.SIBLING and resolution.owner is not None and self.placement.is_live(resolution.owner.slot):
+            return caller  # its worker is up: it holds the env, or adopts it
         found = self.moves.where(instance_id, caller)
         if found is not None and found.state == "parked":
             if self.draining.is_set():
@@ -199,7 +201,8 @@ class Envs:
         holder = holder_owner(found.holder) if found is not None and found.state == "held" else None
         if holder is not None and (sent := self._toward(holder, caller)) is not None:
             return caller._replace(resolution=Resolution(sent, holder))
-        fallback = InstanceLost(instance_id) if where is Where.LOST else UnknownInstance(instance_id[:100])
+        lost = where in (Where.LOST, Where.SIBLING)
+        fallback = InstanceLost(instance_id) if lost else UnknownInstance(instance_id[:100])
         self.moves.raise_for(instance_id, found, fallback)
         raise fallback  # raise_for always raises
 
@@ -207,7 +210,7 @@ class Envs:
         """How a request reaches the worker that adopted its env: a sibling (once, over its socket), another replica
         (once, over HTTP), or not at all (None: that worker is gone, or the request already took its hop)."""
         if holder.node == self.owner.node:
-            live = holder.slot != self.owner.slot and holder.slot in self.placement.live_slots()
+            live = holder.slot != self.owner.slot and self.placement.is_live(holder.slot)
             return Where.SIBLING if live and caller.may_forward else None
         return Where.REPLICA if caller.may_fan_out and peers.reachable(self.settings, holder.node) else None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..routing.ids import Owner
 from ..routing.replica import Replica
 from ..settings import Settings
@@ -17,6 +19,10 @@ class Placement:
         self.me = me
         self.replica = replica
         self.registry = registry
+
+    def is_live(self, slot: int) -> bool:
+        """Whether a worker holds `slot` now (its socket is up): one stat, cheaper than listing them all."""
+        return self.replica is not None and os.path.exists(self.replica.socket_path(slot))
 
     def replica_envs(self) -> int:
         return self.replica.total_envs() if self.replica else len(self.registry)

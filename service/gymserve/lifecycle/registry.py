@@ -54,6 +54,7 @@ class EnvRecord:
     labels: dict[str, str] = field(default_factory=dict)  # the client's, given at create (lifecycle.labels.Labels)
     moving: bool = False  # being parked: requests that waited for its lock are told to retry (503 moving)
     adopted: bool = False  # it came from the park store, which forgets it when it closes
+    movable: bool | None = None  # whether its state can be copied (copies.movable), once asked
 
     @property
     def weight(self) -> int:

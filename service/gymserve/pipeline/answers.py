@@ -20,6 +20,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ..codec import spaces
 from ..errors import Fault, kinds
+from ..lifecycle import copies
 from ..lifecycle.registry import EnvRecord
 from ..routing import ids
 from .models import AutoresetModeName, Value, ValueMap
@@ -121,6 +122,13 @@ class EnvInfo(EnvSummary):
     spec: EnvSpec | None
     seed: Annotated[int, Meta(description="The seed of the last reset that was given one.")] | None
     owner: Owner
+    movable: Annotated[
+        bool,
+        Meta(
+            description="Whether the env's state can be copied: a fork, a snapshot, and a park when its worker stops "
+            "(one that cannot is lost then, with details.reason not_movable)."
+        ),
+    ]
     gymnasium_version: str
     action_space: Space
     observation_space: Space
@@ -255,10 +263,10 @@ def summary(record: EnvRecord) -> EnvSummary:
     return EnvSummary(**_summary_fields(record))
 
 
-def info(record: EnvRecord, direct_url: str | None = None) -> EnvInfo:
-    """The env's info; a create's also says where its replica answers without the router (`direct_url`)."""
-    env, spec, where = record.env, record.env.spec, ids.parse(record.instance_id)
-    assert where is not None  # the ids this worker minted always parse
+def info(record: EnvRecord, where: ids.Owner, direct_url: str | None = None) -> EnvInfo:
+    """The env's info, from the worker `where` that holds it (an adopted env's id names the worker that made it); a
+    create's also says where its replica answers without the router (`direct_url`)."""
+    env, spec = record.env, record.env.spec
     return EnvInfo(
         **_summary_fields(record),
         spec=None
@@ -273,6 +281,7 @@ def info(record: EnvRecord, direct_url: str | None = None) -> EnvInfo:
         ),
         seed=record.seed,
         owner=Owner(node=where.node, worker=where.slot, generation=where.generation),
+        movable=copies.movable(record),
         gymnasium_version=gym.__version__,
         action_space=spaces.describe_space(env.action_space),
         observation_space=spaces.describe_space(env.observation_space),

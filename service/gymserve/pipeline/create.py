@@ -68,7 +68,7 @@ class Creates:
 
     def _made(self, record: EnvRecord) -> Made:
         """What a create answers: the env's info, and where this replica answers without the router (direct path)."""
-        info = answers.info(record, self.envs.settings.public_url or None)
+        info = answers.info(record, self.envs.owner, self.envs.settings.public_url or None)
         return Made(info, headers={"Location": f"/v2/envs/{record.instance_id}"})
 
     def _keyed(self, incoming: Incoming, caller: Caller, key: str, body: models.CreateRequest) -> Outcome:

@@ -13,8 +13,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 from gymserve.codec import values
+from lifecycle_envs import UNCOPYABLE_ENV
 from servers import Server, call, free_port, start_server
 
 HAS_MUJOCO = importlib.util.find_spec("mujoco") is not None
@@ -216,3 +218,25 @@ def test_an_idle_env_hibernates_is_listed_as_parked_and_comes_back_where_it_was(
         assert call(port, "GET", "/v2/envs").body["envs"] == []
     finally:
         server.stop()
+
+
+def test_an_env_that_cannot_be_copied_says_so_and_is_lost_at_a_restart_with_that_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tests = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+    state, port = tmp_path / "state", free_port()
+    settings = {"state_dir": str(state), "env_modules": "lifecycle_envs"}
+    first = start_server(tmp_path, port=port, allowed_envs=f"CartPole-v1,{UNCOPYABLE_ENV}", **settings)
+    stuck = call(port, "POST", "/v2/envs", {"env_id": UNCOPYABLE_ENV}).body["instance_id"]
+    fine = call(port, "POST", "/v2/envs", {"env_id": "CartPole-v1"}).body["instance_id"]
+    assert call(port, "GET", f"/v2/envs/{stuck}").body["movable"] is False
+    assert call(port, "GET", f"/v2/envs/{fine}").body["movable"] is True
+    _stop(first)
+    second = start_server(tmp_path, port=port, allowed_envs=f"CartPole-v1,{UNCOPYABLE_ENV}", **settings)
+    try:
+        gone = call(port, "POST", f"/v2/envs/{stuck}/reset", {})
+        assert gone.status == 410 and gone.body["error"]["details"]["reason"] == "not_movable", gone.body
+        assert call(port, "POST", f"/v2/envs/{fine}/reset", {}).status == 200
+    finally:
+        second.stop()

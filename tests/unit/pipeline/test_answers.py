@@ -76,14 +76,16 @@ def test_a_struct_is_sent_as_its_fields_in_order_under_their_wire_names_without_
     record = worker.create(CreateRequest("CartPole-v1", ttl=60), ANYONE)
     record.recent_episodes.append((12.5, 13))
     for media_type in (values.JSON, values.MSGPACK):
-        tree = _tree(values.dumps(answers.info(record), media_type), media_type)
+        tree = _tree(values.dumps(answers.info(record, worker.owner), media_type), media_type)
         assert "direct_url" not in tree and tree["last_episode"] == {"return": 12.5, "length": 13}
         held_to(tree, answers.EnvInfo)
-        tree = _tree(values.dumps(answers.info(record, "http://replica-0:8000"), media_type), media_type)
+        tree = _tree(values.dumps(answers.info(record, worker.owner, "http://replica-0:8000"), media_type), media_type)
         assert list(tree)[-1] == "direct_url" and tree["direct_url"] == "http://replica-0:8000"
         held_to(_tree(values.dumps(answers.summary(record), media_type), media_type), answers.EnvSummary)
     # Values inside a struct are native values as anywhere else: the Box's bounds stay float32 ndarrays.
-    space = values.loads(values.dumps(answers.info(record), values.MSGPACK), values.MSGPACK)["observation_space"]
+    space = values.loads(values.dumps(answers.info(record, worker.owner), values.MSGPACK), values.MSGPACK)[
+        "observation_space"
+    ]
     assert space["low"].dtype == np.float32
 
 
