@@ -111,6 +111,8 @@ ENV_ADOPT_FAILURES = Counter(
     "Envs that could not move, by reason (not_movable, bad_record, capacity_exceeded, quota_exceeded, ...).",
     ["reason"],
 )
+for _reason in ("not_movable", "bad_record", "capacity_exceeded", "quota_exceeded"):
+    ENV_ADOPT_FAILURES.labels(_reason)  # every reason a series from the start: a dashboard shows 0, not "no data"
 _MOVE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 PARK_SECONDS = Histogram("gymserve_park_duration_seconds", "Time to park one env.", buckets=_MOVE_BUCKETS)
 ADOPT_SECONDS = Histogram("gymserve_adopt_duration_seconds", "Time to adopt one env.", buckets=_MOVE_BUCKETS)
