@@ -220,7 +220,7 @@ class Envs:
         tenant = caller.tenant
 
         def admitted(env_id: str, weight: int, make: Callable[[], EnvRecord]) -> EnvRecord:
-            return self._opened(env_id, tenant, lambda: self._admitted(tenant, weight, make), "adopted")
+            return self._opened(env_id, tenant, lambda: self._admitted(tenant, weight, make, moving_in=True), "adopted")
 
         return self.moves.adopt(instance_id, caller, admitted, self.keys)
 
@@ -301,11 +301,16 @@ class Envs:
                 details={"limit": self.settings.max_envs},
             )
 
-    def _admitted(self, tenant: Tenant, weight: int, make: Callable[[], EnvRecord]) -> EnvRecord:
-        """`make()` with room for `weight` envs held on this worker and in the tenant's farm-wide quota (429)."""
+    def _admitted(
+        self, tenant: Tenant, weight: int, make: Callable[[], EnvRecord], moving_in: bool = False
+    ) -> EnvRecord:
+        """`make()` with room for `weight` envs held on this worker and in the tenant's farm-wide quota (429), where
+        the tenant's parked envs count too; an env moving in (adopted) takes room, and is counted but not checked."""
         self.check_room(weight)
         with self.registry.reserve(weight):
-            self.quotas.admit(tenant, weight)
+            moves = self.moves if tenant.max_envs is not None and not moving_in else None
+            parked = moves.store.count_of(tenant.name) if moves is not None else 0
+            self.quotas.admit(tenant, weight, parked, moving_in)
             try:
                 return make()
             except BaseException:

@@ -73,6 +73,9 @@ class ParkStore(Protocol):
     def sweep(self) -> list[str]:
         """Drop the parked envs whose idle TTL ran out while parked; their ids."""
 
+    def count_of(self, tenant: str) -> int:
+        """How many (sub-)envs the tenant has parked: they count against its max_envs."""
+
 
 # --- a directory, for one server ----------------------------------------------------------------------------------
 
@@ -166,6 +169,9 @@ class DirStore:
 
     def count(self) -> int:
         return sum(not name.endswith(".tmp") for name in os.listdir(os.path.join(self.path, "parked")))
+
+    def count_of(self, tenant: str) -> int:
+        return sum(parked.weight for _, parked in self.parked(tenant))
 
     def sweep(self) -> list[str]:
         gone = []
@@ -299,6 +305,9 @@ class RedisStore:
 
     def sweep(self) -> list[str]:
         return []  # each parked record expires by itself (PEXPIREAT)
+
+    def count_of(self, tenant: str) -> int:
+        return sum(parked.weight for _, parked in self.parked(tenant))
 
     def count(self) -> int:
         """Parked ids, less those whose record expired (dropped from the set as they are found)."""

@@ -115,19 +115,23 @@ class Quotas:
             return min(default, cap) if default > 0 else cap
         return requested
 
-    def admit(self, tenant: Tenant, weight: int) -> None:
-        """Count `weight` envs against the tenant's quota and one create against its rate, or refuse (429)."""
+    def admit(self, tenant: Tenant, weight: int, parked: int = 0, moving_in: bool = False) -> None:
+        """Count `weight` envs against the tenant's quota and one create against its rate, or refuse (429).
+
+        `parked`: the tenant's envs in the park store, which count too (they hold no worker's count). `moving_in`:
+        a parked env adopted, counted again here with no check and no create (it was admitted when made).
+        """
         if self.store is None:
             return
+        limit = None if moving_in or tenant.max_envs is None else max(0, tenant.max_envs - parked)
+        rate = None if moving_in else tenant.creates_per_minute
         if tenant.max_envs is not None:  # for the "tenant at its quota" alert: usage over this
             metrics.TENANT_MAX_ENVS.labels(tenant.name).set(tenant.max_envs)
         with self._ops.shared():
             if not self.breaker.allow():  # it failed a moment ago: answer now, without waiting on it again
                 raise self._unavailable()
             try:
-                verdict, value = self.store.admit(
-                    tenant.name, self.worker, weight, tenant.max_envs, tenant.creates_per_minute, self.life_ms
-                )
+                verdict, value = self.store.admit(tenant.name, self.worker, weight, limit, rate, self.life_ms)
             except self.store_errors as exc:
                 self.breaker.failed()
                 log.error("quota store unreachable: %s", exc)
@@ -145,7 +149,7 @@ class Quotas:
             assert tenant.creates_per_minute is not None
             raise RateLimited(tenant.name, tenant.creates_per_minute, max(1, math.ceil(value / 1000)))
         assert tenant.max_envs is not None
-        raise QuotaExceeded(tenant.name, tenant.max_envs, value, weight)
+        raise QuotaExceeded(tenant.name, tenant.max_envs, value + parked, weight)
 
     def release(self, tenant: str, weight: int) -> None:
         if self.store is None:
