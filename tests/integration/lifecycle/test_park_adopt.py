@@ -113,20 +113,22 @@ def test_a_restart_keeps_every_env_under_its_id_and_its_trajectory_goes_on_exact
     state = tmp_path / "state"
     port = free_port()
     first = start_server(tmp_path, port=port, state_dir=str(state), drain_seconds=10)
-    trajectories = [Trajectory(spec, i) for i, spec in enumerate(SPECS)]
+    # Every kind of env, then enough CartPoles that both workers hold a hundred or more.
+    specs = SPECS + [{"env_id": "CartPole-v1"}] * 200
+    trajectories = [Trajectory(spec, i) for i, spec in enumerate(specs)]
     try:
-        for t in trajectories:
+        for i, t in enumerate(trajectories):
             t.create(port)
             t.reset(port)
-            t.steps(port, 7)
+            t.steps(port, 7 if i < len(SPECS) else 2)
     finally:
         _stop(first)
     counts = [tuple(map(int, m)) for m in re.findall(r"parked (\d+) envs \((\d+) lost\)", first.log())]
-    assert sum(p for p, _ in counts) == len(SPECS) and sum(lost for _, lost in counts) == 0, counts
+    assert sum(p for p, _ in counts) == len(specs) and sum(lost for _, lost in counts) == 0, counts
     second = start_server(tmp_path, port=port, state_dir=str(state), drain_seconds=10)
     try:
-        for t in trajectories:
-            t.steps(port, 9)
+        for i, t in enumerate(trajectories):
+            t.steps(port, 9 if i < len(SPECS) else 2)
             info = call(port, "GET", f"/v2/envs/{t.instance_id}").body
             assert info["instance_id"] == t.instance_id
             assert info["seq"] == t.seq
