@@ -207,7 +207,7 @@ _CLAIM = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'parked' then return false end
 redis.call('HSET', KEYS[1], 'state', 'moving', 'since', redis.call('TIME')[1])
 redis.call('PERSIST', KEYS[1])
-return redis.call('HMGET', KEYS[1], 'tenant', 'env_id', 'labels', 'expires_at', 'blob', 'weight')
+return redis.call('HMGET', KEYS[1], 'tenant', 'env_id', 'labels', 'expires_at', 'blob', 'weight', 'summary')
 """
 _FIELDS = ("state", "holder", "reason", "since", "tenant", "env_id", "labels", "expires_at", "weight", "summary")
 _ALL_PARKED = "gymserve:parked"  # every parked id, for the gauge (claims and sweeps take theirs out)
@@ -237,9 +237,8 @@ class RedisStore:
         head = _head(parked)
         with self.client.pipeline() as pipe:
             pipe.delete(key)
-            pipe.hset(
-                key, mapping={"state": "parked", **head, "labels": json.dumps(head["labels"]), "blob": parked.blob}
-            )
+            texts = {name: json.dumps(head[name]) for name in ("labels", "summary")}
+            pipe.hset(key, mapping={"state": "parked", **head, **texts, "blob": parked.blob})
             if parked.expires_at:
                 pipe.pexpireat(key, int(parked.expires_at * 1000))
             pipe.sadd(self._tenant_key(parked.tenant), instance_id)
@@ -250,10 +249,11 @@ class RedisStore:
         found = self._claim([self._key(instance_id)])
         if not found:
             return None
-        tenant, env_id, labels, expires_at, blob, weight = found
+        tenant, env_id, labels, expires_at, blob, weight, summary = found
         self.client.srem(self._tenant_key(tenant.decode()), instance_id)
         self.client.srem(_ALL_PARKED, instance_id)
-        return Parked(tenant.decode(), env_id.decode(), json.loads(labels), float(expires_at), blob, int(weight or 1))
+        facts = (json.loads(labels), float(expires_at), blob, int(weight or 1), json.loads(summary or b"{}"))
+        return Parked(tenant.decode(), env_id.decode(), *facts)
 
     def _settled(self, instance_id: str, **fields: str) -> None:
         key = self._key(instance_id)

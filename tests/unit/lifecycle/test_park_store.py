@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from gymserve.lifecycle.copies import Sealer
-from gymserve.lifecycle.parking import DirStore, Parked
+from gymserve.lifecycle.parking import DirStore, Parked, ParkStore, RedisStore
 from gymserve.settings import SettingsError
+from stores import redis_server
 
 
 def _claim(path: str, instance_id: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -52,3 +56,36 @@ def test_the_farm_key_comes_from_a_file_too(tmp_path: Path) -> None:
         Sealer.from_environ(1024, {"GYMSERVE_SNAPSHOT_KEY_FILE": str(key)})
     with pytest.raises(SettingsError):
         Sealer.from_environ(1024, {"GYMSERVE_SNAPSHOT_KEY_FILE": str(tmp_path / "missing")})
+
+
+@pytest.fixture(params=["dir", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ParkStore]:
+    if request.param == "dir":
+        yield DirStore(str(tmp_path / "parked"))
+        return
+    with redis_server(tmp_path) as url:
+        yield RedisStore(url)
+
+
+def test_a_parked_env_is_listed_claimed_once_settled_and_forgotten_in_either_store(store: ParkStore) -> None:
+    facts = Parked("team", "CartPole-v1", {"run": "a"}, time.time() + 60, b"blob", 3, {"state": "parked", "seq": 4})
+    store.put("n.0-1." + "a" * 32, facts)
+    store.put("n.0-1." + "b" * 32, Parked("other", "CartPole-v1", {}, 0.0, b"x", 1, {"state": "parked"}))
+    [(listed_id, listed)] = store.parked("team")
+    assert listed_id == "n.0-1." + "a" * 32 and listed.labels == {"run": "a"} and listed.summary["seq"] == 4
+    assert store.count() == 2 and store.count_of("team") == 3
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(pool.map(lambda _: store.claim(listed_id), range(8)))
+    won = [c for c in claims if c is not None]
+    assert len(won) == 1 and won[0].blob == b"blob" and won[0].summary["seq"] == 4 and won[0].weight == 3
+    found = store.where(listed_id)
+    assert found is not None and found.state == "moving"
+    assert store.parked("team") == [] and store.count() == 1
+    store.settle(listed_id, "n.1-2")
+    found = store.where(listed_id)
+    assert found is not None and (found.state, found.holder) == ("held", "n.1-2")
+    store.forget(listed_id)
+    assert store.where(listed_id) is None
+    store.lose("n.0-1." + "b" * 32, "not_movable")
+    found = store.where("n.0-1." + "b" * 32)
+    assert found is not None and (found.state, found.reason) == ("lost", "not_movable")
