@@ -53,6 +53,7 @@ from k8s import (
     wait_for,
 )
 
+from gymserve.codec import values
 from gymserve.routing import ids
 from servers import Answer
 
@@ -488,8 +489,8 @@ class FarmTwin:
             self.errors.append(f"{kind} {self.steps}: {answer.status} {answer.body}")
             raise NotAnswered(f"{self.instance_id} {kind}: {answer.status} {answer.body}")
         self.seq = answer.body["seq"]
-        got = np.asarray(answer.body["observation"], dtype=np.float32)
-        if not np.array_equal(got, np.asarray(obs, dtype=np.float32)):
+        got = values.from_wire(answer.body["observation"], "observation")  # /v2 JSON: dtype, shape and data
+        if got.dtype != obs.dtype or not np.array_equal(got, obs):
             self.errors.append(f"{kind} {self.steps}: observation {got.tolist()} != {obs.tolist()}")
         return dict(answer.body)
 
