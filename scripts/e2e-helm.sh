@@ -7,6 +7,7 @@
 #   GYMSERVE_SHARED_DIR        where infra/ lives (default ../shared, relative to the repository)
 #   GYMSERVE_VENV              the dev venv (default .venv; created with the dev extras if missing)
 #   GYMSERVE_E2E_HELM_IMAGE    the image to build and deploy (default gymserve:ci)
+#   STORE_IMAGE                the store's image (default valkey/valkey:8, else the stand-in local/valkey:bookworm)
 #   GYMSERVE_E2E_KEEP_ENGINE=1   leave the Docker engine running if this script started it
 #   GYMSERVE_E2E_KEEP_CLUSTER=1  leave the Kubernetes cluster running if this script started it
 set -euo pipefail
@@ -60,6 +61,20 @@ if [ -f "$standins" ]; then
 else
     echo "e2e-helm: no $standins: the official images (python, nginx:1.27) must be pullable"
 fi
+# The farm's store (the chart always runs one): the official image, else Debian's redis-server in a stand-in.
+if [ -z "${STORE_IMAGE:-}" ]; then
+    if docker image inspect valkey/valkey:8 >/dev/null 2>&1 || timeout 60 docker pull --quiet valkey/valkey:8 >/dev/null 2>&1; then
+        STORE_IMAGE=valkey/valkey:8
+    else
+        STORE_IMAGE=local/valkey:bookworm
+        if ! docker image inspect "$STORE_IMAGE" >/dev/null 2>&1; then
+            docker build --quiet -t "$STORE_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
+                deploy/store </dev/null >/dev/null
+        fi
+    fi
+fi
+export STORE_IMAGE
+echo "e2e-helm: STORE_IMAGE=$STORE_IMAGE"
 # Helm's caches and config in a scratch directory: nothing from (or for) anyone's own helm.
 export HELM_CACHE_HOME=$HELM_HOME_DIR/cache HELM_CONFIG_HOME=$HELM_HOME_DIR/config HELM_DATA_HOME=$HELM_HOME_DIR/data
 

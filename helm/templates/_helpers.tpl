@@ -153,9 +153,9 @@ What the kubelet waits after SIGTERM before SIGKILL: the preStop sleep, then the
 The GYMSERVE_* variables of a gymserve container: one per key of .Values.config (maxEnvs ->
 GYMSERVE_MAX_ENVS), empty strings left out so that gymserve's own default applies, and
 GYMSERVE_NODE_ID from the pod's name. Called with a dict: root (the chart's context) and
-optionally host (overrides config.host, for a test that serves on loopback) and open (no tenants: a
-test pod that serves on its own). With tenants, the chart sets GYMSERVE_TENANTS_FILE and
-GYMSERVE_STORE_URL itself.
+optionally host (overrides config.host, for a test that serves on loopback) and open (no tenants, no
+store: a test pod that serves on its own). The chart sets GYMSERVE_STORE_URL itself (the farm's park store,
+gymserve.storeUrl) and, with tenants, GYMSERVE_TENANTS_FILE.
 */}}
 {{- define "gymserve.env" -}}
 {{- $root := .root -}}
@@ -184,7 +184,8 @@ GYMSERVE_STORE_URL itself.
 {{- end }}
 {{- range $key, $value := $root.Values.config }}
 {{- if eq $key "host" }}{{ $value = default $value $.host }}{{ end }}
-{{- if and $tenants (has $key (list "tenantsFile" "storeUrl")) }}{{ $value = "" }}{{ end }}
+{{- if eq $key "storeUrl" }}{{ $value = "" }}{{ end }}
+{{- if and $tenants (eq $key "tenantsFile") }}{{ $value = "" }}{{ end }}
 {{- if and $.open (eq $key "tenantsFile") }}{{ $value = "" }}{{ end }}
 {{- if not (and (kindIs "string" $value) (eq $value "")) }}
 - name: {{ printf "GYMSERVE_%s" (snakecase $key | upper) }}
@@ -194,7 +195,11 @@ GYMSERVE_STORE_URL itself.
 {{- if $tenants }}
 - name: GYMSERVE_TENANTS_FILE
   value: /etc/gymserve/tenants/tenants.toml
+{{- end }}
+{{- if not $.open }}
 {{- with include "gymserve.storeUrl" $root }}
+# The farm's park store: a stopping pod parks its envs there, any pod adopts them under the same ids (and, with
+# tenants, the farm-wide counts).
 - name: GYMSERVE_STORE_URL
   value: {{ . | quote }}
 {{- end }}
@@ -215,18 +220,29 @@ and through the Ingress or HTTPRoute, localhost (port-forward), and the private 
 {{- join "," (uniq $hosts) -}}
 {{- end -}}
 
-{{/* The store's URL: store.url, or the release's own store; empty without one. */}}
+{{/*
+The farm's store URL (GYMSERVE_STORE_URL): store.url, else config.storeUrl (the same, by its setting's name), else
+the release's own store pod; empty only with store.enabled=false and no URL.
+*/}}
 {{- define "gymserve.storeUrl" -}}
 {{- if .Values.store.url -}}
 {{ .Values.store.url }}
+{{- else if .Values.config.storeUrl -}}
+{{ .Values.config.storeUrl }}
 {{- else if .Values.store.enabled -}}
 {{ printf "redis://%s-store%s:6379/0" (include "gymserve.fullname" .) (include "gymserve.svcDomain" .) }}
 {{- end -}}
 {{- end -}}
 
-{{/* Whether the release runs its own store pod. */}}
+{{/* Whether the release runs its own store pod: with or without tenants, unless a URL names another store. */}}
 {{- define "gymserve.ownStore" -}}
-{{- if and .Values.tenants.enabled .Values.store.enabled (not .Values.store.url) }}true{{ end -}}
+{{- if and .Values.store.enabled (not .Values.store.url) (not .Values.config.storeUrl) }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret and key that hold the farm's signing key (GYMSERVE_SNAPSHOT_KEY): the user's, or the chart's. */}}
+{{- define "gymserve.snapshotKeyRef" -}}
+name: {{ .Values.snapshots.existingSecret | default (printf "%s-snapshot-key" (include "gymserve.fullname" .)) }}
+key: {{ .Values.snapshots.secretKey }}
 {{- end -}}
 
 {{/* The Secret or ConfigMap that holds the tenants file. */}}

@@ -1,30 +1,36 @@
 """The Helm chart on a real Kubernetes API server (the local v1.20 cluster of ../shared/infra/k8s-local.sh).
 
 `helm install --wait` with the locally built image, `helm test`, every gymserve pod through its own port-forward,
-the chart's router through a port-forward to its Service, envs created and stepped on every pod, a pod deleted
-(its envs are lost, the others keep working, it comes back under its name and serves new envs), `helm upgrade`
-to more pods, Helm 4's server-side apply, and `helm uninstall` leaving nothing behind.
+the chart's router through a port-forward to its Service, envs created and stepped on every pod; then, under a
+client that keeps stepping envs through the router, a pod deleted, an upgrade that replaces every pod and a
+scale-down: the envs are parked in the release's store, adopted under the same ids, and their trajectories stay
+bit for bit those of local Gymnasium. Helm 4's server-side apply, and `helm uninstall` leaving nothing behind.
 
 The local cluster has no cluster DNS and no kube-proxy. The router is the chart's, unchanged, with
 `router.resolver` and `router.dnsConfig` pointing at `k8s.ClusterDNS` (port 53 on the docker bridge, so that
 router-pools.sh's getent finds the pods too): a stand-in that answers what CoreDNS answers, from the
-namespace's Endpoints (see tests/README.md for what that does and does not prove). `helm test` runs with
+namespace's Endpoints (see tests/README.md for what that does and does not prove); the gymserve pods use it too
+(dnsConfig) to reach the store and each other. `helm test` runs with
 tests.connection=false: the connection test needs the cluster's own DNS and Service routing.
 
 Runs only with GYMSERVE_E2E_HELM=1 (scripts/e2e-helm.sh sets it), a reachable cluster (KUBECONFIG, default
 /tmp/k8s-local/kubeconfig) whose nodes have the images: GYMSERVE_E2E_HELM_IMAGE (gymserve:ci) and ROUTER_IMAGE
-(nginx:1.27; the local stand-in is local/nginx:bookworm).
+(nginx:1.27; the local stand-in is local/nginx:bookworm) and STORE_IMAGE (valkey/valkey:8; the stand-in is
+local/valkey:bookworm, deploy/store/Dockerfile).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import os
 import re
 import secrets
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -47,6 +53,7 @@ from k8s import (
     wait_for,
 )
 
+from gymserve.codec import values
 from gymserve.routing import ids
 from servers import Answer
 
@@ -62,7 +69,6 @@ ROUTER = f"{SELECTOR},app.kubernetes.io/component=router"
 PORT = 8000
 ENV_ID = "CartPole-v1"
 HEX = "0123456789abcdef" * 2
-LOST_WORDS = "lost with its worker"
 # Short drains keep pod deletion, upgrade and uninstall quick; everything else is the chart's defaults.
 DRAIN_SECONDS = 2
 PRE_STOP_SECONDS = 1
@@ -139,6 +145,7 @@ class Release:
     kube: Kube
     values_file: str
     envs: list[Twin] = field(default_factory=list)
+    farm: list[FarmTwin] = field(default_factory=list)
 
     def pods(self) -> dict[str, dict[str, Any]]:
         return self.kube.pods(SERVER)
@@ -151,6 +158,7 @@ class Release:
 def release(kube: Kube, dns: ClusterDNS) -> Iterator[Release]:
     gymserve_repo, gymserve_tag = split_image(os.environ.get("GYMSERVE_E2E_HELM_IMAGE", "gymserve:ci"))
     router_repo, router_tag = split_image(os.environ.get("ROUTER_IMAGE", "nginx:1.27"))
+    store_repo, store_tag = split_image(os.environ.get("STORE_IMAGE", "valkey/valkey:8"))
     values = {
         # Images from the local engine: the cluster cannot pull.
         "image": {"repository": gymserve_repo, "tag": gymserve_tag, "pullPolicy": "Never"},
@@ -159,6 +167,9 @@ def release(kube: Kube, dns: ClusterDNS) -> Iterator[Release]:
             "resolver": dns.resolver,
             "dnsConfig": {"nameservers": [dns.address]},
         },
+        # The gymserve pods find the store and each other (an adopted env's holder) through the stand-in DNS too.
+        "dnsConfig": {"nameservers": [dns.address]},
+        "store": {"image": {"repository": store_repo, "tag": store_tag, "pullPolicy": "Never"}},
         "config": {"drainSeconds": DRAIN_SECONDS},
         "preStopSleepSeconds": PRE_STOP_SECONDS,
         "tests": {"connection": False},
@@ -261,13 +272,6 @@ def create_on(router: PortForward, node: str, seed: int, seconds: float = 60) ->
     raise AssertionError(f"{tries} creates through the router in {seconds:.0f} s, none on {node}")
 
 
-def assert_lost(answer: Answer, api: str = "v1") -> None:
-    """The app's lost answer, in the shape of its API (/v2: {"error": {...}}), whether the router or a pod says it."""
-    assert answer.status == (400 if api == "v1" else 410), answer
-    error = answer.body if api == "v1" else answer.body["error"]
-    assert error["code"] == "instance_lost" and LOST_WORDS in error["message"], answer.body
-
-
 # --- the tests, in order -----------------------------------------------------------------------------
 
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
@@ -357,9 +361,16 @@ def test_router_answers_by_itself_and_refuses_foreign_ids(release: Release) -> N
         answer = router.call("GET", "/v2/envs/not-an-id")
         assert (answer.status, answer.headers.get("x-gymserve-router")) == (404, "rejected")
         assert answer.body["error"]["code"] == "unknown_instance", answer.body
-        # One of this release's pod names, but no such pod: lost, in the app's words.
-        assert_lost(router.call("POST", f"/v1/envs/{FULLNAME}-9999.0-1.{HEX}/step/", {"action": 0}))
-        assert_lost(router.call("GET", f"/v2/envs/{FULLNAME}-9999.0-1.{HEX}"), api="v2")
+        # One of this release's pod names, but no such pod: a replica (the id's hash picks it) looks in the park
+        # store and answers, in the app's words: never parked, so unknown.
+        answer = router.call("POST", f"/v1/envs/{FULLNAME}-9999.0-1.{HEX}/step/", {"action": 0})
+        assert (answer.status, answer.body["code"], answer.headers.get("x-gymserve-router")) == (
+            400,
+            "unknown_instance",
+            None,
+        ), answer
+        answer = router.call("GET", f"/v2/envs/{FULLNAME}-9999.0-1.{HEX}")
+        assert (answer.status, answer.body["error"]["code"]) == (404, "unknown_instance"), answer
 
 
 def test_envs_created_through_the_router_land_on_every_pod_and_step_without_errors(release: Release) -> None:
@@ -380,52 +391,196 @@ def test_envs_created_through_the_router_land_on_every_pod_and_step_without_erro
     MEASURED["envs through the router"] = f"{len(release.envs)} envs on {len(nodes)} pods, 35 steps each, 0 errors"
 
 
-def test_a_deleted_pod_loses_its_envs_and_comes_back(release: Release) -> None:
+# --- park and adopt: envs outlive their pods --------------------------------------------------------------
+
+
+class NotAnswered(AssertionError):
+    pass
+
+
+@dataclass
+class FarmClient:
+    """A /v2 client through the router that rides out a pod's stop, as a training loop must.
+
+    It retries what the farm says is retryable (`503 unavailable` and `moving`, after their Retry-After; a router
+    that found no replica) and connection errors (the port-forward to the router breaks while pods come and go),
+    in a loop bounded in time. A reset or step is resent only as it was, with the same `seq`: if the first try ran
+    and only its answer was lost, the resend is answered again and never runs twice.
+    """
+
+    kube: Kube
+    patience: float = 120.0
+    retries: dict[str, int] = field(default_factory=dict)
+    forward: PortForward | None = None
+
+    def __enter__(self) -> FarmClient:
+        self.forward = PortForward(self.kube, f"service/{FULLNAME}", 80).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.forward is not None:
+            self.forward.stop()
+
+    def _count(self, why: str) -> None:
+        self.retries[why] = self.retries.get(why, 0) + 1
+
+    def call(self, method: str, path: str, body: Any = None) -> Answer:
+        deadline = time.monotonic() + self.patience
+        while True:
+            assert self.forward is not None
+            try:
+                answer = self.forward.call(method, path, body, timeout=30)
+            except (OSError, http.client.HTTPException) as exc:
+                self._count(type(exc).__name__)
+                wait = 0.5
+                if self.forward.proc is None or self.forward.proc.poll() is not None:
+                    self.forward.stop()  # kubectl port-forward gives up when the pod behind it goes
+                    with contextlib.suppress(AssertionError):
+                        self.forward.start()
+            else:
+                error = answer.body.get("error") if isinstance(answer.body, dict) else None
+                if not (isinstance(error, dict) and error.get("retryable")) or answer.status < 500:
+                    return answer
+                reason = (error.get("details") or {}).get("reason") or error["code"]
+                self._count(f"{answer.status} {reason}")
+                wait = min(float(answer.headers.get("retry-after") or 1), 2.0)
+            if time.monotonic() + wait > deadline:
+                raise NotAnswered(f"{method} {path}: no answer in {self.patience:.0f} s (retried {self.retries})")
+            time.sleep(wait)
+
+
+@dataclass
+class FarmTwin:
+    """A CartPole on the farm (/v2, numbered calls) and its local twin: every observation bit for bit the same."""
+
+    seed: int
+    instance_id: str = ""
+    seq: int = 0
+    steps: int = 0
+    local: Any = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def node(self) -> str:
+        return self.instance_id.split(".", 1)[0]
+
+    def create(self, client: FarmClient) -> FarmTwin:
+        answer = client.call("POST", "/v2/envs", {"env_id": ENV_ID})
+        assert answer.status == 201 or answer.status == 200, f"create: {answer.status} {answer.body}"
+        self.instance_id, self.seq = answer.body["instance_id"], answer.body["seq"]
+        self.local = gymnasium.make(ENV_ID)
+        self.local.action_space.seed(self.seed)
+        self._sequenced(client, "reset", {"seed": self.seed}, self.local.reset(seed=self.seed)[0])
+        return self
+
+    def step(self, client: FarmClient) -> None:
+        action = int(self.local.action_space.sample())
+        obs, reward, terminated, truncated, _ = self.local.step(action)
+        body = self._sequenced(client, "step", {"action": action}, obs)
+        if body and (body["reward"], body["terminated"], body["truncated"]) != (reward, terminated, truncated):
+            self.errors.append(f"step {self.steps}: {body} != {reward, terminated, truncated}")
+        self.steps += 1
+        if terminated or truncated:
+            self._sequenced(client, "reset", {}, self.local.reset()[0])
+
+    def _sequenced(self, client: FarmClient, kind: str, body: dict[str, Any], obs: Any) -> dict[str, Any] | None:
+        answer = client.call("POST", f"/v2/envs/{self.instance_id}/{kind}", {**body, "seq": self.seq + 1})
+        if answer.status != 200:
+            self.errors.append(f"{kind} {self.steps}: {answer.status} {answer.body}")
+            raise NotAnswered(f"{self.instance_id} {kind}: {answer.status} {answer.body}")
+        self.seq = answer.body["seq"]
+        got = values.from_wire(answer.body["observation"], "observation")  # /v2 JSON: dtype, shape and data
+        if got.dtype != obs.dtype or not np.array_equal(got, obs):
+            self.errors.append(f"{kind} {self.steps}: observation {got.tolist()} != {obs.tolist()}")
+        return dict(answer.body)
+
+
+class Stepper:
+    """A client that steps every env through the router, round after round, in a thread, while the test disrupts
+    the farm; it stops at the first env that stops answering."""
+
+    def __init__(self, kube: Kube, envs: list[FarmTwin]) -> None:
+        self.envs, self.client = envs, FarmClient(kube)
+        self.rounds = 0
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for twin in self.envs:
+                    twin.step(self.client)
+                self.rounds += 1
+        except BaseException as exc:  # reported by check(), in the test's thread
+            self.failure = exc
+
+    def __enter__(self) -> Stepper:
+        self.client.__enter__()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.client.patience + 40)
+        self.client.__exit__()
+
+    def rounds_after(self, rounds: int, seconds: float = 120) -> None:
+        """At least `rounds` more rounds of steps on every env (the envs answer again after the disruption)."""
+        target = self.rounds + rounds
+        wait_for(f"{rounds} rounds of steps", lambda: self.rounds >= target or self.failure is not None, seconds)
+        self.check()
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise AssertionError(f"the stepping client failed: {self.failure!r} (retried {self.client.retries})")
+        errors = [f"{t.instance_id}: {t.errors[:3]}" for t in self.envs if t.errors]
+        assert not errors, errors
+
+
+def farm_envs(kube: Kube, count: int, seed: int) -> list[FarmTwin]:
+    with FarmClient(kube) as client:
+        envs = [FarmTwin(seed + i).create(client) for i in range(count)]
+        for _ in range(5):
+            for twin in envs:
+                twin.step(client)
+    return envs
+
+
+def record_moves(name: str, stepper: Stepper, started: float) -> None:
+    measure(name, time.monotonic() - started)
+    retried = ", ".join(f"{k} {v}" for k, v in sorted(stepper.client.retries.items())) or "none"
+    MEASURED[f"{name}: the client's retries"] = retried
+
+
+def test_a_deleted_pod_parks_its_envs_and_they_answer_under_their_ids(release: Release) -> None:
+    """`kubectl delete pod`: its envs are parked at SIGTERM, adopted by another pod under the same ids, and the
+    client's trajectories go on bit for bit; the pod comes back under its name and the ids keep answering.
+
+    What the local cluster cannot show: the store's and the peers' traffic goes through the stand-in DNS (no
+    CoreDNS, no kube-proxy: a Service name resolves straight to its ready pods), NetworkPolicies are not enforced
+    (tests/helm checks the flows they admit), and a store restart with a PersistentVolume (no provisioner here).
+    """
     victim = f"{FULLNAME}-1"
-    lost = [t for t in release.envs if t.node == victim]
-    kept = [t for t in release.envs if t.node != victim]
-    assert lost and kept
+    release.farm = farm_envs(release.kube, 12, seed=1000)
+    moved = [t for t in release.farm if t.node == victim]
+    assert moved and len(moved) < len(release.farm), [t.node for t in release.farm]
     uid = release.pods()[victim]["metadata"]["uid"]
     started = time.monotonic()
-    release.kube.kubectl("delete", "pod", victim, "--wait=false")
-    seen: dict[str, int] = {}
-    order: list[str] = []
-    with release.router() as router:
+    with Stepper(release.kube, release.farm) as stepper:
+        stepper.rounds_after(2)
+        release.kube.kubectl("delete", "pod", victim, "--wait=false")
 
         def back() -> bool:
-            # Meanwhile the other pod's envs keep working, and the victim's answer 200 (draining) or "lost".
-            step_until_ok(kept, router, 1)
-            answer = router.call("POST", f"/v1/envs/{lost[0].instance_id}/step/", {"action": 0})
-            kind = "ok" if answer.status == 200 else answer.body.get("code") if isinstance(answer.body, dict) else "?"
-            seen[kind] = seen.get(kind, 0) + 1
-            order.append(kind)
+            stepper.check()
             pod = release.pods().get(victim)
             return pod is not None and pod["metadata"]["uid"] != uid and is_ready(pod)
 
-        wait_for(f"{victim} back and ready", back, 120, interval=0.2)
-        measure("deleted gymserve pod -> back and Ready (drain 2 s)", time.monotonic() - started)
-        MEASURED["answers for the deleted pod's env meanwhile"] = ", ".join(f"{k} {v}" for k, v in seen.items())
-        # 200 while it drains, then "unavailable" (503, retry) while its process is gone but its name still gives
-        # the address of the router's pool, then "lost". owner_timeout: the router's connect to the pod's old
-        # address timed out (the pod was gone, its name not yet): nothing reached a pod. Never back from "lost".
-        assert set(seen) <= {"ok", "unavailable", "instance_lost", "owner_timeout"}, seen
-        assert seen.get("ok") and seen.get("instance_lost"), seen
-        after_lost = order[order.index("instance_lost") :]
-        assert "unavailable" not in after_lost and "ok" not in after_lost, order
-        # Back under its name, with new worker generations: the ids of its former life are lost (once the router's
-        # DNS cache has the pod's new address).
-        wait_for(
-            "the restarted pod answers for its old ids",
-            lambda: router.call("GET", f"/v1/envs/{lost[0].instance_id}/").headers.get("x-gymserve-router") is None,
-            15,
-        )
-        for twin in lost:
-            assert_lost(router.call("POST", f"/v1/envs/{twin.instance_id}/step/", {"action": 0}))
-            assert_lost(router.call("GET", f"/v1/envs/{twin.instance_id}/"))
-        step_until_ok(kept, router, 5)
-        fresh = create_on(router, victim, seed=500)
-        step_until_ok([fresh], router, 10)
-    release.envs = [*kept, fresh]
+        wait_for(f"{victim} back and ready", back, 180, interval=0.5)
+        stepper.rounds_after(5)
+    stepper.check()
+    record_moves("deleted gymserve pod -> back and Ready, under a stepping client", stepper, started)
+    MEASURED["envs moved by the pod's deletion"] = f"{len(moved)} of {len(release.farm)}, {stepper.rounds} rounds"
 
 
 def test_upgrade_to_three_pods_keeps_the_envs(release: Release) -> None:
@@ -435,12 +590,52 @@ def test_upgrade_to_three_pods_keeps_the_envs(release: Release) -> None:
     measure("helm upgrade --wait to 3 gymserve pods", time.monotonic() - started)
     pods = release.pods()
     assert sorted(pods) == [f"{FULLNAME}-{i}" for i in range(3)]
-    # Only the replica count changed: no pod was replaced, no env was lost.
+    # Only the replica count changed: no pod was replaced.
     assert {name: pods[name]["metadata"]["uid"] for name in uids} == uids
+    with Stepper(release.kube, release.farm) as stepper:
+        stepper.rounds_after(2)
     with release.router() as router:
-        step_until_ok(release.envs, router, 5)
         newcomer = create_on(router, f"{FULLNAME}-2", seed=900)
         step_until_ok([newcomer], router, 10)
+
+
+def snapshot_key(kube: Kube) -> str:
+    return kube.kubectl("get", "secret", f"{FULLNAME}-snapshot-key", "--output", "jsonpath={.data.snapshot-key}")
+
+
+def test_an_upgrade_that_replaces_every_pod_keeps_the_envs_and_the_key(release: Release) -> None:
+    """A changed value that rolls the StatefulSet: every pod stops (parks), one after the other, under the client."""
+    key = snapshot_key(release.kube)
+    assert len(base64.b64decode(key)) == 64
+    uids = {name: pod["metadata"]["uid"] for name, pod in release.pods().items()}
+    started = time.monotonic()
+    with Stepper(release.kube, release.farm) as stepper:
+        stepper.rounds_after(2)
+        roll = ["--set", f"podAnnotations.gymserve-e2e/rolled={secrets.token_hex(4)}"]
+        release.kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", *roll, "--wait", "--timeout", "8m")
+        stepper.rounds_after(5)
+    stepper.check()
+    record_moves("helm upgrade rolling 3 gymserve pods, under a stepping client", stepper, started)
+    pods = release.pods()
+    assert all(pods[name]["metadata"]["uid"] != uid for name, uid in uids.items()), "some pod was not replaced"
+    # lookup kept the key: a new one would have failed every parked record's signature.
+    assert snapshot_key(release.kube) == key
+
+
+def test_a_scale_down_parks_the_removed_pods_envs(release: Release) -> None:
+    gone = f"{FULLNAME}-2"
+    with FarmClient(release.kube) as client:
+        extra = [twin for twin in (FarmTwin(2000 + i).create(client) for i in range(12)) if twin.node == gone]
+    release.farm.extend(extra)
+    started = time.monotonic()
+    with Stepper(release.kube, release.farm) as stepper:
+        stepper.rounds_after(2)
+        release.kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "replicaCount=2", "--wait")
+        wait_for(f"{gone} gone", lambda: gone not in release.pods(), 120)
+        stepper.rounds_after(5)
+    stepper.check()
+    record_moves("helm upgrade 3 -> 2 gymserve pods, under a stepping client", stepper, started)
+    MEASURED["envs of the removed pod"] = str(len([t for t in release.farm if t.node == gone]))
 
 
 def test_helm4_installs_with_server_side_apply(kube: Kube, release: Release) -> None:

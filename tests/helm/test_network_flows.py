@@ -77,7 +77,7 @@ def needed(rendered: Rendered, router_from: str = ANY) -> set[tuple[str, str, in
         ("server", ANY, DNS_PORT),  # peers are found by name; the cluster DNS may run anywhere
         ("router", ANY, DNS_PORT),
     }
-    if settings.store_url:  # the farm's counts; an external store has an address no policy can name
+    if settings.store_url:  # the farm's park store (and counts); an external one has an address no policy can name
         url = urlsplit(settings.store_url)
         store_port = url.port or 6379
         own = rendered.has("Deployment") and any(
@@ -106,6 +106,8 @@ SCENARIOS: list[tuple[str | None, tuple[str, ...], str, str]] = [
     # No store pod, an external one (tenants with no store at all are refused: test_shared_farm.py).
     ("tenants-values.yaml", ("store.enabled=false", "store.url=redis://valkey.example:6379/0"), ANY, NAMESPACE),
     (None, ("config.storeUrl=redis://valkey.example:6381/1",), ANY, NAMESPACE),
+    (None, ("store.url=redis://valkey.example:6382/0",), ANY, NAMESPACE),
+    (None, ("store.enabled=false",), ANY, NAMESPACE),  # no store: no pod can park, and no flow to one
     ("replicas-values.yaml", (), ANY, NAMESPACE),
     ("all-features-values.yaml", (), "client", "monitoring"),
 ]
@@ -134,3 +136,15 @@ def test_the_flow_check_sees_a_missing_flow() -> None:
     everyone = endpoints(rendered)
     missing = expand(table, everyone, GOVERNED) - flows(policies, everyone, ports_of(table), GOVERNED)
     assert ("server", "server", 8000) in missing
+
+
+@pytest.mark.parametrize("scenario", [None, "tenants-values.yaml"])
+def test_the_park_store_is_admitted_with_or_without_tenants(scenario: str | None) -> None:
+    """Every gymserve pod parks in and adopts from the release's store: the table has the flow, and so do the
+    policies (the store's own admits the gymserve pods alone)."""
+    rendered = render(scenario)
+    table = needed(rendered)
+    assert ("server", "store", 6379) in table
+    everyone = endpoints(rendered)
+    got = flows(rendered.of_kind("NetworkPolicy"), everyone, ports_of(table), GOVERNED)
+    assert {(src, port) for src, dst, port in got if dst == "store"} == {("server", 6379)}

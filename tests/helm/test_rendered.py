@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections.abc import Iterator
@@ -136,6 +137,8 @@ def settings_of(rendered: Rendered, pod: str = f"{FULLNAME}-0") -> Settings:
     """The settings gymserve reads from the container's env, with the node id the pod name gives it."""
     env = env_of(rendered.server)
     assert env.pop("GYMSERVE_NODE_ID") == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # The farm's signing key: from a Secret, never a value (its own test below).
+    assert "secretKeyRef" in env.pop("GYMSERVE_SNAPSHOT_KEY")
     assert all(isinstance(v, str) for v in env.values())
     return Settings.from_env({**env, "GYMSERVE_NODE_ID": pod})
 
@@ -143,7 +146,7 @@ def settings_of(rendered: Rendered, pod: str = f"{FULLNAME}-0") -> Settings:
 def test_env_is_gymserve_settings_that_gymserve_accepts(rendered: Rendered) -> None:
     names = {row["variable"] for row in describe()}
     env = env_of(rendered.server)
-    ours = {k for k in env if k.startswith(PREFIX)}
+    ours = {k for k in env if k.startswith(PREFIX)} - {"GYMSERVE_SNAPSHOT_KEY"}  # a secret, not a setting
     assert ours <= names, f"not gymserve settings: {ours - names}"
     settings = settings_of(rendered)  # raises SettingsError on anything gymserve would refuse at start
     assert settings.node_id == f"{FULLNAME}-0"
@@ -340,7 +343,9 @@ def test_all_features_render_current_apis() -> None:
     ingress = rendered.one("Ingress")
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": FULLNAME, "port": {"name": "http"}}
-    assert {p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")} == {FULLNAME, f"{FULLNAME}-router"}
+    # The store's own policy too: the farm always runs its park store.
+    policies = {p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")}
+    assert policies == {FULLNAME, f"{FULLNAME}-router", f"{FULLNAME}-store"}
 
 
 # The fields of gateway.networking.k8s.io/v1 HTTPRoute (Gateway API v1.0+ standard channel) that the chart
@@ -420,9 +425,10 @@ def test_network_policy_lets_only_the_router_tests_peers_and_scrapers_in() -> No
     assert components == ["router", "test", "server"]  # gymserve pods: a batch's or a list's sub-request
     assert scrapers["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
     assert scrapers["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    # Egress: only the other gymserve pods, their shared port and their workers' (by name: DNS too).
+    # Egress: only the other gymserve pods, their shared port and their workers', the store (by name: DNS too).
     assert "Egress" in server["spec"]["policyTypes"]
-    to_pods, dns = server["spec"]["egress"]
+    to_pods, to_store, dns = server["spec"]["egress"]
+    assert to_store["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "store"
     assert to_pods["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
     assert to_pods["ports"] == rendered.one("NetworkPolicy", f"{FULLNAME}-router")["spec"]["egress"][0]["ports"]
     assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
@@ -451,8 +457,8 @@ def test_helm_test_pods(rendered: Rendered) -> None:
     app = rendered.one("Pod", f"{FULLNAME}-test-app")
     env = env_of(app["spec"]["containers"][0])
     assert env["GYMSERVE_HOST"] == "127.0.0.1"  # serves inside the test pod only
-    # The same settings, except the tenants': the test pod serves open, on its own (no tenants file, no store).
-    tenancy = {"GYMSERVE_TENANTS_FILE", "GYMSERVE_STORE_URL"}
+    # The same settings, except the farm's: the test pod serves open, on its own (no tenants file, no store, no key).
+    tenancy = {"GYMSERVE_TENANTS_FILE", "GYMSERVE_STORE_URL", "GYMSERVE_SNAPSHOT_KEY"}
     assert {k for k in env if k.startswith(PREFIX)} == {
         k for k in env_of(rendered.server) if k.startswith(PREFIX)
     } - tenancy
@@ -468,11 +474,33 @@ def test_notes_tell_how_to_reach_the_router() -> None:
     assert "port-forward service/{{ $fullname }}" in notes
 
 
-def test_the_snapshot_key_comes_from_a_secret_into_every_pod() -> None:
-    """The farm's key is never a value: a Secret of the user's, read by every gymserve pod; none by default."""
-    container = render().one("StatefulSet", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
-    assert "GYMSERVE_SNAPSHOT_KEY" not in {e["name"] for e in container["env"]}
-    rendered = render(None, "snapshots.existingSecret=farm-snapshots")
-    container = rendered.one("StatefulSet", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
-    (env,) = [e for e in container["env"] if e["name"] == "GYMSERVE_SNAPSHOT_KEY"]
-    assert env["valueFrom"]["secretKeyRef"] == {"name": "farm-snapshots", "key": "snapshot-key"}
+def snapshot_key_ref(rendered: Rendered) -> dict[str, Any]:
+    (env,) = [e for e in rendered.server["env"] if e["name"] == "GYMSERVE_SNAPSHOT_KEY"]
+    return dict(env["valueFrom"]["secretKeyRef"])
+
+
+def test_the_farms_signing_key_is_the_charts_own_secret_by_default() -> None:
+    """Every gymserve pod gets the same key from one Secret, so any pod adopts what another parked: a random key the
+    chart makes at install. `helm template` has no cluster, so its lookup finds nothing and each render makes a
+    new key; install and upgrade keep the one in the cluster (tests/e2e/test_helm.py checks that live)."""
+    rendered = render()
+    secret = rendered.one("Secret", f"{FULLNAME}-snapshot-key")
+    key = base64.b64decode(secret["data"]["snapshot-key"]).decode()
+    assert len(key) == 64 and key.isalnum()
+    assert snapshot_key_ref(rendered) == {"name": f"{FULLNAME}-snapshot-key", "key": "snapshot-key"}
+    template = (CHART / "templates" / "snapshot-key.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template and "randAlphaNum 64" in template
+
+
+def test_the_signing_key_may_be_a_secret_of_the_users() -> None:
+    rendered = render(None, "snapshots.existingSecret=farm-snapshots", "snapshots.secretKey=key")
+    assert not rendered.of_kind("Secret")
+    assert snapshot_key_ref(rendered) == {"name": "farm-snapshots", "key": "key"}
+
+
+def test_the_pods_dns_is_settable_like_the_routers() -> None:
+    spec = render().statefulset["spec"]["template"]["spec"]
+    assert "dnsPolicy" not in spec and "dnsConfig" not in spec
+    rendered = render(None, "dnsConfig.nameservers={172.17.0.1}", "router.dnsConfig.nameservers={172.17.0.1}")
+    for spec in (rendered.statefulset["spec"]["template"]["spec"], rendered.router["spec"]["template"]["spec"]):
+        assert (spec["dnsPolicy"], spec["dnsConfig"]) == ("None", {"nameservers": ["172.17.0.1"]})

@@ -28,7 +28,7 @@ def containers(rendered: Any) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("sets", [(), TENANTS])
 def test_every_container_has_cpu_and_memory_requests_and_limits(sets: tuple[str, ...]) -> None:
     found = containers(render(None, *sets))
-    assert len(found) == (3 if sets else 2)  # gymserve, router (and the store)
+    assert len(found) == 3  # gymserve, router and the store
     for container in found:
         for kind in ("requests", "limits"):
             assert set(container["resources"][kind]) >= {"cpu", "memory"}, container["name"]
@@ -69,11 +69,47 @@ def test_the_routers_buffers_have_a_size_limit_and_it_runs_as_non_root_read_only
     assert spec["securityContext"]["runAsNonRoot"] is True
 
 
-def test_without_tenants_there_is_no_store_and_no_key() -> None:
+def test_without_tenants_the_farm_has_its_park_store_and_no_tenant_keys() -> None:
+    """A farm always runs its park store: a stopping pod parks its envs there, whatever the tenants."""
     rendered = render()
-    assert not any(o["metadata"]["name"].endswith(("-store", "-tenant-keys", "-tenants")) for o in rendered.objects)
+    assert not any(o["metadata"]["name"].endswith(("-tenant-keys", "-tenants")) for o in rendered.objects)
+    assert rendered.one("Deployment", f"{FULLNAME}-store") and rendered.one("Service", f"{FULLNAME}-store")
     env = env_of(rendered.server)
-    assert "GYMSERVE_TENANTS_FILE" not in env and "GYMSERVE_STORE_URL" not in env
+    assert "GYMSERVE_TENANTS_FILE" not in env
+    assert env["GYMSERVE_STORE_URL"] == f"redis://{FULLNAME}-store.farm.svc.cluster.local:6379/0"
+    # The helm test's own app serves alone: no store of the farm's, no key.
+    app = next(p for p in rendered.tests if p["metadata"]["name"] == f"{FULLNAME}-test-app")
+    assert "GYMSERVE_STORE_URL" not in env_of(app["spec"]["containers"][0])
+
+
+@pytest.mark.parametrize(
+    "sets", [("store.url=redis://ext:6380/1",), ("config.storeUrl=redis://ext:6380/1",), ("store.enabled=false",)]
+)
+def test_an_external_store_or_none_replaces_the_store_pod(sets: tuple[str, ...]) -> None:
+    rendered = render(None, *sets)
+    assert not any(o["metadata"]["name"].endswith("-store") for o in rendered.objects)
+    env = env_of(rendered.server)
+    assert env.get("GYMSERVE_STORE_URL") == (None if "store.enabled=false" in sets else "redis://ext:6380/1")
+
+
+def test_the_store_keeps_parked_envs_in_memory_unless_persistence_is_on() -> None:
+    """Off by default: a PVC that no provisioner binds (the local cluster, many bare clusters) would keep the store,
+    and with it every park and every tenant's create, Pending."""
+    spec = render().one("Deployment", f"{FULLNAME}-store")["spec"]
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "no" and args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "emptyDir" in spec["template"]["spec"]["volumes"][0] and "strategy" not in spec
+    rendered = render(None, "store.persistence.enabled=true", "store.persistence.storageClass=fast")
+    spec = rendered.one("Deployment", f"{FULLNAME}-store")["spec"]
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes" and spec["strategy"] == {"type": "Recreate"}
+    assert spec["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": f"{FULLNAME}-store"}
+    claim = rendered.one("PersistentVolumeClaim", f"{FULLNAME}-store")["spec"]
+    assert claim["storageClassName"] == "fast" and claim["resources"]["requests"]["storage"] == "1Gi"
+    rendered = render(None, "store.persistence.enabled=true", "store.persistence.existingClaim=ours")
+    assert not rendered.has("PersistentVolumeClaim")
+    volume = rendered.one("Deployment", f"{FULLNAME}-store")["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["persistentVolumeClaim"] == {"claimName": "ours"}
 
 
 def test_generated_keys_are_in_a_secret_and_only_their_digests_reach_the_pods() -> None:
@@ -115,9 +151,8 @@ def test_an_existing_secret_and_an_external_store() -> None:
     rendered = render(
         None, "tenants.enabled=true", "tenants.existingSecret=our-tenants", "store.url=redis://ext:6380/1"
     )
-    assert not rendered.of_kind("Secret") and not any(
-        o["metadata"]["name"].endswith("-store") for o in rendered.objects
-    )
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Secret")] == [f"{FULLNAME}-snapshot-key"]
+    assert not any(o["metadata"]["name"].endswith("-store") for o in rendered.objects)
     env = env_of(rendered.server)
     assert env["GYMSERVE_STORE_URL"] == "redis://ext:6380/1"
     volumes = {v["name"]: v for v in rendered.statefulset["spec"]["template"]["spec"]["volumes"]}
