@@ -202,7 +202,9 @@ class Settings:
     )
     store_url: str = _setting(
         "",
-        "redis:// URL of the Redis or Valkey that counts tenants' envs farm-wide (unset: a SQLite file, per server).",
+        "redis:// URL of the farm's Redis or Valkey: it parks envs that move between replicas (with "
+        "GYMSERVE_SNAPSHOT_KEY) and counts tenants' envs farm-wide (unset: GYMSERVE_STATE_DIR and a SQLite file, "
+        "per server).",
     )
     store_timeout_seconds: float = _setting(
         0.5,
