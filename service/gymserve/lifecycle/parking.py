@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import orjson
+
 State = Literal["parked", "moving", "held", "lost"]
 # A claim older than this whose adopter never settled it (it died adopting) reads as lost, not as moving forever.
 STALE_CLAIM_SECONDS = 60.0
@@ -98,7 +100,7 @@ class DirStore:
         target = self._file(state, instance_id)
         temporary = f"{target}.{os.getpid()}.tmp"
         with open(temporary, "wb") as out:
-            out.write(json.dumps(head).encode() + b"\n" + blob)
+            out.write(orjson.dumps(head) + b"\n" + blob)
         os.replace(temporary, target)
 
     def _read(self, state: State, instance_id: str) -> tuple[dict[str, Any], bytes] | None:
@@ -107,7 +109,7 @@ class DirStore:
                 head, _, blob = source.read().partition(b"\n")
         except FileNotFoundError:
             return None
-        return json.loads(head), blob
+        return orjson.loads(head), blob
 
     def _drop(self, *states: State, instance_id: str) -> None:
         for state in states:

@@ -43,23 +43,40 @@ def _mujoco_renderer() -> Any:
     return None if module is None else module.MujocoRenderer
 
 
+_PLAIN, _RENDERER, _MUJOCO_RENDERER, _BY_ATTRIBUTES = range(4)
+
+
 class _EnvPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._renderers = _renderers()
         self._mujoco_renderer: Any = _mujoco_renderer()
+        self._kinds: dict[type, int] = {}  # pickle asks for every object: decide once per type
+
+    def _kind(self, cls: type) -> int:
+        if self._renderers and issubclass(cls, self._renderers):
+            return _RENDERER
+        if self._mujoco_renderer is not None and issubclass(cls, self._mujoco_renderer):
+            return _MUJOCO_RENDERER
+        if issubclass(cls, EzPickle) and not issubclass(cls, type):
+            return _BY_ATTRIBUTES
+        return _PLAIN
 
     def reducer_override(self, obj: Any) -> Any:
-        if self._renderers and isinstance(obj, self._renderers):
+        cls = type(obj)
+        kind = self._kinds.get(cls)
+        if kind is None:
+            kind = self._kinds[cls] = self._kind(cls)
+        if kind == _PLAIN:
+            return NotImplemented
+        if kind == _RENDERER:
             return (_nothing, ())
-        if self._mujoco_renderer is not None and isinstance(obj, self._mujoco_renderer):
+        if kind == _MUJOCO_RENDERER:
             return (
-                self._mujoco_renderer,
+                cls,
                 (obj.model, obj.data, obj.default_cam_config, obj.width, obj.height, obj.max_geom, obj.camera_id),
             )
-        if isinstance(obj, EzPickle) and not isinstance(obj, type):
-            return (_by_attributes, (type(obj), obj.__dict__))
-        return NotImplemented
+        return (_by_attributes, (cls, obj.__dict__))
 
 
 def dumps(obj: Any) -> bytes:
