@@ -44,6 +44,9 @@ def _mujoco_renderer() -> Any:
 
 
 _PLAIN, _RENDERER, _MUJOCO_RENDERER, _BY_ATTRIBUTES = range(4)
+# pickle asks for every object: what to do is decided once per type (a renderer's class exists only once its library
+# is loaded, so no type is ever decided before it could be seen as one).
+_KINDS: dict[type, int] = {}
 
 
 class _EnvPickler(pickle.Pickler):
@@ -51,7 +54,6 @@ class _EnvPickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._renderers = _renderers()
         self._mujoco_renderer: Any = _mujoco_renderer()
-        self._kinds: dict[type, int] = {}  # pickle asks for every object: decide once per type
 
     def _kind(self, cls: type) -> int:
         if self._renderers and issubclass(cls, self._renderers):
@@ -64,9 +66,9 @@ class _EnvPickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
-        kind = self._kinds.get(cls)
+        kind = _KINDS.get(cls)
         if kind is None:
-            kind = self._kinds[cls] = self._kind(cls)
+            kind = _KINDS[cls] = self._kind(cls)
         if kind == _PLAIN:
             return NotImplemented
         if kind == _RENDERER:
