@@ -201,6 +201,8 @@ class Envs:
         holder = holder_owner(found.holder) if found is not None and found.state == "held" else None
         if holder is not None and (sent := self._toward(holder, caller)) is not None:
             return caller._replace(resolution=Resolution(sent, holder))
+        if holder is not None and holder.node != self.owner.node and not caller.may_fan_out:
+            raise Moving(instance_id)  # sent here by a replica whose look-up is already stale: it moved meanwhile
         lost = where in (Where.LOST, Where.SIBLING)
         fallback = InstanceLost(instance_id) if lost else UnknownInstance(instance_id[:100])
         self.moves.raise_for(instance_id, found, fallback)

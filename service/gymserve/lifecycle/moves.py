@@ -81,6 +81,8 @@ class Moves:
         self.registry = registry
         self.owner = owner
         self.me = holder_name(owner)
+        # A holder that missed three reaper passes (and 5 s more) crashed: the envs it held are lost.
+        self.beat_seconds = 3 * settings.reaper_interval_seconds + 5
 
     @classmethod
     def build(
@@ -149,7 +151,9 @@ class Moves:
         return True
 
     def tick(self) -> None:
-        """Each reaper pass: parked envs whose TTL ran out are dropped, and the gauge says how many are left."""
+        """Each reaper pass: this worker beats (other replicas know it still holds what it adopted), parked envs
+        whose TTL ran out are dropped, and the gauge says how many are left."""
+        self.store.beat(self.me, self.beat_seconds)
         self.store.sweep()
         metrics.PARKED_ENVS.set(self.store.count())
 
@@ -217,6 +221,7 @@ class Moves:
                 raise InstanceLost(instance_id, "bad_record") from None
             record = _record_of(moved, instance_id, parked.tenant)
             self.registry.add(record)
+            self.store.beat(self.me, self.beat_seconds)  # alive before anyone is told it holds the env
             self.store.settle(instance_id, self.me)
             if moved.key is not None:
                 keys.restore(*moved.key, instance_id)

@@ -78,6 +78,12 @@ class ParkStore(Protocol):
     def count_of(self, tenant: str) -> int:
         """How many (sub-)envs the tenant has parked: they count against its max_envs."""
 
+    def beat(self, holder: str, seconds: float) -> None:
+        """`holder` (a worker that adopted envs) is alive for `seconds` more."""
+
+    def alive(self, holder: str) -> bool:
+        """Whether `holder` beat lately: a holder that did not crashed with the envs it held."""
+
 
 # --- a directory, for one server ----------------------------------------------------------------------------------
 
@@ -174,6 +180,12 @@ class DirStore:
 
     def count_of(self, tenant: str) -> int:
         return sum(parked.weight for _, parked in self.parked(tenant))
+
+    def beat(self, holder: str, seconds: float) -> None:
+        pass  # one server: its holders are siblings, whose sockets say whether they live
+
+    def alive(self, holder: str) -> bool:
+        return True
 
     def sweep(self) -> list[str]:
         gone = []
@@ -307,6 +319,12 @@ class RedisStore:
 
     def sweep(self) -> list[str]:
         return []  # each parked record expires by itself (PEXPIREAT)
+
+    def beat(self, holder: str, seconds: float) -> None:
+        self.client.set(f"gymserve:alive:{holder}", 1, px=int(seconds * 1000))
+
+    def alive(self, holder: str) -> bool:
+        return bool(self.client.exists(f"gymserve:alive:{holder}"))
 
     def count_of(self, tenant: str) -> int:
         return sum(parked.weight for _, parked in self.parked(tenant))

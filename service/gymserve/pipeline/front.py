@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import logging
 import re
-import socket
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -34,6 +33,7 @@ from ..errors import (
 )
 from ..lifecycle.caller import ANYONE, Caller
 from ..lifecycle.envs import Envs
+from ..lifecycle.moves import holder_name
 from ..routing import peers
 from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS, Forwarder, end_to_end
 from ..routing.peers import FANOUT_HEADER
@@ -261,10 +261,13 @@ class Front:
             status, answer_headers, body = send()
         except GymServeError as err:
             return error_reply(err, native)
-        except socket.gaierror:  # its replica is gone without parking it (a crash)
-            return error_reply(InstanceLost(instance_id, "holder_gone"), native)
         except (OSError, http.client.HTTPException):
-            return error_reply(Moving(instance_id), native)  # its replica is restarting or parking it: retry
+            # Its replica is restarting, parking it, or not in DNS yet: the env moves again in a moment, so the
+            # client retries; unless that worker stopped beating in the store, having crashed with it.
+            moves = self.envs.moves
+            if moves is not None and not moves.store.alive(holder_name(holder)):
+                return error_reply(InstanceLost(instance_id, "holder_gone"), native)
+            return error_reply(Moving(instance_id), native)
         kept = [(k, v) for k, v in end_to_end(dict(answer_headers)).items() if k.lower() != "content-length"]
         return status, [*kept, (FORWARDED_HEADER, "1"), ("Content-Length", str(len(body)))], body
 
