@@ -15,6 +15,7 @@ import pytest
 from gymserve.app import create_app
 from gymserve.routing import peers
 from gymserve.settings import Settings
+from stores import redis_server
 
 PATTERN = "replica-[ab]"
 
@@ -98,3 +99,32 @@ def test_another_tenants_parked_env_reads_as_unknown(farm: dict[str, Any]) -> No
     other = Caller(tenant=Tenant(name="other"))
     assert moves.where(instance_id, other) is None
     assert moves.where(instance_id, Caller()) is not None
+
+
+def test_an_unreachable_holder_is_waited_for_while_it_beats_and_lost_once_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GYMSERVE_SNAPSHOT_KEY", "k" * 40)
+    with redis_server(tmp_path) as url:
+
+        def replica(node: str) -> Any:
+            env = {"GYMSERVE_PEER_NODE_PATTERN": PATTERN, "GYMSERVE_STORE_URL": url}
+            return create_app(Settings.from_env(env, node_id=node))
+
+        a, b = replica("replica-a"), replica("replica-b")
+        instance_id = a.test_client().post("/v2/envs", json={"env_id": "CartPole-v1"}).json["instance_id"]
+        assert a.extensions["gymserve"].envs.park_all() == (1, 0)
+        assert b.test_client().post(f"/v2/envs/{instance_id}/reset", json={}).status_code == 200  # b adopts it
+        back = replica("replica-a")
+
+        def unreachable(*args: Any, **kwargs: Any) -> Callable[[], Any]:
+            raise OSError("no route to replica-b")
+
+        monkeypatch.setattr(peers, "begin", unreachable)
+        waiting = back.test_client().post(f"/v2/envs/{instance_id}/reset", json={})
+        assert waiting.status_code == 503 and waiting.json["error"]["details"]["reason"] == "moving"
+        assert waiting.headers["Retry-After"] == "1"
+        moves = b.extensions["gymserve"].envs.moves
+        moves.store.client.delete(f"gymserve:alive:{moves.me}")  # replica-b crashed: it beats no more
+        gone = back.test_client().post(f"/v2/envs/{instance_id}/reset", json={})
+        assert gone.status_code == 410 and gone.json["error"]["details"]["reason"] == "holder_gone"
