@@ -161,6 +161,11 @@ class Settings:
     )
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
     retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
+    snapshot_ttl_seconds: float = _setting(
+        604_800.0,
+        "How long a snapshot can be restored after it was made (it is bound to its tenant and the farm's key too).",
+        minimum=1,
+    )
     max_snapshot_bytes: int = _setting(
         1_048_576,
         "Largest env snapshot in bytes (GET /v2/envs/<id>/snapshot; a restore's body is also bounded by "

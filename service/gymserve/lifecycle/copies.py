@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import os
 import pickle
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,11 @@ def _not_copyable(exc: Exception) -> NotSupported:
 KEY_VARIABLE = "GYMSERVE_SNAPSHOT_KEY"
 KEY_FILE_VARIABLE = "GYMSERVE_SNAPSHOT_KEY_FILE"
 MIN_KEY_LENGTH = 32
-_MAGIC = b"GSS1"  # format and version of a blob: magic, 32-byte MAC, pickle
+# A signed record (a snapshot, a parked env): magic, a 32-byte MAC, when it expires (8 bytes, unix seconds, 0: never),
+# the pickle. The MAC covers all of it and the record's binding (its tenant; a parked env's id too), which is not
+# carried: a record opens only for the binding it was sealed for, and never after it expired.
+_MAGIC = b"GSR2"
+_EXPIRY_SIZE = 8
 _MAC_SIZE = hashlib.sha256().digest_size
 
 
@@ -105,38 +110,48 @@ class Sealer:
     def enabled(self) -> bool:
         return self._key is not None
 
-    def seal(self, state: Any, bound: bytes = b"") -> bytes:
-        """`state` pickled and signed; `bound` (what the blob belongs to: a parked env's id and tenant) is signed
-        with it but not carried, so the blob opens only where the same binding is given."""
+    def seal(self, state: Any, bound: bytes = b"", expires_at: float = 0.0) -> bytes:
+        """`state` pickled and signed for `bound` (what it belongs to) until `expires_at` (0: never). Pickling stops
+        as soon as the record would pass the limit, so an env too large is never held in memory twice."""
         key = self._checked_key()
+        head = _MAGIC + _MAC_SIZE * b"\0" + int(expires_at).to_bytes(_EXPIRY_SIZE, "big")
         try:
-            payload = pickling.dumps(picklable(state) if isinstance(state, EnvState) else state)
-        except Exception as exc:
-            raise _not_copyable(exc) from None
-        blob = _MAGIC + _mac(key, payload, bound) + payload
-        if len(blob) > self.max_bytes:
+            payload = pickling.dumps(
+                picklable(state) if isinstance(state, EnvState) else state, self.max_bytes - len(head)
+            )
+        except pickling.TooLarge:
             raise NotSupported(
-                f"this env's snapshot would be {len(blob)} bytes, over the server's limit of {self.max_bytes} "
+                f"this env's snapshot would be over the server's limit of {self.max_bytes} bytes "
                 "(GYMSERVE_MAX_SNAPSHOT_BYTES)",
                 details={"field": "snapshot", "limit": self.max_bytes},
-            )
-        return blob
+            ) from None
+        except Exception as exc:
+            raise _not_copyable(exc) from None
+        expiry = head[-_EXPIRY_SIZE:]
+        return _MAGIC + _mac(key, expiry + payload, bound) + expiry + payload
 
     def open(self, blob: bytes, bound: bytes = b"", kind: type = EnvState) -> Any:
-        """The state sealed in `blob` (under `bound`); a 422 for anything this farm's key did not seal, which is
-        never unpickled."""
+        """The state sealed in `blob` for `bound`; a 422 for anything this farm's key did not seal for it, or that
+        expired, which is never unpickled."""
         key = self._checked_key()
         if len(blob) > self.max_bytes:
             raise InvalidSnapshot(f"the snapshot exceeds the server's limit of {self.max_bytes} bytes")
-        if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC) + _MAC_SIZE:
-            raise InvalidSnapshot("this is not a gymserve snapshot (GET /v2/envs/<id>/snapshot makes them)")
-        mac, payload = blob[len(_MAGIC) : len(_MAGIC) + _MAC_SIZE], blob[len(_MAGIC) + _MAC_SIZE :]
-        if not hmac.compare_digest(mac, _mac(key, payload, bound)):
+        start = len(_MAGIC) + _MAC_SIZE
+        if not blob.startswith(_MAGIC) or len(blob) <= start + _EXPIRY_SIZE:
             raise InvalidSnapshot(
-                "the snapshot was altered, or made by a farm with another GYMSERVE_SNAPSHOT_KEY; it was not opened"
+                "this is not a gymserve snapshot of this version (GET /v2/envs/<id>/snapshot makes them)"
             )
+        mac, signed = blob[len(_MAGIC) : start], blob[start:]
+        if not hmac.compare_digest(mac, _mac(key, signed, bound)):
+            raise InvalidSnapshot(
+                "the snapshot was altered, made for another tenant, or made by a farm with another "
+                "GYMSERVE_SNAPSHOT_KEY; it was not opened"
+            )
+        expires_at = int.from_bytes(signed[:_EXPIRY_SIZE], "big")
+        if expires_at and expires_at < time.time():
+            raise InvalidSnapshot("the snapshot expired (GYMSERVE_SNAPSHOT_TTL_SECONDS); make a new one")
         try:  # authenticated: this farm made it. It can still fail where the code differs (another gymnasium).
-            state = pickle.loads(payload)
+            state = pickle.loads(signed[_EXPIRY_SIZE:])
         except Exception as exc:
             raise InvalidSnapshot(
                 f"the snapshot could not be restored here: {type(exc).__name__}: {exc}"[:300]
@@ -179,9 +194,13 @@ def _portable(env: Any) -> Any:
     return env
 
 
-def _mac(key: bytes, payload: bytes, bound: bytes) -> bytes:
-    bound = len(bound).to_bytes(4, "big") + bound if bound else b""  # unbound blobs (snapshots) keep their MAC
-    return hmac.new(key, _MAGIC + bound + payload, hashlib.sha256).digest()
+def _mac(key: bytes, signed: bytes, bound: bytes) -> bytes:
+    return hmac.new(key, _MAGIC + len(bound).to_bytes(4, "big") + bound + signed, hashlib.sha256).digest()
+
+
+def snapshot_binding(tenant: str) -> bytes:
+    """What a snapshot is bound to: its tenant (the farm is its key). Another tenant's restore reads as invalid."""
+    return b"snapshot\0" + tenant.encode()
 
 
 # --- what a fork, snapshot or restore carries of an env ----------------------------------------------------------
@@ -222,10 +241,10 @@ def check_restore(spec: CreateRequest) -> None:
             raise InvalidValue(name, "a restore takes the env from its snapshot: give only env_id, ttl and labels")
 
 
-def opened(sealer: Sealer, spec: CreateRequest) -> EnvState:
-    """The state in `spec.snapshot`, if this farm sealed it and it is of the env `spec` names."""
+def opened(sealer: Sealer, spec: CreateRequest, tenant: str) -> EnvState:
+    """The state in `spec.snapshot`, if this farm sealed it for `tenant` and it is of the env `spec` names."""
     assert spec.snapshot is not None
-    state = sealer.open(spec.snapshot)
+    state: EnvState = sealer.open(spec.snapshot, snapshot_binding(tenant))
     for name, given, held in (
         ("env_id", spec.env_id, state.env_id),
         ("num_envs", spec.num_envs, state.num_envs),
@@ -234,3 +253,10 @@ def opened(sealer: Sealer, spec: CreateRequest) -> EnvState:
         if given is not None and given != held:
             raise InvalidValue(name, f"the snapshot's is {held!r}, not {given!r}")
     return state
+
+
+def made_with(env: Any) -> dict[str, Any]:
+    """The constructor arguments an env (a vector env: its sub-envs) was made with, as its spec says."""
+    one = env.envs[0] if isinstance(env, SyncVectorEnv) and env.envs else env
+    spec = getattr(one, "spec", None)
+    return dict(spec.kwargs) if spec is not None else {}

@@ -6,6 +6,7 @@ import builtins
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -163,15 +164,18 @@ class Envs:
 
     def snapshot(self, instance_id: str, caller: Caller) -> bytes:
         """The env's state sealed into a blob that any replica with this farm's key can restore."""
+        expires_at = time.time() + self.settings.snapshot_ttl_seconds
+        binding = copies.snapshot_binding(caller.tenant.name)
         with self.use(instance_id, caller) as record:  # pickled under its lock: no step moves it meanwhile
-            return self.sealer.seal(copies.state_of(record, record.env))
+            return self.sealer.seal(copies.state_of(record, record.env), binding, expires_at)
 
     def restore(self, spec: CreateRequest, caller: Caller) -> EnvRecord:
         """A new env in the state `spec.snapshot` holds; the blob is opened only if this farm's key sealed it."""
         copies.check_restore(spec)
         ttl, tenant = self.ttl_for(spec.ttl, caller.tenant), caller.tenant
         self.factory.check_env_id(spec.env_id)
-        state = copies.opened(self.sealer, spec)
+        state = copies.opened(self.sealer, spec, tenant.name)
+        self.factory.kwargs_policy.check(state.env_id, copies.made_with(state.env))  # today's policy, not the blob's
 
         def restored() -> EnvRecord:
             return self._admitted(tenant, state.weight, lambda: self._record_from(state, ttl, spec.labels, tenant))

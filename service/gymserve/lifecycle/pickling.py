@@ -81,9 +81,25 @@ class _EnvPickler(pickle.Pickler):
         return (_by_attributes, (cls, obj.__dict__))
 
 
-def dumps(obj: Any) -> bytes:
-    """`obj` pickled by the rules above (raises what pickle raises for what cannot be pickled)."""
-    out = io.BytesIO()
+class TooLarge(Exception):
+    """The pickle would pass its limit: it was stopped there."""
+
+
+class _Bounded(io.BytesIO):
+    def __init__(self, limit: int | None) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: Any) -> int:  # pickle writes frames of at most 64 KiB (protocol 4+)
+        if self.limit is not None and self.tell() + len(data) > self.limit:
+            raise TooLarge
+        return super().write(data)
+
+
+def dumps(obj: Any, limit: int | None = None) -> bytes:
+    """`obj` pickled by the rules above (raises what pickle raises for what cannot be pickled, and TooLarge as soon
+    as the pickle passes `limit` bytes)."""
+    out = _Bounded(limit)
     _EnvPickler(out).dump(obj)
     return out.getvalue()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import gymnasium as gym
+import msgpack
 import pytest
 
 from gymserve.app import create_app
@@ -72,3 +74,43 @@ def test_serve_refuses_a_short_key_before_starting(
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "GYMSERVE_SNAPSHOT_KEY" in err and "short" not in err.replace("GYMSERVE_SNAPSHOT_KEY", ""), "never echoed"
+
+
+def test_a_snapshot_is_bound_to_its_tenant_and_expires() -> None:
+    sealer = snapshots.Sealer(KEY.encode(), 1 << 20)
+    mine, theirs = snapshots.snapshot_binding("team-a"), snapshots.snapshot_binding("team-b")
+    blob = sealer.seal(_state(), mine, time.time() + 60)
+    assert sealer.open(blob, mine).env_id == "CartPole-v1"
+    with pytest.raises(InvalidSnapshot, match="another tenant"):
+        sealer.open(blob, theirs)
+    stale = sealer.seal(_state(), mine, time.time() - 1)
+    with pytest.raises(InvalidSnapshot, match="expired"):
+        sealer.open(stale, mine)
+    forged = bytearray(stale)
+    forged[36:44] = int(time.time() + 3600).to_bytes(8, "big")  # a later expiry written in: the MAC says no
+    with pytest.raises(InvalidSnapshot, match="altered"):
+        sealer.open(bytes(forged), mine)
+
+
+def test_pickling_stops_at_the_limit_instead_of_holding_a_too_large_env() -> None:
+    sealer = snapshots.Sealer(KEY.encode(), 4096)
+    state = _state()
+    state.env.unwrapped.ballast = bytes(1 << 20)  # what a large env holds
+    from gymserve.errors import NotSupported
+
+    with pytest.raises(NotSupported, match="over the server's limit of 4096 bytes"):
+        sealer.seal(state)
+
+
+def test_a_restore_passes_todays_kwargs_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GYMSERVE_SNAPSHOT_KEY", KEY)
+    tall = ["SF"] + ["FF"] * 298 + ["FG"]  # 300 rows: over the policy's 256 list items
+    loose = Settings.from_env({"GYMSERVE_ENV_KWARGS_ALLOW": "FrozenLake-v1:desc"}, node_id="a")
+    client = create_app(loose).test_client()
+    made = client.post("/v2/envs", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": tall}})
+    assert made.status_code == 201, made.json
+    blob = client.get(f"/v2/envs/{made.json['instance_id']}/snapshot").data
+    strict = create_app(Settings.from_env({}, node_id="b")).test_client()  # the operator took the exemption back
+    body = msgpack.packb({"env_id": "FrozenLake-v1", "snapshot": blob})
+    resp = strict.post("/v2/envs", data=body, content_type="application/msgpack")
+    assert resp.status_code == 422 and resp.json["error"]["details"]["field"] == "kwargs.desc", resp.json
