@@ -98,9 +98,12 @@ RUN if [ -n "$RUNTIME_APT_PACKAGES" ]; then \
 
 # A fixed UID/GID (not root, not a host user's 1000), so that volume permissions and Kubernetes'
 # runAsUser are predictable. No home directory and no login shell.
+# /var/lib/gymserve/farm-key belongs to that user: a new named volume mounted there takes its owner and mode, so
+# that compose's `keygen` service (`gymserve keygen`, as this user) can write the farm's key into it.
 RUN groupadd --system --gid 10001 gymserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin gymserve
+       --shell /usr/sbin/nologin gymserve \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/gymserve/farm-key
 
 COPY --from=build /opt/gymserve /opt/gymserve
 

@@ -45,7 +45,8 @@ else
     echo "e2e-compose: no $standins: using the official images from the registry"
 fi
 
-# The tenants' store (deploy/compose/tenants.yml): the official image, or Debian's redis-server in a stand-in.
+# The farm's park store (every stack has one; with tenants it also counts quotas): the official image, or Debian's
+# redis-server in a stand-in.
 if [ -z "${STORE_IMAGE:-}" ]; then
     if timeout 60 docker pull --quiet valkey/valkey:8 >/dev/null 2>&1; then
         export STORE_IMAGE=valkey/valkey:8
@@ -73,7 +74,7 @@ fi
 stage "tests/e2e"
 # -o markers: the e2e marker, also where pyproject does not register it (--strict-markers).
 GYMSERVE_E2E=1 "$VENV/bin/pytest" -p no:cacheprovider -o "markers=e2e: docker compose end-to-end tests" \
-    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py "$@" </dev/null
+    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py tests/e2e/test_compose_moves.py "$@" </dev/null
 
 if [ "${GYMSERVE_E2E_DOCS:-1}" != 0 ]; then
     stage "the docs' compose commands, as written (scripts/test-docs.sh compose)"

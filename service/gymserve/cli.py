@@ -1,4 +1,4 @@
-"""The `gymserve` command: `serve` runs gunicorn with gymserve's config; `bench`; `settings`; `tenant-key`."""
+"""The `gymserve` command: `serve` runs gunicorn with gymserve's config; `bench`; `settings`; `tenant-key`; `keygen`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import os
 import re
+import secrets
 import sys
 import tempfile
 
@@ -134,6 +135,35 @@ def _tenant_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    """The farm's signing key (GYMSERVE_SNAPSHOT_KEY_FILE) written once: a random key in a new file of mode 0600, or
+    nothing when the file exists, so that every later run (compose's `keygen` service on each `up`) keeps it.
+
+    The key is written to a temporary file and linked to PATH, which fails if PATH exists: no reader ever sees a
+    half-written key, and of two runs at once one wins and the other keeps its key.
+    """
+    path = os.path.abspath(args.path)
+    if os.path.exists(path):
+        print(f"gymserve: {path} exists: the key is kept", file=sys.stderr)
+        return 0
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".keygen-", dir=os.path.dirname(path))  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(secrets.token_hex(32) + "\n")
+            os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    except FileExistsError:
+        print(f"gymserve: {path} exists: the key is kept", file=sys.stderr)
+        return 0
+    except OSError as exc:
+        print(f"gymserve: cannot write the key to {path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"gymserve: wrote a new key to {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gymserve", description="Serve Gymnasium environments over HTTP.")
     parser.add_argument("--version", action="version", version=f"gymserve {__version__}")
@@ -154,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tenant_key.add_argument("name", help="the tenant's name in the tenants file")
     tenant_key.set_defaults(func=_tenant_key)
+    keygen = sub.add_parser(
+        "keygen", help=f"write a random farm key to PATH ({PREFIX}SNAPSHOT_KEY_FILE) once, unless PATH exists"
+    )
+    keygen.add_argument("path", help="the key file to create (mode 0600); an existing file is left as it is")
+    keygen.set_defaults(func=_keygen)
     return parser
 
 
