@@ -155,7 +155,8 @@ class OneOf(Arg):
 
     def why(self, value: Any) -> str | None:
         first = self.first.why(value)
-        return None if first is None or self.second.why(value) is None else first
+        second = None if first is None else self.second.why(value)
+        return None if first is None or second is None else f"{first}; or {second}"
 
     def legal(self) -> Any:
         return self.second.legal()

@@ -54,6 +54,14 @@ def check_value(value: Any) -> str | None:
     return _describe(value)
 
 
+def _same(registered: Any, value: Any) -> bool:
+    """Whether a client's value is the registration's own (an operator's module may register an array)."""
+    try:
+        return type(registered) is type(value) and bool(registered == value)
+    except (TypeError, ValueError):
+        return False
+
+
 def _load_creator(env_id: str) -> Any:
     entry_point = gym.spec(env_id).entry_point
     return load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
@@ -102,7 +110,7 @@ class KwargsPolicy:
                     raise InvalidValue(field, f"{value!r} is not available on a server; use one of {modes}")
             elif self.exempt(env_id, name):
                 self._check_exempt(env_id, name, value)
-            elif name in registered and registered[name] == value:
+            elif name in registered and _same(registered[name], value):
                 continue  # the registration's own value (a restore passes them all): no choice of the client's
             elif name not in table:
                 raise InvalidValue(field, self._not_listed(env_id, name, table))
