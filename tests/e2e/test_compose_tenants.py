@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,10 +76,7 @@ def farm(request: pytest.FixtureRequest) -> Iterator[TenantFarm]:
         farm.compose("up", "--detach", "--wait", "--wait-timeout", "180", "gymserve", "router", "store", timeout=300)
         yield farm
     finally:
-        if request.session.testsfailed:
-            logs = farm.compose("logs", "--no-color", "--tail", "60", check=False, timeout=60)
-            sys.stderr.write(f"\n--- compose logs of {project} ---\n{logs.stdout[-15000:]}\n")
-        farm.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
+        farm.down(bool(request.session.testsfailed))
         if not os.environ.get("GYMSERVE_E2E_IMAGE"):
             subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=60, check=False)
 
