@@ -290,7 +290,7 @@ def test_a_closed_connection_drains_in_the_poller_and_never_blocks_finish_reques
 
 
 def test_accept_makes_room_by_closing_the_connection_idle_longest(worker: GymserveWorker, cfg: Config) -> None:
-    _poller_of(worker)
+    submitted = _poller_of(worker)
     worker.max_idle = 2
     ends = [socket.socketpair() for _ in range(3)]
     idle = [
@@ -308,6 +308,8 @@ def test_accept_makes_room_by_closing_the_connection_idle_longest(worker: Gymser
         worker.accept(listener)
     assert list(worker.keepalived_conns) == [] and list(worker.pending_conns) == [idle[1]]
     assert worker.nr_conns == 2  # one closed, one accepted
+    assert len(submitted) == 1
+    submitted[0].sock.close()
     listener.close()
     for client, server in ends:
         client.close()
