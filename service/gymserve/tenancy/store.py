@@ -12,6 +12,7 @@ touches one cluster slot. The create rate is a sliding window: a sorted set of c
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -41,16 +42,42 @@ class Store(Protocol):
 
 WINDOW_MS = 60_000  # creates_per_minute: the window of the rate
 
-_ADMIT = """
+# The store's epoch per tenant ("<id>:<warm until, ms>"): a worker that saw an epoch and finds none has met a store
+# that restarted empty. Creates then wait (warming) until every live worker's heartbeat has written its counts
+# again, instead of being admitted against counts that are not there yet. A farm's first start has no such wait:
+# no worker saw an epoch before.
+_EPOCH = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  local warm_until = 0
+  if ARGV[1] ~= '' then warm_until = NOW + tonumber(ARGV[2]) end
+  epoch = ARGV[3] .. ':' .. warm_until
+  redis.call('SET', KEYS[1], epoch)
+end
+local sep = string.find(epoch, ':', 1, true)
+local epoch_id, warm_left = string.sub(epoch, 1, sep - 1), tonumber(string.sub(epoch, sep + 1)) - NOW
+"""
+_NOW = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_ADMIT = (
+    _NOW
+    + _EPOCH.replace("KEYS[1]", "KEYS[4]")
+    .replace("ARGV[1]", "ARGV[8]")
+    .replace("ARGV[2]", "ARGV[9]")
+    .replace("ARGV[3]", "ARGV[10]")
+    + """
+if warm_left > 0 then return {'warming', warm_left, epoch_id} end
+local now = NOW
 local me, weight, max_envs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate, window, life = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if rate >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
   if redis.call('ZCARD', KEYS[3]) >= rate then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {'rate', tonumber(oldest[2]) + window - now}
+    return {'rate', tonumber(oldest[2]) + window - now, epoch_id}
   end
 end
 local deadlines = redis.call('HGETALL', KEYS[2])
@@ -70,7 +97,7 @@ for i = 1, #counts, 2 do
   end
 end
 if max_envs >= 0 and used + weight > max_envs then
-  return {'quota', used}
+  return {'quota', used, epoch_id}
 end
 redis.call('HINCRBY', KEYS[1], me, weight)
 redis.call('HSET', KEYS[2], me, now + life)
@@ -78,12 +105,18 @@ if rate >= 0 then
   redis.call('ZADD', KEYS[3], now, ARGV[7])
   redis.call('PEXPIRE', KEYS[3], window)
 end
-return {'ok', used + weight}
+return {'ok', used + weight, epoch_id}
 """
+)
 
-_BEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_BEAT = (
+    _NOW
+    + _EPOCH.replace("KEYS[1]", "KEYS[3]")
+    .replace("ARGV[1]", "ARGV[4]")
+    .replace("ARGV[2]", "ARGV[5]")
+    .replace("ARGV[3]", "ARGV[6]")
+    + """
+local now = NOW
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[3]))
@@ -91,8 +124,9 @@ else
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-return 1
+return epoch_id
 """
+)
 
 _USAGE = """
 local t = redis.call('TIME')
@@ -109,7 +143,7 @@ return used
 
 def _keys(tenant: str) -> list[str]:
     tag = "{gymserve:" + tenant + "}"
-    return [f"{tag}:envs", f"{tag}:alive", f"{tag}:creates"]
+    return [f"{tag}:envs", f"{tag}:alive", f"{tag}:creates", f"{tag}:epoch"]
 
 
 PASSWORD_VARIABLE = "GYMSERVE_STORE_PASSWORD"
@@ -142,6 +176,7 @@ class RedisStore:
         self._usage = self.client.register_script(_USAGE)
         self._serial = 0
         self._serial_lock = threading.Lock()
+        self.epochs: dict[str, str] = {}  # tenant -> the store's epoch this worker saw last (see _EPOCH)
 
     def admit(
         self, tenant: str, worker: str, weight: int, max_envs: int | None, rate: int | None, life_ms: int
@@ -150,14 +185,20 @@ class RedisStore:
             self._serial += 1
             member = f"{worker}:{self._serial}"
         limit, per_window = -1 if max_envs is None else max_envs, -1 if rate is None else rate
-        verdict, value = self._admit(_keys(tenant), [worker, weight, limit, per_window, WINDOW_MS, life_ms, member])
+        epoch = [self.epochs.get(tenant, ""), life_ms // 2, secrets.token_hex(8)]
+        args = [worker, weight, limit, per_window, WINDOW_MS, life_ms, member, *epoch]
+        verdict, value, seen = self._admit(_keys(tenant), args)
+        self.epochs[tenant] = seen.decode() if isinstance(seen, bytes) else str(seen)
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict, int(value))
 
     def release(self, tenant: str, worker: str, weight: int) -> None:
         self.client.hincrby(_keys(tenant)[0], worker, -weight)
 
     def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None:
-        self._beat(_keys(tenant)[:2], [worker, count, life_ms])
+        keys = _keys(tenant)
+        epoch = [self.epochs.get(tenant, ""), life_ms // 2, secrets.token_hex(8)]
+        seen = self._beat([keys[0], keys[1], keys[3]], [worker, count, life_ms, *epoch])
+        self.epochs[tenant] = seen.decode() if isinstance(seen, bytes) else str(seen)
 
     def usage(self, tenant: str) -> int:
         return int(self._usage(_keys(tenant)[:2]))
