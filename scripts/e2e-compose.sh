@@ -63,7 +63,7 @@ stage "static checks"
 docker compose config --quiet
 docker compose --profile grafana config --quiet
 GYMSERVE_IMAGE=gymserve-derived docker compose -f docker-compose.yml -f docker-compose.image.yml config --quiet
-GYMSERVE_TENANTS=./tests/e2e/tenants.toml docker compose -f docker-compose.yml -f deploy/compose/tenants.yml config --quiet
+GYMSERVE_TENANTS_DIR=./tests/e2e docker compose -f docker-compose.yml -f deploy/compose/tenants.yml config --quiet
 
 if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import docker, gymserve" 2>/dev/null; then
     stage "dev venv ($VENV)"

@@ -7,6 +7,7 @@ tests/e2e/tenants.toml (test keys, in tests/tenant_files.py); the store image is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -54,8 +55,20 @@ class TenantFarm:
         return call(self.router_port, method, path, body, headers=headers)
 
 
+RELOAD_SECONDS = 1
+
+
 @pytest.fixture(scope="module")
-def farm(request: pytest.FixtureRequest) -> Iterator[TenantFarm]:
+def tenants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tests/e2e/tenants.toml in a directory of its own, which the replicas mount (and a test edits)."""
+    directory = tmp_path_factory.mktemp("tenants")
+    directory.chmod(0o755)  # the replicas read it as the image's user
+    (directory / "tenants.toml").write_text((ROOT / "tests" / "e2e" / "tenants.toml").read_text())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def farm(request: pytest.FixtureRequest, tenants_dir: Path) -> Iterator[TenantFarm]:
     if os.environ.get("GYMSERVE_E2E") != "1":
         pytest.skip("compose end-to-end tests run with GYMSERVE_E2E=1 (scripts/e2e-compose.sh sets it)")
     router_port = int(free_port())
@@ -68,7 +81,8 @@ def farm(request: pytest.FixtureRequest) -> Iterator[TenantFarm]:
         GYMSERVE_DRAIN_SECONDS="2",
         GYMSERVE_ROUTER_PORT=str(router_port),
         PROMETHEUS_PORT=str(free_port({router_port})),
-        GYMSERVE_TENANTS="./tests/e2e/tenants.toml",
+        GYMSERVE_TENANTS_DIR=str(tenants_dir),
+        GYMSERVE_TENANTS_RELOAD_SECONDS=str(RELOAD_SECONDS),
     )
     farm = TenantFarm(project, env, router_port)
     farm.compose("build", "gymserve", timeout=1200)
@@ -138,3 +152,17 @@ def test_isolation_and_a_farm_wide_quota_through_the_router(farm: TenantFarm) ->
     for iid in mine:
         assert farm.send("DELETE", f"/v2/envs/{iid}", A).status == 204
     assert farm.send("POST", "/v2/envs", A, {"env_id": "CartPole-v1"}).status == 201
+
+
+def test_a_key_revoked_by_sed_i_is_refused_within_the_reload_interval(farm: TenantFarm, tenants_dir: Path) -> None:
+    """`sed -i` replaces the file (a new inode): the replicas mount its directory, so they see it and reload it.
+    This runs last in the module: team-b has no key afterwards."""
+    assert farm.send("GET", "/v2/envs", B).status == 200
+    digest = hashlib.sha256(B["Authorization"].split(" ", 1)[1].encode()).hexdigest()
+    path = tenants_dir / "tenants.toml"
+    before = path.stat().st_ino
+    subprocess.run(["sed", "-i", f"s/{digest}/{'0' * 64}/", str(path)], check=True, timeout=30)  # no one's key now
+    assert path.stat().st_ino != before and digest not in path.read_text()
+    time.sleep(RELOAD_SECONDS + 1)
+    assert [farm.send("GET", "/v2/envs", B).status for _ in range(8)] == [401] * 8, "the revoked key still works"
+    assert farm.send("GET", "/v2/envs", A).status == 200  # the others' keys still work
