@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ class TenantFarm:
                 f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
             )
         return proc
+
+    def down(self, show_logs: bool) -> None:
+        """The project taken down with its volumes; its last log lines shown first when a test failed."""
+        if show_logs:
+            logs = self.compose("logs", "--no-color", "--tail", "80", check=False, timeout=60)
+            sys.stderr.write(f"\n--- compose logs of {self.project} ---\n{logs.stdout[-20000:]}\n")
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
 
     def send(self, method: str, path: str, headers: dict[str, str], body: Any = None) -> Answer:
         """One request on a fresh connection (each is routed on its own)."""
@@ -144,10 +152,11 @@ def test_isolation_and_a_farm_wide_quota_through_the_router(farm: TenantFarm) ->
             ), (method, path)
         info = farm.send("GET", f"/v2/envs/{iid}", A)
         assert info.status == 200 and info.body["steps"] == 0 and info.body["seq"] == 1
-    # A list is one replica's (the one the router picked): the caller's envs there, and nobody else's.
+    # A list is the farm's (GYMSERVE_PEERS_DNS: every replica asked with the caller's key): all of the caller's envs,
+    # on both replicas, and nobody else's.
     for _ in range(4):
         listed = {e["instance_id"] for e in farm.send("GET", "/v2/envs", A).body["envs"]}
-        assert listed and listed <= set(mine) and len({node_of(i) for i in listed}) == 1
+        assert listed == set(mine) and len({node_of(i) for i in listed}) == 2
         assert not set(farm.send("GET", "/v1/envs/", B).body["all_envs"]) & set(mine)
     for iid in mine:
         assert farm.send("DELETE", f"/v2/envs/{iid}", A).status == 204
