@@ -52,6 +52,7 @@ import socket
 import threading
 import time
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
@@ -253,8 +254,9 @@ class GymserveWorker(gthread.ThreadWorker):
         native = b" /v1/" not in held[: held.find(b"\r\n") if b"\r\n" in held else 512]
         status, headers, body = error_reply(err, native)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        phrase = {413: "Content Too Large", 431: "Request Header Fields Too Large"}.get(status, "Bad Request")
-        answer = f"HTTP/1.1 {status} {phrase}\r\n{head}Connection: close\r\n\r\n".encode("latin-1") + body
+        answer = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{head}Connection: close\r\n\r\n".encode("latin-1") + body
+        )
         try:
             conn.sock.settimeout(self.head_timeout)
             conn.sock.sendall(answer)

@@ -47,30 +47,28 @@ WINDOW_MS = 60_000  # creates_per_minute: the window of the rate
 # again, instead of being admitted against counts that are not there yet. A farm's first start has no such wait:
 # no worker saw an epoch before.
 _EPOCH = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  local warm_until = 0
-  if ARGV[1] ~= '' then warm_until = NOW + tonumber(ARGV[2]) end
-  epoch = ARGV[3] .. ':' .. warm_until
-  redis.call('SET', KEYS[1], epoch)
-end
-local sep = string.find(epoch, ':', 1, true)
-local epoch_id, warm_left = string.sub(epoch, 1, sep - 1), tonumber(string.sub(epoch, sep + 1)) - NOW
-"""
-_NOW = """
 local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The tenant's epoch id and how long it still warms (ms): made at the first call, warming when `known` (the epoch
+-- the caller saw before) says the store lost it.
+local function epoch_of(key, known, warm_ms, fresh_id)
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    local warm_until = 0
+    if known ~= '' then warm_until = now + tonumber(warm_ms) end
+    epoch = fresh_id .. ':' .. warm_until
+    redis.call('SET', key, epoch)
+  end
+  local sep = string.find(epoch, ':', 1, true)
+  return string.sub(epoch, 1, sep - 1), tonumber(string.sub(epoch, sep + 1)) - now
+end
 """
 
 _ADMIT = (
-    _NOW
-    + _EPOCH.replace("KEYS[1]", "KEYS[4]")
-    .replace("ARGV[1]", "ARGV[8]")
-    .replace("ARGV[2]", "ARGV[9]")
-    .replace("ARGV[3]", "ARGV[10]")
+    _EPOCH
     + """
+local epoch_id, warm_left = epoch_of(KEYS[4], ARGV[8], ARGV[9], ARGV[10])
 if warm_left > 0 then return {'warming', warm_left, epoch_id} end
-local now = NOW
 local me, weight, max_envs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate, window, life = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if rate >= 0 then
@@ -110,13 +108,9 @@ return {'ok', used + weight, epoch_id}
 )
 
 _BEAT = (
-    _NOW
-    + _EPOCH.replace("KEYS[1]", "KEYS[3]")
-    .replace("ARGV[1]", "ARGV[4]")
-    .replace("ARGV[2]", "ARGV[5]")
-    .replace("ARGV[3]", "ARGV[6]")
+    _EPOCH
     + """
-local now = NOW
+local epoch_id = epoch_of(KEYS[3], ARGV[4], ARGV[5], ARGV[6])
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[3]))
@@ -185,10 +179,9 @@ class RedisStore:
             self._serial += 1
             member = f"{worker}:{self._serial}"
         limit, per_window = -1 if max_envs is None else max_envs, -1 if rate is None else rate
-        epoch = [self.epochs.get(tenant, ""), life_ms // 2, secrets.token_hex(8)]
-        args = [worker, weight, limit, per_window, WINDOW_MS, life_ms, member, *epoch]
+        args = [worker, weight, limit, per_window, WINDOW_MS, life_ms, member, *self._epoch_args(tenant, life_ms)]
         verdict, value, seen = self._admit(_keys(tenant), args)
-        self.epochs[tenant] = seen.decode() if isinstance(seen, bytes) else str(seen)
+        self._saw(tenant, seen)
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict, int(value))
 
     def release(self, tenant: str, worker: str, weight: int) -> None:
@@ -196,9 +189,15 @@ class RedisStore:
 
     def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None:
         keys = _keys(tenant)
-        epoch = [self.epochs.get(tenant, ""), life_ms // 2, secrets.token_hex(8)]
-        seen = self._beat([keys[0], keys[1], keys[3]], [worker, count, life_ms, *epoch])
-        self.epochs[tenant] = seen.decode() if isinstance(seen, bytes) else str(seen)
+        seen = self._beat([keys[0], keys[1], keys[3]], [worker, count, life_ms, *self._epoch_args(tenant, life_ms)])
+        self._saw(tenant, seen)
+
+    def _epoch_args(self, tenant: str, life_ms: int) -> list[str | int]:
+        """The epoch this worker saw, how long a store that lost it warms (1.5 beats), and an id for a new one."""
+        return [self.epochs.get(tenant, ""), life_ms // 2, secrets.token_hex(8)]
+
+    def _saw(self, tenant: str, epoch_id: Any) -> None:
+        self.epochs[tenant] = epoch_id.decode() if isinstance(epoch_id, bytes) else str(epoch_id)
 
     def usage(self, tenant: str) -> int:
         return int(self._usage(_keys(tenant)[:2]))
