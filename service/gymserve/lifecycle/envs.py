@@ -212,6 +212,18 @@ class Envs:
         fallback = InstanceLost(instance_id) if lost else UnknownInstance(instance_id[:100])
         raise self.moves.error_for(instance_id, found, fallback)
 
+    def hop_lost(self, caller: Caller, instance_id: str) -> GymServeError:
+        """What a request is told when the sibling it was sent to went away without answering. A draining worker
+        parks its envs before it exits, so an env the store knows is moving (the retry adopts or follows it);
+        one it does not know was lost with its worker."""
+        lost = InstanceLost(instance_id)
+        if self.moves is None:
+            return lost
+        found = self.moves.where(instance_id, caller)
+        if found is not None and found.state in ("parked", "held"):
+            return Moving(instance_id)
+        return self.moves.error_for(instance_id, found, lost)
+
     def _toward(self, holder: Owner, caller: Caller) -> Where | None:
         """How a request reaches the worker that adopted its env: a sibling (once, over its socket), another replica
         (once, over HTTP), or not at all (None: that worker is gone, or the request already took its hop)."""

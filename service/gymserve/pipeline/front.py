@@ -236,7 +236,9 @@ class Front:
         assert self.forwarder is not None and caller.resolution is not None and caller.resolution.owner is not None
         try:
             return relay(self.forwarder, caller.resolution.owner.slot, self._incoming(environ), instance_id, caller)
-        except GymServeError as err:  # the owner is gone or slow: answered in the API's shape
+        except InstanceLost:  # it exited meanwhile: a drain parked the env first, a crash lost it
+            return error_reply(self.envs.hop_lost(caller, instance_id), native)
+        except GymServeError as err:  # the owner is slow, or the body too large: answered in the API's shape
             return error_reply(err, native)
 
     def _relay(self, environ: dict[str, Any], caller: Caller, instance_id: str, native: bool) -> Reply:
