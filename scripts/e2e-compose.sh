@@ -74,7 +74,8 @@ fi
 stage "tests/e2e"
 # -o markers: the e2e marker, also where pyproject does not register it (--strict-markers).
 GYMSERVE_E2E=1 "$VENV/bin/pytest" -p no:cacheprovider -o "markers=e2e: docker compose end-to-end tests" \
-    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py tests/e2e/test_compose_moves.py "$@" </dev/null
+    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py tests/e2e/test_compose_moves.py \
+    tests/e2e/test_compose_tenants.py "$@" </dev/null
 
 if [ "${GYMSERVE_E2E_DOCS:-1}" != 0 ]; then
     stage "the docs' compose commands, as written (scripts/test-docs.sh compose)"
