@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -129,6 +130,69 @@ class OwnerTimeout(GymServeError):
     code = "owner_timeout"
     fault = "infrastructure"
     retryable = True  # a numbered step or reset is safe to resend: it never runs twice
+
+
+class StepTimeout(GymServeError):
+    """The env's call ran past its deadline (GYMSERVE_STEP_TIMEOUT_SECONDS, or its GYMSERVE_STEP_TIMEOUT_OVERRIDES
+    entry). The env is quarantined: delete it and create another. Never resent: the env is what failed."""
+
+    status = 504
+    code = "step_timeout"
+    fault = "env"
+
+    def __init__(self, instance_id: str, seconds: float) -> None:
+        super().__init__(
+            f"Instance_id {instance_id}: the env did not answer within its deadline of {seconds:g}s; it is "
+            "quarantined (delete it and create another)",
+            details={"instance_id": instance_id, "deadline_seconds": seconds},
+        )
+
+
+class EnvQuarantined(GymServeError):
+    """A call of this env ran past its deadline earlier: the env takes no more calls; delete it."""
+
+    status = 409
+    code = "env_quarantined"
+    fault = "env"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"Instance_id {instance_id} is quarantined: a call ran past its deadline; delete it and create another",
+            details={"instance_id": instance_id},
+        )
+
+
+class CallInFlight(GymServeError):
+    """A resend (the same seq) of a call that is still running: retry after Retry-After for its answer."""
+
+    status = 409
+    code = "call_in_flight"
+    retryable = True
+    answer_headers = ("Retry-After",)
+
+    def __init__(self, instance_id: str, seq: int) -> None:
+        super().__init__(
+            f"Instance_id {instance_id}: the call numbered {seq} is still running; ask again for its answer",
+            details={"instance_id": instance_id, "field": "seq", "seq": seq},
+            headers={"Retry-After": "1"},
+        )
+
+
+class TenantBusy(GymServeError):
+    """This tenant's slow calls already hold its share of the worker's threads (GYMSERVE_TENANT_THREAD_SHARE)."""
+
+    status = 429
+    code = "tenant_busy"
+    retryable = True
+    answer_headers = ("Retry-After",)
+
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(
+            f"tenant {tenant} already has {limit} slow env calls on this worker, its share of the threads "
+            "(GYMSERVE_TENANT_THREAD_SHARE); retry later",
+            details={"limit": limit},
+            headers={"Retry-After": "1"},
+        )
 
 
 class ResetNeeded(GymServeError):
@@ -323,6 +387,14 @@ def error_reply(err: GymServeError, native: bool) -> Reply:
     body = orjson.dumps(error_body(err, native))
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *err.headers.items()]
     return (err.status if native else err.v1_status), headers, body
+
+
+def closing_answer(err: GymServeError, native: bool) -> bytes:
+    """The error's whole HTTP/1.1 answer, as bytes for a socket, ending its connection (written outside the WSGI
+    app: by the worker before a request is read, by the deadline watchdog for a stuck call)."""
+    status, headers, body = error_reply(err, native)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{head}Connection: close\r\n\r\n".encode("latin-1") + body
 
 
 class Unauthorized(GymServeError):

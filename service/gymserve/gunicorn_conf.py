@@ -7,6 +7,7 @@ Use it as `gunicorn -c python:gymserve.gunicorn_conf 'gymserve.app:create_app()'
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -141,6 +142,23 @@ def post_worker_init(worker: Any) -> None:
 
     signal.signal(signal.SIGTERM, drain)
 
+    deadlines = core.deadlines
+    deadlines.spares = worker.spare_threads
+    deadlines.too_many_stuck = lambda: _replace_stuck(worker, core)
+    deadlines.start()
+
+
+def _replace_stuck(worker: Any, core: Any) -> None:
+    """More calls stuck for good than GYMSERVE_MAX_STUCK_THREADS: stop taking requests, park every other env (its
+    successor adopts them), and exit at once. A graceful exit would wait for the stuck threads forever."""
+    worker.log.error("gymserve: too many stuck env calls; this worker parks its envs and is replaced")
+    core.draining.set()
+    worker.alive = False  # gthread's loop stops accepting
+    parked, lost = core.park_all()
+    worker.log.info("gymserve: parked %d envs (%d lost) before the replacement", parked, lost)
+    logging.shutdown()
+    os._exit(0)
+
 
 def _exit_after_drain(worker: Any, core: Any) -> None:
     """Park every env (each once its call in flight is answered) and exit; without a park store, wait for the
@@ -168,9 +186,13 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Master, after a worker died for any reason: free its slot; its envs are gone."""
+    """Master, after a worker died for any reason: free its slot; its envs are gone. One killed for a stopped
+    heartbeat (gunicorn's `timeout`: a call holding the GIL for good) leaves its envs' ids saying worker_stuck."""
     if _replica is None or not hasattr(worker, "gymserve_slot"):
         return
+    if getattr(worker, "aborted", False):
+        _replica.mark_stuck(worker.gymserve_generation)
+        metrics.WORKERS_REPLACED.labels("worker_stuck").inc()
     _replica.set_count(worker.gymserve_slot, 0)
     metrics.worker_died(worker.pid)  # its live envs count as lost; its live gauges go
     with contextlib.suppress(FileNotFoundError):

@@ -52,14 +52,13 @@ import socket
 import threading
 import time
 from functools import partial
-from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
-from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, error_reply
+from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, closing_answer
 from .settings import Settings
 
 _HEAD_END = b"\r\n\r\n"
@@ -165,6 +164,17 @@ class GymserveWorker(gthread.ThreadWorker):
         self.max_idle = max(1, self.cfg.worker_connections - self.cfg.threads)
         self.worker_connections = 1 << 30  # gthread's loop never stops accepting: max_idle bounds instead
         self._closing: dict[socket.socket, float] = {}  # draining after a close -> until when
+        self._threads_now = self.cfg.threads
+
+    def spare_threads(self, n: int) -> None:
+        """`n` calls are slow now (lifecycle.deadlines): the pool gets a thread for each, so that they never take
+        the threads other envs and the probes need. (ThreadPoolExecutor's `_max_workers`, read at each submit, and
+        `_adjust_thread_count`, which starts a thread if none is idle.)"""
+        grown = self.cfg.threads + n - self._threads_now
+        self._threads_now = self.cfg.threads + n
+        self.tpool._max_workers = self._threads_now
+        for _ in range(max(0, grown)):  # requests already queued get the new threads now, not at the next submit
+            self.tpool._adjust_thread_count()
 
     def _own_listener(self, host: str, port: int) -> socket.socket | None:
         """The worker's own listening socket; None (the shared port still serves) when the port is taken."""
@@ -209,7 +219,7 @@ class GymserveWorker(gthread.ThreadWorker):
     def _next_request_soon(self, conn: Any) -> bool:
         """Whether this thread should take the connection's next request itself: it came in time, and another
         thread is free for everyone else."""
-        if not self.alive or self.linger <= 0 or self._busy >= self.cfg.threads:
+        if not self.alive or self.linger <= 0 or self._busy >= self._threads_now:
             return False
         if conn.parser.unreader.buf.getvalue():
             return True  # already read ahead: the poller would never see it as readable
@@ -252,11 +262,7 @@ class GymserveWorker(gthread.ThreadWorker):
     def _refuse(self, conn: Any, held: bytes, err: GymServeError) -> None:
         """Answer `err` before the request is read (in /v1's shape on a /v1 path), then the connection is closed."""
         native = b" /v1/" not in held[: held.find(b"\r\n") if b"\r\n" in held else 512]
-        status, headers, body = error_reply(err, native)
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        answer = (
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{head}Connection: close\r\n\r\n".encode("latin-1") + body
-        )
+        answer = closing_answer(err, native)
         try:
             conn.sock.settimeout(self.head_timeout)
             conn.sock.sendall(answer)

@@ -113,6 +113,22 @@ ENV_ADOPT_FAILURES = Counter(
 )
 for _reason in ("not_movable", "bad_record", "capacity_exceeded", "quota_exceeded"):
     ENV_ADOPT_FAILURES.labels(_reason)  # every reason a series from the start: a dashboard shows 0, not "no data"
+ENV_CALL_TIMEOUTS = Counter(
+    "gymserve_env_call_timeouts_total",
+    "Env calls that ran past their deadline (GYMSERVE_STEP_TIMEOUT_SECONDS), by Gymnasium env id and tenant.",
+    ["env_id", "tenant"],
+)
+ENVS_QUARANTINED = Counter(
+    "gymserve_envs_quarantined_total", "Envs quarantined after a call past its deadline.", ["env_id", "tenant"]
+)
+WORKERS_REPLACED = Counter(
+    "gymserve_workers_replaced_total",
+    "Workers replaced because of stuck env calls: stuck_calls (it parked its envs first), worker_stuck (killed by "
+    "gunicorn's master: its envs were lost).",
+    ["reason"],
+)
+for _reason in ("stuck_calls", "worker_stuck"):
+    WORKERS_REPLACED.labels(_reason)
 _MOVE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 PARK_SECONDS = Histogram("gymserve_park_duration_seconds", "Time to park one env.", buckets=_MOVE_BUCKETS)
 ADOPT_SECONDS = Histogram("gymserve_adopt_duration_seconds", "Time to adopt one env.", buckets=_MOVE_BUCKETS)

@@ -161,6 +161,29 @@ class Settings:
         86_400.0, "How long an env hibernated by GYMSERVE_IDLE_ACTION=park is kept.", minimum=1
     )
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
+    step_timeout_seconds: float = _setting(
+        30.0,
+        "The deadline of every env call (reset, step, render, fork, snapshot; batch items and frames too): past it the "
+        "caller gets 504 step_timeout and the env is quarantined (docs/operations.md, 'What one env may cost').",
+        minimum=0.1,
+    )
+    step_timeout_overrides: str = _setting(
+        "",
+        "Deadlines by env id: 'pattern=seconds' entries joined by ';', the first fnmatch pattern that matches an env "
+        "id wins (e.g. 'ALE/*=60;Ant-v5=10'); other env ids get GYMSERVE_STEP_TIMEOUT_SECONDS.",
+    )
+    max_stuck_threads: int = _setting(
+        4,
+        "Calls past their deadline that a worker's threads may stay stuck in (each gets a spare thread); one more, and "
+        "the worker parks its other envs, its successor adopts them, and it is replaced.",
+        minimum=0,
+    )
+    tenant_thread_share: float = _setting(
+        0.5,
+        "The share of a worker's threads one tenant's slow env calls (running over 0.25 s) may hold; past it its "
+        "new env calls get 429 tenant_busy at once.",
+        minimum=0.01,
+    )
     retry_after_seconds: int = _setting(5, "Retry-After sent with 503 answers.", minimum=1)
     snapshot_ttl_seconds: float = _setting(
         604_800.0,
@@ -319,6 +342,9 @@ class Settings:
                     raise SettingsError(f"{PREFIX}ALLOWED_HOSTS: {item!r} is not a CIDR network ({err})") from None
         for name in ("episode_return_buckets", "episode_length_buckets"):
             parse_buckets(PREFIX + name.upper(), getattr(self, name))  # a bad value stops the start, naming it
+        if self.tenant_thread_share > 1:
+            raise SettingsError(f"{PREFIX}TENANT_THREAD_SHARE: {self.tenant_thread_share} is not a share (0.01 to 1)")
+        self.step_timeouts  # noqa: B018  # a bad value stops the start, naming it
 
     @property
     def worker_slots(self) -> int:
@@ -380,6 +406,23 @@ class Settings:
     def stop_grace_seconds(self) -> float:
         """What an orchestrator should wait after SIGTERM before SIGKILL (compose, Kubernetes)."""
         return self.graceful_timeout_seconds + 5.0
+
+    @property
+    def step_timeouts(self) -> tuple[tuple[str, float], ...]:
+        """GYMSERVE_STEP_TIMEOUT_OVERRIDES as (fnmatch pattern, seconds) pairs, in their order."""
+        var = PREFIX + "STEP_TIMEOUT_OVERRIDES"
+        rules = parse_buckets(var, self.step_timeout_overrides)
+        if any(len(seconds) != 1 or seconds[0] < 0.1 for _, seconds in rules):
+            raise SettingsError(
+                f"{var}={self.step_timeout_overrides!r}: each entry is 'pattern=seconds', seconds >= 0.1"
+            )
+        return tuple((pattern, seconds[0]) for pattern, seconds in rules)
+
+    def step_timeout(self, env_id: str) -> float:
+        """The deadline of `env_id`'s calls: its first matching override, or GYMSERVE_STEP_TIMEOUT_SECONDS."""
+        return next(
+            (s for pattern, s in self.step_timeouts if fnmatch.fnmatchcase(env_id, pattern)), self.step_timeout_seconds
+        )
 
     def episode_buckets(self, kind: str, env_id: str) -> tuple[float, ...]:
         """The buckets of the episode `kind` ("return" or "length") histogram for `env_id`."""

@@ -9,9 +9,11 @@ in-process, over a socketpair, with the real GymserveWorker where it takes part.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -325,3 +327,31 @@ def test_murder_pending_closes_a_request_late_from_its_first_byte(worker: Gymser
     worker.nr_conns = 1
     worker.murder_pending()
     assert not worker.pending_conns and worker.nr_conns == 0
+
+
+def test_spare_threads_grow_the_pool_at_once_for_work_already_queued(worker: GymserveWorker) -> None:
+    """ThreadPoolExecutor's `_max_workers` (read at each submit) and `_adjust_thread_count` (a thread started when
+    none is idle): a worker's slow calls get spare threads (lifecycle.deadlines)."""
+    worker.tpool = worker.get_thread_pool()  # what gthread's init_process makes: max_workers = threads (4)
+    release = threading.Event()
+    try:
+        stuck = [worker.tpool.submit(release.wait, 10) for _ in range(4)]
+        queued = worker.tpool.submit(lambda: "ran")  # every thread is taken: it waits in the queue
+        time.sleep(0.1)
+        assert not queued.done()
+        worker.spare_threads(1)
+        assert queued.result(timeout=2) == "ran"  # a new thread took it, with no later submit
+        assert worker.tpool._max_workers == 5
+        worker.spare_threads(0)
+        assert worker.tpool._max_workers == 4
+    finally:
+        release.set()
+        for future in stuck:
+            future.result(timeout=5)
+        worker.tpool.shutdown()
+
+
+def test_a_worker_killed_for_its_heartbeat_is_marked_aborted_before_child_exit() -> None:
+    """gunicorn_conf.child_exit reads `worker.aborted`, which Arbiter.murder_workers sets before it kills."""
+    source = inspect.getsource(Arbiter.murder_workers)
+    assert "worker.aborted = True" in source and "SIGABRT" in source

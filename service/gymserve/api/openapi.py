@@ -138,8 +138,10 @@ def _error_response(kinds: list[errors.Kind]) -> dict[str, Any]:
         "content": {native.JSON: {"schema": _ref("Error")}},
     }
     headers = sorted({name for kind in kinds for name in kind.headers})
-    if headers:
-        response["headers"] = {name: _ERROR_HEADERS[name] for name in headers}
+    if headers:  # required where every error of this status carries it
+        response["headers"] = {
+            name: {**_ERROR_HEADERS[name], "required": all(name in k.headers for k in kinds)} for name in headers
+        }
     return response
 
 
@@ -266,7 +268,11 @@ DOCUMENT: dict[str, Any] = {
                     (403, 409, 422),
                     ("CreateRequest", True),
                     ok_headers={
-                        "Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}},
+                        "Location": {
+                            "description": "/v2/envs/{instance_id}",
+                            "schema": {"type": "string"},
+                            "required": True,
+                        },
                     },
                     description=_IDEMPOTENCY_TEXT,
                 ),
@@ -324,7 +330,13 @@ DOCUMENT: dict[str, Any] = {
                 "given) and labels (copied unless given), and counts against capacity like a create (a vector env "
                 "as its sub-envs). An env that cannot be copied (one holding a renderer's clock, say) is a 422 "
                 "not_supported that says why.",
-                ok_headers={"Location": {"description": "/v2/envs/{instance_id}", "schema": {"type": "string"}}},
+                ok_headers={
+                    "Location": {
+                        "description": "/v2/envs/{instance_id}",
+                        "schema": {"type": "string"},
+                        "required": True,
+                    }
+                },
             ),
         },
         "/v2/envs/{instance_id}/snapshot": {

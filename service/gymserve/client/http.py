@@ -20,6 +20,9 @@ from .connection import Closed, KeptConnection, send
 from .errors import ConnectionFailed, EnvClosed, RemoteError, ResponseTimeout, ServerUnreachable, is_unavailable
 
 BUSY_STATUSES = frozenset({429, 503})
+# Longer than the server's deadline on an env call (GYMSERVE_STEP_TIMEOUT_SECONDS, 30 s by default): a stuck call
+# ends in the server's 504 step_timeout, which is never resent, not in a client timeout and a resend.
+DEFAULT_TIMEOUT = 60.0
 # The clients' default retry_window (seconds): long enough to ride a rolling restart of a replica or the router.
 RETRY_WINDOW = 120.0
 # Within a retry window backoff grows to this at most (seconds; Retry-After is honoured as sent, up to max_wait),
@@ -114,7 +117,7 @@ class HttpSession:
     def __init__(
         self,
         base_url: str,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retries: int = 4,
         headers: Mapping[str, str] | None = None,
         backoff: float = 0.05,

@@ -9,7 +9,7 @@ import gymnasium as gym
 
 from .errors import EnvClosed
 from .held import Held, Reach, create
-from .http import RETRY_WINDOW, HttpSession
+from .http import DEFAULT_TIMEOUT, RETRY_WINDOW, HttpSession
 from .lease import Lease
 from .protocol_v1 import V1Protocol
 from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
@@ -65,7 +65,7 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         ttl: float | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         protocol: str = "v2",
         encoding: str = "msgpack",
         retries: int = 4,

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from ..codec import spaces
 from .errors import EnvClosed
 from .held import Held, Reach, create
-from .http import RETRY_WINDOW, HttpSession
+from .http import DEFAULT_TIMEOUT, RETRY_WINDOW, HttpSession
 from .protocol_v2 import ENCODINGS, V2Protocol, direct_session
 
 # The server's names of Gymnasium's autoreset modes: each member's name in snake case, as the server derives them.
@@ -46,7 +46,7 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         ttl: float | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         encoding: str = "msgpack",
         retries: int = 4,
         compress: bool = True,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
+from ..errors import GymServeError
 from ..routing.resolve import Resolution
 from ..tenancy.tenants import ANONYMOUS, Tenant
 
@@ -16,6 +18,8 @@ class Caller(NamedTuple):
     goes no further. `fanned_out`: another replica sent it as part of a farm-wide list, delete or batch, so it
     reaches no other replica. `authorization`: the caller's own key, with which other replicas are asked.
     `resolution`: where the env that the path names lives, decided once (None when the path names none).
+    `answer_late`: how the deadline watchdog answers this request itself when its env call is stuck (writes the
+    error to its connection, which is then closed); None where nobody can (a test client).
     """
 
     tenant: Tenant = ANONYMOUS
@@ -23,6 +27,7 @@ class Caller(NamedTuple):
     fanned_out: bool = False
     authorization: str | None = None
     resolution: Resolution | None = None
+    answer_late: Callable[[GymServeError], None] | None = None
 
     @property
     def may_forward(self) -> bool:

@@ -27,6 +27,7 @@ from ..tenancy.quotas import Quotas
 from ..tenancy.tenants import Tenant
 from . import copies, labels
 from .caller import Caller
+from .deadlines import Deadlines
 from .idempotency import Keys
 from .moves import Moves, holder_owner
 from .parking import Parked
@@ -60,6 +61,10 @@ class Envs:
         self.keys = Keys()  # the idempotency keys of the creates this worker made
         self.sealer = copies.Sealer.from_environ(settings.max_snapshot_bytes)
         self.registry = Registry(settings, on_count, self._closed)
+        # Every env call's deadline (its watchdog started by gunicorn_conf); with tenants, each has a share.
+        self.deadlines = Deadlines(settings, settings.threads, shared=not open_server)
+        self.deadlines.quarantine = self.registry.quarantine
+        self.registry.deadlines = self.deadlines
         self.placement = Placement(settings, self.owner, replica, self.registry)
         me = f"{self.owner.node}.{self.owner.slot}.{self.owner.generation}.{secrets.token_hex(4)}"
         beat, retry_after = settings.store_heartbeat_seconds, settings.retry_after_seconds
@@ -89,14 +94,15 @@ class Envs:
         """The env, for a read that needs no lock (spaces, transitions); it still counts as a use."""
         return self.registry.touch(instance_id, caller)
 
-    def use(self, instance_id: str, caller: Caller) -> Any:
-        """The env locked for this call alone (a context manager), its idle clock restarted."""
-        return self.registry.use(instance_id, caller)
+    def use(self, instance_id: str, caller: Caller, seq: int | None = None) -> Any:
+        """The env locked for this call alone, under its deadline (a context manager), its idle clock restarted;
+        `seq`: the call's number, whose resend is answered at once while it runs."""
+        return self.registry.use(instance_id, caller, seq)
 
     def watch(self, instance_id: str, caller: Caller, wait: float) -> Any:
         """The env's lock for a viewer's read: watching is not using (a context manager yielding the record, or
         None when another call held the lock for longer than `wait` seconds)."""
-        return _watched(self.registry, self.get(instance_id, caller), wait)
+        return _watched(self.registry, self.get(instance_id, caller), wait, caller)
 
     def holds(self, instance_id: str) -> bool:
         """Whether this worker holds the env now, whoever's it is (a keyed create checks its env lived to be kept)."""
@@ -209,14 +215,21 @@ class Envs:
         if holder is not None and holder.node != self.owner.node and not caller.may_fan_out:
             raise Moving(instance_id)  # sent here by a replica whose look-up is already stale: it moved meanwhile
         lost = where in (Where.LOST, Where.SIBLING)
-        fallback = InstanceLost(instance_id) if lost else UnknownInstance(instance_id[:100])
+        fallback = self.lost(instance_id, resolution.owner) if lost else UnknownInstance(instance_id[:100])
         raise self.moves.error_for(instance_id, found, fallback)
+
+    def lost(self, instance_id: str, owner: Owner | None) -> InstanceLost:
+        """An env lost with its worker; `worker_stuck` when gunicorn's master killed that worker, stuck in a call
+        that held the GIL (lifecycle.deadlines)."""
+        replica = self.placement.replica
+        stuck = owner is not None and replica is not None and replica.was_stuck(owner.generation)
+        return InstanceLost(instance_id, "worker_stuck" if stuck else None)
 
     def hop_lost(self, caller: Caller, instance_id: str) -> GymServeError:
         """What a request is told when the sibling it was sent to went away without answering. A draining worker
         parks its envs before it exits, so an env the store knows is moving (the retry adopts or follows it);
         one it does not know was lost with its worker."""
-        lost = InstanceLost(instance_id)
+        lost = self.lost(instance_id, caller.resolution.owner if caller.resolution else None)
         if self.moves is None:
             return lost
         found = self.moves.where(instance_id, caller)
@@ -400,8 +413,8 @@ class Envs:
 
 
 @contextmanager
-def _watched(registry: Registry, record: EnvRecord, wait: float) -> Iterator[EnvRecord | None]:
-    with registry.watch(record, wait) as locked:
+def _watched(registry: Registry, record: EnvRecord, wait: float, caller: Caller) -> Iterator[EnvRecord | None]:
+    with registry.watch(record, wait, caller) as locked:
         yield record if locked else None
 
 

@@ -114,9 +114,15 @@ class Moves:
     # --- parking ---
 
     def park(self, record: EnvRecord, keys: Any) -> bool:
-        """Park `record` once its call in flight has been answered (True), or lose it with a reason (False)."""
-        with record.lock:
-            return not record.closed and self._park_locked(record, keys, hibernate=False)
+        """Park `record` once its call in flight has been answered (True), or lose it with a reason (False): a
+        quarantined env (a call ran past its deadline) is never parked, its state being what failed."""
+        with self.registry.held(record) as held:
+            if record.closed:
+                return False
+            if not held or record.quarantined:
+                self._lose(record, "quarantined")
+                return False
+            return self._park_locked(record, keys, hibernate=False)
 
     def hibernate(self, record: EnvRecord, keys: Any) -> bool:
         """Park an env idle past its TTL for GYMSERVE_PARK_TTL_SECONDS (its idleness checked again under its lock,
@@ -136,9 +142,7 @@ class Moves:
             blob = self.sealer.seal(moved, _bound(record.instance_id, record.tenant))
         except GymServeError as err:  # not_supported: its state cannot be copied
             log.warning("env %s (%s) cannot be parked: %s", record.instance_id, record.env_id, err.message)
-            self.store.lose(record.instance_id, "not_movable")
-            metrics.ENV_ADOPT_FAILURES.labels("not_movable").inc()
-            self.registry.drop(record, "lost")
+            self._lose(record, "not_movable")
             return False
         ttl_left = self.settings.park_ttl_seconds if hibernate else record.ttl - record.idle_seconds()
         expires_at = time.time() + ttl_left if (hibernate or record.ttl > 0) else 0.0
@@ -149,6 +153,12 @@ class Moves:
         metrics.ENVS_PARKED.inc(record.weight)
         metrics.PARK_SECONDS.observe(time.perf_counter() - started)
         return True
+
+    def _lose(self, record: EnvRecord, reason: str) -> None:
+        """An env that cannot move: lost, its id answering 410 with `reason`."""
+        self.store.lose(record.instance_id, reason)
+        metrics.ENV_ADOPT_FAILURES.labels(reason).inc()
+        self.registry.drop(record, "lost")
 
     def tick(self) -> None:
         """Each reaper pass: this worker beats (other replicas know it still holds what it adopted), parked envs

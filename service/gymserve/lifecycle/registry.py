@@ -7,16 +7,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from ..errors import CapacityExceeded, Moving, UnknownInstance
+from ..errors import CallInFlight, CapacityExceeded, EnvQuarantined, Moving, UnknownInstance
 from ..settings import Settings
 from . import labels as label_rules
 from .caller import Caller
+
+if TYPE_CHECKING:  # imported at run time by Envs: metrics must not load before `gymserve serve` makes its directory
+    from .deadlines import Deadlines
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class EnvRecord:
     moving: bool = False  # being parked: requests that waited for its lock are told to retry (503 moving)
     adopted: bool = False  # it came from the park store, which forgets it when it closes
     movable: bool | None = None  # whether its state can be copied (copies.movable), once asked
+    quarantined: bool = False  # a call ran past its deadline: no more calls (409 env_quarantined); it can be deleted
+    running_seq: int | None = None  # the seq of the call running now: its resend is told so at once, holding no thread
 
     @property
     def weight(self) -> int:
@@ -90,6 +95,7 @@ class Registry:
         self._weight = 0  # the records' weights, summed
         self._reserved = 0
         self._lock = threading.Lock()
+        self.deadlines: Deadlines | None = None  # every env call's deadline (None: calls run unbounded, in tests)
 
     def __len__(self) -> int:
         """Live envs, each sub-env of a vector env counted (readiness, drain and capacity all see this)."""
@@ -158,19 +164,38 @@ class Registry:
         return record
 
     @contextmanager
-    def use(self, instance_id: str, caller: Caller) -> Iterator[EnvRecord]:
-        """The record, locked for this request alone, its idle clock restarted."""
+    def use(self, instance_id: str, caller: Caller, seq: int | None = None) -> Iterator[EnvRecord]:
+        """The record, locked for this request alone under its deadline, its idle clock restarted. A resend of the
+        call running now (its `seq`) is answered at once (409 call_in_flight), never waits for the lock."""
         record = self.get(instance_id, caller)
-        with record.lock:
+        if not record.lock.acquire(blocking=False):
+            if seq is not None and record.running_seq == seq:
+                raise CallInFlight(record.instance_id, seq)
+            if not _wait_for(record):
+                raise EnvQuarantined(record.instance_id)
+        try:
             if record.closed:
                 raise _gone(record)
+            if record.quarantined:
+                raise EnvQuarantined(record.instance_id)
             record.last_used = time.monotonic()
-            yield record
+            record.running_seq = seq
+            with self._deadline(record, caller):
+                yield record
             record.last_used = time.monotonic()
+        finally:
+            record.running_seq = None
+            record.lock.release()
+
+    def _deadline(self, record: EnvRecord, caller: Caller) -> Any:
+        if self.deadlines is None:
+            return nullcontext()
+        return self.deadlines.call(record.instance_id, record.env_id, record.tenant, caller.answer_late)
 
     @contextmanager
-    def watch(self, record: EnvRecord, wait: float) -> Iterator[bool]:
-        """The env's lock for a viewer's read (a render): its idle clock is left alone, since watching is not using.
+    def watch(self, record: EnvRecord, wait: float, caller: Caller) -> Iterator[bool]:
+        """The env's lock for a viewer's read (a render), under its deadline: its idle clock is left alone, since
+        watching is not using.
 
         Yields False, without the lock, when another request held it for longer than `wait` seconds.
         """
@@ -180,24 +205,51 @@ class Registry:
         try:
             if record.closed:
                 raise _gone(record)
-            yield True
+            if record.quarantined:
+                raise EnvQuarantined(record.instance_id)
+            with self._deadline(record, caller):
+                yield True
         finally:
             record.lock.release()
+
+    def quarantine(self, instance_id: str) -> None:
+        """Mark an env whose call ran past its deadline (the watchdog's): every later call is refused."""
+        record = self._records.get(instance_id)
+        if record is not None:
+            record.quarantined = True
 
     def pop(self, instance_id: str, caller: Caller, reason: str = "client") -> EnvRecord:
         """Remove and close an env; waits for a request in flight on it to finish."""
         return self._pop(self.get(instance_id, caller), reason)
 
     def _pop(self, record: EnvRecord, reason: str) -> EnvRecord:
-        with record.lock:
+        if not _wait_for(record):  # its lock may be held for good by a stuck call: removed without it
+            self._close(record, reason, close_env=False)
+            return record
+        try:
             if record.closed:
                 raise _gone(record)
-            self._close(record, reason)
+            self._close(record, reason, close_env=not record.quarantined)
+        finally:
+            record.lock.release()
         return record
 
     def drop(self, record: EnvRecord, reason: str) -> None:
-        """Remove and close an env whose lock the caller holds (parked or lost: `reason` says which)."""
-        self._close(record, reason)
+        """Remove and close an env whose lock the caller holds, or that is quarantined (parked or lost: `reason`
+        says which)."""
+        self._close(record, reason, close_env=not record.quarantined)
+
+    @contextmanager
+    def held(self, record: EnvRecord) -> Iterator[bool]:
+        """The env's lock once its call in flight is answered (True); False, without it, when that call ran past its
+        deadline and may never come back (the env is quarantined)."""
+        if not _wait_for(record):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            record.lock.release()
 
     def pop_if_expired(self, instance_id: str) -> bool:
         """Close the env only if it is still idle past its TTL once its lock is ours."""
@@ -214,13 +266,15 @@ class Registry:
             record.lock.release()
         return True
 
-    def _close(self, record: EnvRecord, reason: str) -> None:
+    def _close(self, record: EnvRecord, reason: str, close_env: bool = True) -> None:
+        """Remove the env and close it; a quarantined one is only removed (a stuck call may still be inside it)."""
         with self._lock:
             if self._records.pop(record.instance_id, None) is not None:
                 self._weight -= record.weight
             self._publish()
         record.closed = True
-        _close_quietly(record.env)
+        if close_env:
+            _close_quietly(record.env)
         if self.on_closed is not None:
             self.on_closed(record, reason)
 
@@ -242,6 +296,15 @@ class Registry:
             with suppress(UnknownInstance):
                 self._pop(record, reason)
         return len(records)
+
+
+def _wait_for(record: EnvRecord) -> bool:
+    """Take the env's lock, held by a call in flight (True). That call ends within its deadline, or the env is
+    quarantined then, and the wait ends too, without the lock (False)."""
+    while not record.lock.acquire(timeout=0.25):
+        if record.quarantined:
+            return False
+    return True
 
 
 def _gone(record: EnvRecord) -> UnknownInstance | Moving:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -29,13 +32,14 @@ from ..errors import (
     Reply,
     Unauthorized,
     UnknownInstance,
+    closing_answer,
     error_reply,
 )
 from ..lifecycle.caller import ANYONE, Caller
 from ..lifecycle.envs import Envs
 from ..lifecycle.moves import holder_name
 from ..routing import peers
-from ..routing.forward import FORWARDED_HEADER, PEER_TENANT, REQUEST_HEADERS, Forwarder, end_to_end
+from ..routing.forward import FORWARDED_HEADER, LATE_ANSWER, PEER_TENANT, REQUEST_HEADERS, Forwarder, end_to_end
 from ..routing.peers import FANOUT_HEADER
 from ..routing.resolve import Where, resolve
 from ..tenancy.tenants import Directory, Tenant
@@ -169,7 +173,7 @@ class Front:
         if where is Where.REPLICA:
             return self._relay(environ, caller, instance_id, api == "v2")
         if where is Where.LOST:
-            return error_reply(InstanceLost(instance_id), api == "v2")
+            return error_reply(self.envs.lost(instance_id, caller.resolution.owner), api == "v2")
         kind = _HOT.get((api, rest or "")) if environ["REQUEST_METHOD"] == "POST" else None
         if where is Where.LOCAL and kind is not None:
             return self._run(environ, caller, api, kind, instance_id)
@@ -207,6 +211,7 @@ class Front:
             fanned_out=bool(environ.get(_FANOUT)),
             authorization=environ.get("HTTP_AUTHORIZATION"),
             resolution=None if instance_id is None else resolve(self.envs.owner, instance_id, can_forward),
+            answer_late=_late_answer(environ),
         )
 
     def _run(self, environ: dict[str, Any], caller: Caller, api: str, kind: str, instance_id: str) -> Reply:
@@ -292,3 +297,20 @@ class Front:
                 raise PayloadTooLarge(limit)
             return body
         return b""
+
+
+def _late_answer(environ: dict[str, Any]) -> Callable[[GymServeError], None] | None:
+    """How the deadline watchdog answers this request when its env call is stuck: on the sibling's connection (a
+    forward), on the client's socket (gunicorn), or not at all (a test client)."""
+    native = not environ.get("PATH_INFO", "").startswith("/v1/")
+    peer = environ.get(LATE_ANSWER)
+    if peer is not None:
+        return partial(peer, native=native)
+    sock = environ.get("gunicorn.socket")
+    return None if sock is None else partial(_answer_and_close, sock, native)
+
+
+def _answer_and_close(sock: socket.socket, native: bool, err: GymServeError) -> None:
+    """The error's answer, then no more: the request's own thread, if it ever returns, writes to a closed end."""
+    sock.sendall(closing_answer(err, native))
+    sock.shutdown(socket.SHUT_WR)

@@ -51,14 +51,14 @@ def run(envs: Envs, call: Call, caller: Caller) -> Reply:
     answer_type = negotiation.answer_type(call.accept)
     if call.kind == "step":
         step = models.decode(call.body, media_type, models.StepRequest, required=True)
-        with envs.use(call.instance_id, caller) as record:
+        with envs.use(call.instance_id, caller, step.seq) as record:
             digest = b"" if step.seq is None else sequencing.request_digest("step", step.action)
             out = sequencing.answer_bytes(
                 record, step.seq, digest, answer_type, partial(step_payload, record, step.action)
             )
     else:
         reset = models.decode(call.body, media_type, models.ResetRequest)
-        with envs.use(call.instance_id, caller) as record:
+        with envs.use(call.instance_id, caller, reset.seq) as record:
             digest = b"" if reset.seq is None else sequencing.request_digest("reset", [reset.seed, reset.options])
             run_reset = partial(reset_payload, record, reset.seed, reset.options)
             out = sequencing.answer_bytes(record, reset.seq, digest, answer_type, run_reset)
@@ -68,7 +68,7 @@ def run(envs: Envs, call: Call, caller: Caller) -> Reply:
 
 def step_item(envs: Envs, item: models.BatchItem, caller: Caller) -> Payload:
     """One item of a batch, stepped here: its answer as a value (a numbered one is kept for a resend)."""
-    with envs.use(item.id, caller) as record:
+    with envs.use(item.id, caller, item.seq) as record:
         digest = b"" if item.seq is None else sequencing.request_digest("step", item.action)
         return sequencing.answer_payload(record, item.seq, digest, partial(step_payload, record, item.action))
 

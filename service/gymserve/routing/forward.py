@@ -27,6 +27,8 @@ HOP_BY_HOP = frozenset(
 # The WSGI environ key under which the owner finds the tenant the forwarding worker authenticated:
 # it comes from the message's meta, never from a header, so no client can claim a tenant.
 PEER_TENANT = "gymserve.peer_tenant"
+# The environ key of a forwarded request's late answer: how the deadline watchdog answers the sibling itself.
+LATE_ANSWER = "gymserve.answer_late"
 
 
 @dataclass

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 import socketserver
 import sys
 import threading
 from typing import Any
 
-from ..errors import Internal, error_reply
-from .forward import PEER_TENANT
+from ..errors import GymServeError, Internal, error_reply
+from .forward import LATE_ANSWER, PEER_TENANT
 from .wire import read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,19 @@ class _PeerHandler(socketserver.StreamRequestHandler):
                 return
             if message is None:
                 return
-            status, headers, body = self.server.call_app(_environ(*message))
+            environ = _environ(*message)
+            environ[LATE_ANSWER] = self.answer_late
+            status, headers, body = self.server.call_app(environ)
             try:
                 write_message(self.wfile, {"status": status, "headers": headers}, body)
             except OSError:
                 return
+
+    def answer_late(self, err: GymServeError, native: bool) -> None:
+        """The deadline watchdog's answer for a stuck call, then the connection ends (the sibling connects anew)."""
+        status, headers, body = error_reply(err, native)
+        write_message(self.wfile, {"status": status, "headers": dict(headers)}, body)
+        self.connection.shutdown(socket.SHUT_RDWR)
 
 
 class PeerServer(socketserver.ThreadingUnixStreamServer):

@@ -40,6 +40,14 @@ class Replica:
     def set_count(self, slot: int, n: int) -> None:
         self.counts[slot] = n
 
+    def mark_stuck(self, generation: int) -> None:
+        """The master killed this generation's worker, stuck (its heartbeat stopped): its envs' ids say why."""
+        with open(os.path.join(self.runtime_dir, f"stuck-{generation}"), "w"):
+            pass
+
+    def was_stuck(self, generation: int) -> bool:
+        return os.path.exists(os.path.join(self.runtime_dir, f"stuck-{generation}"))
+
 
 def make_replica(runtime_dir: str, slots: int) -> Replica:
     """Called once in the gunicorn master, before any worker forks."""

@@ -1,0 +1,220 @@
+"""Every env call's deadline, kept by one watchdog thread per worker: a call costs two dict writes, no thread switch.
+
+The rules (docs/operations.md, "What one env may cost"):
+- A call (reset, step, render, fork, snapshot; batch items and frames) has GYMSERVE_STEP_TIMEOUT_SECONDS, or the
+  first GYMSERVE_STEP_TIMEOUT_OVERRIDES entry matching its env id. Past it, the watchdog answers the caller
+  `504 step_timeout` itself (the caller's thread is stuck in the env), quarantines the env (`409 env_quarantined`
+  from then on) and raises an asynchronous exception in the stuck thread: a pure-Python loop stops there.
+- A call running over SLOW_SECONDS gets a spare thread, so slow calls never take the threads other envs need (nor
+  the health and metrics endpoints). With a tenants file, one tenant may hold at most
+  GYMSERVE_TENANT_THREAD_SHARE of a worker's threads in slow calls: past it, its new calls get `429 tenant_busy`.
+- A call still stuck WRITE_OFF_SECONDS after its deadline (a sleep, native code, blocking I/O: nothing Python can
+  stop) is written off. More than GYMSERVE_MAX_STUCK_THREADS written off, and the worker is replaced: it parks
+  its other envs, which its successor adopts (`too_many_stuck`, given to the worker by gunicorn_conf).
+- A call that holds the GIL for good stops this thread too: gunicorn's master kills that worker, and its envs are
+  lost with `details.reason: "worker_stuck"`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .. import metrics
+from ..errors import GymServeError, StepTimeout, TenantBusy
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+SLOW_SECONDS = 0.25  # a call running this long gets a spare thread, and counts against its tenant's share
+WRITE_OFF_SECONDS = 2.0  # after its deadline: a call not back by then cannot be stopped
+TICK_SECONDS = 0.1  # how often the watchdog looks
+MAX_SPARE_FACTOR = 8  # spare threads: at most this many times the worker's threads
+
+LateAnswer = Callable[[GymServeError], None]  # writes the caller's answer now, from the watchdog's thread
+
+
+class Interrupted(BaseException):
+    """Raised by the watchdog inside a thread stuck past its deadline (a BaseException: `except Exception` in an
+    env's code does not swallow it)."""
+
+
+@dataclass(eq=False)
+class Running:
+    """One env call in flight."""
+
+    instance_id: str
+    env_id: str
+    tenant: str
+    thread: int
+    started: float
+    deadline: float
+    seconds: float
+    answer: LateAnswer | None
+    done: bool = False
+    slow: bool = False
+    timed_out: bool = False
+    written_off: bool = False
+    answered: threading.Event = field(default_factory=threading.Event)
+
+
+class Deadlines:
+    """The worker's env calls in flight and their deadlines. `quarantine(instance_id)` marks an env that ran past
+    its deadline; `spares(n)` tells the worker how many spare threads slow calls hold now; `too_many_stuck()` asks
+    for the worker's replacement."""
+
+    def __init__(self, settings: Settings, threads: int, shared: bool) -> None:
+        self.settings = settings
+        self.threads = threads
+        self.share = max(1, int(threads * settings.tenant_thread_share)) if shared else None
+        self.quarantine: Callable[[str], None] = lambda instance_id: None
+        self.spares: Callable[[int], None] = lambda n: None
+        self.too_many_stuck: Callable[[], None] = lambda: None
+        self._running: dict[int, Running] = {}
+        self._lock = threading.Lock()  # the watchdog's pass, and a call's end
+        self._limits: dict[str, float] = {}
+        self._slow = 0
+        self._stuck = 0
+        self._replacing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def limit(self, env_id: str) -> float:
+        seconds = self._limits.get(env_id)
+        if seconds is None:
+            seconds = self._limits[env_id] = self.settings.step_timeout(env_id)
+        return seconds
+
+    @contextmanager
+    def call(self, instance_id: str, env_id: str, tenant: str, answer: LateAnswer | None) -> Iterator[None]:
+        """One env call under its deadline: StepTimeout when the watchdog ended it, TenantBusy before it runs."""
+        if self.share is not None:
+            self._admit(tenant)
+        now = time.monotonic()
+        seconds = self.limit(env_id)
+        running = Running(instance_id, env_id, tenant, threading.get_ident(), now, now + seconds, seconds, answer)
+        self._running[id(running)] = running
+        try:
+            yield
+        except Interrupted:
+            pass  # the watchdog's: answered below
+        finally:
+            self._leave(running)
+
+    def _admit(self, tenant: str) -> None:
+        slow = sum(1 for r in list(self._running.values()) if r.tenant == tenant and r.slow and not r.done)
+        assert self.share is not None
+        if slow >= self.share:
+            raise TenantBusy(tenant, self.share)
+
+    def _leave(self, running: Running) -> None:
+        while True:
+            try:
+                was_slow = self._settle(running)
+                break
+            except Interrupted:
+                continue  # it came back just as the watchdog interrupted it: settled again (each step is idempotent)
+        if was_slow:
+            self.spares(min(self._slow, MAX_SPARE_FACTOR * self.threads))
+        if running.timed_out:
+            running.answered.wait(1.0)  # the watchdog's answer goes out first; this thread's then meets a closed socket
+            raise StepTimeout(running.instance_id, running.seconds)
+
+    def _settle(self, running: Running) -> bool:
+        """The call is over: forgotten, its interrupt cancelled, its spare thread given back (True if it had one)."""
+        was_slow = False
+        with self._lock:
+            running.done = True
+            self._running.pop(id(running), None)
+            if running.timed_out:
+                _raise_in(running.thread, None)  # its interrupt, if still pending, must not hit the next request
+            if running.slow:
+                self._slow -= 1
+                running.slow, was_slow = False, True
+            if running.written_off:
+                self._stuck -= 1
+                running.written_off = False
+                log.warning("a written-off call of env %s came back", running.instance_id)
+        return was_slow
+
+    # --- the watchdog ---
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="gymserve-deadlines", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.check(time.monotonic())
+            except Exception:  # the watchdog must outlive any one bad call
+                log.exception("the deadline watchdog failed a pass")
+
+    def check(self, now: float) -> None:
+        """One pass: slow calls get spare threads, calls past their deadline are ended, stuck ones written off."""
+        grew, ended = False, []
+        with self._lock:
+            for running in list(self._running.values()):
+                if not running.slow and now - running.started >= min(SLOW_SECONDS, running.seconds):
+                    running.slow, grew = True, True
+                    self._slow += 1
+                if not running.timed_out and now >= running.deadline:
+                    running.timed_out = True
+                    _raise_in(running.thread, Interrupted)
+                    ended.append(running)
+                elif running.timed_out and not running.written_off and now >= running.deadline + WRITE_OFF_SECONDS:
+                    running.written_off = True
+                    self._stuck += 1
+                    log.error(
+                        "a call of env %s (%s) is stuck for good: written off (%d of GYMSERVE_MAX_STUCK_THREADS=%d)",
+                        running.instance_id,
+                        running.env_id,
+                        self._stuck,
+                        self.settings.max_stuck_threads,
+                    )
+            slow, stuck = self._slow, self._stuck
+        for running in ended:
+            self._timed_out(running)
+        if grew:
+            self.spares(min(slow, MAX_SPARE_FACTOR * self.threads))
+        if stuck > self.settings.max_stuck_threads and not self._replacing:
+            self._replacing = True
+            metrics.WORKERS_REPLACED.labels("stuck_calls").inc()
+            threading.Thread(target=self.too_many_stuck, name="gymserve-replace", daemon=True).start()
+
+    def _timed_out(self, running: Running) -> None:
+        """Quarantine the env and answer its caller now (its own thread may never come back)."""
+        log.warning(
+            "env %s (%s) ran past its deadline of %gs: quarantined",
+            running.instance_id,
+            running.env_id,
+            running.seconds,
+        )
+        metrics.ENV_CALL_TIMEOUTS.labels(running.env_id, running.tenant).inc()
+        metrics.ENVS_QUARANTINED.labels(running.env_id, running.tenant).inc()
+        self.quarantine(running.instance_id)
+        try:
+            if running.answer is not None:
+                running.answer(StepTimeout(running.instance_id, running.seconds))
+        except OSError:
+            pass  # the caller is gone already
+        finally:
+            running.answered.set()
+
+    @property
+    def stuck(self) -> int:
+        """Calls written off now (stuck past their deadline and its grace)."""
+        return self._stuck
+
+
+def _raise_in(thread: int, exc: type[BaseException] | None) -> None:
+    """Raise `exc` in `thread` at its next bytecode (None: cancel one pending). Native code and sleeps run on."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc) if exc else None)
