@@ -59,6 +59,19 @@ if [ -z "${STORE_IMAGE:-}" ]; then
 fi
 echo "e2e-compose: STORE_IMAGE=$STORE_IMAGE"
 
+# The router: the official HAProxy image, or Debian's haproxy in a stand-in (deploy/router/Dockerfile).
+if [ -z "${HAPROXY_IMAGE:-}" ]; then
+    if docker image inspect haproxy:2.8 >/dev/null 2>&1 || timeout 60 docker pull --quiet haproxy:2.8 >/dev/null 2>&1; then
+        HAPROXY_IMAGE=haproxy:2.8
+    else
+        HAPROXY_IMAGE=local/haproxy:bookworm
+        docker build --quiet -t "$HAPROXY_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
+            deploy/router </dev/null >/dev/null
+    fi
+fi
+export HAPROXY_IMAGE
+echo "e2e-compose: HAPROXY_IMAGE=$HAPROXY_IMAGE"
+
 stage "static checks"
 docker compose config --quiet
 docker compose --profile grafana config --quiet

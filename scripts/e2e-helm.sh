@@ -43,9 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-stage "engine, stand-in images, helm and kubectl, Debian's nginx (tests/helm runs the router template in it)"
-if ! command -v nginx >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+stage "engine, stand-in images, helm and kubectl, Debian's haproxy (tests/helm runs the router config in it)"
+if ! command -v haproxy >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends haproxy >/dev/null
 fi
 bash "$INFRA/docker-up.sh" </dev/null
 bash "$INFRA/helm-install.sh" </dev/null
@@ -75,6 +75,19 @@ if [ -z "${STORE_IMAGE:-}" ]; then
 fi
 export STORE_IMAGE
 echo "e2e-helm: STORE_IMAGE=$STORE_IMAGE"
+# The router: the official HAProxy image, or Debian's haproxy in a stand-in (deploy/router/Dockerfile).
+if [ -z "${HAPROXY_IMAGE:-}" ]; then
+    if docker image inspect haproxy:2.8 >/dev/null 2>&1 || timeout 60 docker pull --quiet haproxy:2.8 >/dev/null 2>&1; then
+        HAPROXY_IMAGE=haproxy:2.8
+    else
+        HAPROXY_IMAGE=local/haproxy:bookworm
+        docker build --quiet -t "$HAPROXY_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
+            deploy/router </dev/null >/dev/null
+    fi
+fi
+export HAPROXY_IMAGE
+echo "e2e-helm: HAPROXY_IMAGE=$HAPROXY_IMAGE"
+
 # Helm's caches and config in a scratch directory: nothing from (or for) anyone's own helm.
 export HELM_CACHE_HOME=$HELM_HOME_DIR/cache HELM_CONFIG_HOME=$HELM_HOME_DIR/config HELM_DATA_HOME=$HELM_HOME_DIR/data
 

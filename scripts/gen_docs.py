@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from gymserve.errors import GymServeError, PayloadTooLarge, RateLimited, RoutingError, Unavailable, error_body
+from gymserve.errors import GymServeError, PayloadTooLarge, RateLimited, RoutingError, Unavailable
 from gymserve.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]

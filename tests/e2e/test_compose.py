@@ -390,18 +390,15 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
     ]:
         answer = stack.call("GET", path)
         assert (answer.status, answer.body["code"]) == (400, "unknown_instance"), path
-        assert answer.headers.get("x-gymserve-router") == "rejected", path
         # /v2 in its own error shape and status.
         v2 = stack.call("GET", path.replace("/v1/", "/v2/", 1))
         assert (v2.status, v2.body["error"]["code"]) == (404, "unknown_instance"), path
-        assert v2.headers.get("x-gymserve-router") == "rejected", path
     # Well-formed ids whose node is not a running replica of this stack (Prometheus is not on the router's network;
     # the router refuses itself): the router sends them to the replica a hash of the id picks, which finds no
     # parked or moved env under them and says so in its own words. The router never answers lost itself.
     for node in ["0123456789ab", prometheus, router]:
         answer = stack.call("POST", f"/v1/envs/{node}.0-1.{token}/step/", {"action": 0})
         assert (answer.status, answer.body["code"]) == (400, "unknown_instance"), node
-        assert answer.headers.get("x-gymserve-router") != "rejected", node
         v2 = stack.call("GET", f"/v2/envs/{node}.0-1.{token}")
         assert (v2.status, v2.body["error"]["code"]) == (404, "unknown_instance"), node
         assert v2.body["error"]["details"] == {"instance_id": f"{node}.0-1.{token}"}
@@ -413,25 +410,19 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
 
 
 def test_prometheus_scrapes_every_replica_by_node_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
-    # Targets are named like the ids the replicas mint (the router lists them for Prometheus by node name).
-    expected_up = {node: "1" for node in stack.replica_ids}
-    # Every step the test took on a replica, at least (a scrape may predate the last ones: wait for the next).
-    taken = {node: float(sum(t.steps for t in farm if t.node == node)) for node in stack.replica_ids}
+    # Prometheus finds the replicas through Docker's DNS (dns_sd_configs): targets are their addresses, and the node
+    # name (the one in instance ids) is on the replicas' own series.
+    replicas = len(stack.replica_ids)
+    taken = float(sum(t.steps for t in farm))
     deadline = time.monotonic() + 90
     while True:
-        up = {r["metric"]["instance"]: r["value"][1] for r in _prometheus(stack, 'up{job="gymserve"}')}
-        steps = {
-            r["metric"]["instance"]: float(r["value"][1])
-            for r in _prometheus(stack, 'sum by (instance) (gymserve_steps_total{job="gymserve"})')
-        }
-        counted = set(steps) == set(taken) and all(steps[i] >= n for i, n in taken.items())
-        if (up == expected_up and counted) or time.monotonic() > deadline:
+        up = [r["value"][1] for r in _prometheus(stack, 'up{job="gymserve"}')]
+        steps = sum(float(r["value"][1]) for r in _prometheus(stack, 'gymserve_steps_total{job="gymserve"}'))
+        if (up == ["1"] * replicas and steps >= taken) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert up == expected_up, f"targets {up}, replicas {sorted(expected_up)}"
-    assert counted, f"gymserve_steps_total by instance: {steps}; steps the test took: {taken}"
-    nodes = {r["metric"].get("node") for r in _prometheus(stack, 'up{job="gymserve"}')}
-    assert nodes == set(stack.replica_ids), nodes
+    assert up == ["1"] * replicas, f"targets up {up}, replicas {sorted(stack.replica_ids)}"
+    assert steps >= taken, f"gymserve_steps_total: {steps}; steps the test took: {taken}"
     # Live envs per worker slot of each node (the dashboard's placement panel).
     slots = {(r["metric"]["node"], r["metric"]["slot"]) for r in _prometheus(stack, "gymserve_worker_envs")}
     assert {node for node, _ in slots} == set(stack.replica_ids), slots
@@ -501,19 +492,18 @@ def test_a_new_replica_gets_a_pool_without_a_router_restart(stack: Stack) -> Non
     before = set(stack.replicas())
     stack.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"gymserve={len(before) + 1}", "gymserve")
     (node,) = set(stack.replicas()) - before
-    deadline = time.monotonic() + 30
-    nodes = ""
-    while node not in nodes and time.monotonic() < deadline:
-        nodes = router.exec_run(["cat", "/etc/nginx/conf.d/router.gymserve-nodes"]).output.decode()
-        time.sleep(0.5)
-    assert node in nodes, f"the router's pools do not name {node} after 30 s: {nodes}"
-    stack.measured["a new replica's pool (router-pools.sh)"] = f"{30 - (deadline - time.monotonic()):.1f} s"
+    started = time.monotonic()
     back = None
-    for seed in range(60):  # creates spread over the replicas: one lands on the new one
+    # The router finds it through Docker's DNS (server-template) and its health check, with no restart: creates
+    # spread over the replicas, and one lands on the new one.
+    for seed in range(600):
+        if time.monotonic() - started > 30:
+            break
         t = Trajectory("CartPole-v1", seed=seed)
         t.create(stack)
         if t.node == node:
             back = t
+            stack.measured["a new replica reached through the router"] = f"{time.monotonic() - started:.1f} s"
             break
         stack.call("DELETE", f"/v1/envs/{t.instance_id}/")
     assert back is not None, f"no create landed on the new replica {node}"

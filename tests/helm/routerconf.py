@@ -34,6 +34,7 @@ _VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 def config_variables(text: str | None = None) -> set[str]:
     """The ${NAME} variables of the config, and those its `.if defined(NAME)` asks about."""
     text = CONFIG.read_text() if text is None else text
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     return set(_VARIABLE.findall(text)) | set(re.findall(r"defined\(([A-Z_][A-Z0-9_]*)\)", text))
 
 

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -263,7 +262,9 @@ def test_an_id_whose_node_runs_goes_to_its_workers_port(router: Router, farm_por
         f"aaaaaaaaaaaa.0-1.{HEX[:-1]}",
     ],
 )
-def test_any_other_id_goes_to_the_replica_a_hash_of_it_picks(router: Router, farm_ports: tuple[int, int], iid: str) -> None:
+def test_any_other_id_goes_to_the_replica_a_hash_of_it_picks(
+    router: Router, farm_ports: tuple[int, int], iid: str
+) -> None:
     api, _ = farm_ports
     answered = set()
     for _ in range(5):
@@ -314,13 +315,18 @@ def test_one_clients_batches_enter_one_replica(router: Router) -> None:
 
 
 def test_a_clients_forwarded_header_is_dropped(router: Router) -> None:
-    status, _, body = router.call("GET", f"/v2/envs/{an_id('aaaaaaaaaaaa', 0, 3)}", headers={"X-Gymserve-Forwarded": "1"})
+    status, _, body = router.call(
+        "GET", f"/v2/envs/{an_id('aaaaaaaaaaaa', 0, 3)}", headers={"X-Gymserve-Forwarded": "1"}
+    )
     assert status == 200 and body["forwarded"] is None
 
 
 def test_an_upgrade_reaches_the_worker_and_comes_back(router: Router, farm_ports: tuple[int, int]) -> None:
     _, base = farm_ports
-    for path, where in [(f"/v2/envs/{an_id('cccccccccccc', 1, 9)}/stream", f"127.0.0.3:{base + 1}"), ("/v2/stream", None)]:
+    for path, where in [
+        (f"/v2/envs/{an_id('cccccccccccc', 1, 9)}/stream", f"127.0.0.3:{base + 1}"),
+        ("/v2/stream", None),
+    ]:
         with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
             s.sendall(
                 f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
