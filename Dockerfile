@@ -103,7 +103,7 @@ RUN if [ -n "$RUNTIME_APT_PACKAGES" ]; then \
 RUN groupadd --system --gid 10001 gymserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin gymserve \
-    && install -d -o 10001 -g 10001 -m 0700 /var/lib/gymserve/farm-key
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/gymserve/farm-key
 
 COPY --from=build /opt/gymserve /opt/gymserve
 

@@ -21,14 +21,14 @@ from servers import free_port
 
 
 @contextmanager
-def redis_server(tmp_path: Path) -> Iterator[str]:
-    """A fresh redis-server on 127.0.0.1; yields its redis:// URL."""
-    with redis_process(tmp_path) as (url, _):
+def redis_server(tmp_path: Path, password: str = "") -> Iterator[str]:
+    """A fresh redis-server on 127.0.0.1 (asking for `password` when given); yields its redis:// URL."""
+    with redis_process(tmp_path, password) as (url, _):
         yield url
 
 
 @contextmanager
-def redis_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def redis_process(tmp_path: Path, password: str = "") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A fresh redis-server on 127.0.0.1; yields its redis:// URL and its process (to pause it, say)."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -48,6 +48,7 @@ def redis_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
             "no",
             "--dir",
             str(tmp_path),
+            *(["--requirepass", password] if password else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -57,7 +58,7 @@ def redis_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis.from_url(url).ping()
+                redis.Redis.from_url(url, password=password or None).ping()
                 break
             except redis.ConnectionError:
                 if proc.poll() is not None or time.monotonic() > deadline:

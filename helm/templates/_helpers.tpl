@@ -245,6 +245,43 @@ name: {{ .Values.snapshots.existingSecret | default (printf "%s-snapshot-key" (i
 key: {{ .Values.snapshots.secretKey }}
 {{- end -}}
 
+{{/* The Secret and key that hold the store's password (GYMSERVE_STORE_PASSWORD): the user's, or the chart's. */}}
+{{- define "gymserve.storePasswordRef" -}}
+name: {{ .Values.store.existingSecret | default (printf "%s-store-password" (include "gymserve.fullname" .)) }}
+key: {{ .Values.store.secretKey }}
+{{- end -}}
+
+{{/* Whether the pods are given a store password: the release's own store always has one; another store, if
+store.existingSecret names it. */}}
+{{- define "gymserve.storeHasPassword" -}}
+{{- if or (include "gymserve.ownStore" .) .Values.store.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The one rule for the secrets the chart generates (the farm's signing key, the store's password; tenant keys too):
+64 random characters made at install and kept at every upgrade, since lookup finds the Secret already there. A new
+signing key would make every parked env fail its signature, a new password would lock the pods out of the store.
+`helm template` and `--dry-run` have no cluster to look in and print a fresh value each time, so a GitOps tool that
+renders with `helm template` must name the secret itself (the value's existingSecret; helm/README.md).
+Called with (dict "root" . "name" <Secret name> "field" <its key>).
+*/}}
+{{- define "gymserve.generatedSecret" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- $value := randAlphaNum 64 | b64enc }}
+{{- if and $existing $existing.data (hasKey $existing.data .field) }}
+{{- $value = index $existing.data .field }}
+{{- end }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "gymserve.labels" .root | nindent 4 }}
+type: Opaque
+data:
+  {{ .field }}: {{ $value | quote }}
+{{- end -}}
+
 {{/* The Secret or ConfigMap that holds the tenants file. */}}
 {{- define "gymserve.tenantsVolume" -}}
 {{- if .Values.tenants.existingSecret -}}

@@ -71,13 +71,16 @@ def _serve(args: argparse.Namespace) -> int:
     }
     env = dict(os.environ)
     env.update({PREFIX + k.upper(): str(v) for k, v in overrides.items()})
+    from . import secret
     from .lifecycle.copies import Sealer
+    from .tenancy.store import PASSWORD_VARIABLE
 
     try:
         settings = Settings.from_env(env)  # fail here, with the variable's name, rather than inside every worker
         if settings.tenants_file:  # a bad file later keeps the last good one; at start there is none
             load_tenants(settings.tenants_file)
         Sealer.from_environ(settings.max_snapshot_bytes, env)  # the snapshot key (a secret) too
+        secret.read(PASSWORD_VARIABLE, env)  # and the store's password, when it is in a file
     except SettingsError as exc:
         print(f"gymserve: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -149,6 +152,8 @@ def _keygen(args: argparse.Namespace) -> int:
     try:
         fd, temporary = tempfile.mkstemp(prefix=".keygen-", dir=os.path.dirname(path))  # mode 0600
         try:
+            if args.group_readable:  # the store's password: its server reads it through the file's group
+                os.fchmod(fd, 0o640)
             with os.fdopen(fd, "w", encoding="ascii") as out:
                 out.write(secrets.token_hex(32) + "\n")
             os.link(temporary, path)
@@ -188,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         "keygen", help=f"write a random farm key to PATH ({PREFIX}SNAPSHOT_KEY_FILE) once, unless PATH exists"
     )
     keygen.add_argument("path", help="the key file to create (mode 0600); an existing file is left as it is")
+    keygen.add_argument(
+        "--group-readable",
+        action="store_true",
+        help="mode 0640: for a secret another container reads through the file's group (the store's password)",
+    )
     keygen.set_defaults(func=_keygen)
     return parser
 

@@ -112,9 +112,10 @@ class Settings:
     )
     env_kwargs_allow: str = _setting(
         "",
-        "Comma-separated ENV:KWARG pairs (ENV may be an fnmatch pattern) exempt from the kwargs policy, "
-        "e.g. HalfCheetah-v5:xml_file. See docs/custom-envs.md.",
-        items=(KWARG_EXEMPTION_PATTERN, "ENV:KWARG, like HalfCheetah-v5:xml_file"),
+        "Comma-separated ENV:KWARG pairs (ENV may be an fnmatch pattern) accepted beyond the kwargs allowlist, "
+        "still as plain bounded values, e.g. MyEnv-*:difficulty. See docs/custom-envs.md (an exemption for a "
+        "file argument such as xml_file lets clients make the server read files).",
+        items=(KWARG_EXEMPTION_PATTERN, "ENV:KWARG, like MyEnv-*:difficulty"),
     )
     max_episode_steps_limit: int = _setting(100_000, "Largest max_episode_steps a create may ask for.", minimum=1)
 

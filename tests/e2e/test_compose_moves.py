@@ -259,10 +259,12 @@ def test_the_key_and_the_store_are_the_farms_own(farm: MovesFarm) -> None:
         mounts = {m["Destination"]: m for m in replica.attrs["Mounts"]}
         assert mounts["/var/lib/gymserve/farm-key"]["RW"] is False
     (store,) = farm.stack.containers("store")
-    assert store.exec_run(["valkey-cli", "config", "get", "appendonly"]).output.decode().split() == [
-        "appendonly",
-        "yes",
-    ]
+    # The store asks for its password (keygen wrote it too): a client on its network without it is refused.
+    refused = store.exec_run(["valkey-cli", "config", "get", "appendonly"]).output.decode()
+    assert "NOAUTH" in refused, refused
+    with_password = 'valkey-cli -a "$(cat /var/lib/gymserve/farm-key/store-password)" --no-auth-warning'
+    answer = store.exec_run(["sh", "-c", f"{with_password} config get appendonly"]).output.decode().split()
+    assert answer == ["appendonly", "yes"], answer
 
 
 def test_recreated_replicas_adopt_every_env_under_its_id(farm: MovesFarm) -> None:

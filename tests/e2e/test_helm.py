@@ -309,6 +309,18 @@ def test_install_starts_hardened_pods_named_for_their_ids(release: Release) -> N
     assert "NoNewPrivs:\t1" in status and "CapEff:\t0000000000000000" in status
 
 
+def test_the_store_refuses_a_client_without_its_password(release: Release) -> None:
+    """The release's store runs with the password of the chart's Secret: a client without it (here, valkey-cli inside
+    the store's own pod) is refused, and the gymserve pods, which have it, park and adopt through it (below)."""
+    store = f"deployment/{FULLNAME}-store"
+    refused = release.kube.kubectl("exec", store, "--", "valkey-cli", "ping", check=False)
+    assert "NOAUTH" in refused, refused
+    answer = release.kube.kubectl(
+        "exec", store, "--", "sh", "-c", 'valkey-cli -a "$STORE_PASSWORD" --no-auth-warning ping'
+    )
+    assert answer.strip() == "PONG", answer
+
+
 def test_helm_test_hooks_pass(release: Release) -> None:
     started = time.monotonic()
     try:

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 from helmchart import CHART, FULLNAME, NAMESPACE, ROOT, Rendered, env_of, render, run_helm
 
+from gymserve import secret
 from gymserve.settings import PREFIX, Settings, describe
 
 pytestmark = pytest.mark.helm
@@ -137,8 +138,10 @@ def settings_of(rendered: Rendered, pod: str = f"{FULLNAME}-0") -> Settings:
     """The settings gymserve reads from the container's env, with the node id the pod name gives it."""
     env = env_of(rendered.server)
     assert env.pop("GYMSERVE_NODE_ID") == {"fieldRef": {"fieldPath": "metadata.name"}}
-    # The farm's signing key: from a Secret, never a value (its own test below).
+    # The farm's signing key and the store's password: from Secrets, never values (their own tests below).
     assert "secretKeyRef" in env.pop("GYMSERVE_SNAPSHOT_KEY")
+    password = env.pop("GYMSERVE_STORE_PASSWORD", None)
+    assert password is None or "secretKeyRef" in password
     assert all(isinstance(v, str) for v in env.values())
     return Settings.from_env({**env, "GYMSERVE_NODE_ID": pod})
 
@@ -146,7 +149,7 @@ def settings_of(rendered: Rendered, pod: str = f"{FULLNAME}-0") -> Settings:
 def test_env_is_gymserve_settings_that_gymserve_accepts(rendered: Rendered) -> None:
     names = {row["variable"] for row in describe()}
     env = env_of(rendered.server)
-    ours = {k for k in env if k.startswith(PREFIX)} - {"GYMSERVE_SNAPSHOT_KEY"}  # a secret, not a setting
+    ours = {k for k in env if k.startswith(PREFIX)} - set(secret.VARIABLES)  # secrets, not settings
     assert ours <= names, f"not gymserve settings: {ours - names}"
     settings = settings_of(rendered)  # raises SettingsError on anything gymserve would refuse at start
     assert settings.node_id == f"{FULLNAME}-0"
@@ -458,7 +461,7 @@ def test_helm_test_pods(rendered: Rendered) -> None:
     env = env_of(app["spec"]["containers"][0])
     assert env["GYMSERVE_HOST"] == "127.0.0.1"  # serves inside the test pod only
     # The same settings, except the farm's: the test pod serves open, on its own (no tenants file, no store, no key).
-    tenancy = {"GYMSERVE_TENANTS_FILE", "GYMSERVE_STORE_URL", "GYMSERVE_SNAPSHOT_KEY"}
+    tenancy = {"GYMSERVE_TENANTS_FILE", "GYMSERVE_STORE_URL", *secret.VARIABLES}
     assert {k for k in env if k.startswith(PREFIX)} == {
         k for k in env_of(rendered.server) if k.startswith(PREFIX)
     } - tenancy
@@ -488,14 +491,39 @@ def test_the_farms_signing_key_is_the_charts_own_secret_by_default() -> None:
     key = base64.b64decode(secret["data"]["snapshot-key"]).decode()
     assert len(key) == 64 and key.isalnum()
     assert snapshot_key_ref(rendered) == {"name": f"{FULLNAME}-snapshot-key", "key": "snapshot-key"}
-    template = (CHART / "templates" / "snapshot-key.yaml").read_text()
-    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template and "randAlphaNum 64" in template
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert 'lookup "v1" "Secret" .root.Release.Namespace .name' in helpers and "randAlphaNum 64" in helpers
 
 
 def test_the_signing_key_may_be_a_secret_of_the_users() -> None:
     rendered = render(None, "snapshots.existingSecret=farm-snapshots", "snapshots.secretKey=key")
-    assert not rendered.of_kind("Secret")
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Secret")] == [f"{FULLNAME}-store-password"]
     assert snapshot_key_ref(rendered) == {"name": "farm-snapshots", "key": "key"}
+
+
+def env_ref(container: dict[str, Any], name: str) -> dict[str, Any] | None:
+    found = [e for e in container.get("env", []) if e["name"] == name]
+    return dict(found[0]["valueFrom"]["secretKeyRef"]) if found else None
+
+
+def test_the_store_asks_for_a_password_that_every_pod_gets_from_one_secret() -> None:
+    """The release's store runs with --requirepass from the chart's Secret (made by the same rule as the signing
+    key), and every gymserve pod gets it as GYMSERVE_STORE_PASSWORD: a client without it is refused (the live e2e
+    shows that)."""
+    rendered = render()
+    secret = rendered.one("Secret", f"{FULLNAME}-store-password")
+    assert len(base64.b64decode(secret["data"]["store-password"])) == 64
+    ref = {"name": f"{FULLNAME}-store-password", "key": "store-password"}
+    assert env_ref(rendered.server, "GYMSERVE_STORE_PASSWORD") == ref
+    (store,) = rendered.one("Deployment", f"{FULLNAME}-store")["spec"]["template"]["spec"]["containers"]
+    assert env_ref(store, "STORE_PASSWORD") == ref
+    assert store["args"][:2] == ["--requirepass", "$(STORE_PASSWORD)"]
+    # An external store: its password only when a Secret of the user's names it.
+    external = render(None, "store.url=redis://valkey:6379/0")
+    assert env_ref(external.server, "GYMSERVE_STORE_PASSWORD") is None
+    assert f"{FULLNAME}-store-password" not in [s["metadata"]["name"] for s in external.of_kind("Secret")]
+    theirs = render(None, "store.url=redis://valkey:6379/0", "store.existingSecret=valkey-auth", "store.secretKey=pw")
+    assert env_ref(theirs.server, "GYMSERVE_STORE_PASSWORD") == {"name": "valkey-auth", "key": "pw"}
 
 
 def test_the_pods_dns_is_settable_like_the_routers() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import inspect
 import re
 import threading
 from collections.abc import Iterator
@@ -20,13 +19,12 @@ from gymnasium.wrappers import AddRenderObservation, Autoreset
 from ..errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
 from ..pipeline.models import DEFAULT_AUTORESET, AutoresetModeName, CreateRequest
 from ..settings import Settings
-from .modules import import_env_modules
+from .modules import declared_kwargs, import_env_modules
 from .policy import KwargsPolicy
 
 # Registered ids only: letters, digits and the separators Gymnasium uses. No "module:Env" form,
 # which would make gymnasium.make import an arbitrary module.
 ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
-_MAKE_ARGS = frozenset({"render_mode"})
 # Wrappers a client may ask for by name. AddRenderObservation makes the rgb frame the observation.
 WRAPPERS: dict[str, Any] = {"AddRenderObservation": AddRenderObservation}
 # A vector env's autoreset modes by their /v2 names (pipeline.models.AutoresetModeName, the one list): Gymnasium's
@@ -70,11 +68,11 @@ class EnvFactory:
     def __init__(self, settings: Settings) -> None:
         """Imports GYMSERVE_ENV_MODULES first (EnvModuleError names one that fails), then builds the allowlist."""
         self.settings = settings
-        self.kwargs_policy = KwargsPolicy(settings)
         self._import_lock = threading.Lock()
         self._creators: dict[str, Any] = {}
         _import_renderers()
         module_envs = import_env_modules(settings.env_module_names)
+        self.kwargs_policy = KwargsPolicy(settings, declared_kwargs(settings.env_module_names), self._creator)
         patterns = settings.allowed_env_patterns
         self.allowed: frozenset[str] = frozenset(
             env_id
@@ -136,26 +134,6 @@ class EnvFactory:
                     self._creators[env_id] = loaded
         return self._creators[env_id]
 
-    def _check_kwargs(self, env_id: str, kwargs: dict[str, Any]) -> None:
-        creator = self._creator(env_id)
-        params = inspect.signature(creator).parameters
-        accepted = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        for key in kwargs:
-            if key not in accepted | _MAKE_ARGS:
-                raise InvalidValue(
-                    f"kwargs.{key}",
-                    f"'{env_id}' takes no argument '{key}' (it takes: {', '.join(sorted(accepted | _MAKE_ARGS))})",
-                )
-        if "render_mode" in kwargs:
-            mode = kwargs["render_mode"]
-            modes = (
-                [m for m in creator.metadata.get("render_modes", []) if m != "human"]
-                if hasattr(creator, "metadata")
-                else []
-            )
-            if mode not in modes:
-                raise InvalidValue("kwargs.render_mode", f"{mode!r} is not available on a server; use one of {modes}")
-
     def check_vector(self, req: CreateRequest) -> None:
         """A vector env's num_envs (bounded by GYMSERVE_MAX_NUM_ENVS) and autoreset mode, before capacity is counted."""
         limit = self.settings.max_num_envs
@@ -180,7 +158,7 @@ class EnvFactory:
         kwargs = dict(req.kwargs or {})
         if len(orjson.dumps(kwargs, option=orjson.OPT_SERIALIZE_NUMPY)) > self.settings.max_kwargs_bytes:
             raise InvalidValue("kwargs", f"larger than the server's limit of {self.settings.max_kwargs_bytes} bytes")
-        self._check_kwargs(env_id, kwargs)
+        self._creator(env_id)  # its module imported here, under the lock, before gym.make imports it too
         self.kwargs_policy.check(env_id, kwargs)
         self.check_vector(req)
         wrappers = req.wrappers or ()

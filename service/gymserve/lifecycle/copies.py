@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import hashlib
 import hmac
-import os
 import pickle
 import time
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gymnasium.vector import SyncVectorEnv
 
+from .. import secret
 from ..errors import InvalidSnapshot, InvalidValue, NotSupported
 from ..settings import SettingsError
 from . import pickling
@@ -44,7 +44,6 @@ def _not_copyable(exc: Exception) -> NotSupported:
 # --- snapshots: the env's state pickled, then sealed with HMAC-SHA256 under the farm's key --------------------
 
 KEY_VARIABLE = "GYMSERVE_SNAPSHOT_KEY"
-KEY_FILE_VARIABLE = "GYMSERVE_SNAPSHOT_KEY_FILE"
 MIN_KEY_LENGTH = 32
 # A signed record (a snapshot, a parked env): magic, a 32-byte MAC, when it expires (8 bytes, unix seconds, 0: never),
 # the pickle. The MAC covers all of it and the record's binding (its tenant; a parked env's id too), which is not
@@ -94,14 +93,7 @@ class Sealer:
     def from_environ(cls, max_bytes: int, environ: Mapping[str, str] | None = None) -> Sealer:
         """The farm's key from GYMSERVE_SNAPSHOT_KEY, or from the file GYMSERVE_SNAPSHOT_KEY_FILE names (a mounted
         secret, or a volume that compose's key service wrote once)."""
-        environ = os.environ if environ is None else environ
-        raw = environ.get(KEY_VARIABLE, "")
-        if not raw and environ.get(KEY_FILE_VARIABLE):
-            try:
-                with open(environ[KEY_FILE_VARIABLE], encoding="utf-8") as source:
-                    raw = source.read().strip()
-            except OSError as exc:
-                raise SettingsError(f"{KEY_FILE_VARIABLE}: cannot read the key: {exc}") from None
+        raw = secret.read(KEY_VARIABLE, environ)
         if raw and len(raw) < MIN_KEY_LENGTH:
             raise SettingsError(f"{KEY_VARIABLE}: use at least {MIN_KEY_LENGTH} characters (a random secret)")
         return cls(raw.encode() or None, max_bytes)

@@ -18,6 +18,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from ..tenancy import store
+
 State = Literal["parked", "moving", "held", "lost"]
 # A claim older than this whose adopter never settled it (it died adopting) reads as lost, not as moving forever.
 STALE_CLAIM_SECONDS = 60.0
@@ -235,7 +237,7 @@ class RedisStore:
         import redis  # only a farm with a store imports it
 
         self.errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
-        self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.client: Any = store.connect(url, timeout)
         self._claim = self.client.register_script(_CLAIM)
 
     @staticmethod

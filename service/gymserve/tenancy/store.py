@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
+from .. import secret
+
 
 class Admission(NamedTuple):
     verdict: str  # "ok", "quota" (value: envs in use) or "rate" (value: ms until a create is allowed)
@@ -110,6 +112,20 @@ def _keys(tenant: str) -> list[str]:
     return [f"{tag}:envs", f"{tag}:alive", f"{tag}:creates"]
 
 
+PASSWORD_VARIABLE = "GYMSERVE_STORE_PASSWORD"
+
+
+def connect(url: str, timeout: float, **options: Any) -> Any:
+    """A client of the farm's Redis or Valkey at `url`, with its password (GYMSERVE_STORE_PASSWORD or its _FILE, a
+    secret: never in the URL that settings print)."""
+    import redis
+
+    password = secret.read(PASSWORD_VARIABLE) or None
+    return redis.Redis.from_url(
+        url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout, **options
+    )
+
+
 class RedisStore:
     """The counts in Redis or Valkey (any server that runs Lua scripts: both do, and both are packaged everywhere)."""
 
@@ -120,9 +136,7 @@ class RedisStore:
 
         self.errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         # No retries inside a call: one timeout is the longest a create waits, and the breaker decides when to retry.
-        self.client: Any = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self.client: Any = connect(url, timeout, retry=Retry(NoBackoff(), 0))
         self._admit = self.client.register_script(_ADMIT)
         self._beat = self.client.register_script(_BEAT)
         self._usage = self.client.register_script(_USAGE)

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,39 @@ def test_an_env_that_cannot_be_copied_says_so_and_is_lost_at_a_restart_with_that
         assert call(port, "POST", f"/v2/envs/{fine}/reset", {}).status == 200
     finally:
         second.stop()
+
+
+def test_a_learner_steps_through_a_restart_with_no_exception_and_the_same_trajectory(tmp_path: Path) -> None:
+    from gymserve.client import RemoteEnv
+
+    state, port = tmp_path / "state", free_port()
+    first = start_server(tmp_path, port=port, state_dir=str(state))
+    local = gym.make("CartPole-v1")
+    remote = RemoteEnv(f"http://127.0.0.1:{port}", "CartPole-v1", retry_window=60)
+    instance_id = remote.instance_id
+    same = [np.array_equal(remote.reset(seed=9)[0], local.reset(seed=9)[0])]
+    steps = 0
+    restarted: list[Server] = []
+    try:
+        while steps < 60:
+            if steps == 20:  # the server stops and comes back while the learner keeps stepping
+                _stop(first)
+                threading.Timer(
+                    1.0, lambda: restarted.append(start_server(tmp_path, port=port, state_dir=str(state)))
+                ).start()
+            action = steps % 2
+            observation, _, terminated, truncated, _ = remote.step(action)
+            expected, _, done, cut, _ = local.step(action)
+            same.append(np.array_equal(observation, expected))
+            steps += 1
+            if terminated or truncated:
+                assert done or cut
+                same.append(np.array_equal(remote.reset(seed=steps)[0], local.reset(seed=steps)[0]))
+        assert all(same) and remote.instance_id == instance_id
+    finally:
+        remote.close()
+        deadline = time.monotonic() + 30
+        while not restarted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for server in restarted:
+            server.stop()

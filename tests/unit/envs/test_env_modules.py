@@ -4,13 +4,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import pytest
 
 from gymserve.envs.factory import EnvFactory
 from gymserve.envs.modules import EnvModuleError, import_env_modules
-from gymserve.errors import EnvNotAllowed, MalformedEnvId, MissingDependency
+from gymserve.errors import EnvNotAllowed, InvalidValue, MalformedEnvId, MissingDependency
 from gymserve.pipeline.models import CreateRequest
 from gymserve.settings import Settings, SettingsError
 
@@ -22,19 +23,34 @@ class MyCartPole(CartPoleEnv):
     pass
 
 gymnasium.register(id="{env_id}", entry_point="{module}:MyCartPole", max_episode_steps=10)
+{declaration}
 """
 
 
 @pytest.fixture
-def env_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
-    """A fresh module on sys.path that registers a fresh env id when imported: (module, env_id)."""
-    tag = uuid.uuid4().hex[:8]
-    module, env_id = f"unit_envs_{tag}", f"UnitCart{tag}-v0"
-    (tmp_path / f"{module}.py").write_text(_MODULE.format(env_id=env_id, module=module))
+def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Writes fresh modules on sys.path that register a fresh env id when imported: (module, env_id) each."""
+    written: list[tuple[str, str]] = []
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield module, env_id
-    gym.envs.registry.pop(env_id, None)
-    sys.modules.pop(module, None)
+
+    def write(declaration: str = "") -> tuple[str, str]:
+        tag = uuid.uuid4().hex[:8]
+        module, env_id = f"unit_envs_{tag}", f"UnitCart{tag}-v0"
+        text = _MODULE.format(env_id=env_id, module=module, declaration=declaration.replace("ENV_ID", env_id))
+        (tmp_path / f"{module}.py").write_text(text)
+        written.append((module, env_id))
+        return module, env_id
+
+    yield write
+    for module, env_id in written:
+        gym.envs.registry.pop(env_id, None)
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def env_module(write_module: Any) -> tuple[str, str]:
+    """A fresh module on sys.path that registers a fresh env id when imported: (module, env_id)."""
+    return write_module()  # type: ignore[no-any-return]
 
 
 def test_an_env_module_makes_its_envs_creatable_by_default(env_module):
@@ -115,3 +131,48 @@ def test_an_env_whose_package_is_missing_is_a_missing_dependency_not_a_bad_id():
             factory.make(CreateRequest("UnitMissingDep-v0"))
     finally:
         gym.envs.registry.pop("UnitMissingDep-v0")
+
+
+DECLARED = """
+GYMSERVE_KWARGS = {"ENV_ID": {"sutton_barto_reward": {"type": "bool"}, "size": {"type": "int", "min": 1, "max": 8}}}
+
+class MyCartPole(CartPoleEnv):
+    def __init__(self, size=1, **kwargs):
+        super().__init__(**kwargs)
+"""
+
+
+def test_a_module_that_declares_nothing_serves_its_envs_without_kwargs(env_module):
+    module, env_id = env_module
+    factory = EnvFactory(Settings.from_env({"GYMSERVE_ENV_MODULES": module}))
+    with pytest.raises(InvalidValue) as err:  # CartPoleEnv takes it, but the module did not say so
+        factory.make(CreateRequest(env_id, kwargs={"sutton_barto_reward": True}))
+    assert err.value.details["field"] == "kwargs.sutton_barto_reward" and "GYMSERVE_KWARGS" in err.value.message
+    factory.make(CreateRequest(env_id, kwargs={"render_mode": "rgb_array"})).close()  # from its metadata
+
+
+def test_a_module_declares_its_envs_arguments_in_gymserve_kwargs(write_module):
+    module, env_id = write_module(DECLARED)
+    factory = EnvFactory(Settings.from_env({"GYMSERVE_ENV_MODULES": module}))
+    factory.make(CreateRequest(env_id, kwargs={"sutton_barto_reward": True, "size": 8})).close()
+    for kwargs in ({"size": 9}, {"size": True}, {"sutton_barto_reward": 1}, {"gravity": 1.0}):
+        with pytest.raises(InvalidValue) as err:
+            factory.make(CreateRequest(env_id, kwargs=kwargs))
+        assert err.value.details["field"] == f"kwargs.{next(iter(kwargs))}"
+
+
+@pytest.mark.parametrize(
+    ("declaration", "why"),
+    [
+        ('GYMSERVE_KWARGS = {"ENV_ID": {"size": {"type": "int", "min": 1}}}', r"\['size'\]: expected"),
+        ('GYMSERVE_KWARGS = {"ENV_ID": {"size": {"type": "int", "min": 9, "max": 1}}}', "min <= max"),
+        ('GYMSERVE_KWARGS = {"ENV_ID": {"render_mode": {"type": "bool"}}}', "metadata"),
+        ('GYMSERVE_KWARGS = {"ENV_ID": ["size"]}', "must map argument names"),
+        ('GYMSERVE_KWARGS = {"CartPole-v1": {"x": {"type": "bool"}}}', "CartPole-v1, which it does not register"),
+    ],
+)
+def test_a_malformed_declaration_stops_the_start_naming_the_module(write_module, declaration, why):
+    module, _ = write_module(declaration)
+    with pytest.raises(EnvModuleError, match=why) as err:
+        EnvFactory(Settings.from_env({"GYMSERVE_ENV_MODULES": module}))
+    assert f"'{module}'" in str(err.value)

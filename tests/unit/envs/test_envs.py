@@ -60,7 +60,7 @@ def test_missing_optional_dependency_names_it_and_how_to_install(factory):
         ({"render_mode": "human"}, "kwargs.render_mode"),
         ({"render_mode": "pixels"}, "kwargs.render_mode"),
         ({"not_an_arg": 1}, "kwargs.not_an_arg"),
-        ({"map_name": "no-such-map"}, "kwargs"),
+        ({"map_name": "no-such-map"}, "kwargs.map_name"),
     ],
 )
 def test_bad_kwargs_are_refused_before_or_by_make(factory, kwargs, field):

@@ -89,3 +89,23 @@ def test_a_parked_env_is_listed_claimed_once_settled_and_forgotten_in_either_sto
     store.lose("n.0-1." + "b" * 32, "not_movable")
     found = store.where("n.0-1." + "b" * 32)
     assert found is not None and (found.state, found.reason) == ("lost", "not_movable")
+
+
+def test_the_store_asks_for_its_password_and_gymserve_gives_it_from_the_environment_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from gymserve.tenancy.store import RedisStore as QuotaStore
+
+    with redis_server(tmp_path, password="p" * 32) as url:
+        monkeypatch.delenv("GYMSERVE_STORE_PASSWORD", raising=False)
+        with pytest.raises(redis.AuthenticationError):  # a client without it is refused
+            RedisStore(url).count()
+        monkeypatch.setenv("GYMSERVE_STORE_PASSWORD", "p" * 32)
+        assert RedisStore(url).count() == 0
+        assert QuotaStore(url).usage("team") == 0
+        monkeypatch.delenv("GYMSERVE_STORE_PASSWORD")
+        (tmp_path / "password").write_text("p" * 32 + "\n")
+        monkeypatch.setenv("GYMSERVE_STORE_PASSWORD_FILE", str(tmp_path / "password"))
+        assert RedisStore(url).count() == 0
