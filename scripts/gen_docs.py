@@ -390,8 +390,9 @@ def router_errors() -> str:
             retryable=json.dumps(err.retryable),
         )
         header = f" hdr Retry-After {answer.retry_after}" if answer.retry_after else ""
+        quoted = _haproxy_quoted(body)
         lines.append(
-            f'    http-error status {err.status} content-type application/json{header} lf-string "{_haproxy_quoted(body)}\\n"'
+            f'    http-error status {err.status} content-type application/json{header} lf-string "{quoted}\\n"'
         )
     return "\n".join(lines)
 

@@ -21,7 +21,7 @@ def test_compose_mounts_the_charts_config_read_only() -> None:
 
 
 def test_chart_ships_the_config_unchanged() -> None:
-    assert render().router_config.strip() == CONFIG.read_text().strip()
+    assert render().router_config().strip() == CONFIG.read_text().strip()
 
 
 def test_no_router_pools_script_or_nginx_template_is_left() -> None:
