@@ -409,22 +409,31 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
 # --- Prometheus ------------------------------------------------------------------------------------
 
 
+# Each replica's node name (the one in its instance ids), joined on `instance` from its own gymserve_build_info:
+# compose's Prometheus finds replicas by address, so no target label carries it (the dashboard's queries do the same).
+BY_NODE = " * on (instance) group_left (node) max by (instance, node) (gymserve_build_info)"
+
+
 def test_prometheus_scrapes_every_replica_by_node_and_sees_the_steps(stack: Stack, farm: list[Trajectory]) -> None:
-    # Prometheus finds the replicas through Docker's DNS (dns_sd_configs): targets are their addresses, and the node
-    # name (the one in instance ids) is on the replicas' own series.
+    # Prometheus finds the replicas through Docker's DNS (dns_sd_configs): targets are their addresses.
     replicas = len(stack.replica_ids)
-    taken = float(sum(t.steps for t in farm))
+    # Every step the test took on a replica, at least (a scrape may predate the last ones: wait for the next).
+    taken = {node: float(sum(t.steps for t in farm if t.node == node)) for node in stack.replica_ids}
+    query = f'sum by (node) (gymserve_steps_total{{job="gymserve"}}{BY_NODE})'
     deadline = time.monotonic() + 90
     while True:
         up = [r["value"][1] for r in _prometheus(stack, 'up{job="gymserve"}')]
-        steps = sum(float(r["value"][1]) for r in _prometheus(stack, 'gymserve_steps_total{job="gymserve"}'))
-        if (up == ["1"] * replicas and steps >= taken) or time.monotonic() > deadline:
+        steps = {r["metric"].get("node"): float(r["value"][1]) for r in _prometheus(stack, query)}
+        counted = set(steps) == set(taken) and all(steps[n] >= count for n, count in taken.items())
+        if (up == ["1"] * replicas and counted) or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert up == ["1"] * replicas, f"targets up {up}, replicas {sorted(stack.replica_ids)}"
-    assert steps >= taken, f"gymserve_steps_total: {steps}; steps the test took: {taken}"
+    assert counted, f"gymserve_steps_total by node: {steps}; steps the test took: {taken}"
+    assert not any("node" in r["metric"] for r in _prometheus(stack, 'up{job="gymserve"}'))
     # Live envs per worker slot of each node (the dashboard's placement panel).
-    slots = {(r["metric"]["node"], r["metric"]["slot"]) for r in _prometheus(stack, "gymserve_worker_envs")}
+    placement = f"sum by (node, slot) (gymserve_worker_envs{BY_NODE})"
+    slots = {(r["metric"]["node"], r["metric"]["slot"]) for r in _prometheus(stack, placement)}
     assert {node for node, _ in slots} == set(stack.replica_ids), slots
 
 
