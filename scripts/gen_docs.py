@@ -32,7 +32,14 @@ from typing import Any
 
 import yaml
 
-from gymserve.errors import GymServeError, PayloadTooLarge, RateLimited, RoutingError, Unavailable
+from gymserve.errors import (
+    GymServeError,
+    OwnerTimeout,
+    PayloadTooLarge,
+    RateLimited,
+    RoutingError,
+    Unavailable,
+)
 from gymserve.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,6 +359,13 @@ class RouterAnswer:
     error: type[GymServeError]
     message: str
     retry_after: int | None = None
+    # HAProxy's own status for the case (502: the connection broke after the request was sent, so it is not resent),
+    # which router.cfg's http-after-response turns into the error's status.
+    replaces: int | None = None
+
+    @property
+    def haproxy_status(self) -> int:
+        return self.replaces or self.instance().status
 
     def instance(self) -> GymServeError:
         if self.error is RoutingError:
@@ -365,6 +379,13 @@ ROUTER_ANSWERS = (
     RouterAnswer(PayloadTooLarge, "request body exceeds the router's limit (GYMSERVE_MAX_BODY_BYTES)"),
     RouterAnswer(RateLimited, "too many connections or requests from this client address; slow down and retry", 1),
     RouterAnswer(Unavailable, "No gymserve replica could take this request; retry later", 5),
+    RouterAnswer(
+        Unavailable,
+        "The replica's connection broke after the request was sent; it may have run: retry with the same seq",
+        1,
+        replaces=502,
+    ),
+    RouterAnswer(OwnerTimeout, "The replica did not answer in time; retry with the same seq"),
     # /metrics is not proxied: one replica's metrics behind a load balancer would mislead.
     RouterAnswer(RoutingError, "Scrape each replica's metrics port, not the router"),
 )
@@ -390,10 +411,8 @@ def router_errors() -> str:
             retryable=json.dumps(err.retryable),
         )
         header = f" hdr Retry-After {answer.retry_after}" if answer.retry_after else ""
-        quoted = _haproxy_quoted(body)
-        lines.append(
-            f'    http-error status {err.status} content-type application/json{header} lf-string "{quoted}\\n"'
-        )
+        status, quoted = answer.haproxy_status, _haproxy_quoted(body)
+        lines.append(f'    http-error status {status} content-type application/json{header} lf-string "{quoted}\\n"')
     return "\n".join(lines)
 
 
