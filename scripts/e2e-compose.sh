@@ -7,6 +7,7 @@
 #   GYMSERVE_VENV         the dev venv (default .venv; created with the dev extras if missing)
 #   GYMSERVE_E2E_KEEP_ENGINE=1  leave the Docker engine running if this script started it
 #   GYMSERVE_E2E_ROUTER_PORT, GYMSERVE_E2E_PROMETHEUS_PORT, GYMSERVE_E2E_IMAGE  see tests/e2e/conftest.py
+#   STORE_IMAGE, HAPROXY_IMAGE  the store's and the router's images (default: the official ones, else the stand-ins)
 #   GYMSERVE_E2E_DOCS=0         skip the docs' compose commands (scripts/test-docs.sh compose), run after the tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ if [ -f "$standins" ]; then
     # shellcheck disable=SC1090
     . "$standins"
     set +a
-    echo "e2e-compose: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE ROUTER_IMAGE=$ROUTER_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
+    echo "e2e-compose: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
 else
     echo "e2e-compose: no $standins: using the official images from the registry"
 fi

@@ -8,6 +8,7 @@
 #   GYMSERVE_VENV              the dev venv (default .venv; created with the dev extras if missing)
 #   GYMSERVE_E2E_HELM_IMAGE    the image to build and deploy (default gymserve:ci)
 #   STORE_IMAGE                the store's image (default valkey/valkey:8, else the stand-in local/valkey:bookworm)
+#   HAPROXY_IMAGE              the router's image (default haproxy:2.8, else the stand-in local/haproxy:bookworm)
 #   GYMSERVE_E2E_KEEP_ENGINE=1   leave the Docker engine running if this script started it
 #   GYMSERVE_E2E_KEEP_CLUSTER=1  leave the Kubernetes cluster running if this script started it
 set -euo pipefail
@@ -57,9 +58,9 @@ if [ -f "$standins" ]; then
     . "$standins"
     set +a
     build_args=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
-    echo "e2e-helm: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE ROUTER_IMAGE=$ROUTER_IMAGE"
+    echo "e2e-helm: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE"
 else
-    echo "e2e-helm: no $standins: the official images (python, nginx:1.27) must be pullable"
+    echo "e2e-helm: no $standins: the official images (python, haproxy:2.8, valkey:8) must be pullable"
 fi
 # The farm's store (the chart always runs one): the official image, else Debian's redis-server in a stand-in.
 if [ -z "${STORE_IMAGE:-}" ]; then
