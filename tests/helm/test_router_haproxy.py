@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -411,6 +412,17 @@ def limited(tmp_path_factory: pytest.TempPathFactory, farm_ports: tuple[int, int
     )
     with running_haproxy(tmp_path_factory.mktemp("limited"), env, port):
         yield Router(port)
+
+
+def test_without_worker_ports_an_id_goes_to_its_nodes_shared_port(
+    tmp_path: Path, farm_ports: tuple[int, int], dns: FakeDns
+) -> None:
+    api, base = farm_ports
+    port = free_port()
+    env = router_env(api, base, dns, "replicas.farm", GYMSERVE_WORKER_PORT_BASE="0")
+    with running_haproxy(tmp_path, env, port):
+        status, _, body = Router(port).call("GET", f"/v2/envs/{an_id('bbbbbbbbbbbb', 1, 7)}")
+    assert (status, body["address"], body["port"]) == (200, NODES["bbbbbbbbbbbb"], api)
 
 
 def test_no_ready_replica_is_503_unavailable_with_retry_after(limited: Router) -> None:
