@@ -388,10 +388,12 @@ def test_router_is_not_an_open_proxy(stack: Stack) -> None:
         f"/v1/envs/{next(iter(stack.replica_ids))}.0-1.{token}@evil.example/",
         f"/v1/envs/{next(iter(stack.replica_ids))}.0-1.{token[:-1]}/",
     ]:
-        answer = stack.call("GET", path)
+        # Each with its route's method: the replica answers, and a step is a POST.
+        method, body = ("POST", {"action": 0}) if path.endswith("/step/") else ("GET", None)
+        answer = stack.call(method, path, body)
         assert (answer.status, answer.body["code"]) == (400, "unknown_instance"), path
         # /v2 in its own error shape and status (its env paths have no trailing slash).
-        v2 = stack.call("GET", path.replace("/v1/", "/v2/", 1).rstrip("/"))
+        v2 = stack.call(method, path.replace("/v1/", "/v2/", 1).rstrip("/"), body)
         assert (v2.status, v2.body["error"]["code"]) == (404, "unknown_instance"), path
     # Well-formed ids whose node is not a running replica of this stack (Prometheus is not on the router's network;
     # the router's own name resolves, but nothing listens on a worker port there): the router sends them to the
