@@ -77,7 +77,7 @@ stage "static checks"
 docker compose config --quiet
 docker compose --profile grafana config --quiet
 GYMSERVE_IMAGE=gymserve-derived docker compose -f docker-compose.yml -f docker-compose.image.yml config --quiet
-GYMSERVE_TENANTS=./tests/e2e/tenants.toml docker compose -f docker-compose.yml -f deploy/compose/tenants.yml config --quiet
+GYMSERVE_TENANTS_DIR=./tests/e2e docker compose -f docker-compose.yml -f deploy/compose/tenants.yml config --quiet
 
 if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c "import docker, gymserve" 2>/dev/null; then
     stage "dev venv ($VENV)"
@@ -88,7 +88,8 @@ fi
 stage "tests/e2e"
 # -o markers: the e2e marker, also where pyproject does not register it (--strict-markers).
 GYMSERVE_E2E=1 "$VENV/bin/pytest" -p no:cacheprovider -o "markers=e2e: docker compose end-to-end tests" \
-    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py tests/e2e/test_compose_moves.py "$@" </dev/null
+    tests/e2e/test_compose.py tests/e2e/test_compose_derived.py tests/e2e/test_compose_moves.py \
+    tests/e2e/test_compose_tenants.py "$@" </dev/null
 
 if [ "${GYMSERVE_E2E_DOCS:-1}" != 0 ]; then
     stage "the docs' compose commands, as written (scripts/test-docs.sh compose)"

@@ -170,6 +170,16 @@ class PayloadTooLarge(GymServeError):
         )
 
 
+class HeadTooLarge(GymServeError):
+    """The request head (its line and header fields) exceeds 64 KiB: answered and closed before it is read."""
+
+    status = 431
+    code = "header_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request head exceeds {limit} bytes", details={"field": "headers", "limit": limit})
+
+
 class UnsupportedMediaType(GymServeError):
     """A Content-Type or Content-Encoding the server does not read."""
 

@@ -6,9 +6,14 @@ then blocks until the request head is complete: twenty clients that send one lin
 hold every thread of a worker, and everyone else waits (measured: past 60 s). Here a thread reads only
 what the socket already holds, without blocking, keeps it with the connection, and hands the connection
 back to gunicorn's poller until the head and a Content-Length body (up to GYMSERVE_MAX_BODY_BYTES) are
-complete; then the request runs as gunicorn would run it, reading from that buffer. A request still
-incomplete after GYMSERVE_HEAD_TIMEOUT_SECONDS is closed. (gunicorn's `timeout` is for a hung worker,
-not a slow client.)
+complete; then the request runs as gunicorn would run it, reading from that buffer. Every shape counts: a
+Content-Length of any digit count, a chunked body (buffered to its last chunk), a head without its end. A body over
+the limit is answered 413 and a head over 64 KiB 431 here, and the connection closed, unread. A request still
+incomplete GYMSERVE_HEAD_TIMEOUT_SECONDS after its first byte (or a connection silent that long) is closed within a
+second of it. Once a request is in, its socket has that same timeout: no thread ever waits on a socket without one.
+Closing never blocks the poller's loop (gunicorn lingers up to 2 s there to drain a closed connection: here the
+poller drains it), and idle connections are bounded: past worker_connections - threads of them, the one idle
+longest is closed for a new one. (gunicorn's `timeout` is for a hung worker, not a slow client.)
 
 Tight loops. gthread gives a keep-alive connection back to its poller after every request: a pipe write
 wakes the poller, which registers the socket, waits for it and submits it to the pool again. An RL
@@ -37,36 +42,79 @@ and `self.sockets` (the listeners gthread's poller accepts on, read when its loo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import select
+import selectors
 import socket
 import threading
 import time
+from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
+from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, error_reply
 from .settings import Settings
 
 _HEAD_END = b"\r\n\r\n"
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*\r\n", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r\n]*chunked", re.IGNORECASE)
 _HEAD_LIMIT = 64 * 1024  # beyond this gunicorn's own limits (request line, fields) refuse the head anyway
+_CHUNK_LINE_LIMIT = 1024  # a chunk's size line (hex size and extensions) longer than this is not one
 _RECV = 256 * 1024
+_CLOSE_LINGER = 2.0  # how long a closed connection is drained (RFC 9112 9.6), by the poller
+_MAX_CLOSING = 1024  # past this many draining at once, the oldest is closed outright
+
+WHOLE, WAIT, TOO_LARGE, HEAD_TOO_LARGE = "whole", "wait", "too large", "head too large"
+
+
+def arrival(data: bytes, max_body: int) -> str:
+    """How much of a request `data` holds: WHOLE (its head, and its whole body when it has one), WAIT (not yet),
+    TOO_LARGE (its body passes `max_body`, by Content-Length or by its chunks) or HEAD_TOO_LARGE."""
+    end = data.find(_HEAD_END)
+    if end < 0:
+        return HEAD_TOO_LARGE if len(data) > _HEAD_LIMIT else WAIT
+    start = end + len(_HEAD_END)
+    length = _CONTENT_LENGTH.search(data, 0, end + 2)
+    if length is not None:  # any digit count: "0000000000100" is 100, a length with 30 digits too large
+        size = int(length[1])
+        return TOO_LARGE if size > max_body else WHOLE if len(data) >= start + size else WAIT
+    if _CHUNKED.search(data, 0, end + 2):
+        return _chunks(data, start, max_body)
+    return WHOLE
+
+
+def _chunks(data: bytes, pos: int, max_body: int) -> str:
+    """A chunked body from `pos`: WHOLE once its last chunk and trailers arrived. A malformed one is WHOLE too:
+    gunicorn's parser refuses it from the buffer, without a read."""
+    total = 0
+    while True:
+        line_end = data.find(b"\r\n", pos, pos + _CHUNK_LINE_LIMIT)
+        if line_end < 0:
+            return WAIT if len(data) - pos < _CHUNK_LINE_LIMIT else WHOLE
+        size_text = data[pos:line_end].split(b";", 1)[0].strip()
+        if not size_text or len(size_text) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+            return WHOLE
+        size = int(size_text, 16)
+        if size == 0:  # the last chunk, then trailer fields, then an empty line
+            return WHOLE if data.find(b"\r\n\r\n", line_end) >= 0 else WAIT
+        total += size
+        if total > max_body:
+            return TOO_LARGE
+        pos = line_end + 2 + size + 2
+        if pos > len(data):
+            return WAIT
 
 
 def complete(data: bytes, max_body: int) -> bool:
-    """Whether `data` holds a whole request head and, when it announces one within `max_body`, its whole body."""
-    end = data.find(_HEAD_END)
-    if end < 0:
-        return len(data) > _HEAD_LIMIT
-    length = _CONTENT_LENGTH.search(data, 0, end + 2)
-    if length is None:
-        return True  # no body, or a chunked one: the app bounds and reads it
-    size = int(length[1])
-    return size > max_body or len(data) >= end + len(_HEAD_END) + size  # too large: the app answers 413 unread
+    """Whether a thread may take the request in `data` now: all there, or to be refused at once."""
+    return arrival(data, max_body) != WAIT
 
 
 class OneWriteResponse(wsgi.Response):
@@ -111,6 +159,12 @@ class GymserveWorker(gthread.ThreadWorker):
         self.linger = settings.keepalive_linger_seconds
         self._busy = 0
         self._busy_lock = threading.Lock()
+        # Idle connections (kept alive, or waiting for the rest of a request) are bounded by closing the one idle
+        # longest, never by refusing to accept: gthread's own bound stopped the listener, and 1,000 silent
+        # connections stopped the worker until gunicorn's keep-alive (75 s) closed them.
+        self.max_idle = max(1, self.cfg.worker_connections - self.cfg.threads)
+        self.worker_connections = 1 << 30  # gthread's loop never stops accepting: max_idle bounds instead
+        self._closing: dict[socket.socket, float] = {}  # draining after a close -> until when
 
     def _own_listener(self, host: str, port: int) -> socket.socket | None:
         """The worker's own listening socket; None (the shared port still serves) when the port is taken."""
@@ -131,6 +185,8 @@ class GymserveWorker(gthread.ThreadWorker):
         self.log.info("gymserve: worker pid %d also listens on %s:%d", os.getpid(), host, port)
         return sock
 
+    # --- in a thread ---
+
     def handle(self, conn: Any) -> Any:
         if self.cfg.is_ssl:  # TLS is terminated in front of gymserve (the router, an ingress)
             return super().handle(conn)
@@ -146,6 +202,7 @@ class GymserveWorker(gthread.ThreadWorker):
                 if keep is not True or not self._next_request_soon(conn):
                     return keep
         finally:
+            conn.gymserve_idle_since = time.monotonic()
             with self._busy_lock:
                 self._busy -= 1
 
@@ -169,24 +226,124 @@ class GymserveWorker(gthread.ThreadWorker):
         held = unreader.take_buffered()  # read ahead by the previous request of a kept-alive connection
         try:
             conn.sock.setblocking(False)
-            while not complete(held, self.max_body):
+            while (state := arrival(held, self.max_body)) == WAIT:
                 try:
                     chunk = conn.sock.recv(_RECV)
                 except (BlockingIOError, InterruptedError):
                     now = time.monotonic()
-                    deadline = getattr(conn, "gymserve_deadline", None)
-                    if deadline is None:
+                    if getattr(conn, "gymserve_deadline", None) is None:  # from the first byte, or from accept
                         conn.gymserve_deadline = now + self.head_timeout
-                    elif now > deadline:
-                        self.log.debug("closing a connection whose request did not arrive in time")
-                        return False
-                    return gthread._DEFER
+                    return gthread._DEFER  # the poller wakes it, or murder_pending closes it at the deadline
                 except OSError:
                     return False
                 if not chunk:
                     return False  # closed by the client, between requests or in the middle of one
                 held += chunk
+            if state != WHOLE:
+                self._refuse(
+                    conn, held, HeadTooLarge(_HEAD_LIMIT) if state == HEAD_TOO_LARGE else PayloadTooLarge(self.max_body)
+                )
+                return False
         finally:
             unreader.unread(held)
-            conn.sock.setblocking(True)
+            conn.sock.settimeout(self.head_timeout)  # what gunicorn reads or writes from now on waits this long
         return True
+
+    def _refuse(self, conn: Any, held: bytes, err: GymServeError) -> None:
+        """Answer `err` before the request is read (in /v1's shape on a /v1 path), then the connection is closed."""
+        native = b" /v1/" not in held[: held.find(b"\r\n") if b"\r\n" in held else 512]
+        status, headers, body = error_reply(err, native)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        answer = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{head}Connection: close\r\n\r\n".encode("latin-1") + body
+        )
+        try:
+            conn.sock.settimeout(self.head_timeout)
+            conn.sock.sendall(answer)
+        except OSError:
+            pass  # gone already
+
+    # --- in the poller's loop ---
+
+    def accept(self, listener: Any) -> None:
+        """gthread's accept, with room made: past max_idle idle connections, the one idle longest is closed."""
+        try:
+            client, address = listener.accept()
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        client.setblocking(True)
+        self._make_room()
+        self.enqueue_req(gthread.TConn(self.cfg, client, address, listener.getsockname()))
+
+    def _make_room(self) -> None:
+        idle = (self.keepalived_conns, self.pending_conns)
+        while len(self.keepalived_conns) + len(self.pending_conns) >= self.max_idle:
+            queue = min((q for q in idle if q), key=lambda q: getattr(q[0], "gymserve_idle_since", 0.0))
+            self._drop(queue.popleft())
+
+    def _drop(self, conn: Any) -> None:
+        """Close an idle connection at once (it has nothing in flight)."""
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Close the connections whose request did not arrive within GYMSERVE_HEAD_TIMEOUT_SECONDS of its first byte
+        (they are checked every loop, about once a second, not only when a byte arrives); and end the drains of
+        closed connections that ran out of time."""
+        now = time.monotonic()
+        late = [
+            c for c in self.pending_conns if min(c.timeout, getattr(c, "gymserve_deadline", None) or c.timeout) <= now
+        ]
+        for conn in late:
+            self.pending_conns.remove(conn)
+            self.log.debug("closing a connection whose request did not arrive in time")
+            self._drop(conn)
+        for sock in [s for s, until in self._closing.items() if until <= now]:
+            self._closed(sock)
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """gthread's, with its graceful close moved off this loop: gunicorn lingers up to 2 s here to drain a
+        connection it closes, and every other connection of the worker waited (measured: 1,955 ms per close)."""
+        failed = fs.cancelled() or fs.exception() is not None
+        if not failed and fs.result() is not False:  # kept alive, or waiting in the poller: gthread's own way
+            super().finish_request(conn, fs)
+            return
+        self.nr_conns -= 1
+        self._close_later(conn.sock)
+
+    def _close_later(self, sock: socket.socket) -> None:
+        """Half-close now (the client sees the answer end), drain what it still sends from this loop, close at EOF
+        or after _CLOSE_LINGER: RFC 9112 9.6's graceful close, never waited for."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, sock))
+        except (OSError, ValueError, KeyError):
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        self._closing[sock] = time.monotonic() + _CLOSE_LINGER
+        if len(self._closing) > _MAX_CLOSING:
+            self._closed(next(iter(self._closing)))  # the oldest
+
+    def _drain(self, sock: socket.socket, _fileobj: Any) -> None:
+        try:
+            data = sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._closed(sock)
+
+    def _closed(self, sock: socket.socket) -> None:
+        self._closing.pop(sock, None)
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.poller.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.close()

@@ -75,6 +75,13 @@ class Stack:
             )
         return proc
 
+    def down(self, show_logs: bool) -> None:
+        """The project taken down with its volumes; its last log lines shown first when a test failed."""
+        if show_logs:
+            logs = self.compose("logs", "--no-color", "--tail", "80", check=False, timeout=60)
+            sys.stderr.write(f"\n--- compose logs of {self.project} ---\n{logs.stdout[-20000:]}\n")
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
+
     def containers(self, service: str | None = None, *, all: bool = False) -> list[Any]:
         labels = [f"com.docker.compose.project={self.project}"]
         if service:
@@ -146,10 +153,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         st.replica_ids = {node: c.name for node, c in st.replicas().items()}
         yield st
     finally:
-        if failed_to_start or request.session.testsfailed:
-            logs = st.compose("logs", "--no-color", "--tail", "80", check=False, timeout=60)
-            sys.stderr.write(f"\n--- compose logs of {project} ---\n{logs.stdout[-20000:]}\n")
-        st.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
+        st.down(failed_to_start or bool(request.session.testsfailed))
         if own_image:
             with contextlib.suppress(Exception):
                 client.images.remove(image)

@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -235,10 +234,7 @@ def farm(stack: Stack, request: pytest.FixtureRequest) -> Iterator[MovesFarm]:
         st.measured["moves: one round of steps"] = f"{seconds:.1f} s"
         yield moves
     finally:
-        if request.session.testsfailed:
-            logs = st.compose("logs", "--no-color", "--tail", "60", check=False, timeout=60)
-            sys.stderr.write(f"\n--- compose logs of {project} ---\n{logs.stdout[-15000:]}\n")
-        st.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
+        st.down(bool(request.session.testsfailed))
 
 
 def test_envs_spread_over_both_replicas_and_match_their_twins(farm: MovesFarm) -> None:

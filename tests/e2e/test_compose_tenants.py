@@ -7,6 +7,7 @@ tests/e2e/tenants.toml (test keys, in tests/tenant_files.py); the store image is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -50,13 +51,32 @@ class TenantFarm:
             )
         return proc
 
+    def down(self, show_logs: bool) -> None:
+        """The project taken down with its volumes; its last log lines shown first when a test failed."""
+        if show_logs:
+            logs = self.compose("logs", "--no-color", "--tail", "80", check=False, timeout=60)
+            sys.stderr.write(f"\n--- compose logs of {self.project} ---\n{logs.stdout[-20000:]}\n")
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
+
     def send(self, method: str, path: str, headers: dict[str, str], body: Any = None) -> Answer:
         """One request on a fresh connection (each is routed on its own)."""
         return call(self.router_port, method, path, body, headers=headers)
 
 
+RELOAD_SECONDS = 1
+
+
 @pytest.fixture(scope="module")
-def farm(request: pytest.FixtureRequest) -> Iterator[TenantFarm]:
+def tenants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tests/e2e/tenants.toml in a directory of its own, which the replicas mount (and a test edits)."""
+    directory = tmp_path_factory.mktemp("tenants")
+    directory.chmod(0o755)  # the replicas read it as the image's user
+    (directory / "tenants.toml").write_text((ROOT / "tests" / "e2e" / "tenants.toml").read_text())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def farm(request: pytest.FixtureRequest, tenants_dir: Path) -> Iterator[TenantFarm]:
     if os.environ.get("GYMSERVE_E2E") != "1":
         pytest.skip("compose end-to-end tests run with GYMSERVE_E2E=1 (scripts/e2e-compose.sh sets it)")
     router_port = int(free_port())
@@ -69,7 +89,8 @@ def farm(request: pytest.FixtureRequest) -> Iterator[TenantFarm]:
         GYMSERVE_DRAIN_SECONDS="2",
         GYMSERVE_ROUTER_PORT=str(router_port),
         PROMETHEUS_PORT=str(free_port({router_port})),
-        GYMSERVE_TENANTS="./tests/e2e/tenants.toml",
+        GYMSERVE_TENANTS_DIR=str(tenants_dir),
+        GYMSERVE_TENANTS_RELOAD_SECONDS=str(RELOAD_SECONDS),
     )
     farm = TenantFarm(project, env, router_port)
     farm.compose("build", "gymserve", timeout=1200)
@@ -77,10 +98,7 @@ def farm(request: pytest.FixtureRequest) -> Iterator[TenantFarm]:
         farm.compose("up", "--detach", "--wait", "--wait-timeout", "180", "gymserve", "router", "store", timeout=300)
         yield farm
     finally:
-        if request.session.testsfailed:
-            logs = farm.compose("logs", "--no-color", "--tail", "60", check=False, timeout=60)
-            sys.stderr.write(f"\n--- compose logs of {project} ---\n{logs.stdout[-15000:]}\n")
-        farm.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=180)
+        farm.down(bool(request.session.testsfailed))
         if not os.environ.get("GYMSERVE_E2E_IMAGE"):
             subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=60, check=False)
 
@@ -134,11 +152,26 @@ def test_isolation_and_a_farm_wide_quota_through_the_router(farm: TenantFarm) ->
             ), (method, path)
         info = farm.send("GET", f"/v2/envs/{iid}", A)
         assert info.status == 200 and info.body["steps"] == 0 and info.body["seq"] == 1
-    # A list is one replica's (the one the router picked): the caller's envs there, and nobody else's.
+    # A list is the farm's (GYMSERVE_PEERS_DNS: every replica asked with the caller's key): all of the caller's envs,
+    # on both replicas, and nobody else's.
     for _ in range(4):
         listed = {e["instance_id"] for e in farm.send("GET", "/v2/envs", A).body["envs"]}
-        assert listed and listed <= set(mine) and len({node_of(i) for i in listed}) == 1
+        assert listed == set(mine) and len({node_of(i) for i in listed}) == 2
         assert not set(farm.send("GET", "/v1/envs/", B).body["all_envs"]) & set(mine)
     for iid in mine:
         assert farm.send("DELETE", f"/v2/envs/{iid}", A).status == 204
     assert farm.send("POST", "/v2/envs", A, {"env_id": "CartPole-v1"}).status == 201
+
+
+def test_a_key_revoked_by_sed_i_is_refused_within_the_reload_interval(farm: TenantFarm, tenants_dir: Path) -> None:
+    """`sed -i` replaces the file (a new inode): the replicas mount its directory, so they see it and reload it.
+    This runs last in the module: team-b has no key afterwards."""
+    assert farm.send("GET", "/v2/envs", B).status == 200
+    digest = hashlib.sha256(B["Authorization"].split(" ", 1)[1].encode()).hexdigest()
+    path = tenants_dir / "tenants.toml"
+    before = path.stat().st_ino
+    subprocess.run(["sed", "-i", f"s/{digest}/{'0' * 64}/", str(path)], check=True, timeout=30)  # no one's key now
+    assert path.stat().st_ino != before and digest not in path.read_text()
+    time.sleep(RELOAD_SECONDS + 1)
+    assert [farm.send("GET", "/v2/envs", B).status for _ in range(8)] == [401] * 8, "the revoked key still works"
+    assert farm.send("GET", "/v2/envs", A).status == 200  # the others' keys still work

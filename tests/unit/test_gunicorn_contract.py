@@ -12,6 +12,7 @@ import functools
 import os
 import selectors
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from types import SimpleNamespace
@@ -263,3 +264,64 @@ def test_handle_exit_stops_the_loop_gracefully(worker: GymserveWorker) -> None:
     worker.handle_exit(15, None)  # the drain's end in gunicorn_conf
     assert not worker.alive
     worker.method_queue.close()
+
+
+# --- what the worker's bounds and closes rely on (issue 25) ------------------------------------------------------
+
+
+def test_a_closed_connection_drains_in_the_poller_and_never_blocks_finish_request(
+    worker: GymserveWorker, pair: Any
+) -> None:
+    """gthread's finish_request closes a False connection gracefully in its loop, lingering up to 2 s while the
+    client keeps its end open; gymserve's half-closes it and lets the poller drain it."""
+    client, conn = pair
+    _poller_of(worker)
+    worker.nr_conns = 1
+    done: Future[Any] = Future()
+    done.set_result(False)
+    started = time.monotonic()
+    worker.finish_request(conn, done)
+    assert time.monotonic() - started < 0.1 and worker.nr_conns == 0
+    assert client.recv(10) == b""  # the half-close: the client sees the end of the answer at once
+    assert conn.sock in worker._closing
+    client.close()  # the client closes its end: the drain ends at the next event
+    worker.wait_for_and_dispatch_events(timeout=1.0)
+    assert conn.sock not in worker._closing
+
+
+def test_accept_makes_room_by_closing_the_connection_idle_longest(worker: GymserveWorker, cfg: Config) -> None:
+    submitted = _poller_of(worker)
+    worker.max_idle = 2
+    ends = [socket.socketpair() for _ in range(3)]
+    idle = [
+        gthread.TConn(cfg, server, ("127.0.0.1", 50000 + i), ("127.0.0.1", 8000)) for i, (_, server) in enumerate(ends)
+    ]
+    for age, conn in zip((3.0, 2.0), idle[:2], strict=True):
+        conn.gymserve_idle_since = time.monotonic() - age
+    worker.keepalived_conns.append(idle[0])  # the older
+    worker.pending_conns.append(idle[1])
+    worker.nr_conns = 2
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    with socket.create_connection(listener.getsockname()):
+        worker.accept(listener)
+    assert list(worker.keepalived_conns) == [] and list(worker.pending_conns) == [idle[1]]
+    assert worker.nr_conns == 2  # one closed, one accepted
+    assert len(submitted) == 1
+    submitted[0].sock.close()
+    listener.close()
+    for client, server in ends:
+        client.close()
+        server.close()
+
+
+def test_murder_pending_closes_a_request_late_from_its_first_byte(worker: GymserveWorker, pair: Any) -> None:
+    _, conn = pair
+    _poller_of(worker)
+    conn.timeout = time.monotonic() + 75  # gthread's own deadline for a pending connection: the keep-alive
+    conn.gymserve_deadline = time.monotonic() - 0.01  # gymserve's: the head timeout from the first byte
+    worker.pending_conns.append(conn)
+    worker.nr_conns = 1
+    worker.murder_pending()
+    assert not worker.pending_conns and worker.nr_conns == 0

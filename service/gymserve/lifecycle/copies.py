@@ -106,11 +106,10 @@ class Sealer:
         """`state` pickled and signed for `bound` (what it belongs to) until `expires_at` (0: never). Pickling stops
         as soon as the record would pass the limit, so an env too large is never held in memory twice."""
         key = self._checked_key()
-        head = _MAGIC + _MAC_SIZE * b"\0" + int(expires_at).to_bytes(_EXPIRY_SIZE, "big")
+        expiry = int(expires_at).to_bytes(_EXPIRY_SIZE, "big")
+        room = self.max_bytes - len(_MAGIC) - _MAC_SIZE - _EXPIRY_SIZE
         try:
-            payload = pickling.dumps(
-                picklable(state) if isinstance(state, EnvState) else state, self.max_bytes - len(head)
-            )
+            payload = pickling.dumps(picklable(state) if isinstance(state, EnvState) else state, room)
         except pickling.TooLarge:
             raise NotSupported(
                 f"this env's snapshot would be over the server's limit of {self.max_bytes} bytes "
@@ -119,7 +118,6 @@ class Sealer:
             ) from None
         except Exception as exc:
             raise _not_copyable(exc) from None
-        expiry = head[-_EXPIRY_SIZE:]
         return _MAGIC + _mac(key, expiry + payload, bound) + expiry + payload
 
     def open(self, blob: bytes, bound: bytes = b"", kind: type = EnvState) -> Any:

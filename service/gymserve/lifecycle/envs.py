@@ -29,6 +29,7 @@ from . import copies, labels
 from .caller import Caller
 from .idempotency import Keys
 from .moves import Moves, holder_owner
+from .parking import Parked
 from .placement import Placement
 from .registry import EnvRecord, Records, Registry
 
@@ -197,10 +198,10 @@ class Envs:
         if where is Where.SIBLING and resolution.owner is not None and self.placement.is_live(resolution.owner.slot):
             return caller  # its worker is up: it holds the env, or adopts it
         found = self.moves.where(instance_id, caller)
-        if found is not None and found.state == "parked":
+        if found is not None and found.parked is not None:  # parked, and the caller's
             if self.draining.is_set():
                 raise Moving(instance_id)  # parked by this very drain: the next process adopts it
-            self.adopt(instance_id, caller)
+            self.adopt(instance_id, caller.tenant, found.parked)
             return caller._replace(resolution=Resolution(Where.LOCAL, self.owner))
         holder = holder_owner(found.holder) if found is not None and found.state == "held" else None
         if holder is not None and (sent := self._toward(holder, caller)) is not None:
@@ -209,8 +210,19 @@ class Envs:
             raise Moving(instance_id)  # sent here by a replica whose look-up is already stale: it moved meanwhile
         lost = where in (Where.LOST, Where.SIBLING)
         fallback = InstanceLost(instance_id) if lost else UnknownInstance(instance_id[:100])
-        self.moves.raise_for(instance_id, found, fallback)
-        raise fallback  # raise_for always raises
+        raise self.moves.error_for(instance_id, found, fallback)
+
+    def hop_lost(self, caller: Caller, instance_id: str) -> GymServeError:
+        """What a request is told when the sibling it was sent to went away without answering. A draining worker
+        parks its envs before it exits, so an env the store knows is moving (the retry adopts or follows it);
+        one it does not know was lost with its worker."""
+        lost = InstanceLost(instance_id)
+        if self.moves is None:
+            return lost
+        found = self.moves.where(instance_id, caller)
+        if found is not None and found.state in ("parked", "held"):
+            return Moving(instance_id)
+        return self.moves.error_for(instance_id, found, lost)
 
     def _toward(self, holder: Owner, caller: Caller) -> Where | None:
         """How a request reaches the worker that adopted its env: a sibling (once, over its socket), another replica
@@ -220,15 +232,14 @@ class Envs:
             return Where.SIBLING if live and caller.may_forward else None
         return Where.REPLICA if caller.may_fan_out and peers.reachable(self.settings, holder.node) else None
 
-    def adopt(self, instance_id: str, caller: Caller) -> EnvRecord:
+    def adopt(self, instance_id: str, tenant: Tenant, parked: Parked) -> EnvRecord:
         """The parked env `instance_id`, made this worker's under its own id (room and quota held for it)."""
         assert self.moves is not None
-        tenant = caller.tenant
 
         def admitted(env_id: str, weight: int, make: Callable[[], EnvRecord]) -> EnvRecord:
             return self._opened(env_id, tenant, lambda: self._admitted(tenant, weight, make, moving_in=True), "adopted")
 
-        return self.moves.adopt(instance_id, caller, admitted, self.keys)
+        return self.moves.adopt(instance_id, parked, admitted, self.keys)
 
     def parked(self, caller: Caller, selector: dict[str, str]) -> builtins.list[dict[str, Any]]:
         """The caller's parked envs, as a list shows them: asked once per list, by the worker that received it."""

@@ -197,15 +197,13 @@ class Moves:
     def adopt(
         self,
         instance_id: str,
-        caller: Caller,
+        parked_facts: Parked,
         admit: Callable[[str, int, Callable[[], EnvRecord]], EnvRecord],
         keys: Any,
     ) -> EnvRecord:
-        """The parked env `instance_id`, adopted by this worker under its id. `admit(env_id, weight, make)` runs
-        `make` with room held for it (503 capacity_exceeded otherwise, and the env stays parked)."""
-        found = self.where(instance_id, caller)
-        if found is None or found.parked is None:
-            raise Moving(instance_id)  # another process claimed it a moment ago
+        """The parked env `instance_id` (what `where` found of it), adopted by this worker under its id.
+        `admit(env_id, weight, make)` runs `make` with room held for it (503 capacity_exceeded otherwise, and the
+        env stays parked); a claim lost to another process is a 503 moving."""
         started = time.perf_counter()
 
         def made() -> EnvRecord:
@@ -228,7 +226,7 @@ class Moves:
             return record
 
         try:
-            record = admit(found.parked.env_id, found.parked.weight, made)
+            record = admit(parked_facts.env_id, parked_facts.weight, made)
         except Moving:
             raise
         except GymServeError as err:
@@ -261,17 +259,15 @@ class Moves:
         if record.adopted:
             self.store.forget(record.instance_id)
 
-    def raise_for(self, instance_id: str, found: Whereabouts | None, fallback: GymServeError) -> None:
+    def error_for(self, instance_id: str, found: Whereabouts | None, fallback: GymServeError) -> GymServeError:
         """The answer for an id this worker neither holds nor adopts: moving, lost with its reason, or `fallback`."""
         if found is None:
-            raise fallback
+            return fallback
         if found.state == "moving":
-            raise Moving(instance_id)
+            return Moving(instance_id)
         if found.state == "lost":
-            raise InstanceLost(instance_id, found.reason or "lost")
-        if isinstance(fallback, UnknownInstance):
-            raise fallback
-        raise InstanceLost(instance_id, "holder_gone")
+            return InstanceLost(instance_id, found.reason or "lost")
+        return fallback if isinstance(fallback, UnknownInstance) else InstanceLost(instance_id, "holder_gone")
 
 
 def _record_of(moved: ParkedEnv, instance_id: str, tenant: str) -> EnvRecord:

@@ -149,8 +149,8 @@ class Batches:
         def results() -> list[Result]:
             try:
                 got = answer()
-            except InstanceLost:
-                return [error_result(InstanceLost(item.id)) for item in items]
+            except InstanceLost:  # the sibling exited meanwhile: each item's env moving (parked first) or lost
+                return [error_result(self.envs.hop_lost(caller, item.id)) for item in items]
             except GymServeError as err:
                 return [error_result(err)] * len(items)
             return _sub_batch_results(got.status, got.body, len(items), media_type)

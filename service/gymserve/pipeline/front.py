@@ -99,16 +99,20 @@ def owned(caller: Caller, instance_id: str) -> str:
     raise UnknownInstance(instance_id[:100])
 
 
+def sent_headers(incoming: Incoming) -> dict[str, str]:
+    """The request's headers that a hop sends on (REQUEST_HEADERS), to a sibling or to another replica alike."""
+    return {name: value for name in REQUEST_HEADERS if (value := incoming.headers.get(name)) is not None}
+
+
 def relay(forwarder: Forwarder, slot: int, incoming: Incoming, instance_id: str, caller: Caller) -> Reply:
     """`incoming` sent once to the sibling in `slot`; its answer as it came, marked as having taken a hop (keep-alive
     clients should not see it). A GymServeError when the sibling is gone or slow."""
-    headers = {name: value for name in REQUEST_HEADERS if (value := incoming.headers.get(name)) is not None}
     answer = forwarder.send(
         slot,
         incoming.method,
         incoming.path,
         incoming.query,
-        headers,
+        sent_headers(incoming),
         incoming.body,
         instance_id,
         tenant=caller.tenant.name,
@@ -231,12 +235,10 @@ class Front:
         """Once, to the sibling that holds the env; its answer goes back as it is."""
         assert self.forwarder is not None and caller.resolution is not None and caller.resolution.owner is not None
         try:
-            headers = {name: environ[key] for key, name in _WSGI_HEADERS.items() if key in environ}
-            body = self._body(environ)
-            method, path, query = environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", "")
-            incoming = Incoming(method, path, query, headers, body)
-            return relay(self.forwarder, caller.resolution.owner.slot, incoming, instance_id, caller)
-        except GymServeError as err:  # the owner is gone or slow: answered in the API's shape
+            return relay(self.forwarder, caller.resolution.owner.slot, self._incoming(environ), instance_id, caller)
+        except InstanceLost:  # it exited meanwhile: a drain parked the env first, a crash lost it
+            return error_reply(self.envs.hop_lost(caller, instance_id), native)
+        except GymServeError as err:  # the owner is slow, or the body too large: answered in the API's shape
             return error_reply(err, native)
 
     def _relay(self, environ: dict[str, Any], caller: Caller, instance_id: str, native: bool) -> Reply:
@@ -244,19 +246,13 @@ class Front:
         assert caller.resolution is not None and caller.resolution.owner is not None
         holder = caller.resolution.owner
         try:
-            headers = {name: environ[key] for key, name in _WSGI_HEADERS.items() if key in environ}
+            incoming = self._incoming(environ)
+            headers = sent_headers(incoming)
             if caller.authorization is not None:
                 headers["Authorization"] = caller.authorization
-            query = environ.get("QUERY_STRING", "")
-            target = environ["PATH_INFO"] + (f"?{query}" if query else "")
+            target = incoming.path + (f"?{incoming.query}" if incoming.query else "")
             send = peers.begin(
-                self.envs.settings,
-                holder.node,
-                holder.slot,
-                environ["REQUEST_METHOD"],
-                target,
-                headers,
-                self._body(environ),
+                self.envs.settings, holder.node, holder.slot, incoming.method, target, headers, incoming.body
             )
             status, answer_headers, body = send()
         except GymServeError as err:
@@ -270,6 +266,12 @@ class Front:
             return error_reply(Moving(instance_id), native)
         kept = [(k, v) for k, v in end_to_end(dict(answer_headers)).items() if k.lower() != "content-length"]
         return status, [*kept, (FORWARDED_HEADER, "1"), ("Content-Length", str(len(body)))], body
+
+    def _incoming(self, environ: dict[str, Any]) -> Incoming:
+        """The request as a hop to another worker or replica sends it on: the headers that go along, and its body."""
+        headers = {name: environ[key] for key, name in _WSGI_HEADERS.items() if key in environ}
+        method, path, query = environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", "")
+        return Incoming(method, path, query, headers, self._body(environ))
 
     def _body(self, environ: dict[str, Any]) -> bytes:
         """The whole body, bounded by GYMSERVE_MAX_BODY_BYTES whether it has a Content-Length or is chunked."""

@@ -145,6 +145,12 @@ class Quotas:
                     self.held[tenant.name] += weight
                 self._start()
                 return
+        if verdict == "warming":  # the store restarted empty: the live workers' counts are not all back yet
+            raise StoreUnavailable(
+                "the store that counts tenants' envs restarted empty; creates resume once every worker has written "
+                "its counts again (within one heartbeat)",
+                retry_after=max(1, math.ceil(value / 1000)),
+            )
         if verdict == "rate":
             assert tenant.creates_per_minute is not None
             raise RateLimited(tenant.name, tenant.creates_per_minute, max(1, math.ceil(value / 1000)))

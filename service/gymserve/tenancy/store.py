@@ -12,6 +12,7 @@ touches one cluster slot. The create rate is a sliding window: a sorted set of c
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -41,16 +42,40 @@ class Store(Protocol):
 
 WINDOW_MS = 60_000  # creates_per_minute: the window of the rate
 
-_ADMIT = """
+# The store's epoch per tenant ("<id>:<warm until, ms>"): a worker that saw an epoch and finds none has met a store
+# that restarted empty. Creates then wait (warming) until every live worker's heartbeat has written its counts
+# again, instead of being admitted against counts that are not there yet. A farm's first start has no such wait:
+# no worker saw an epoch before.
+_EPOCH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The tenant's epoch id and how long it still warms (ms): made at the first call, warming when `known` (the epoch
+-- the caller saw before) says the store lost it.
+local function epoch_of(key, known, warm_ms, fresh_id)
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    local warm_until = 0
+    if known ~= '' then warm_until = now + tonumber(warm_ms) end
+    epoch = fresh_id .. ':' .. warm_until
+    redis.call('SET', key, epoch)
+  end
+  local sep = string.find(epoch, ':', 1, true)
+  return string.sub(epoch, 1, sep - 1), tonumber(string.sub(epoch, sep + 1)) - now
+end
+"""
+
+_ADMIT = (
+    _EPOCH
+    + """
+local epoch_id, warm_left = epoch_of(KEYS[4], ARGV[8], ARGV[9], ARGV[10])
+if warm_left > 0 then return {'warming', warm_left, epoch_id} end
 local me, weight, max_envs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate, window, life = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if rate >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
   if redis.call('ZCARD', KEYS[3]) >= rate then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {'rate', tonumber(oldest[2]) + window - now}
+    return {'rate', tonumber(oldest[2]) + window - now, epoch_id}
   end
 end
 local deadlines = redis.call('HGETALL', KEYS[2])
@@ -70,7 +95,7 @@ for i = 1, #counts, 2 do
   end
 end
 if max_envs >= 0 and used + weight > max_envs then
-  return {'quota', used}
+  return {'quota', used, epoch_id}
 end
 redis.call('HINCRBY', KEYS[1], me, weight)
 redis.call('HSET', KEYS[2], me, now + life)
@@ -78,12 +103,14 @@ if rate >= 0 then
   redis.call('ZADD', KEYS[3], now, ARGV[7])
   redis.call('PEXPIRE', KEYS[3], window)
 end
-return {'ok', used + weight}
+return {'ok', used + weight, epoch_id}
 """
+)
 
-_BEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_BEAT = (
+    _EPOCH
+    + """
+local epoch_id = epoch_of(KEYS[3], ARGV[4], ARGV[5], ARGV[6])
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[3]))
@@ -91,8 +118,9 @@ else
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-return 1
+return epoch_id
 """
+)
 
 _USAGE = """
 local t = redis.call('TIME')
@@ -109,7 +137,7 @@ return used
 
 def _keys(tenant: str) -> list[str]:
     tag = "{gymserve:" + tenant + "}"
-    return [f"{tag}:envs", f"{tag}:alive", f"{tag}:creates"]
+    return [f"{tag}:envs", f"{tag}:alive", f"{tag}:creates", f"{tag}:epoch"]
 
 
 PASSWORD_VARIABLE = "GYMSERVE_STORE_PASSWORD"
@@ -142,6 +170,7 @@ class RedisStore:
         self._usage = self.client.register_script(_USAGE)
         self._serial = 0
         self._serial_lock = threading.Lock()
+        self.epochs: dict[str, str] = {}  # tenant -> the store's epoch this worker saw last (see _EPOCH)
 
     def admit(
         self, tenant: str, worker: str, weight: int, max_envs: int | None, rate: int | None, life_ms: int
@@ -150,14 +179,25 @@ class RedisStore:
             self._serial += 1
             member = f"{worker}:{self._serial}"
         limit, per_window = -1 if max_envs is None else max_envs, -1 if rate is None else rate
-        verdict, value = self._admit(_keys(tenant), [worker, weight, limit, per_window, WINDOW_MS, life_ms, member])
+        args = [worker, weight, limit, per_window, WINDOW_MS, life_ms, member, *self._epoch_args(tenant, life_ms)]
+        verdict, value, seen = self._admit(_keys(tenant), args)
+        self._saw(tenant, seen)
         return Admission(verdict.decode() if isinstance(verdict, bytes) else verdict, int(value))
 
     def release(self, tenant: str, worker: str, weight: int) -> None:
         self.client.hincrby(_keys(tenant)[0], worker, -weight)
 
     def beat(self, tenant: str, worker: str, count: int, life_ms: int) -> None:
-        self._beat(_keys(tenant)[:2], [worker, count, life_ms])
+        keys = _keys(tenant)
+        seen = self._beat([keys[0], keys[1], keys[3]], [worker, count, life_ms, *self._epoch_args(tenant, life_ms)])
+        self._saw(tenant, seen)
+
+    def _epoch_args(self, tenant: str, life_ms: int) -> list[str | int]:
+        """The epoch this worker saw, how long a store that lost it warms (1.5 beats), and an id for a new one."""
+        return [self.epochs.get(tenant, ""), life_ms // 2, secrets.token_hex(8)]
+
+    def _saw(self, tenant: str, epoch_id: Any) -> None:
+        self.epochs[tenant] = epoch_id.decode() if isinstance(epoch_id, bytes) else str(epoch_id)
 
     def usage(self, tenant: str) -> int:
         return int(self._usage(_keys(tenant)[:2]))

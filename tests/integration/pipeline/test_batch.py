@@ -6,7 +6,6 @@ the batch is forwarded to its sibling as one sub-batch; every answer is held to 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gymnasium as gym
@@ -28,20 +27,24 @@ def api(server: Any) -> Api:
 
 
 def envs_on_both_workers(api: Api, per_worker: int, env_id: str = "CartPole-v1") -> list[str]:
-    """Ids of `per_worker` new envs on each of the two workers, alternating workers."""
+    """Ids of `per_worker` new envs on each of the two workers, alternating workers.
+
+    The envs not needed are kept until both workers have enough: whichever worker wins the accepts, placement
+    sends creates to its sibling once it holds GYMSERVE_PLACEMENT_TOLERANCE more. Then they are deleted (the
+    server is shared by the module)."""
     by_worker: dict[int, list[str]] = {0: [], 1: []}
-    for attempt in range(400):
-        iid = api.create(env_id)
-        slot = int(iid.split(".")[1].split("-")[0])
-        if len(by_worker[slot]) < per_worker:
-            by_worker[slot].append(iid)
-        else:
-            api.call("DELETE", f"/v2/envs/{iid}")  # not needed: never leave envs behind on the shared server
-            if attempt % 20 == 19:
-                time.sleep(0.05)  # a busy worker leaves the accepts to its sibling; give it a moment
-        if all(len(v) == per_worker for v in by_worker.values()):
-            return [iid for pair in zip(by_worker[0], by_worker[1], strict=True) for iid in pair]
-    raise AssertionError("fresh connections never reached both workers")
+    extra: list[str] = []
+    try:
+        for _ in range(400):
+            iid = api.create(env_id)
+            slot = int(iid.split(".")[1].split("-")[0])
+            (by_worker[slot] if len(by_worker[slot]) < per_worker else extra).append(iid)
+            if all(len(v) == per_worker for v in by_worker.values()):
+                return [iid for pair in zip(by_worker[0], by_worker[1], strict=True) for iid in pair]
+    finally:
+        for iid in extra:
+            api.call("DELETE", f"/v2/envs/{iid}")
+    raise AssertionError("400 creates never reached both workers")
 
 
 def reset_all(api: Api, ids: list[str], seed: int) -> None:

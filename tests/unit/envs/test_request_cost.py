@@ -81,18 +81,26 @@ def test_a_seed_that_is_not_a_number_is_4xx_on_both_apis(client: Any, stepped: s
 
 
 @pytest.mark.parametrize(
-    ("data", "whole"),
+    ("data", "state"),
     [
-        (b"POST /v2/envs HTTP/1.1\r\n", False),
-        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", True),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\n{}", False),
-        (b"POST /x HTTP/1.1\r\ncontent-length:  4\r\n\r\n{}{}", True),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", True),  # over the limit: the app answers 413
-        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True),
-        (b"GET /" + b"a" * 70_000, True),  # past any head gunicorn takes: it refuses it
+        (b"POST /v2/envs HTTP/1.1\r\n", "wait"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "whole"),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\n{}", "wait"),
+        (b"POST /x HTTP/1.1\r\ncontent-length:  4\r\n\r\n{}{}", "whole"),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 0000000000100\r\n\r\n{", "wait"),  # 13 digits are still 100
+        (b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", "too large"),  # answered 413 and closed
+        (b"POST /x HTTP/1.1\r\nContent-Length: " + b"9" * 40 + b"\r\n\r\n", "too large"),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "wait"),  # no chunk yet
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", "wait"),  # no last chunk
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "whole"),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\n{\r\n0\r\nA: b\r\n\r\n", "whole"),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n", "too large"),  # 1,025 > 1,024
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "whole"),  # the parser refuses it
+        (b"GET /" + b"a" * 70_000, "head too large"),  # answered 431 and closed
     ],
 )
-def test_a_request_is_whole_once_its_head_and_announced_body_arrived(data: bytes, whole: bool) -> None:
-    from gymserve.gunicorn_worker import complete
+def test_a_request_is_taken_once_all_of_it_arrived_or_it_is_to_be_refused(data: bytes, state: str) -> None:
+    from gymserve.gunicorn_worker import arrival, complete
 
-    assert complete(data, max_body=1024) is whole
+    assert arrival(data, max_body=1024) == state
+    assert complete(data, max_body=1024) is (state != "wait")

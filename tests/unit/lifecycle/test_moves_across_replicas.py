@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from gymserve.app import create_app
+from gymserve.errors import InstanceLost, Moving
+from gymserve.lifecycle.caller import Caller
 from gymserve.routing import peers
 from gymserve.settings import Settings
+from gymserve.tenancy.tenants import Tenant
 from stores import redis_server
 
 PATTERN = "replica-[ab]"
@@ -93,12 +96,23 @@ def test_another_tenants_parked_env_reads_as_unknown(farm: dict[str, Any]) -> No
     moves = b.extensions["gymserve"].envs.moves
     found = moves.store.where(instance_id)
     assert found is not None and found.state == "parked"
-    from gymserve.lifecycle.caller import Caller
-    from gymserve.tenancy.tenants import Tenant
-
     other = Caller(tenant=Tenant(name="other"))
     assert moves.where(instance_id, other) is None
     assert moves.where(instance_id, Caller()) is not None
+
+
+def test_a_sibling_that_exits_before_answering_leaves_its_parked_envs_moving_and_the_others_lost(
+    farm: dict[str, Any],
+) -> None:
+    a = farm["replica-a"]
+    parked, crashed = (a.test_client().post("/v2/envs", json={"env_id": "CartPole-v1"}).json for _ in range(2))
+    envs = a.extensions["gymserve"].envs
+    envs.close(crashed["instance_id"], Caller())  # gone with no record: as a crashed worker's env is
+    envs.park_all()  # a drain parks before the worker exits and drops its connections
+    moving = envs.hop_lost(Caller(), parked["instance_id"])
+    assert isinstance(moving, Moving) and moving.status == 503
+    assert type(envs.hop_lost(Caller(), crashed["instance_id"])) is InstanceLost
+    assert type(envs.hop_lost(Caller(tenant=Tenant(name="other")), parked["instance_id"])) is InstanceLost
 
 
 def test_an_unreachable_holder_is_waited_for_while_it_beats_and_lost_once_it_stopped(
