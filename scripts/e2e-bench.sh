@@ -34,7 +34,7 @@ replica=$(compose ps --quiet gymserve)
 router=$(compose ps --quiet router)
 node=$(docker inspect --format '{{.Config.Hostname}}' "$replica")
 docker update --cpuset-cpus 0 "$replica" "$router" >/dev/null
-sleep 3 # the router's pools (router-pools.sh) are written before nginx starts; let the replica settle
+sleep 3 # the router's DNS and health checks (every second) find the replica; let it settle
 
 bench() { # url -> one JSON report
     docker run --rm --network "${project}_farm" --cpuset-cpus 1 --entrypoint gymserve "$GYMSERVE_IMAGE" \

@@ -7,6 +7,7 @@
 #   GYMSERVE_VENV         the dev venv (default .venv; created with the dev extras if missing)
 #   GYMSERVE_E2E_KEEP_ENGINE=1  leave the Docker engine running if this script started it
 #   GYMSERVE_E2E_ROUTER_PORT, GYMSERVE_E2E_PROMETHEUS_PORT, GYMSERVE_E2E_IMAGE  see tests/e2e/conftest.py
+#   STORE_IMAGE, HAPROXY_IMAGE  the store's and the router's images (default: the official ones, else the stand-ins)
 #   GYMSERVE_E2E_DOCS=0         skip the docs' compose commands (scripts/test-docs.sh compose), run after the tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ if [ -f "$standins" ]; then
     # shellcheck disable=SC1090
     . "$standins"
     set +a
-    echo "e2e-compose: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE ROUTER_IMAGE=$ROUTER_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
+    echo "e2e-compose: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
 else
     echo "e2e-compose: no $standins: using the official images from the registry"
 fi
@@ -58,6 +59,19 @@ if [ -z "${STORE_IMAGE:-}" ]; then
     fi
 fi
 echo "e2e-compose: STORE_IMAGE=$STORE_IMAGE"
+
+# The router: the official HAProxy image, or Debian's haproxy in a stand-in (deploy/router/Dockerfile).
+if [ -z "${HAPROXY_IMAGE:-}" ]; then
+    if docker image inspect haproxy:2.8 >/dev/null 2>&1 || timeout 60 docker pull --quiet haproxy:2.8 >/dev/null 2>&1; then
+        HAPROXY_IMAGE=haproxy:2.8
+    else
+        HAPROXY_IMAGE=local/haproxy:bookworm
+        docker build --quiet -t "$HAPROXY_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
+            deploy/router </dev/null >/dev/null
+    fi
+fi
+export HAPROXY_IMAGE
+echo "e2e-compose: HAPROXY_IMAGE=$HAPROXY_IMAGE"
 
 stage "static checks"
 docker compose config --quiet

@@ -8,6 +8,7 @@
 #   GYMSERVE_VENV              the dev venv (default .venv; created with the dev extras if missing)
 #   GYMSERVE_E2E_HELM_IMAGE    the image to build and deploy (default gymserve:ci)
 #   STORE_IMAGE                the store's image (default valkey/valkey:8, else the stand-in local/valkey:bookworm)
+#   HAPROXY_IMAGE              the router's image (default haproxy:2.8, else the stand-in local/haproxy:bookworm)
 #   GYMSERVE_E2E_KEEP_ENGINE=1   leave the Docker engine running if this script started it
 #   GYMSERVE_E2E_KEEP_CLUSTER=1  leave the Kubernetes cluster running if this script started it
 set -euo pipefail
@@ -43,9 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-stage "engine, stand-in images, helm and kubectl, Debian's nginx (tests/helm runs the router template in it)"
-if ! command -v nginx >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+stage "engine, stand-in images, helm and kubectl, Debian's haproxy (tests/helm runs the router config in it)"
+if ! command -v haproxy >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends haproxy >/dev/null
 fi
 bash "$INFRA/docker-up.sh" </dev/null
 bash "$INFRA/helm-install.sh" </dev/null
@@ -57,9 +58,9 @@ if [ -f "$standins" ]; then
     . "$standins"
     set +a
     build_args=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
-    echo "e2e-helm: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE ROUTER_IMAGE=$ROUTER_IMAGE"
+    echo "e2e-helm: stand-in images: PYTHON_IMAGE=$PYTHON_IMAGE"
 else
-    echo "e2e-helm: no $standins: the official images (python, nginx:1.27) must be pullable"
+    echo "e2e-helm: no $standins: the official images (python, haproxy:2.8, valkey:8) must be pullable"
 fi
 # The farm's store (the chart always runs one): the official image, else Debian's redis-server in a stand-in.
 if [ -z "${STORE_IMAGE:-}" ]; then
@@ -75,6 +76,19 @@ if [ -z "${STORE_IMAGE:-}" ]; then
 fi
 export STORE_IMAGE
 echo "e2e-helm: STORE_IMAGE=$STORE_IMAGE"
+# The router: the official HAProxy image, or Debian's haproxy in a stand-in (deploy/router/Dockerfile).
+if [ -z "${HAPROXY_IMAGE:-}" ]; then
+    if docker image inspect haproxy:2.8 >/dev/null 2>&1 || timeout 60 docker pull --quiet haproxy:2.8 >/dev/null 2>&1; then
+        HAPROXY_IMAGE=haproxy:2.8
+    else
+        HAPROXY_IMAGE=local/haproxy:bookworm
+        docker build --quiet -t "$HAPROXY_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
+            deploy/router </dev/null >/dev/null
+    fi
+fi
+export HAPROXY_IMAGE
+echo "e2e-helm: HAPROXY_IMAGE=$HAPROXY_IMAGE"
+
 # Helm's caches and config in a scratch directory: nothing from (or for) anyone's own helm.
 export HELM_CACHE_HOME=$HELM_HOME_DIR/cache HELM_CONFIG_HOME=$HELM_HOME_DIR/config HELM_DATA_HOME=$HELM_HOME_DIR/data
 

@@ -1,4 +1,5 @@
-"""Generate every copy of gymserve's settings (docs tables, the chart's config values and schema) from `Settings`.
+"""Generate every copy of gymserve's settings (docs tables, the chart's config values and schema) from `Settings`,
+and the router's error answers from gymserve's error classes.
 
 Usage (with the dev venv's python: it imports gymserve and PyYAML):
     python scripts/gen_docs.py           # rewrite the generated parts in place
@@ -9,7 +10,9 @@ What it writes, and only there:
 - helm/README.md: the table of every other chart value between the `GENERATED values` markers, from the
   comments and defaults of helm/values.yaml;
 - helm/values.yaml: the keys and comments under `config:` (the comment above `config:` stays hand-written);
-- helm/values.schema.json: `properties.config`.
+- helm/values.schema.json: `properties.config`;
+- helm/files/router.cfg: the router's own answers (`http-error` lines between the `GENERATED router-errors`
+  comments), one body template filled in from gymserve's error classes (status, code, fault, retryable).
 
 A new `Settings` field appears everywhere on the next run: nothing here lists the settings, except the few
 chart-specific words in CHART_OVERRIDES.
@@ -29,6 +32,14 @@ from typing import Any
 
 import yaml
 
+from gymserve.errors import (
+    GymServeError,
+    OwnerTimeout,
+    PayloadTooLarge,
+    RateLimited,
+    RoutingError,
+    Unavailable,
+)
 from gymserve.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,6 +349,81 @@ def replace_schema_config(text: str, cls: type = Settings) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
+# --- helm/files/router.cfg: the router's own answers, from the app's error classes ------------------------
+
+
+@dataclass(frozen=True)
+class RouterAnswer:
+    """One answer the router makes itself: an app error class, in the router's words."""
+
+    error: type[GymServeError]
+    message: str
+    retry_after: int | None = None
+    # HAProxy's own status for the case (502: the connection broke after the request was sent, so it is not resent),
+    # which router.cfg's http-after-response turns into the error's status.
+    replaces: int | None = None
+
+    @property
+    def haproxy_status(self) -> int:
+        return self.replaces or self.instance().status
+
+    def instance(self) -> GymServeError:
+        if self.error is RoutingError:
+            return RoutingError(404, "not_found", self.message)
+        err = GymServeError.__new__(self.error)
+        GymServeError.__init__(err, self.message)  # no details: the router knows none
+        return err
+
+
+ROUTER_ANSWERS = (
+    RouterAnswer(PayloadTooLarge, "request body exceeds the router's limit (GYMSERVE_MAX_BODY_BYTES)"),
+    RouterAnswer(RateLimited, "too many connections or requests from this client address; slow down and retry", 1),
+    RouterAnswer(Unavailable, "No gymserve replica could take this request; retry later", 5),
+    RouterAnswer(
+        Unavailable,
+        "The replica's connection broke after the request was sent; it may have run: retry with the same seq",
+        1,
+        replaces=502,
+    ),
+    RouterAnswer(OwnerTimeout, "The replica did not answer in time; retry with the same seq"),
+    # /metrics is not proxied: one replica's metrics behind a load balancer would mislead.
+    RouterAnswer(RoutingError, "Scrape each replica's metrics port, not the router"),
+)
+# The one body template: the members both shapes share, between what the router sets per request (router.cfg's
+# txn.gs_open and txn.gs_close: '{"error": {"details": {}, ' and '}}' on /v2/ paths, '{' and '}' elsewhere).
+ROUTER_BODY = '%[var(txn.gs_open)]"code": {code}, "message": {message}, "fault": {fault}, "retryable": {retryable}'
+ROUTER_BODY += "%[var(txn.gs_close)]"
+
+
+def _haproxy_quoted(text: str) -> str:
+    """Text inside a double-quoted HAProxy argument: its quotes, backslashes and $ escaped (% is log-format's)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+
+
+def router_errors() -> str:
+    lines = []
+    for answer in ROUTER_ANSWERS:
+        err = answer.instance()
+        body = ROUTER_BODY.format(
+            code=json.dumps(err.code),
+            message=json.dumps(err.message),
+            fault=json.dumps(err.fault),
+            retryable=json.dumps(err.retryable),
+        )
+        header = f" hdr Retry-After {answer.retry_after}" if answer.retry_after else ""
+        status, quoted = answer.haproxy_status, _haproxy_quoted(body)
+        lines.append(f'    http-error status {status} content-type application/json{header} lf-string "{quoted}\\n"')
+    return "\n".join(lines)
+
+
+def replace_config_block(text: str, name: str, body: str, where: str) -> str:
+    """Fills in the lines between `# BEGIN GENERATED <name>` and `# END GENERATED <name>` comments of a config."""
+    found = re.search(rf"(?m)^.*# BEGIN GENERATED {name}\b.*\n(?P<body>(?:.*\n)*?)^.*# END GENERATED {name}\b", text)
+    if not found:
+        raise SystemExit(f"gen_docs: {where} has no '# BEGIN GENERATED {name}' ... '# END GENERATED {name}' pair")
+    return text[: found.start("body")] + body + "\n" + text[found.end("body") :]
+
+
 # --- all of it -------------------------------------------------------------------------------------------
 
 
@@ -347,6 +433,7 @@ def render(root: Path = ROOT, cls: type = Settings) -> dict[Path, str]:
     chart_md = root / "helm" / "README.md"
     values = root / "helm" / "values.yaml"
     schema = root / "helm" / "values.schema.json"
+    router = root / "helm" / "files" / "router.cfg"
     new_values = replace_values_config(values.read_text(), cls)
     chart_text = replace_between_markers(chart_md.read_text(), "settings", chart_table(cls), "helm/README.md")
     return {
@@ -356,6 +443,7 @@ def render(root: Path = ROOT, cls: type = Settings) -> dict[Path, str]:
         chart_md: replace_between_markers(chart_text, "values", values_table(new_values), "helm/README.md"),
         values: new_values,
         schema: replace_schema_config(schema.read_text(), cls),
+        router: replace_config_block(router.read_text(), "router-errors", router_errors(), "helm/files/router.cfg"),
     }
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up and run every check: Debian's prometheus (the metrics tests scrape with a real one), chromium
 # (the /ui test drives a headless one) and redis-server (the tenants' farm-wide counts are tested against
-# a real one), a venv with the dev extras, ruff (lint + format), mypy, then pytest.
+# a real one) and haproxy (tests/helm runs the router config in it), a venv with the dev extras, ruff (lint + format), mypy, then pytest.
 # Usage: bash scripts/test.sh [pytest args...]   (default: the unit and integration suites)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=""
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="prometheus"
 command -v redis-server >/dev/null || missing="$missing redis-server"
+command -v haproxy >/dev/null || missing="$missing haproxy"
 command -v chromium >/dev/null || missing="$missing chromium"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then

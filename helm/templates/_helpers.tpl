@@ -308,91 +308,53 @@ key: {{ first (keys .Values.tenants.list | sortAlpha) }}
 {{- end -}}
 {{- end -}}
 
-{{/* Volumes and mounts the router needs with a read-only root filesystem. */}}
+{{/* The router's config, mounted where the official haproxy image reads it. */}}
 {{- define "gymserve.router.volumes" -}}
-- name: templates
+- name: config
   configMap:
     name: {{ include "gymserve.router.fullname" . }}
-    items:
-      - key: default.conf.template
-        path: default.conf.template
-      - key: temp-paths.conf.template
-        path: temp-paths.conf.template
-- name: pools
-  configMap:
-    name: {{ include "gymserve.router.fullname" . }}
-    defaultMode: 0555
-    items:
-      - key: router-pools.sh
-        path: 40-gymserve-router-pools.sh
-- name: conf
-  emptyDir: {}
-- name: run
-  emptyDir:
-    medium: Memory
-# Also the bodies nginx buffers to disk (temp-paths.conf.template): bounded, so a flood of large answers
-# evicts the router pod rather than filling the node's disk.
-- name: tmp
-  emptyDir:
-    sizeLimit: {{ .Values.router.bufferSizeLimit }}
 {{- end -}}
 
 {{- define "gymserve.router.volumeMounts" -}}
-- name: templates
-  mountPath: /etc/nginx/templates
+- name: config
+  mountPath: /usr/local/etc/haproxy
   readOnly: true
-# Next to the image's own entrypoint scripts: writes the connection pools, then keeps them current.
-- name: pools
-  mountPath: /docker-entrypoint.d/40-gymserve-router-pools.sh
-  subPath: 40-gymserve-router-pools.sh
-  readOnly: true
-- name: conf
-  mountPath: /etc/nginx/conf.d
-- name: run
-  mountPath: /run
-- name: tmp
-  mountPath: /tmp
 {{- end -}}
 
 {{/*
-The router container's environment: the variables files/router.conf.template leaves to it (docker-compose.yml
-sets the same ones for compose), rendered by the image's entrypoint at start.
+The router container's environment: the variables files/router.cfg leaves to it (docker-compose.yml sets the same
+ones for compose); HAProxy reads them at start.
 */}}
 {{- define "gymserve.router.env" -}}
-- name: NGINX_ENTRYPOINT_QUIET_LOGS
-  value: "1"
 {{- if .Values.router.resolver }}
-- name: NGINX_LOCAL_RESOLVERS
+- name: GYMSERVE_ROUTER_RESOLVER
   value: {{ .Values.router.resolver | quote }}
-{{- else }}
-# The official image's entrypoint reads /etc/resolv.conf into NGINX_LOCAL_RESOLVERS: the cluster DNS.
-- name: NGINX_ENTRYPOINT_LOCAL_RESOLVERS
-  value: "1"
 {{- end }}
-# Only this release's pod names, reached through the headless Service; creates go to the ready pods.
+# Every pod, ready or not, through the headless Service; HAProxy's health check (/readyz) picks the ready ones.
+- name: GYMSERVE_ROUTER_REPLICAS
+  value: {{ printf "%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
+- name: GYMSERVE_ROUTER_MAX_REPLICAS
+  value: {{ .Values.router.maxReplicas | quote }}
+# Only this release's pod names, reached through the headless Service.
 - name: GYMSERVE_ROUTER_NODE_PATTERN
   value: {{ include "gymserve.nodePattern" . | quote }}
 - name: GYMSERVE_ROUTER_NODE_DOMAIN
   value: {{ printf ".%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
-- name: GYMSERVE_ROUTER_BACKEND
-  value: {{ printf "%s%s" (include "gymserve.backendService" .) (include "gymserve.svcDomain" .) | quote }}
-# router-pools.sh: one keep-alive pool per pod that this name resolves to (ready or not).
-- name: GYMSERVE_ROUTER_REPLICAS
-  value: {{ printf "%s%s" (include "gymserve.podsService" .) (include "gymserve.svcDomain" .) | quote }}
 - name: GYMSERVE_PORT
   value: {{ include "gymserve.number" .Values.config.port | quote }}
-# The router refuses what the app would refuse (GYMSERVE_MAX_BODY_BYTES), before buffering it.
+- name: GYMSERVE_WORKER_PORT_BASE
+  value: {{ include "gymserve.number" .Values.config.workerPortBase | quote }}
+# The router refuses what the app would refuse (GYMSERVE_MAX_BODY_BYTES), in memory.
 - name: GYMSERVE_MAX_BODY_BYTES
   value: {{ include "gymserve.number" .Values.config.maxBodyBytes | quote }}
+- name: GYMSERVE_ROUTER_BUFFER_BYTES
+  value: {{ add (int .Values.config.maxBodyBytes) 65536 | quote }}
 - name: GYMSERVE_ROUTER_CONNECTIONS_PER_CLIENT
   value: {{ .Values.router.limits.connectionsPerClient | quote }}
 - name: GYMSERVE_ROUTER_REQUESTS_PER_SECOND
   value: {{ .Values.router.limits.requestsPerSecond | quote }}
 - name: GYMSERVE_ROUTER_REQUEST_BURST
   value: {{ .Values.router.limits.burst | quote }}
-# Substitute only those: nginx's own $variables and anything else stay as they are.
-- name: NGINX_ENVSUBST_FILTER
-  value: "^(GYMSERVE_|NGINX_LOCAL_RESOLVERS)"
 {{- end -}}
 
 {{/* Base URLs of the gymserve pods the release starts with (by their DNS names), space-separated. */}}

@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
         Forwarder(replica_of_slot, envs.owner.slot, settings.forward_timeout_seconds) if replica_of_slot else None
     )
     app.extensions["gymserve"] = Services.build(envs, forwarder)
-    metrics.publish_static(settings.max_envs_per_worker, settings.max_envs)
+    metrics.publish_static(settings.max_envs_per_worker, settings.max_envs, settings.node_id)
     _time_requests(app)
     # Every request is authenticated and every env id resolved once, in front of Flask; resets and steps never
     # reach it.

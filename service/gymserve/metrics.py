@@ -74,8 +74,8 @@ WORKER_RESTARTS = Counter("gymserve_worker_restarts_total", "Workers that died a
 DRAINING = Gauge("gymserve_draining", "1 while this replica drains for shutdown.", multiprocess_mode="max")
 BUILD_INFO = Gauge(
     "gymserve_build_info",
-    "Versions of this build; always 1.",
-    ["version", "gymnasium_version", "python_version"],
+    "Versions of this build, and the replica's node name (the one in its instance ids); always 1.",
+    ["version", "gymnasium_version", "python_version", "node"],
     multiprocess_mode="max",
 )
 # By tenant: new series rather than a label added to the ones above, whose every series (and every
@@ -152,10 +152,12 @@ def _request_timer(route: str, method: str, status: int) -> Any:
     return REQUEST_SECONDS.labels(route, method, str(status))
 
 
-def publish_static(max_envs_per_worker: int, max_envs: int) -> None:
+def publish_static(max_envs_per_worker: int, max_envs: int, node: str) -> None:
     CAPACITY.labels("worker").set(max_envs_per_worker)
     CAPACITY.labels("replica").set(max_envs)
-    BUILD_INFO.labels(__version__, gymnasium.__version__, platform.python_version()).set(1)
+    # The node on a series of the replica's own: compose's Prometheus finds replicas by address (Docker's DNS has no
+    # names to give it), so dashboards join this series on `instance` to name a replica as its ids do.
+    BUILD_INFO.labels(__version__, gymnasium.__version__, platform.python_version(), node).set(1)
 
 
 def exposition() -> bytes:

@@ -1,7 +1,7 @@
 """The compose stack under test: built and started once per session under a unique project name, torn down at the end.
 
 Runs only with GYMSERVE_E2E=1 (scripts/e2e-compose.sh sets it) and a Docker engine with compose v2.
-Stand-in images for a machine without a registry come from PYTHON_IMAGE, ROUTER_IMAGE, PROMETHEUS_IMAGE and
+Stand-in images for a machine without a registry come from PYTHON_IMAGE, HAPROXY_IMAGE, PROMETHEUS_IMAGE and
 STORE_IMAGE (the park store), as for `docker compose` itself. Knobs: GYMSERVE_E2E_ROUTER_PORT and
 GYMSERVE_E2E_PROMETHEUS_PORT (default: free ports below 30000), GYMSERVE_E2E_IMAGE (default: a tag
 of the run's own, removed at the end).

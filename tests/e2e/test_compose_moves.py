@@ -180,19 +180,23 @@ class MovesFarm:
         return {c.attrs["Config"]["Hostname"] for c in self.stack.containers("gymserve")}
 
     def wait_router_knows(self, nodes: set[str], timeout: float = 60) -> None:
-        """Until the router has a pool for exactly these replicas (router-pools.sh looks every 2 s): from then on the
-        hash that places ids of gone replicas is the one that stays."""
+        """Until the router's DNS gives exactly these replicas (HAProxy resolves the service name every second and
+        health-checks each address every second): from then on the hash that places ids of gone replicas is the one
+        that stays."""
         deadline = time.monotonic() + timeout
+        script = "getent ahostsv4 gymserve | cut -d' ' -f1; echo --; for n in \"$@\"; do getent hosts $n; done"
         seen = ""
         while time.monotonic() < deadline:
             routers = self.stack.containers("router")
             if routers:
-                seen = routers[0].exec_run(["cat", "/etc/nginx/conf.d/router.gymserve-nodes"]).output.decode()
-                if {line.split()[0] for line in seen.splitlines() if line.strip()} == nodes:
-                    time.sleep(1.0)  # nginx's reload
+                seen = routers[0].exec_run(["sh", "-c", script, "sh", *sorted(nodes)]).output.decode()
+                service, _, named = seen.partition("--")
+                by_name = {line.split()[1]: line.split()[0] for line in named.splitlines() if line.strip()}
+                if set(by_name) == nodes and set(service.split()) == set(by_name.values()):
+                    time.sleep(3.0)  # the resolvers' hold (1 s), then a health check (every 1 s) marks them up
                     return
             time.sleep(0.5)
-        raise AssertionError(f"the router's pools are {seen!r}, replicas {sorted(nodes)}")
+        raise AssertionError(f"the router resolves {seen!r}, replicas {sorted(nodes)}")
 
     def step_all(self, count: int = STEPS) -> float:
         started = time.monotonic()

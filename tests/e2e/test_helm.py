@@ -7,16 +7,16 @@ scale-down: the envs are parked in the release's store, adopted under the same i
 bit for bit those of local Gymnasium. Helm 4's server-side apply, and `helm uninstall` leaving nothing behind.
 
 The local cluster has no cluster DNS and no kube-proxy. The router is the chart's, unchanged, with
-`router.resolver` and `router.dnsConfig` pointing at `k8s.ClusterDNS` (port 53 on the docker bridge, so that
-router-pools.sh's getent finds the pods too): a stand-in that answers what CoreDNS answers, from the
+`router.resolver` and `router.dnsConfig` pointing at `k8s.ClusterDNS` (port 53 on the docker bridge, where the
+router pod's own resolv.conf points too): a stand-in that answers what CoreDNS answers, from the
 namespace's Endpoints (see tests/README.md for what that does and does not prove); the gymserve pods use it too
 (dnsConfig) to reach the store and each other. `helm test` runs with
 tests.connection=false: the connection test needs the cluster's own DNS and Service routing.
 
 Runs only with GYMSERVE_E2E_HELM=1 (scripts/e2e-helm.sh sets it), a reachable cluster (KUBECONFIG, default
-/tmp/k8s-local/kubeconfig) whose nodes have the images: GYMSERVE_E2E_HELM_IMAGE (gymserve:ci) and ROUTER_IMAGE
-(nginx:1.27; the local stand-in is local/nginx:bookworm) and STORE_IMAGE (valkey/valkey:8; the stand-in is
-local/valkey:bookworm, deploy/store/Dockerfile).
+/tmp/k8s-local/kubeconfig) whose nodes have the images: GYMSERVE_E2E_HELM_IMAGE (gymserve:ci) and HAPROXY_IMAGE
+(haproxy:2.8; the stand-in is local/haproxy:bookworm, deploy/router/Dockerfile) and STORE_IMAGE (valkey/valkey:8;
+the stand-in is local/valkey:bookworm, deploy/store/Dockerfile).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
 SERVER = f"{SELECTOR},app.kubernetes.io/component=server"
 ROUTER = f"{SELECTOR},app.kubernetes.io/component=router"
 PORT = 8000
+MOUNTED = "/usr/local/etc/haproxy/haproxy.cfg"  # the router config, where the chart mounts it
 ENV_ID = "CartPole-v1"
 HEX = "0123456789abcdef" * 2
 # Short drains keep pod deletion, upgrade and uninstall quick; everything else is the chart's defaults.
@@ -132,7 +133,7 @@ def _dump(k: Kube) -> None:
 @pytest.fixture(scope="module")
 def dns(kube: Kube) -> Iterator[ClusterDNS]:
     """The stand-in cluster DNS, on the docker bridge where the pods can reach it, on port 53: the router pods use it
-    as their own resolver too (router.dnsConfig), so that router-pools.sh finds the pods and keeps its pools."""
+    as their own resolver too (router.dnsConfig), so that HAProxy's resolvers find the pods by name."""
     server = ClusterDNS(kube, interface_ipv4(os.environ.get("GYMSERVE_E2E_POD_BRIDGE", "docker0")), port=53).start()
     try:
         yield server
@@ -157,7 +158,7 @@ class Release:
 @pytest.fixture(scope="module")
 def release(kube: Kube, dns: ClusterDNS) -> Iterator[Release]:
     gymserve_repo, gymserve_tag = split_image(os.environ.get("GYMSERVE_E2E_HELM_IMAGE", "gymserve:ci"))
-    router_repo, router_tag = split_image(os.environ.get("ROUTER_IMAGE", "nginx:1.27"))
+    router_repo, router_tag = split_image(os.environ.get("HAPROXY_IMAGE", "haproxy:2.8"))
     store_repo, store_tag = split_image(os.environ.get("STORE_IMAGE", "valkey/valkey:8"))
     values = {
         # Images from the local engine: the cluster cannot pull.
@@ -356,7 +357,9 @@ def test_each_pod_serves_on_its_own_port(release: Release) -> None:
             assert pod.call("DELETE", f"/v1/envs/{iid}/").status == 200
 
 
-def test_router_answers_by_itself_and_refuses_foreign_ids(release: Release) -> None:
+def test_router_answers_by_itself_and_leaves_foreign_ids_to_a_replica(release: Release) -> None:
+    """The router only places requests: an id it cannot place on its pod goes to the replica its hash picks,
+    which answers in the app's words (never a router's own refusal)."""
     with release.router() as router:
         assert router.call("GET", "/router/healthz").status == 200
         answer = router.call("GET", "/metrics")
@@ -368,19 +371,15 @@ def test_router_answers_by_itself_and_refuses_foreign_ids(release: Release) -> N
             f"/v1/envs/{FULLNAME}-0.example.com.0-1.{HEX}/",
             f"/v1/envs/{FULLNAME}-0.0-1.{HEX}0/",
         ]:
-            answer = router.call("GET", path)
-            assert (answer.status, answer.headers.get("x-gymserve-router")) == (400, "rejected"), (path, answer)
+            # With its route's method: a pod answers, and a step is a POST.
+            answer = router.call("POST", path, {"action": 0}) if path.endswith("/step/") else router.call("GET", path)
+            assert answer.status == 400 and "x-gymserve-router" not in answer.headers, (path, answer)
         answer = router.call("GET", "/v2/envs/not-an-id")
-        assert (answer.status, answer.headers.get("x-gymserve-router")) == (404, "rejected")
-        assert answer.body["error"]["code"] == "unknown_instance", answer.body
+        assert answer.status == 404 and answer.body["error"]["code"] == "unknown_instance", answer.body
         # One of this release's pod names, but no such pod: a replica (the id's hash picks it) looks in the park
         # store and answers, in the app's words: never parked, so unknown.
         answer = router.call("POST", f"/v1/envs/{FULLNAME}-9999.0-1.{HEX}/step/", {"action": 0})
-        assert (answer.status, answer.body["code"], answer.headers.get("x-gymserve-router")) == (
-            400,
-            "unknown_instance",
-            None,
-        ), answer
+        assert (answer.status, answer.body["code"]) == (400, "unknown_instance"), answer
         answer = router.call("GET", f"/v2/envs/{FULLNAME}-9999.0-1.{HEX}")
         assert (answer.status, answer.body["error"]["code"]) == (404, "unknown_instance"), answer
 
@@ -653,8 +652,8 @@ def test_a_scale_down_parks_the_removed_pods_envs(release: Release) -> None:
 def test_helm4_installs_with_server_side_apply(kube: Kube, release: Release) -> None:
     """Helm 4 applies server-side: every port needs its protocol on a 1.20 API server.
 
-    This release keeps the router's default resolver: the router pod's own nameserver, which the image's
-    entrypoint renders into the config (it answers nothing here, but it must be the one configured).
+    This release keeps the router's default resolver: the router pod's own nameservers, which HAProxy reads from
+    resolv.conf (parse-resolv-conf; they answer nothing here, but they must be the ones configured).
     """
     h4 = Kube(kube.env, kube.namespace, helm_bin="helm4")
     started = time.monotonic()
@@ -668,11 +667,11 @@ def test_helm4_installs_with_server_side_apply(kube: Kube, release: Release) -> 
         with port_forwards(kube, ["pod/h4-gymserve-0"], PORT) as forwards:
             created = forwards["pod/h4-gymserve-0"].call("POST", "/v1/envs/", {"env_id": ENV_ID})
             assert created.status == 200 and created.body["instance_id"].startswith("h4-gymserve-0.")
-        files = "/etc/nginx/conf.d/default.conf /etc/resolv.conf"
-        out = kube.kubectl("exec", "deployment/h4-gymserve-router", "--", "sh", "-c", f"cat {files}")
-        nameservers = re.findall(r"^nameserver (\S+)", out, re.M)
-        resolver = re.search(r"^resolver (.+) valid=", out, re.M)
-        assert nameservers and resolver and resolver[1].split() == nameservers, (resolver, nameservers)
+        # No GYMSERVE_ROUTER_RESOLVER: the config's `.if defined(...)` falls back to parse-resolv-conf, the pod's
+        # own nameservers.
+        script = "cat /etc/resolv.conf; echo resolver=${GYMSERVE_ROUTER_RESOLVER-unset}; haproxy -c -q -f " + MOUNTED
+        out = kube.kubectl("exec", "deployment/h4-gymserve-router", "--", "sh", "-c", script)
+        assert re.findall(r"^nameserver (\S+)", out, re.M) and "resolver=unset" in out, out
     finally:
         h4.helm("uninstall", "h4", "--wait")
 

@@ -108,7 +108,7 @@ class Rendered:
         return [o for o in self.of_kind("Pod") if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
 
     def router_config(self) -> str:
-        return str(self.one("ConfigMap", f"{FULLNAME}-router")["data"]["default.conf.template"])
+        return str(self.one("ConfigMap", f"{FULLNAME}-router")["data"]["haproxy.cfg"])
 
 
 @functools.cache

@@ -1,47 +1,46 @@
-"""The router's one config template and the environments that fill it in: compose's and the chart's.
+"""The router's one HAProxy config, the environments that fill it in (compose's and the chart's), and a real
+`haproxy` run from it for the tests (Debian: `apt-get install haproxy`; those tests are skipped without one).
 
-The nginx image's entrypoint renders /etc/nginx/templates/*.template with envsubst, substituting only the
-variables that are set and match NGINX_ENVSUBST_FILTER; `render` does the same here, so the tests read the
+HAProxy substitutes ${NAME} from its environment itself; `render` does the same here, so that the tests read the
 config that each router really runs.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from helmchart import ROOT, Rendered, env_of
 
-TEMPLATE = ROOT / "helm" / "files" / "router.conf.template"
-# Started by the image's entrypoint next to the template: keeps a keep-alive pool per replica.
-POOLS_SCRIPT = ROOT / "helm" / "files" / "router-pools.sh"
-POOLS_MOUNTED_AT = "/docker-entrypoint.d/40-gymserve-router-pools.sh"
-# What router-pools.sh reads besides the template's variables (envsubst finds none of them in the template).
-POOLS_VARIABLES = {"GYMSERVE_ROUTER_REPLICAS", "GYMSERVE_ROUTER_TARGETS_FILE"}
+CONFIG = ROOT / "helm" / "files" / "router.cfg"
+# Where both routers mount it: the official haproxy image's default config path.
+MOUNTED_AT = "/usr/local/etc/haproxy/haproxy.cfg"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-# Where both routers mount it: the image renders it into /etc/nginx/conf.d/default.conf.
-MOUNTED_AT = "/etc/nginx/templates/default.conf.template"
-# What the image's entrypoint sets by itself when NGINX_ENTRYPOINT_LOCAL_RESOLVERS is on (the pod's resolv.conf).
-LOCAL_RESOLVERS = "10.96.0.10"
+# Set at start from GYMSERVE_MAX_BODY_BYTES by the router's command (docker-compose.yml, the chart).
+BUFFER_HEADROOM = 65536
 
-_ENVSUBST_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
-def template_variables(text: str | None = None) -> set[str]:
-    """The ${NAME} variables of the template (nginx's own $variables are lower case and never set)."""
-    return {m[1] for m in re.finditer(r"\$\{([A-Z_][A-Z0-9_]*)\}", TEMPLATE.read_text() if text is None else text)}
+def config_variables(text: str | None = None) -> set[str]:
+    """The ${NAME} variables of the config, and those its `.if defined(NAME)` asks about."""
+    text = CONFIG.read_text() if text is None else text
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return set(_VARIABLE.findall(text)) | set(re.findall(r"defined\(([A-Z_][A-Z0-9_]*)\)", text))
 
 
 def render(env: dict[str, str]) -> str:
-    """The template as envsubst renders it: ${NAME} and $NAME of every variable that is set and passes the filter."""
-    names = {n for n in env if re.search(env.get("NGINX_ENVSUBST_FILTER", ""), n)}
-
-    def substitute(m: re.Match[str]) -> str:
-        name = m[1] or m[2]
-        return env[name] if name in names else m[0]
-
-    return _ENVSUBST_VAR.sub(substitute, TEMPLATE.read_text())
+    """The config with every ${NAME} that `env` sets filled in (HAProxy leaves no unset one: it refuses to start)."""
+    return _VARIABLE.sub(lambda m: env.get(m[1], m[0]), CONFIG.read_text())
 
 
 def compose_router() -> dict[str, Any]:
@@ -49,28 +48,64 @@ def compose_router() -> dict[str, Any]:
     return dict(yaml.safe_load(COMPOSE_FILE.read_text())["services"]["router"])
 
 
+def with_buffer(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "GYMSERVE_ROUTER_BUFFER_BYTES": str(int(env["GYMSERVE_MAX_BODY_BYTES"]) + BUFFER_HEADROOM)}
+
+
 def compose_env() -> dict[str, str]:
     env = compose_router()["environment"]
     assert isinstance(env, dict), "the router's environment is a map"
     # What compose makes of ${NAME:-default} when NAME is not set in the shell: the default.
-    return {k: "" if v is None else re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+    return with_buffer(
+        {k: "" if v is None else re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+    )
 
 
 def chart_env(rendered: Rendered) -> dict[str, str]:
-    """The chart's router container environment, with what the image's entrypoint adds to it."""
-    env = {k: str(v) for k, v in env_of(rendered.router["spec"]["template"]["spec"]["containers"][0]).items()}
-    if env.get("NGINX_ENTRYPOINT_LOCAL_RESOLVERS"):
-        env["NGINX_LOCAL_RESOLVERS"] = LOCAL_RESOLVERS
-    return env
+    """The chart's router container environment, with what its command adds at start."""
+    container = rendered.router["spec"]["template"]["spec"]["containers"][0]
+    return with_buffer({k: str(v) for k, v in env_of(container).items()})
 
 
-def id_location(config: str) -> str:
-    """The regex of the location that proxies instance ids, as written in the config (PCRE)."""
-    found = re.findall(r'location ~ "(\^/v\[12\]/envs/\(\?<gs_id>[^"]+)"', config)
-    assert len(found) == 1, f"expected one location for instance ids, found {found}"
-    return str(found[0])
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy") or shutil.which("/usr/sbin/haproxy")
+    if not found:
+        pytest.skip("haproxy is not installed (Debian: apt-get install haproxy)")
+    return found
 
 
-def python_regex(pcre: str) -> re.Pattern[str]:
-    """A location regex for Python's re: PCRE's (?<name>...) is Python's (?P<name>...)."""
-    return re.compile(pcre.replace("(?<", "(?P<"))
+@contextmanager
+def running_haproxy(tmp_path: Path, env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """haproxy with the config as `env` fills it in, listening on 127.0.0.1:`port` instead of the image's :8080;
+    stopped by its PID at the end."""
+    text = CONFIG.read_text()
+    assert text.count("bind :8080\n") == 1
+    (tmp_path / "haproxy.cfg").write_text(text.replace("bind :8080\n", f"bind 127.0.0.1:{port}\n"))
+    log = tmp_path / "haproxy.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [haproxy_binary(), "-db", "-f", str(tmp_path / "haproxy.cfg")],
+            env={"PATH": "/usr/sbin:/usr/bin:/bin", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"haproxy exited {proc.returncode}: {log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"haproxy did not listen within 10 s: {log.read_text()}"
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -36,10 +36,13 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(sets: tuple[str,
 
 def test_the_routers_body_limit_is_the_apps_in_compose_and_the_chart() -> None:
     app_default = Settings.from_env({}).max_body_bytes
+    limit = 'http-request deny deny_status 413 if { req.body_size gt "%d" }'
     for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
-        assert f"client_max_body_size {app_default};" in render_template(env), name
-    bigger = chart_env(render(None, "config.maxBodyBytes=2000000"))
-    assert "client_max_body_size 2000000;" in render_template(bigger)
+        config = render_template(env)
+        assert limit % app_default in config, name
+        # The whole body fits in the buffer, so the limit is checked in memory.
+        assert f'tune.bufsize "{app_default + 65536}"' in config, name
+    assert limit % 2000000 in render_template(chart_env(render(None, "config.maxBodyBytes=2000000")))
 
 
 def test_per_client_limits_are_settable_and_the_same_by_default_in_compose_and_the_chart() -> None:
@@ -47,26 +50,24 @@ def test_per_client_limits_are_settable_and_the_same_by_default_in_compose_and_t
     for name, env in {"compose": compose_env(), "chart": chart_env(render())}.items():
         config = render_template(env)
         defaults[name] = (
-            re.search(r"limit_conn gs_per_client (\d+);", config)[1],  # type: ignore[index]
-            re.search(r"rate=(\d+)r/s", config)[1],  # type: ignore[index]
-            re.search(r"limit_req zone=gs_rate burst=(\d+) nodelay;", config)[1],  # type: ignore[index]
+            re.search(r"deny_status 429 if \{ sc0_conn_cur gt \"(\d+)\" \}", config)[1],  # type: ignore[index]
+            re.search(r"sub\((\d+)\)\" gt \"(\d+)\"", config)[2],  # type: ignore[index]
+            re.search(r"sub\((\d+)\)\" gt \"(\d+)\"", config)[1],  # type: ignore[index]
         )
-        assert "limit_conn_status 429;" in config and "limit_req_status 429;" in config
     assert defaults["compose"] == defaults["chart"] == ("64", "20000", "20000")
     custom = render_template(chart_env(render(None, "router.limits.connectionsPerClient=4")))
-    assert "limit_conn gs_per_client 4;" in custom
+    assert 'sc0_conn_cur gt "4"' in custom
 
 
-def test_the_routers_buffers_have_a_size_limit_and_it_runs_as_non_root_read_only() -> None:
+def test_the_router_runs_as_non_root_read_only_with_its_buffers_in_memory() -> None:
     spec = render().router["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
     (container,) = spec["containers"]
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"] == "256Mi"  # where temp-paths.conf puts the buffers
-    temp_paths = render().one("ConfigMap", f"{FULLNAME}-router")["data"]["temp-paths.conf.template"]
-    assert "client_body_temp_path /tmp/" in temp_paths and "proxy_temp_path /tmp/" in temp_paths
+    # No emptyDir at all: HAProxy keeps request bodies in its buffers (tune.bufsize), never on a disk.
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/usr/local/etc/haproxy"]
+    assert not any("emptyDir" in v for v in spec["volumes"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 99
 
 
 def test_without_tenants_the_farm_has_its_park_store_and_no_tenant_keys() -> None:

@@ -249,8 +249,9 @@ def test_dashboards_and_alerts_answer_from_a_real_prometheus(prometheus):
 
 
 def test_compose_prometheus_scrapes_the_replicas_metrics_port(tmp_path: Path, make_server):
-    """deploy/prometheus/prometheus.yml's gymserve job, as compose runs it (the router's targets file lists the API's
-    port), scrapes the port that docker-compose.yml gives GYMSERVE_METRICS_PORT, which serves /metrics."""
+    """deploy/prometheus/prometheus.yml's gymserve job scrapes the port that docker-compose.yml gives
+    GYMSERVE_METRICS_PORT, which serves /metrics, whatever port a target comes with (here the API's, from a file
+    in place of Docker's DNS, which only compose has)."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     metrics_port = int(compose["services"]["gymserve"]["environment"]["GYMSERVE_METRICS_PORT"])
     if not ports_free(metrics_port, 1):
@@ -261,6 +262,7 @@ def test_compose_prometheus_scrapes_the_replicas_metrics_port(tmp_path: Path, ma
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "gymserve"]
     (tmp_path / "targets").mkdir()
     (tmp_path / "targets" / "gymserve.json").write_text(json.dumps([{"targets": [api]}]))
+    assert job.pop("dns_sd_configs")[0]["names"] == ["gymserve"]
     job["file_sd_configs"] = [{"files": [str(tmp_path / "targets" / "*.json")], "refresh_interval": "1s"}]
     config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
     port = free_port()

@@ -15,7 +15,13 @@ import pytest
 from gymserve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATED = ["docs/settings.md", "helm/README.md", "helm/values.yaml", "helm/values.schema.json"]
+GENERATED = [
+    "docs/settings.md",
+    "helm/README.md",
+    "helm/values.yaml",
+    "helm/values.schema.json",
+    "helm/files/router.cfg",
+]
 
 
 def _load_generator() -> ModuleType:

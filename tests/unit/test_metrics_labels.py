@@ -106,11 +106,12 @@ def test_a_new_env_id_exports_its_reaped_and_lost_counters_at_zero() -> None:
 
 def test_static_values_and_single_process_exposition(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    metrics.publish_static(max_envs_per_worker=7, max_envs=11)
+    metrics.publish_static(max_envs_per_worker=7, max_envs=11, node="replica-a")
     families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
     capacity = {s.labels["scope"]: s.value for s in families["gymserve_capacity_envs"].samples}
     assert capacity == {"worker": 7.0, "replica": 11.0}
-    (build,) = families["gymserve_build_info"].samples
+    # One series per node this process published (apps made by other tests publish theirs too).
+    (build,) = [s for s in families["gymserve_build_info"].samples if s.labels["node"] == "replica-a"]
     assert build.value == 1.0 and build.labels["version"] == __version__
 
 
