@@ -12,6 +12,8 @@ from flask import Flask, Response, g, request
 from . import __version__, metrics
 from .api import home, ui, v1, v2
 from .api.common import register_error_handlers
+from .envs import cost
+from .errors import GymServeError, error_reply
 from .headless import headless_sdl
 from .health import bp as health_bp
 from .lifecycle.envs import Envs
@@ -68,6 +70,23 @@ def _time_requests(app: Flask) -> None:
         return response
 
 
+def _weigh_answers(app: Flask, limit: int) -> None:
+    """Every answer of a view weighed against GYMSERVE_MAX_ANSWER_BYTES (the front controller weighs the hot path's):
+    over it, the client gets 422 answer_too_large instead. Metrics and /v1 episodes recordings have their own bounds."""
+
+    @app.after_request
+    def weigh(response: Response) -> Response:
+        size, path = response.content_length, request.path
+        if size is None or response.is_streamed or path == "/metrics" or path.endswith("/episodes/"):
+            return response
+        try:
+            cost.check_answer(size, limit)
+        except GymServeError as err:
+            status, headers, body = error_reply(err, native=not path.startswith("/v1/"))
+            return Response(body, status, headers)
+        return response
+
+
 def create_app(settings: Settings | None = None, owner_id: Owner | None = None) -> Flask:
     """The app of one worker. Under gunicorn, the worker's slot in the replica comes from `replica.current()`."""
     settings = settings or Settings.from_env()
@@ -87,6 +106,7 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     app.extensions["gymserve"] = Services.build(envs, forwarder)
     metrics.publish_static(settings.max_envs_per_worker, settings.max_envs, settings.node_id)
     _time_requests(app)
+    _weigh_answers(app, settings.max_answer_bytes)
     # Every request is authenticated and every env id resolved once, in front of Flask; resets and steps never
     # reach it.
     app.wsgi_app = Front(app.wsgi_app, envs, tenants, forwarder)  # type: ignore[method-assign]

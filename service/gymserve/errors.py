@@ -458,6 +458,20 @@ class AnswerTooLarge(BadRequest):
         )
 
 
+class EnvTooLarge(BadRequest):
+    """Making this env took more memory than one env may hold on this server (GYMSERVE_MAX_ENV_BYTES)."""
+
+    status = 422
+    code = "env_too_large"
+
+    def __init__(self, size: int, limit: int, setting: str) -> None:
+        super().__init__(
+            f"kwargs: making this env took {size} bytes of memory, over the limit of {limit} ({setting}); ask for "
+            "a smaller env (its maps, sizes, or fewer sub-envs)",
+            details={"field": "kwargs", "size": size, "limit": limit, "setting": setting},
+        )
+
+
 class StoreUnavailable(Unavailable):
     """The shared store that counts tenants' envs cannot be reached: creates wait, steps go on."""
 

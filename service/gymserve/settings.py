@@ -253,8 +253,15 @@ class Settings:
     )
     max_answer_bytes: int = _setting(
         16_777_216,
-        "Largest observation (or vector render) one answer may hold, in bytes, sub-envs included (422 at create).",
+        "Largest answer, in bytes: an env whose observation, vector render or space descriptions would exceed it "
+        "is refused at create (422), and any other answer over it (a step's info, a batch) is answered 422.",
         minimum=1024,
+    )
+    max_env_bytes: int = _setting(
+        268_435_456,
+        "Memory one env may take (a vector env's sub-envs together), measured as the worker's growth while it is "
+        "made (a vector env's on one sub-env, made first); over it the create is refused (422 env_too_large).",
+        minimum=1_048_576,
     )
 
     # --- placement ---

@@ -61,6 +61,7 @@ class Envs:
         self.keys = Keys()  # the idempotency keys of the creates this worker made
         self.sealer = copies.Sealer.from_environ(settings.max_snapshot_bytes)
         self.registry = Registry(settings, on_count, self._closed)
+        self._made_ids: set[str] = set()  # env ids made here before (their modules loaded): vector probes weigh true
         # Every env call's deadline (its watchdog started by gunicorn_conf); with tenants, each has a share.
         self.deadlines = Deadlines(settings, settings.threads, shared=not open_server)
         self.deadlines.quarantine = self.registry.quarantine
@@ -379,27 +380,40 @@ class Envs:
         return self._admitted(tenant, spec.weight, made)
 
     def _make_within_bounds(self, spec: CreateRequest) -> Any:
-        """The env, unless one answer of it would exceed GYMSERVE_MAX_ANSWER_BYTES (422 at create).
+        """The env, unless making it took over GYMSERVE_MAX_ENV_BYTES of memory, or one answer of it would exceed
+        GYMSERVE_MAX_ANSWER_BYTES (422 at create).
 
         A vector env is weighed on one sub-env made first: building all of them to find out would be the
-        very allocation the limit is there to prevent (AddRenderObservation renders each one at make).
+        very allocation the limits are there to prevent (AddRenderObservation renders each one at make).
         """
-        limit = self.settings.max_answer_bytes
+        limit, memory = self.settings.max_answer_bytes, self.settings.max_env_bytes
         wrappers = spec.wrappers or ()
         renders = (spec.kwargs or {}).get("render_mode") == "rgb_array" and "AddRenderObservation" not in wrappers
         if spec.num_envs is not None:
-            probe = self.factory.make(msgspec.structs.replace(spec, num_envs=None, autoreset_mode=None))
+            single = msgspec.structs.replace(spec, num_envs=None, autoreset_mode=None)
+            if spec.env_id not in self._made_ids:  # its first make loads modules: a cost paid once, not per sub-env
+                self.factory.make(single).close()
+                self._made_ids.add(spec.env_id)
+            before = cost.resident_bytes()
+            probe = self.factory.make(single)
             try:
+                made = cost.resident_bytes() - before
                 cost.check(probe, spec.num_envs, limit, renders)
+                cost.check_memory(made, spec.num_envs, memory)
             finally:
                 probe.close()
+        before = cost.resident_bytes()
         env = self.factory.make(spec)
-        if spec.num_envs is None:
-            try:
+        self._made_ids.add(spec.env_id)
+        try:
+            if spec.num_envs is None:
+                made = cost.resident_bytes() - before
                 cost.check(env, 1, limit, renders=False)
-            except GymServeError:
-                env.close()
-                raise
+                cost.check_memory(made, 1, memory)
+            cost.check_spaces(env, limit)
+        except GymServeError:
+            env.close()
+            raise
         return env
 
     def _closed(self, record: EnvRecord, reason: str) -> None:

@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from .. import metrics
+from ..envs import cost
 from ..errors import (
     BadRequest,
     GymServeError,
@@ -228,6 +229,7 @@ class Front:
                 environ.get("HTTP_ACCEPT_ENCODING"),
             )
             reply = handler.run(self.envs, call, caller)
+            cost.check_answer(len(reply[2]), self.envs.settings.max_answer_bytes)
         except GymServeError as err:
             reply = error_reply(err, api == "v2")
         except Exception:  # a bug: logged with its traceback, the client told only that it happened

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -50,7 +51,83 @@ def test_the_limit_is_a_setting() -> None:
     small = create_app(Settings.from_env({}, node_id="test", max_answer_bytes=4096)).test_client()
     refused = small.post("/v2/envs", json={"env_id": "CartPole-v1", "num_envs": 512})
     assert refused.status_code == 422 and refused.json["error"]["details"]["limit"] == 4096
-    assert small.post("/v2/envs", json={"env_id": "CartPole-v1", "num_envs": 256}).status_code == 201
+    assert small.post("/v2/envs", json={"env_id": "CartPole-v1", "num_envs": 4}).status_code == 201
+
+
+class Costly(gym.Env[Any, int]):
+    """What an env may cost beyond its observation: memory held (`hold` bytes, touched), the description of its
+    observation space (per-element bounds of `bounds` floats), or a step's info (`info` bytes)."""
+
+    def __init__(self, hold: int = 0, bounds: int = 4, info: int = 0) -> None:
+        self.held = np.ones(hold, np.uint8)
+        rng = np.random.default_rng(0)
+        self.observation_space = spaces.Box(-1 - rng.random(bounds), 1 + rng.random(bounds), dtype=np.float64)
+        self.action_space = spaces.Discrete(2)
+        self.info_bytes = info
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return np.zeros(self.observation_space.shape), {}
+
+    def step(self, action: int) -> tuple[Any, float, bool, bool, dict]:
+        return np.zeros(self.observation_space.shape), 0.0, False, False, {"blob": "x" * self.info_bytes}
+
+
+@pytest.fixture(scope="module")
+def costly() -> Any:
+    """A server with small limits (1 MB answers, 16 MiB per env) that serves the Costly envs."""
+    kinds = {"Hog": {"hold": 64 << 20}, "Bounds": {"bounds": 100_000}, "Chatty": {"info": 2_000_000}, "Lean": {}}
+    for name, kwargs in kinds.items():
+        gym.register(f"GymserveCost{name}-v0", entry_point=Costly, kwargs=kwargs)
+    settings = {"max_answer_bytes": 1_000_000, "max_env_bytes": 16 << 20, "allowed_envs": "GymserveCost*"}
+    yield create_app(Settings.from_env({}, node_id="test", **settings)).test_client()
+    for name in kinds:
+        gym.registry.pop(f"GymserveCost{name}-v0")
+
+
+def _refused(resp: Any, code: str, setting: str, field: str) -> None:
+    assert resp.status_code == 422, resp.json
+    error = resp.json["error"]
+    assert error["code"] == code and setting in error["message"] and error["details"]["setting"] == setting
+    assert error["details"]["field"] == field
+
+
+def test_an_env_that_takes_more_memory_than_allowed_is_refused_and_a_vector_one_on_one_sub_env(costly: Any) -> None:
+    _refused(
+        costly.post("/v2/envs", json={"env_id": "GymserveCostHog-v0"}),
+        "env_too_large",
+        "GYMSERVE_MAX_ENV_BYTES",
+        "kwargs",
+    )
+    assert costly.post("/v2/envs", json={"env_id": "GymserveCostLean-v0"}).status_code == 201
+    vector = costly.post("/v2/envs", json={"env_id": "GymserveCostHog-v0", "num_envs": 4})
+    _refused(vector, "env_too_large", "GYMSERVE_MAX_ENV_BYTES", "kwargs")
+    assert vector.json["error"]["details"]["size"] >= 4 * (64 << 20)  # weighed on one, counted for each
+
+
+def test_space_descriptions_over_the_answer_limit_are_refused_at_create(costly: Any) -> None:
+    refused = costly.post("/v2/envs", json={"env_id": "GymserveCostBounds-v0"})  # 800 KB observations, 4 MB bounds
+    _refused(refused, "answer_too_large", "GYMSERVE_MAX_ANSWER_BYTES", "observation_space")
+    v1 = costly.post("/v1/envs/", json={"env_id": "GymserveCostBounds-v0"})
+    assert v1.status_code == 400 and "GYMSERVE_MAX_ANSWER_BYTES" in v1.json["message"]  # /v1's shape
+
+
+def test_an_answer_over_the_limit_is_422_never_sent_a_step_and_a_batch(costly: Any) -> None:
+    chatty = costly.post("/v2/envs", json={"env_id": "GymserveCostChatty-v0"}).json["instance_id"]
+    assert costly.post(f"/v2/envs/{chatty}/reset", json={}).status_code == 200
+    _refused(
+        costly.post(f"/v2/envs/{chatty}/step", json={"action": 0}),
+        "answer_too_large",
+        "GYMSERVE_MAX_ANSWER_BYTES",
+        "answer",
+    )
+    lean = [costly.post("/v2/envs", json={"env_id": "GymserveCostLean-v0"}).json["instance_id"] for _ in range(2)]
+    for iid in lean:
+        assert costly.post(f"/v2/envs/{iid}/reset", json={}).status_code == 200
+    items = [{"id": iid, "action": 0} for iid in [*lean, chatty]]
+    batch = costly.post("/v2/batch/step", json={"items": items})
+    _refused(batch, "answer_too_large", "GYMSERVE_MAX_ANSWER_BYTES", "answer")
+    assert costly.post("/v2/batch/step", json={"items": items[:2]}).status_code == 200
 
 
 def test_a_refused_create_gives_its_places_back(client: Any) -> None:

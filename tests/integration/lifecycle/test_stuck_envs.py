@@ -23,7 +23,7 @@ STUCK = "GymserveStuck-v0"
 BUSY_LOOP, SLEEP = 1, 2
 DEADLINE = 2.0
 MODULE = '''
-"""A test's env whose step gets stuck on demand (written by tests/integration/lifecycle/test_deadlines.py)."""
+"""A test's env whose step gets stuck on demand (written by tests/integration/lifecycle/test_stuck_envs.py)."""
 import time
 
 import gymnasium as gym
