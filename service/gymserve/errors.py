@@ -244,6 +244,16 @@ class HeadTooLarge(GymServeError):
         super().__init__(f"the request head exceeds {limit} bytes", details={"field": "headers", "limit": limit})
 
 
+class UriTooLong(GymServeError):
+    """The request line (its path and query) exceeds 8190 bytes: answered and closed before it is read."""
+
+    status = 414
+    code = "uri_too_long"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request line exceeds {limit} bytes", details={"field": "uri", "limit": limit})
+
+
 class UnsupportedMediaType(GymServeError):
     """A Content-Type or Content-Encoding the server does not read."""
 

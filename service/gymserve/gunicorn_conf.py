@@ -46,6 +46,8 @@ threads = _settings.threads
 max_requests = 0
 # Agents hold keep-alive connections between steps; an idle agent must not lose its connection fast.
 keepalive = 75
+# The longest request line gunicorn allows (a list's label selectors fit); the worker answers a longer one 414.
+limit_request_line = 8190
 # A single env call that takes longer than this is treated as a hung worker.
 timeout = 120
 # SIGTERM: the drain window plus time to close envs (Settings.graceful_timeout_seconds).

@@ -51,6 +51,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -58,7 +59,7 @@ from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
-from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, closing_answer
+from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, UriTooLong, closing_answer
 from .settings import Settings
 
 _HEAD_END = b"\r\n\r\n"
@@ -71,11 +72,16 @@ _CLOSE_LINGER = 2.0  # how long a closed connection is drained (RFC 9112 9.6), b
 _MAX_CLOSING = 1024  # past this many draining at once, the oldest is closed outright
 
 WHOLE, WAIT, TOO_LARGE, HEAD_TOO_LARGE = "whole", "wait", "too large", "head too large"
+LINE_TOO_LONG = "line too long"
+LINE_LIMIT = 8190  # the longest request line: gunicorn's largest limit_request_line (gunicorn_conf sets it)
 
 
 def arrival(data: bytes, max_body: int) -> str:
     """How much of a request `data` holds: WHOLE (its head, and its whole body when it has one), WAIT (not yet),
-    TOO_LARGE (its body passes `max_body`, by Content-Length or by its chunks) or HEAD_TOO_LARGE."""
+    TOO_LARGE (its body passes `max_body`, by Content-Length or by its chunks), LINE_TOO_LONG or HEAD_TOO_LARGE."""
+    line_end = data.find(b"\r\n", 0, LINE_LIMIT + 2)
+    if line_end < 0 and len(data) > LINE_LIMIT:
+        return LINE_TOO_LONG
     end = data.find(_HEAD_END)
     if end < 0:
         return HEAD_TOO_LARGE if len(data) > _HEAD_LIMIT else WAIT
@@ -109,6 +115,13 @@ def _chunks(data: bytes, pos: int, max_body: int) -> str:
         pos = line_end + 2 + size + 2
         if pos > len(data):
             return WAIT
+
+
+_REFUSALS: dict[str, Callable[[int], GymServeError]] = {  # what the worker answers before a request is read
+    TOO_LARGE: PayloadTooLarge,
+    HEAD_TOO_LARGE: lambda _: HeadTooLarge(_HEAD_LIMIT),
+    LINE_TOO_LONG: lambda _: UriTooLong(LINE_LIMIT),
+}
 
 
 def complete(data: bytes, max_body: int) -> bool:
@@ -250,9 +263,7 @@ class GymserveWorker(gthread.ThreadWorker):
                     return False  # closed by the client, between requests or in the middle of one
                 held += chunk
             if state != WHOLE:
-                self._refuse(
-                    conn, held, HeadTooLarge(_HEAD_LIMIT) if state == HEAD_TOO_LARGE else PayloadTooLarge(self.max_body)
-                )
+                self._refuse(conn, held, _REFUSALS[state](self.max_body))
                 return False
         finally:
             unreader.unread(held)

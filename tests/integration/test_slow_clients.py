@@ -140,6 +140,24 @@ def test_a_head_over_64_kib_is_answered_431_and_closed(make_server) -> None:  # 
     assert answer.startswith(b"HTTP/1.1 431 ") and b'"code":"header_too_large"' in answer, answer[:300]
 
 
+def test_a_request_line_over_8190_bytes_is_answered_414_in_json_and_a_long_list_query_still_fits(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server()
+    with connect(srv) as s:
+        s.sendall(b"GET /v2/envs?cursor=" + b"a" * 9_000)  # gunicorn answered HTML; now the worker, before it ends
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 414 ") and b'"code":"uri_too_long"' in answer, answer[:300]
+    selectors = "&".join(f"label=team.example/k{i}={'v' * 60}" for i in range(16))  # the most the document allows
+    assert requests.get(f"{srv.url}/v2/envs?{selectors}&cursor={'a' * 110}", timeout=10).status_code == 200
+
+
+def test_an_undeclared_method_is_405_with_allow(make_server) -> None:  # type: ignore[no-untyped-def]
+    resp = requests.request("TRACE", make_server().url + "/v2/batch/step", timeout=10)
+    assert resp.status_code == 405 and set(resp.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}, resp.headers
+    assert resp.json()["error"]["code"] == "method_not_allowed"
+
+
 @pytest.mark.parametrize("api", ["v1", "v2"])
 def test_an_over_limit_body_is_answered_413_at_once_and_closed_unread(make_server, api: str) -> None:  # type: ignore[no-untyped-def]
     srv: Server = make_server(max_body_bytes=4096)

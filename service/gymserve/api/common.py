@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..codec import seed, values
 from ..errors import BadRequest, GymServeError, Internal, MissingParameter, PayloadTooLarge, RoutingError, error_body
@@ -118,7 +118,10 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             return error_response(PayloadTooLarge(current_app.config["MAX_CONTENT_LENGTH"]), native())
         code = RoutingError.CODES.get(status, ("http_error", ""))[0]
-        return error_response(RoutingError(status, code, err.description or err.name), native())
+        response = error_response(RoutingError(status, code, err.description or err.name), native())
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:  # RFC 9110 15.5.6: a 405 says what is allowed
+            response.headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     def handle_unexpected(err: Exception) -> Response:

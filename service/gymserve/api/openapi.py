@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -9,8 +10,10 @@ import msgspec
 from .. import __version__, errors
 from ..codec import spaces
 from ..codec import values as native
-from ..pipeline import answers, models
+from ..lifecycle import labels
+from ..pipeline import answers, fanout, models
 from ..routing.ids import MAX_ID_LENGTH
+from ..settings import Settings
 
 DTYPES = sorted(native.DTYPES)
 
@@ -46,7 +49,11 @@ SCHEMAS: dict[str, Any] = {
         _object(
             {
                 "dtype": {"enum": DTYPES},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": native.MAX_DIMS},
+                "shape": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0, "maximum": native.MAX_DIM_SIZE},
+                    "maxItems": native.MAX_DIMS,
+                },
                 "data": {
                     "anyOf": [
                         {
@@ -149,7 +156,7 @@ _BY_STATUS: dict[int, list[errors.Kind]] = {}
 for _kind in errors.table():
     _BY_STATUS.setdefault(_kind.status, []).append(_kind)
 RESPONSES = {str(status): _error_response(kinds) for status, kinds in _BY_STATUS.items()}
-_ALWAYS = (400, 401, 404, 410, 413, 415, 429, 500, 503, 504)
+_ALWAYS = (400, 401, 404, 410, 413, 414, 415, 429, 431, 500, 503, 504)
 
 
 def _native_content(schema: str) -> dict[str, Any]:
@@ -215,30 +222,37 @@ _IDEMPOTENCY_TEXT = (
     "Through the router, keyed creates go to a replica chosen by a hash of the key; a change in the set of "
     "replicas can move a key (see docs/lifecycle.md)."
 )
+_SELECTORS = {
+    "type": "array",
+    "items": {"type": "string", "pattern": labels.SELECTOR, "maxLength": labels.SELECTOR_MAX_LENGTH},
+    "maxItems": models.MAX_LABELS,
+}
 _LABEL_PARAMETER = {
     "name": "label",
     "in": "query",
     "required": False,
     "description": "key=value: only envs with this label; repeat for several (all must match).",
-    "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": models.MAX_LABELS},
+    "schema": _SELECTORS,
     "style": "form",
     "explode": True,
     "example": ["run=ppo-7"],
 }
+_LIST_MAX_PAGE = next(f.default for f in dataclasses.fields(Settings) if f.name == "list_max_page")
 _PAGE_PARAMETERS = [
     {
         "name": "limit",
         "in": "query",
         "required": False,
-        "description": "Most envs in this answer (default and maximum: GYMSERVE_LIST_MAX_PAGE, 500).",
-        "schema": {"type": "integer", "minimum": 1},
+        "description": "Most envs in this answer (default and maximum: GYMSERVE_LIST_MAX_PAGE, 500 unless the "
+        "operator set another).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": _LIST_MAX_PAGE},
     },
     {
         "name": "cursor",
         "in": "query",
         "required": False,
         "description": "The next_cursor of the previous page: this page lists the envs after it.",
-        "schema": {"type": "string", "maxLength": 200},
+        "schema": {"type": "string", "pattern": fanout.CURSOR},
     },
 ]
 _INFO_CONTENT = _native_content("EnvInfo")
@@ -303,7 +317,7 @@ DOCUMENT: dict[str, Any] = {
                     "label=key=value given; at least one is required (422 without: never every env). Through a "
                     "router with several replicas, repeat it until it answers 0, or call it on each replica.",
                 ),
-                "parameters": [_LABEL_PARAMETER],
+                "parameters": [{**_LABEL_PARAMETER, "required": True, "schema": _SELECTORS | {"minItems": 1}}],
             },
         },
         "/v2/envs/{instance_id}": {

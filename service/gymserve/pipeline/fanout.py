@@ -71,7 +71,8 @@ class Fanout:
 # --- pages of a farm-wide list ---
 
 _LIMIT = re.compile(r"[0-9]{1,9}")
-MAX_CURSOR = 200  # an instance id is shorter
+CURSOR = r"^[a-z0-9.-]{0,110}$"  # an instance id's characters and length; empty: the first page (the OpenAPI's too)
+_CURSOR = re.compile(CURSOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class Page:
             )
         else:
             size = int(limit)
-        if cursor is not None and (len(cursor) > MAX_CURSOR or not cursor.isprintable()):
+        if cursor is not None and not _CURSOR.fullmatch(cursor):
             raise InvalidValue("cursor", "expected the next_cursor of the previous page")
         return cls(size, cursor or None)
 

@@ -173,7 +173,9 @@ def test_a_seed_that_is_not_a_number_is_4xx_on_both_apis(client: Any, stepped: s
         (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\n{\r\n0\r\nA: b\r\n\r\n", "whole"),
         (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n", "too large"),  # 1,025 > 1,024
         (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "whole"),  # the parser refuses it
-        (b"GET /" + b"a" * 70_000, "head too large"),  # answered 431 and closed
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000, "head too large"),  # answered 431 and closed
+        (b"GET /" + b"a" * 8_200, "line too long"),  # answered 414 and closed, before its line even ended
+        (b"GET /?" + b"a" * 8_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "whole"),  # a long list query still fits
     ],
 )
 def test_a_request_is_taken_once_all_of_it_arrived_or_it_is_to_be_refused(data: bytes, state: str) -> None:

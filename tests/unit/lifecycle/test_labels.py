@@ -16,9 +16,15 @@ def test_selectors_are_key_value_pairs_and_all_must_match() -> None:
     assert record.matches(chosen) and record.matches({}) and not record.matches({"run": "ppo-8"})
 
 
-@pytest.mark.parametrize(
-    "given", [["run"], ["=x"], ["run=a b"], ["bad key=x"], ["run=a", "run=b"], [f"k{i}=v" for i in range(17)]]
-)
+def test_a_key_given_two_values_is_a_selector_no_env_matches() -> None:
+    """Every selector must match: run=a and run=b together match nothing (a valid query, as the OpenAPI says)."""
+    chosen = selector(["run=a", "run=b", "team=x"])
+    for labels in ({"run": "a", "team": "x"}, {"run": "b", "team": "x"}, {"run": "", "team": "x"}):
+        assert not EnvRecord("id", "CartPole-v1", None, 0.0, labels=labels).matches(chosen)
+    assert selector(["run=a", "run=a"]) == {"run": "a"}
+
+
+@pytest.mark.parametrize("given", [["run"], ["=x"], ["run=a b"], ["bad key=x"], [f"k{i}=v" for i in range(17)]])
 def test_a_bad_selector_is_422_naming_label(given: list[str]) -> None:
     with pytest.raises(InvalidValue) as err:
         selector(given)
