@@ -169,6 +169,7 @@ def _exit_after_drain(worker: Any, core: Any) -> None:
         started = time.monotonic()
         parked, lost = core.park_all()
         worker.log.info("gymserve: parked %d envs (%d lost) in %.2fs", parked, lost, time.monotonic() - started)
+    worker.end_streams(1012, "moved")  # their clients reconnect, and resend what was not answered
     deadline = time.monotonic() + _settings.drain_seconds
     while len(core.registry) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -60,6 +60,7 @@ from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
 from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, UriTooLong, closing_answer
+from .pipeline import stream
 from .settings import Settings
 
 _HEAD_END = b"\r\n\r\n"
@@ -178,6 +179,9 @@ class GymserveWorker(gthread.ThreadWorker):
         self.worker_connections = 1 << 30  # gthread's loop never stops accepting: max_idle bounds instead
         self._closing: dict[socket.socket, float] = {}  # draining after a close -> until when
         self._threads_now = self.cfg.threads
+        self.stream_idle = settings.stream_idle_seconds
+        self.stream_pings = settings.stream_pings_per_second
+        self._streams: set[Any] = set()  # upgraded connections (pipeline/stream.py), for a drain's 1012
 
     def spare_threads(self, n: int) -> None:
         """`n` calls are slow now (lifecycle.deadlines): the pool gets a thread for each, so that they never take
@@ -217,9 +221,14 @@ class GymserveWorker(gthread.ThreadWorker):
             self._busy += 1
         try:
             while True:
+                session = getattr(conn, "gymserve_stream", None)
+                if session is not None:
+                    return self._serve_stream(conn, session)
                 ready = self._buffer_request(conn)
                 if ready is not True:
                     return ready
+                if stream.is_upgrade(conn.parser.unreader.buf.getvalue()[:_HEAD_LIMIT]):
+                    return self._upgrade(conn)
                 conn.gymserve_deadline = None
                 keep = super().handle(conn)
                 if keep is not True or not self._next_request_soon(conn):
@@ -228,6 +237,100 @@ class GymserveWorker(gthread.ThreadWorker):
             conn.gymserve_idle_since = time.monotonic()
             with self._busy_lock:
                 self._busy -= 1
+
+    # --- the step stream (pipeline/stream.py): an upgraded connection, its frames answered as they arrive ---
+
+    def _upgrade(self, conn: Any) -> Any:
+        """An upgrade to a stream route: the app checks it as the GET it is (the env's owner, tenancy: its own
+        error answer, before any 101); then the connection is a WebSocket, back in the poller between frames."""
+        raw = conn.parser.unreader.buf.getvalue()
+        head = raw[: raw.find(_HEAD_END) + len(_HEAD_END)]
+        req = next(conn.parser)
+        resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+        environ["wsgi.multithread"] = True
+        for hop in stream.HOP_HEADERS:  # the check is a plain GET (werkzeug refuses a non-WebSocket route's upgrade)
+            environ.pop(hop, None)
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer[:] = [status, headers]
+            return lambda _: None
+
+        chunks = self.wsgi(environ, start_response)
+        body = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+        if not answer[0].startswith("200"):
+            resp.force_close()
+            resp.start_response(answer[0], answer[1])
+            resp.write(body)
+            resp.close()
+            return False
+        match = stream.ENV_STREAM.fullmatch(environ["PATH_INFO"])
+        limits = stream.Limits(self.max_body, self.stream_pings)
+        session = stream.Session(self.wsgi, environ, match[1] if match else None, limits)
+        session.send_late = partial(self._send_quietly, conn.sock, end=True)
+        conn.sock.sendall(session.accept(head))
+        conn.gymserve_stream = session
+        conn.gymserve_lock = threading.Lock()
+        self._streams.add(conn)
+        conn.gymserve_deadline = time.monotonic() + self.stream_idle
+        return gthread._DEFER
+
+    def _serve_stream(self, conn: Any, session: stream.Session) -> Any:
+        """What the socket holds now, answered message by message in order; then back to the poller (_DEFER), or
+        False once the stream ended. A drain closes it with 1012: a message not answered before is not run."""
+        sock = conn.sock
+        with conn.gymserve_lock:
+            while not session.closed:
+                try:
+                    sock.setblocking(False)
+                    data = sock.recv(_RECV)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    data = b""
+                if self._draining():
+                    self._send_quietly(sock, session.close(stream.MOVED, "moved"))
+                    break
+                sock.settimeout(self.head_timeout)  # a client that does not read its answers is closed, not waited for
+                try:
+                    for out in session.receive(data):
+                        sock.sendall(out)
+                except OSError:
+                    session.closed = True
+                if not data:
+                    session.closed = True
+            if session.closed:
+                self._streams.discard(conn)
+                return False
+        late = session.partial_since + self.head_timeout if session.partial is not None else None
+        conn.gymserve_deadline = late or time.monotonic() + self.stream_idle
+        return gthread._DEFER
+
+    def _draining(self) -> bool:
+        envs = getattr(self.wsgi, "extensions", {}).get("gymserve")
+        return envs is not None and envs.envs.draining.is_set()
+
+    def end_streams(self, code: int, reason: str) -> None:
+        """Close every stream not answering a message right now (a drain: 1012, the env moved); one that is will
+        close itself before its next message."""
+        for conn in list(self._streams):
+            if conn.gymserve_lock.acquire(blocking=False):
+                try:
+                    self._send_quietly(conn.sock, conn.gymserve_stream.close(code, reason))
+                finally:
+                    conn.gymserve_lock.release()
+
+    @staticmethod
+    def _send_quietly(sock: socket.socket, data: bytes, end: bool = False) -> None:
+        """`data` sent if the client takes it within a second; `end`: then no more (the connection's thread is
+        stuck in an env call: the client must not wait for it to close the connection)."""
+        with contextlib.suppress(OSError):
+            sock.settimeout(1.0)
+            sock.sendall(data)
+            if end:
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _next_request_soon(self, conn: Any) -> bool:
         """Whether this thread should take the connection's next request itself: it came in time, and another
@@ -319,6 +422,13 @@ class GymserveWorker(gthread.ThreadWorker):
         for conn in late:
             self.pending_conns.remove(conn)
             self.log.debug("closing a connection whose request did not arrive in time")
+            session = getattr(conn, "gymserve_stream", None)
+            if session is not None:  # idle too long (1001), or a message still in pieces (1008)
+                late_piece = session.fragment_late(self.head_timeout)
+                code, why = (1008, "a message still in pieces") if late_piece else (1001, "idle")
+                with contextlib.suppress(OSError):
+                    conn.sock.send(session.close(code, why), socket.MSG_DONTWAIT)
+                self._streams.discard(conn)
             self._drop(conn)
         for sock in [s for s, until in self._closing.items() if until <= now]:
             self._closed(sock)

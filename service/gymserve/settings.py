@@ -161,6 +161,14 @@ class Settings:
         86_400.0, "How long an env hibernated by GYMSERVE_IDLE_ACTION=park is kept.", minimum=1
     )
     forward_timeout_seconds: float = _setting(60.0, "Timeout of a request forwarded to the owning worker.", minimum=0.1)
+    stream_idle_seconds: float = _setting(
+        60.0,
+        "A step stream (GET /v2/envs/<id>/stream, a WebSocket) with no message for this long is closed (1001).",
+        minimum=1,
+    )
+    stream_pings_per_second: int = _setting(
+        10, "Pings a step stream may send per second; past it, it is closed (1008).", minimum=1
+    )
     step_timeout_seconds: float = _setting(
         30.0,
         "The deadline of every env call (reset, step, render, fork, snapshot; batch items and frames too): past it the "

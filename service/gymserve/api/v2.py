@@ -159,6 +159,20 @@ def delete_env(instance_id: str) -> Response:
     return Response(status=204)
 
 
+@bp.get("/envs/<instance_id>/stream")
+def stream_env(instance_id: str) -> Response:
+    """The env's step stream. With `Upgrade: websocket` the worker upgrades the connection once this answers 200
+    (an unknown, lost or other tenant's id is refused with this route's error, before the 101)."""
+    record = envs().get(local_id(instance_id), caller())
+    return json_response({"instance_id": record.instance_id, "upgrade": "websocket"})
+
+
+@bp.get("/stream")
+def stream_batches() -> Response:
+    """The batch stream: `{"op": "batch_step", "items": [...]}` messages (upgraded by the worker, as above)."""
+    return json_response({"upgrade": "websocket"})
+
+
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     return json_response(openapi.DOCUMENT)

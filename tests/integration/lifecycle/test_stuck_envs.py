@@ -210,3 +210,20 @@ def test_more_stuck_calls_than_allowed_replace_the_worker_and_its_other_envs_mov
     lost = call(srv, "POST", f"/v2/envs/{stuck[0]}/step", {"action": 0})
     assert lost.status_code == 410 and lost.json()["error"]["details"]["reason"] == "quarantined", lost.text
     assert 'gymserve_workers_replaced_total{reason="stuck_calls"} 1.0' in call(srv, "GET", "/metrics").text
+
+
+def test_a_stuck_call_on_the_step_stream_is_answered_at_its_deadline_and_the_stream_ends(make_server: Any) -> None:
+    import msgpack
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    srv = make_server()
+    iid = create(srv, STUCK)
+    with connect(srv.url.replace("http://", "ws://") + f"/v2/envs/{iid}/stream") as ws:
+        started = time.monotonic()
+        ws.send(msgpack.packb({"op": "step", "action": SLEEP}))
+        error = msgpack.unpackb(ws.recv(timeout=DEADLINE + 5))["error"]
+        assert error["code"] == "step_timeout" and DEADLINE - 0.1 <= time.monotonic() - started < DEADLINE + 1.0
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # its thread is stuck: no more

@@ -1,0 +1,223 @@
+"""The step stream: `GET /v2/envs/{id}/stream` (and `GET /v2/stream` for batches) upgraded to a WebSocket.
+
+One more front for the same routes. Each message is a map `{"op": ..., <the HTTP body's fields>}`; it runs as the
+HTTP request it stands for (POST .../reset, POST .../step, GET .../render, DELETE ..., POST /v2/batch/step) through
+the whole WSGI app, so decoding, `seq` and its resend digest, errors, tenancy, forwarding, moves, deadlines and
+metrics are the HTTP routes' own code. The answer is that request's body (an error's `{"error": {...}}` too), in a
+frame of the request's kind: binary for msgpack, text for JSON. Framing is wsproto's (RFC 6455); this module knows
+no socket: the gunicorn worker feeds it bytes and sends what it returns (gunicorn_worker.py).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import orjson
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Request,
+    TextMessage,
+)
+
+from ..codec import values
+from ..errors import BadRequest, GymServeError, InvalidValue, error_body
+from ..routing.forward import LATE_ANSWER
+
+# The stream routes, and what an upgrade request for one looks like in its head (the worker looks before a parse).
+ENV_STREAM = re.compile(r"/v2/envs/([^/]{1,200})/stream")
+BATCH_STREAM = "/v2/stream"
+_UPGRADE_LINE = re.compile(rb"GET /v2/(?:envs/[^/ ?]{1,200}/)?stream(?:\?[^ ]*)? HTTP/1\.1\r\n")
+_UPGRADE_HEADER = re.compile(rb"\r\nupgrade:[ \t]*websocket[ \t]*\r\n", re.IGNORECASE)
+MOVED = 1012  # "service restart": the env moved (a drain); reconnect and resend what was not answered
+# A stream's own message about a request: the route and method each op stands for.
+_ENV_OPS = {
+    "reset": ("POST", "/reset"),
+    "step": ("POST", "/step"),
+    "render": ("GET", "/render"),
+    "close": ("DELETE", ""),
+}
+HOP_HEADERS = ("HTTP_UPGRADE", "HTTP_CONNECTION", "HTTP_SEC_WEBSOCKET_KEY", "HTTP_SEC_WEBSOCKET_VERSION")
+
+App = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+
+def is_upgrade(head: bytes) -> bool:
+    """Whether a request head asks to upgrade one of the stream routes to a WebSocket."""
+    return _UPGRADE_LINE.match(head) is not None and _UPGRADE_HEADER.search(head) is not None
+
+
+@dataclass
+class Limits:
+    max_bytes: int  # a message's largest size (GYMSERVE_MAX_BODY_BYTES): past it, close 1009
+    pings_per_second: int  # past it, close 1008
+
+
+@dataclass
+class Session:
+    """One upgraded connection: bytes in, frames out. Not thread-safe: the worker runs one pass at a time."""
+
+    app: App
+    environ: dict[str, Any]  # the upgrade request's, each message's is made from it
+    instance_id: str | None  # the env of /v2/envs/{id}/stream; None on /v2/stream (batches)
+    limits: Limits
+    ws: WSConnection = field(default_factory=lambda: WSConnection(ConnectionType.SERVER))
+    closed: bool = False
+    partial: bytearray | None = None  # a message still arriving, and since when
+    partial_since: float = 0.0
+    pings: list[float] = field(default_factory=list)
+    # How the deadline watchdog's answer to a stuck call reaches the client: the worker sends these bytes itself.
+    send_late: Callable[[bytes], None] | None = None
+    binary: bool = True  # the kind of frame of the message running now
+
+    def accept(self, head: bytes) -> bytes:
+        """The 101 for the upgrade request `head` (already allowed by the app)."""
+        self.ws.receive_data(head)
+        for event in self.ws.events():
+            if isinstance(event, Request):
+                return self.ws.send(AcceptConnection())
+        raise BadRequest("not a WebSocket upgrade request")
+
+    def receive(self, data: bytes) -> Iterator[bytes]:
+        """What to send for `data` (b"" when the peer closed the TCP side): answers in order, pongs, a close."""
+        self.ws.receive_data(data or None)
+        for event in self.ws.events():  # parsed one at a time: each message is answered before the next is read
+            out = self._on(event)
+            if out:
+                yield out
+            if self.closed:
+                return
+
+    def _on(self, event: Event) -> bytes:
+        if isinstance(event, (TextMessage, BytesMessage)):
+            return self._message(event)
+        if isinstance(event, Ping):
+            now = time.monotonic()
+            self.pings = [t for t in self.pings if now - t < 1.0] + [now]
+            if len(self.pings) > self.limits.pings_per_second:
+                return self.close(1008, "too many pings")
+            return self.ws.send(event.response())
+        if isinstance(event, CloseConnection):
+            self.closed = True
+            return self.ws.send(event.response()) if self.ws.state is ConnectionState.REMOTE_CLOSING else b""
+        return b""
+
+    def _message(self, event: TextMessage | BytesMessage) -> bytes:
+        data = event.data.encode("utf-8") if isinstance(event, TextMessage) else bytes(event.data)
+        if self.partial is None:
+            self.partial, self.partial_since = bytearray(), time.monotonic()
+        self.partial += data
+        if len(self.partial) > self.limits.max_bytes:
+            return self.close(1009, f"a message over {self.limits.max_bytes} bytes (GYMSERVE_MAX_BODY_BYTES)")
+        if not event.message_finished:
+            return b""
+        whole, self.partial = bytes(self.partial), None
+        binary = isinstance(event, BytesMessage)
+        answer, end = self.run(whole, binary)
+        sent = self.ws.send(BytesMessage(answer) if binary else TextMessage(answer.decode("utf-8")))
+        return sent + (self.close(1000, "closed") if end else b"")
+
+    def fragment_late(self, head_timeout: float) -> bool:
+        """Whether a message has been arriving for longer than GYMSERVE_HEAD_TIMEOUT_SECONDS."""
+        return self.partial is not None and time.monotonic() - self.partial_since > head_timeout
+
+    def close(self, code: int, reason: str) -> bytes:
+        """A close frame (once); the worker closes the connection after sending it."""
+        if self.closed:
+            return b""
+        self.closed = True
+        try:
+            return self.ws.send(CloseConnection(code=code, reason=reason))
+        except Exception:  # wsproto refuses a close in a state that has none (already closing)
+            return b""
+
+    # --- one message, as the HTTP request it stands for ---
+
+    def run(self, data: bytes, binary: bool) -> tuple[bytes, bool]:
+        """The answer to one message (its body), and whether the stream ends after it (a close)."""
+        media_type = values.MSGPACK if binary else values.JSON
+        self.binary = binary
+        try:
+            method, path, body, ends = self._request(data, binary)
+        except GymServeError as err:
+            return values.dumps(error_body(err, True), media_type), False
+        status, answer_type, answer = self._call(method, path, body, media_type)
+        if ends and status < 300:
+            return values.dumps({"closed": True}, media_type), True
+        if binary and not values.is_msgpack(answer_type):  # errors are JSON on HTTP; a binary frame's are msgpack
+            answer = msgpack.packb(orjson.loads(answer), use_bin_type=True)
+        return answer, False
+
+    def _request(self, data: bytes, binary: bool) -> tuple[str, str, bytes, bool]:
+        try:
+            message = msgpack.unpackb(data, raw=False, strict_map_key=True) if binary else orjson.loads(data)
+        except Exception:
+            raise BadRequest(
+                f"a message must be {'msgpack' if binary else 'JSON'} (a {'binary' if binary else 'text'} frame)",
+                details={"field": "body"},
+            ) from None
+        if not isinstance(message, dict):
+            raise BadRequest("a message must be a map with its op", details={"field": "body"})
+        op = message.pop("op", None)
+        if self.instance_id is None:
+            if op != "batch_step":
+                raise InvalidValue("op", f"expected 'batch_step' on /v2/stream, got {str(op)[:50]!r}")
+            return "POST", "/v2/batch/step", _encoded(message, binary), False
+        if op not in _ENV_OPS:
+            raise InvalidValue("op", f"expected one of {', '.join(_ENV_OPS)}, got {str(op)[:50]!r}")
+        method, rest = _ENV_OPS[op]
+        body = _encoded(message, binary) if method == "POST" else b""
+        return method, f"/v2/envs/{self.instance_id}{rest}", body, op == "close"
+
+    def _call(self, method: str, path: str, body: bytes, media_type: str) -> tuple[int, str, bytes]:
+        environ = {k: v for k, v in self.environ.items() if k not in HOP_HEADERS}
+        environ.update(
+            REQUEST_METHOD=method,
+            PATH_INFO=path,
+            QUERY_STRING="",
+            CONTENT_TYPE=media_type if body else "",
+            CONTENT_LENGTH=str(len(body)) if body else "",
+            HTTP_ACCEPT=media_type,
+        )
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ.pop("HTTP_ACCEPT_ENCODING", None)  # a frame is never gzipped
+        environ.pop("gunicorn.socket", None)  # the watchdog answers a stuck call on the stream, not in HTTP
+        environ[LATE_ANSWER] = self._answer_late
+        status: list[int] = []
+        answer_type: list[str] = []
+
+        def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
+            status.append(int(line.split(" ", 1)[0]))
+            answer_type.extend(v for k, v in headers if k.lower() == "content-type")
+            return lambda _: None
+
+        chunks = self.app(environ, start_response)
+        try:
+            answer = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        return status[0], (answer_type or [values.JSON])[0], answer
+
+    def _answer_late(self, err: GymServeError, native: bool) -> None:
+        """The watchdog's: the stuck call's error as its answer, then the stream ends (1011): its thread is stuck."""
+        if self.send_late is None or self.closed:
+            return
+        body = values.dumps(error_body(err, True), values.MSGPACK if self.binary else values.JSON)
+        frame = BytesMessage(body) if self.binary else TextMessage(body.decode("utf-8"))
+        self.send_late(self.ws.send(frame) + self.close(1011, err.code))
+
+
+def _encoded(message: dict[str, Any], binary: bool) -> bytes:
+    return msgpack.packb(message, use_bin_type=True) if binary else orjson.dumps(message)
