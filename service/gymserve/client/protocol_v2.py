@@ -7,12 +7,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import msgpack
 import msgspec
 
 from ..codec import spaces, values
 from ..pipeline import models
 from .errors import ConnectionFailed, RemoteError
 from .http import HttpSession, auth_headers
+from .stream import StreamBroken, StreamChannel
 
 ENCODINGS = {"msgpack": values.MSGPACK, "json": values.JSON}
 T = TypeVar("T")
@@ -68,6 +70,7 @@ class V2Protocol:
         *,
         info: dict[str, Any] | None = None,
         direct: Callable[[str], HttpSession] | None = None,
+        stream: bool | str = False,
     ) -> None:
         """Create an env from `create`, or (`info`) take on one the server already made (a fork).
 
@@ -87,6 +90,17 @@ class V2Protocol:
         self.path = self._path = f"/v2/envs/{self.instance_id}"
         self.action_space = spaces.rebuild_space(info["action_space"])
         self.observation_space = spaces.rebuild_space(info["observation_space"])
+        self.stream: StreamChannel | None = None
+        if stream not in (True, False, "auto"):
+            raise ValueError(f"stream must be 'auto', True or False, got {stream!r}")
+        if stream:
+            try:
+                self.stream = StreamChannel(
+                    self.http.base_url, info["instance_id"], self.http.headers, self.http.timeout
+                )
+            except StreamBroken:
+                if stream is True:
+                    raise
 
     def _create(self, create: dict[str, Any]) -> Any:
         """A create named by a random Idempotency-Key: resent, like a step, when its answer is lost, and then
@@ -131,8 +145,8 @@ class V2Protocol:
     def _sequenced(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send the reset or step numbered once: every resend, on either path, is the same request with the same seq."""
         numbered = {**body, "seq": self.seq + 1}
-        answer = None
-        if self.direct is not None:
+        answer = self._streamed(kind, numbered) if self.stream is not None else None
+        if answer is None and self.direct is not None:
             try:
                 answer = self._call("POST", f"{self._path}/{kind}", numbered, http=self.direct)
             except ConnectionFailed:
@@ -145,6 +159,25 @@ class V2Protocol:
             answer = self._call("POST", f"{self._path}/{kind}", numbered)
         self.seq = answer["seq"]
         return answer
+
+    def _streamed(self, kind: str, numbered: dict[str, Any]) -> dict[str, Any] | None:
+        """The numbered call over the env's stream; None to send it over HTTP instead: after an error answer (HTTP
+        gives it with its status; nothing ran, errors use no number), or for good once the stream broke (a move
+        closes it with 1012: HTTP rides the move, and the same seq never runs twice)."""
+        assert self.stream is not None
+        try:
+            data = self.stream.call(msgpack.packb({"op": kind, **values.to_wire(numbered, binary=True)}))
+        except StreamBroken:
+            self.stream.close()
+            self.stream = None
+            return None
+        answer = values.loads(data, values.MSGPACK, "answer")
+        error = answer.get("error")
+        if isinstance(error, dict) and error.get("code") == "step_timeout":  # it ran and got stuck: never resent
+            raise RemoteError(
+                504, str(error.get("message", "")), "step_timeout", error.get("details"), "env", retryable=False
+            )
+        return None if error is not None else answer
 
     def reset(self, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
         answer = self._sequenced("reset", {"seed": seed, "options": options})
@@ -174,6 +207,9 @@ class V2Protocol:
         return self._call("GET", self._path)
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
         if self.direct is not None:
             self.direct.close()
             self.direct = None

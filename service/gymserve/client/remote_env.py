@@ -47,8 +47,10 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
     processes, a server or router restart) keeps being retried, after Retry-After or with capped
     backoff, until that many seconds have passed since its first failure, then raises its last error;
     the same `instance_id` and the same `seq` throughout, so no step runs twice (/v1: refused
-    connections only). `retry_window=0`: only the `retries` above. Other keyword arguments go to the
-    env's constructor on the server.
+    connections only). `retry_window=0`: only the `retries` above. `stream` ("auto", True, False): resets and steps
+    go over the env's WebSocket stream (/v2) when its upgrade answers 101 ("auto": HTTP otherwise; True: an error);
+    a call it cannot answer goes over HTTP, and a broken or moved stream (1012) leaves HTTP for good. Other
+    keyword arguments go to the env's constructor on the server.
 
     Every failure is a `gymserve.client.ClientError`: `RemoteError` (the server refused, with its
     status and code), `ServerUnreachable` (no connection), `ConnectionFailed` / `ResponseTimeout`
@@ -77,6 +79,7 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
         snapshot: bytes | None = None,
         keepalive: bool = True,
         retry_window: float = RETRY_WINDOW,
+        stream: bool | str = "auto",
         **kwargs: Any,
     ) -> None:
         if protocol not in ("v1", "v2") or encoding not in ENCODINGS:
@@ -98,7 +101,9 @@ class RemoteEnv(Held, gym.Env[Any, Any]):
         http, remote = self._connect(
             reach,
             keepalive,
-            lambda h: V2Protocol(h, body, ENCODINGS[encoding], direct=direct_to) if v2 else V1Protocol(h, body),
+            lambda h: (
+                V2Protocol(h, body, ENCODINGS[encoding], direct=direct_to, stream=stream) if v2 else V1Protocol(h, body)
+            ),
         )
         self._attach(http, remote, env_id)
 

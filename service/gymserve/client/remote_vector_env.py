@@ -31,8 +31,8 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
     up to `retries` times and never runs twice. A daemon thread keeps the env alive while this object lives
     (`keepalive=False`: not). `api_key` (default: $GYMSERVE_API_KEY) is the tenant's key of a farm with
     tenants. `direct=True` steps it at the URL its replica advertises, and `retry_window` (seconds,
-    default 120) rides a move of the env, a server or router restart, as for `RemoteEnv`. Other keyword
-    arguments go to each sub-env's constructor.
+    default 120) rides a move of the env, a server or router restart, and `stream` steps over the WebSocket stream,
+    as for `RemoteEnv`. Other keyword arguments go to each sub-env's constructor.
     Failures are `gymserve.client.ClientError`s, as for `RemoteEnv`.
     """
 
@@ -57,6 +57,7 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         snapshot: bytes | None = None,
         keepalive: bool = True,
         retry_window: float = RETRY_WINDOW,
+        stream: bool | str = "auto",
         **kwargs: Any,
     ) -> None:
         name = AUTORESET_NAMES[autoreset_mode] if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -71,7 +72,9 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         direct_to = direct_session(direct, timeout, compress, api_key)
         reach = Reach(base_url, timeout, retries, compress, api_key, retry_window)
         media_type = ENCODINGS[encoding]
-        self._attach(*self._connect(reach, keepalive, lambda h: V2Protocol(h, body, media_type, direct=direct_to)))
+        self._attach(
+            *self._connect(reach, keepalive, lambda h: V2Protocol(h, body, media_type, direct=direct_to, stream=stream))
+        )
 
     def _attach(self, http: HttpSession, remote: V2Protocol) -> None:
         self._http: HttpSession = http

@@ -3,7 +3,8 @@
 A step runs and its answer is lost with the connection, connections are refused for a second (a restart), then
 the env answers `503 unavailable` "moving" twice (Retry-After: 1): the client goes on with no exception, the same
 instance_id, and the trajectory of a local env with the same seed and actions, each step run once. With a
-retry_window of 0 the same outage raises, as before issue 22.
+retry_window of 0 the same outage raises, as before issue 22. The outage plays HTTP answers, so these clients step
+over HTTP (stream=False); test_stream_client.py rides a real restart over the stream.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def server_side(server: Any, instance_id: str) -> dict[str, Any]:
 def test_a_remote_env_steps_through_a_restart_and_a_move(server: Any, outage: Outage) -> None:
     local = gym.make("CartPole-v1")
     started = time.monotonic()
-    with RemoteEnv(outage.url, "CartPole-v1", retries=1, retry_window=30) as remote:
+    with RemoteEnv(outage.url, "CartPole-v1", retries=1, retry_window=30, stream=False) as remote:
         instance_id = remote.instance_id
         assert np.array_equal(remote.reset(seed=21)[0], local.reset(seed=21)[0])
         for n in range(STEPS):
@@ -55,7 +56,7 @@ def test_a_remote_env_steps_through_a_restart_and_a_move(server: Any, outage: Ou
 
 def test_a_remote_vector_env_steps_through_a_restart_and_a_move(server: Any, outage: Outage) -> None:
     local = gym.make_vec("CartPole-v1", 4, vectorization_mode="sync")
-    with RemoteVectorEnv(outage.url, "CartPole-v1", 4, retries=1, retry_window=30) as remote:
+    with RemoteVectorEnv(outage.url, "CartPole-v1", 4, retries=1, retry_window=30, stream=False) as remote:
         instance_id = remote.instance_id
         assert np.array_equal(remote.reset(seed=4)[0], local.reset(seed=4)[0])
         for n in range(STEPS):
@@ -68,7 +69,7 @@ def test_a_remote_vector_env_steps_through_a_restart_and_a_move(server: Any, out
 
 
 def test_a_window_of_zero_raises_as_before(server: Any, outage: Outage) -> None:
-    with RemoteEnv(outage.url, "CartPole-v1", retries=1, retry_window=0) as remote:
+    with RemoteEnv(outage.url, "CartPole-v1", retries=1, retry_window=0, stream=False) as remote:
         remote.reset(seed=0)
         with pytest.raises(ServerUnreachable):
             for _ in range(AT):

@@ -1,0 +1,76 @@
+"""The client's end of an env's step stream (GET /v2/envs/<id>/stream, a WebSocket): msgpack messages in lockstep.
+
+Framing is wsproto's (the server's library too). The channel knows nothing of retries: a failure or a close is
+`StreamBroken`, and the protocol (protocol_v2.V2Protocol) then sends the same numbered call over HTTP, for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request
+
+_RECV = 256 * 1024
+
+
+class StreamBroken(Exception):
+    """The stream is refused, closed (a move: 1012) or cut: the caller goes on over HTTP."""
+
+
+class StreamChannel:
+    """One WebSocket to one env's stream: `call(message)` sends one msgpack message and returns its answer."""
+
+    def __init__(self, base_url: str, instance_id: str, headers: dict[str, str], timeout: float) -> None:
+        parts = urlsplit(base_url)
+        host, tls = parts.hostname or "127.0.0.1", parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        try:
+            sock = socket.create_connection((host, port), timeout=min(timeout, 10.0))
+            sock.settimeout(timeout)
+            self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host) if tls else sock
+            self.ws = WSConnection(ConnectionType.CLIENT)
+            target = f"{parts.path.rstrip('/')}/v2/envs/{instance_id}/stream"
+            extra = [(k.lower().encode(), v.encode()) for k, v in headers.items() if k.lower() == "authorization"]
+            self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=target, extra_headers=extra)))
+            self._next(AcceptConnection)
+        except (OSError, StreamBroken) as err:
+            raise StreamBroken(f"no stream: {err}") from err
+
+    def call(self, message: bytes) -> bytes:
+        """The answer (msgpack) to one message (msgpack)."""
+        try:
+            self.sock.sendall(self.ws.send(BytesMessage(message)))
+            data: bytes = self._next(BytesMessage)
+        except OSError as err:
+            raise StreamBroken(str(err)) from err
+        return data
+
+    def _next(self, kind: type) -> Any:
+        """The data of the next event of `kind` (a whole message), answering pings; StreamBroken at a close."""
+        pieces = bytearray()
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, kind) and isinstance(event, BytesMessage):
+                    pieces += event.data
+                    if event.message_finished:
+                        return bytes(pieces)
+                elif isinstance(event, kind):
+                    return event
+                elif isinstance(event, Ping):
+                    self.sock.sendall(self.ws.send(event.response()))
+                elif isinstance(event, (CloseConnection, RejectConnection)):
+                    raise StreamBroken(f"closed: {getattr(event, 'code', None) or getattr(event, 'status_code', '')}")
+            data = self.sock.recv(_RECV)
+            if not data:
+                raise StreamBroken("the server closed the connection")
+            self.ws.receive_data(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing: nothing to tell anyone
+            self.sock.sendall(self.ws.send(CloseConnection(code=1000)))
+        self.sock.close()

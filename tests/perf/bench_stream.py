@@ -1,0 +1,124 @@
+"""The step stream against HTTP steps and the HTTP floor, driven alike: one Python load generator, lockstep clients.
+
+Not a pass/fail test. The server is pinned to core 0 with one worker, the load to core 1 (one process per client).
+Each client holds one connection and one CartPole env: it sends a step, waits for its answer, sends the next.
+Rows: the null WSGI app under gunicorn (the Python HTTP floor, one gthread worker, keep-alive HTTP), gymserve's
+/v2 msgpack step over keep-alive HTTP, and gymserve's stream (binary msgpack frames). Server CPU per step is the
+utime + stime of all the server's processes over the window (/proc), divided by the steps answered.
+
+Run (from the repository, after `bash scripts/test.sh` made .venv):
+    .venv/bin/python tests/perf/bench_stream.py [--seconds 5] [--clients 1,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run_perf import GUNICORN_FLAGS, LOAD_CORE, gymserve_env, request, serving  # noqa: E402
+
+from servers import free_port  # noqa: E402
+
+STEP = msgpack.packb({"action": 0})
+STREAM_STEP = msgpack.packb({"op": "step", "action": 0})
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` and its children now (the gunicorn master and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def client(kind: str, port: int, iid: str, seconds: float, out: Any) -> None:
+    """One lockstep client: steps until `seconds` pass; puts (steps, latencies in µs) on `out`."""
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    latencies: list[float] = []
+    if kind == "stream":
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{port}/v2/envs/{iid}/stream", compression=None) as ws:
+            end = time.perf_counter() + seconds
+            while (now := time.perf_counter()) < end:
+                ws.send(STREAM_STEP)
+                ws.recv()
+                latencies.append((time.perf_counter() - now) * 1e6)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        path = "/v1/envs/x/step/" if kind == "null" else f"/v2/envs/{iid}/step"
+        headers = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
+        end = time.perf_counter() + seconds
+        while (now := time.perf_counter()) < end:
+            conn.request("POST", path, STEP, headers)
+            conn.getresponse().read()
+            latencies.append((time.perf_counter() - now) * 1e6)
+    out.put((len(latencies), latencies))
+
+
+def drive(kind: str, port: int, server_pid: int, clients: int, seconds: float) -> tuple[float, float, float]:
+    """Steps/s, median latency (µs) and server CPU µs per step of `clients` lockstep clients."""
+    ids = ["x"] * clients
+    if kind != "null":
+        ids = []
+        for _ in range(clients):
+            made: Any = request(port, "POST", "/v2/envs", {"env_id": "CartPole-v1", "auto_reset": True})[1]
+            request(port, "POST", f"/v2/envs/{made['instance_id']}/reset", {"seed": 0})
+            ids.append(made["instance_id"])
+    out: Any = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=client, args=(kind, port, iid, seconds, out)) for iid in ids]
+    cpu_before = cpu_seconds(server_pid)
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=seconds + 60) for _ in procs]
+    cpu = cpu_seconds(server_pid) - cpu_before
+    for proc in procs:
+        proc.join()
+    steps = sum(n for n, _ in results)
+    latencies = [x for _, lat in results for x in lat]
+    return steps / seconds, statistics.median(latencies), cpu / steps * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", default="1,16")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.clients.split(",")]
+    rows: dict[tuple[str, int], tuple[float, float, float]] = {}
+    port = free_port()
+    floor = [sys.executable, "-m", "gunicorn", *GUNICORN_FLAGS, "-b", f"127.0.0.1:{port}", "null_app:wsgi"]
+    with serving(floor, port, "/healthz") as pid:
+        for n in counts:
+            rows["null WSGI app, HTTP", n] = drive("null", port, pid, n, args.seconds)
+    port = free_port()
+    argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
+    with serving(argv, port, "/readyz", gymserve_env()) as pid:
+        for kind, name in (("http", "gymserve /v2 msgpack, HTTP"), ("stream", "gymserve stream, msgpack")):
+            for n in counts:
+                rows[name, n] = drive(kind, port, pid, n, args.seconds)
+    print(f"{'row':<30}{'clients':>8}{'steps/s':>10}{'p50 µs':>9}{'CPU µs/step':>13}{'x floor s/s':>13}{'x CPU':>8}")
+    for (name, n), (rate, p50, cpu) in rows.items():
+        base = rows["null WSGI app, HTTP", n]
+        print(f"{name:<30}{n:>8}{rate:>10,.0f}{p50:>9,.0f}{cpu:>13,.0f}{rate / base[0]:>13.2f}{cpu / base[2]:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
