@@ -16,6 +16,8 @@ INFRA="${GYMSERVE_SHARED_DIR:-../shared}/infra"
 VENV=${GYMSERVE_VENV:-.venv}
 started=$(date +%s)
 stage() { echo "e2e-compose: $* ($(( $(date +%s) - started ))s)"; }
+# shellcheck source=scripts/images.sh
+. scripts/images.sh  # the working directory is the repository (above)
 
 if [ ! -f "$INFRA/docker-up.sh" ]; then
     echo "e2e-compose: no $INFRA/docker-up.sh; set GYMSERVE_SHARED_DIR to the directory that holds infra/" >&2
@@ -48,30 +50,10 @@ fi
 
 # The farm's park store (every stack has one; with tenants it also counts quotas): the official image, or Debian's
 # redis-server in a stand-in.
-if [ -z "${STORE_IMAGE:-}" ]; then
-    if timeout 60 docker pull --quiet valkey/valkey:8 >/dev/null 2>&1; then
-        export STORE_IMAGE=valkey/valkey:8
-    else
-        export STORE_IMAGE=local/valkey:bookworm
-        stage "no valkey/valkey:8 to pull: building the stand-in $STORE_IMAGE (deploy/store/Dockerfile)"
-        docker build --quiet -t "$STORE_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
-            deploy/store </dev/null >/dev/null
-    fi
-fi
-echo "e2e-compose: STORE_IMAGE=$STORE_IMAGE"
+official_or_stand_in STORE_IMAGE valkey/valkey:8 local/valkey:bookworm deploy/store
 
 # The router: the official HAProxy image, or Debian's haproxy in a stand-in (deploy/router/Dockerfile).
-if [ -z "${HAPROXY_IMAGE:-}" ]; then
-    if docker image inspect haproxy:2.8 >/dev/null 2>&1 || timeout 60 docker pull --quiet haproxy:2.8 >/dev/null 2>&1; then
-        HAPROXY_IMAGE=haproxy:2.8
-    else
-        HAPROXY_IMAGE=local/haproxy:bookworm
-        docker build --quiet -t "$HAPROXY_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
-            deploy/router </dev/null >/dev/null
-    fi
-fi
-export HAPROXY_IMAGE
-echo "e2e-compose: HAPROXY_IMAGE=$HAPROXY_IMAGE"
+official_or_stand_in HAPROXY_IMAGE haproxy:2.8 local/haproxy:bookworm deploy/router
 
 stage "static checks"
 docker compose config --quiet

@@ -19,6 +19,8 @@ VENV=${GYMSERVE_VENV:-.venv}
 IMAGE=${GYMSERVE_E2E_HELM_IMAGE:-gymserve:ci}
 started=$(date +%s)
 stage() { echo "e2e-helm: $* ($(( $(date +%s) - started ))s)"; }
+# shellcheck source=scripts/images.sh
+. scripts/images.sh  # the working directory is the repository (above)
 
 if [ ! -f "$INFRA/k8s-local.sh" ]; then
     echo "e2e-helm: no $INFRA/k8s-local.sh; set GYMSERVE_SHARED_DIR to the directory that holds infra/" >&2
@@ -63,31 +65,9 @@ else
     echo "e2e-helm: no $standins: the official images (python, haproxy:2.8, valkey:8) must be pullable"
 fi
 # The farm's store (the chart always runs one): the official image, else Debian's redis-server in a stand-in.
-if [ -z "${STORE_IMAGE:-}" ]; then
-    if docker image inspect valkey/valkey:8 >/dev/null 2>&1 || timeout 60 docker pull --quiet valkey/valkey:8 >/dev/null 2>&1; then
-        STORE_IMAGE=valkey/valkey:8
-    else
-        STORE_IMAGE=local/valkey:bookworm
-        if ! docker image inspect "$STORE_IMAGE" >/dev/null 2>&1; then
-            docker build --quiet -t "$STORE_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
-                deploy/store </dev/null >/dev/null
-        fi
-    fi
-fi
-export STORE_IMAGE
-echo "e2e-helm: STORE_IMAGE=$STORE_IMAGE"
+official_or_stand_in STORE_IMAGE valkey/valkey:8 local/valkey:bookworm deploy/store
 # The router: the official HAProxy image, or Debian's haproxy in a stand-in (deploy/router/Dockerfile).
-if [ -z "${HAPROXY_IMAGE:-}" ]; then
-    if docker image inspect haproxy:2.8 >/dev/null 2>&1 || timeout 60 docker pull --quiet haproxy:2.8 >/dev/null 2>&1; then
-        HAPROXY_IMAGE=haproxy:2.8
-    else
-        HAPROXY_IMAGE=local/haproxy:bookworm
-        docker build --quiet -t "$HAPROXY_IMAGE" --build-arg "DEBIAN_IMAGE=${DEBIAN_IMAGE:-local/debian:bookworm}" \
-            deploy/router </dev/null >/dev/null
-    fi
-fi
-export HAPROXY_IMAGE
-echo "e2e-helm: HAPROXY_IMAGE=$HAPROXY_IMAGE"
+official_or_stand_in HAPROXY_IMAGE haproxy:2.8 local/haproxy:bookworm deploy/router
 
 # Helm's caches and config in a scratch directory: nothing from (or for) anyone's own helm.
 export HELM_CACHE_HOME=$HELM_HOME_DIR/cache HELM_CONFIG_HOME=$HELM_HOME_DIR/config HELM_DATA_HOME=$HELM_HOME_DIR/data
