@@ -213,6 +213,17 @@ def test_python_client_works_through_the_router(stack: Stack) -> None:
             )
 
 
+def test_the_step_stream_upgrades_through_the_router(stack: Stack) -> None:
+    """The router passes the WebSocket upgrade to the worker that holds the env (its own port), and frames both ways."""
+    local = gymnasium.make("CartPole-v1")
+    with RemoteEnv(stack.router_url, "CartPole-v1", stream=True) as env:  # True: no HTTP fallback at the upgrade
+        assert env._remote.stream is not None  # type: ignore[attr-defined]
+        assert np.array_equal(env.reset(seed=9)[0], local.reset(seed=9)[0])
+        for action in [1, 0, 1, 1, 0] * 3:
+            assert np.array_equal(env.step(action)[0], local.step(action)[0])
+        assert env._remote.stream is not None  # type: ignore[attr-defined]  # every step came over the stream
+
+
 def _keyed_create(stack: Stack, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """A create with an Idempotency-Key through the router, on a fresh connection."""
     conn = http.client.HTTPConnection("127.0.0.1", stack.router_port, timeout=30)
