@@ -50,6 +50,9 @@ class Exchange(NamedTuple):
     answer_body_bytes: int
 
 
+NO_UPGRADE = b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n\r\n"
+
+
 def busy_answer(status: int, retry_after: int = 0) -> bytes:
     reason = {429: "Too Many Requests", 503: "Service Unavailable"}[status]
     body = b'{"error": {"code": "busy", "message": "the proxy says: busy", "details": {}}}'
@@ -61,7 +64,8 @@ def busy_answer(status: int, retry_after: int = 0) -> bytes:
 
 class TcpProxy:
     """`TcpProxy(server_url)`: clients talk to `proxy.url`. `decide(request_bytes)` says what to do with each
-    request: FORWARD, LOSE, or bytes to answer with instead of forwarding (see `busy_answer`)."""
+    request: FORWARD, LOSE, or bytes to answer with instead of forwarding (see `busy_answer`). A WebSocket upgrade
+    is answered 501 and not recorded: the proxy relays HTTP messages one at a time, never frames."""
 
     def __init__(self, upstream_url: str, decide: Callable[[bytes], str | bytes] | None = None) -> None:
         parts = urlsplit(upstream_url)
@@ -90,6 +94,9 @@ class TcpProxy:
         from_client, from_server = bytearray(), bytearray()
         try:
             while (request := _read_message(client, from_client)) is not None:
+                if b"\r\nupgrade: websocket" in request.lower():  # HTTP only, as a proxy that knows no WebSocket
+                    client.sendall(NO_UPGRADE)  # a client's stream="auto" steps over HTTP then
+                    continue
                 with self._lock:
                     self.requests.append(request)
                 action = self.decide(request)

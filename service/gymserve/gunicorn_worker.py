@@ -317,8 +317,8 @@ class GymserveWorker(gthread.ThreadWorker):
         close itself before its next message."""
         for conn in list(self._streams):
             if conn.gymserve_lock.acquire(blocking=False):
-                try:
-                    self._send_quietly(conn.sock, conn.gymserve_stream.close(code, reason))
+                try:  # ended for the poller too: the connection goes at once, not at the graceful timeout
+                    self._send_quietly(conn.sock, conn.gymserve_stream.close(code, reason), end=True)
                 finally:
                     conn.gymserve_lock.release()
 

@@ -237,6 +237,24 @@ _LABEL_PARAMETER = {
     "explode": True,
     "example": ["run=ppo-7"],
 }
+_STREAM_TEXT = (
+    "With Connection: Upgrade and Upgrade: websocket (RFC 6455, no compression) the answer is 101 and the "
+    "connection carries messages {op, ...the HTTP body's fields}: reset, step, render, close (batch_step on "
+    "/v2/stream), msgpack in binary frames, JSON in text frames, each answered in order with its HTTP route's body "
+    "(docs/api-v2.md, 'The step stream'). An unknown, lost or other tenant's id is refused before the 101."
+)
+
+
+def _stream_content(fields: dict[str, Any]) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {**fields, "upgrade": {"const": "websocket"}},
+        "required": [*fields, "upgrade"],
+        "additionalProperties": False,
+    }
+    return {native.JSON: {"schema": schema}}
+
+
 _LIST_MAX_PAGE = next(f.default for f in dataclasses.fields(Settings) if f.name == "list_max_page")
 _PAGE_PARAMETERS = [
     {
@@ -409,6 +427,23 @@ DOCUMENT: dict[str, Any] = {
                     _FRAME_CONTENT,
                 ),
                 (422,),
+            ),
+        },
+        "/v2/envs/{instance_id}/stream": {
+            "parameters": [_ID_PARAMETER],
+            "get": _operation(
+                "streamEnv",
+                "The env's step stream: a WebSocket",
+                (200, "Without an upgrade: what the route is.", _stream_content({"instance_id": {"type": "string"}})),
+                description=_STREAM_TEXT,
+            ),
+        },
+        "/v2/stream": {
+            "get": _operation(
+                "streamBatches",
+                "The batch stream: a WebSocket of batch_step messages",
+                (200, "Without an upgrade: what the route is.", _stream_content({})),
+                description=_STREAM_TEXT,
             ),
         },
         "/v2/envs/{instance_id}/frame": {

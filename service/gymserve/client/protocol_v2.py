@@ -93,7 +93,7 @@ class V2Protocol:
         self.stream: StreamChannel | None = None
         if stream not in (True, False, "auto"):
             raise ValueError(f"stream must be 'auto', True or False, got {stream!r}")
-        if stream:
+        if stream and self.direct is None:  # direct: steps go to the env's pod over HTTP, as asked
             try:
                 self.stream = StreamChannel(
                     self.http.base_url, info["instance_id"], self.http.headers, self.http.timeout

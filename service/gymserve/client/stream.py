@@ -9,13 +9,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 _RECV = 256 * 1024
+UPGRADE_SECONDS = 5.0
 
 
 class StreamBroken(Exception):
@@ -29,16 +33,22 @@ class StreamChannel:
         parts = urlsplit(base_url)
         host, tls = parts.hostname or "127.0.0.1", parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
+        sock: socket.socket | None = None
         try:
-            sock = socket.create_connection((host, port), timeout=min(timeout, 10.0))
-            sock.settimeout(timeout)
+            # The upgrade is answered at once or not at all (a proxy that does not pass it on): a short wait.
+            sock = socket.create_connection((host, port), timeout=min(timeout, UPGRADE_SECONDS))
             self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host) if tls else sock
             self.ws = WSConnection(ConnectionType.CLIENT)
             target = f"{parts.path.rstrip('/')}/v2/envs/{instance_id}/stream"
             extra = [(k.lower().encode(), v.encode()) for k, v in headers.items() if k.lower() == "authorization"]
             self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=target, extra_headers=extra)))
             self._next(AcceptConnection)
+            self.sock.settimeout(timeout)
+            # An env dropped without close() closes its socket when collected, as the HTTP session's does.
+            self._finalizer = weakref.finalize(self, self.sock.close)
         except (OSError, StreamBroken) as err:
+            if sock is not None:
+                sock.close()
             raise StreamBroken(f"no stream: {err}") from err
 
     def call(self, message: bytes) -> bytes:
@@ -51,9 +61,19 @@ class StreamChannel:
         return data
 
     def _next(self, kind: type) -> Any:
-        """The data of the next event of `kind` (a whole message), answering pings; StreamBroken at a close."""
+        """The data of the next event of `kind` (a whole message), answering pings; StreamBroken at a close, at
+        anything that is not a WebSocket, or when the whole answer took longer than the socket's timeout."""
+        try:
+            return self._read(kind)
+        except (LocalProtocolError, RemoteProtocolError) as err:  # a peer that speaks no WebSocket, or badly
+            raise StreamBroken(str(err)) from err
+
+    def _read(self, kind: type) -> Any:
+        deadline = time.monotonic() + (self.sock.gettimeout() or UPGRADE_SECONDS)
         pieces = bytearray()
         while True:
+            if time.monotonic() > deadline:
+                raise StreamBroken("no answer in time")
             for event in self.ws.events():
                 if isinstance(event, kind) and isinstance(event, BytesMessage):
                     pieces += event.data
@@ -73,4 +93,4 @@ class StreamChannel:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing: nothing to tell anyone
             self.sock.sendall(self.ws.send(CloseConnection(code=1000)))
-        self.sock.close()
+        self._finalizer()

@@ -600,6 +600,16 @@ def test_the_lifecycle_routes_answer_as_the_contract_says(api: Api) -> None:
         assert "GYMSERVE_SNAPSHOT_KEY" in expect_error(resp, 422, "not_supported", "snapshot")["message"]
 
 
+def test_a_stream_route_without_an_upgrade_says_what_it_is(api: Api) -> None:
+    """The step stream itself is tested in pipeline/test_stream.py; here, its routes' plain answers and the contract."""
+    iid = api.create()
+    resp, body = api.call("GET", f"/v2/envs/{iid}/stream")
+    assert resp.status_code == 200 and body == {"instance_id": iid, "upgrade": "websocket"}
+    resp, body = api.call("GET", "/v2/stream")
+    assert resp.status_code == 200 and body == {"upgrade": "websocket"}
+    assert api.call("GET", f"/v2/envs/{LOST_ID}/stream")[0].status_code == 410
+
+
 def test_every_operation_and_status_in_this_module_was_checked_against_the_contract(api: Api) -> None:
     """Runs last in this module: the answers above covered every operation (when the whole module ran)."""
     operations = {(t, m) for t, item in DOCUMENT["paths"].items() for m in item if m != "parameters"}

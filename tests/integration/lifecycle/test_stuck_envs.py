@@ -217,7 +217,7 @@ def test_a_stuck_call_on_the_step_stream_is_answered_at_its_deadline_and_the_str
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    srv = make_server()
+    srv = make_server(workers=1)  # the stream's own thread is the stuck one (a sibling's would answer it as a hop)
     iid = create(srv, STUCK)
     with connect(srv.url.replace("http://", "ws://") + f"/v2/envs/{iid}/stream") as ws:
         started = time.monotonic()
