@@ -287,6 +287,8 @@ class GymserveWorker(gthread.ThreadWorker):
                     sock.setblocking(False)
                     data = sock.recv(_RECV)
                 except (BlockingIOError, InterruptedError):
+                    if self._next_frame_soon(sock):
+                        continue  # a lockstep client's next message: this thread takes it, as for keep-alive
                     break
                 except OSError:
                     data = b""
@@ -307,6 +309,17 @@ class GymserveWorker(gthread.ThreadWorker):
         late = session.partial_since + self.head_timeout if session.partial is not None else None
         conn.gymserve_deadline = late or time.monotonic() + self.stream_idle
         return gthread._DEFER
+
+    def _next_frame_soon(self, sock: socket.socket) -> bool:
+        """Whether the stream's next message came within the linger, while another thread is free (the same rule
+        as a keep-alive connection's next request)."""
+        if not self.alive or self.linger <= 0 or self._busy >= self._threads_now:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], self.linger)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def _draining(self) -> bool:
         envs = getattr(self.wsgi, "extensions", {}).get("gymserve")
