@@ -28,24 +28,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run_perf import GUNICORN_FLAGS, LOAD_CORE, gymserve_env, request, serving  # noqa: E402
 
-from servers import free_port  # noqa: E402
+from servers import free_port, tree_cpu_seconds  # noqa: E402
 
 STEP = msgpack.packb({"action": 0})
 STREAM_STEP = msgpack.packb({"op": "step", "action": 0})
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` and its children now (the gunicorn master and its workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def client(kind: str, port: int, iid: str, seconds: float, out: Any) -> None:
@@ -84,11 +70,11 @@ def drive(kind: str, port: int, server_pid: int, clients: int, seconds: float) -
             ids.append(made["instance_id"])
     out: Any = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=client, args=(kind, port, iid, seconds, out)) for iid in ids]
-    cpu_before = cpu_seconds(server_pid)
+    cpu_before = tree_cpu_seconds(server_pid)
     for proc in procs:
         proc.start()
     results = [out.get(timeout=seconds + 60) for _ in procs]
-    cpu = cpu_seconds(server_pid) - cpu_before
+    cpu = tree_cpu_seconds(server_pid) - cpu_before
     for proc in procs:
         proc.join()
     steps = sum(n for n, _ in results)

@@ -25,9 +25,9 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "integration" / "lifecycle")]
-from test_stuck_envs import BUSY_LOOP, MODULE, SLEEP, STUCK, workers_cpu_seconds  # noqa: E402
+from test_stuck_envs import BUSY_LOOP, MODULE, SLEEP, STUCK  # noqa: E402
 
-from servers import start_server  # noqa: E402
+from servers import start_server, tree_cpu_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -85,9 +85,9 @@ def run(url: str, srv: Any, deadline: float, after: float) -> None:
         time.sleep(0.05)
     lost = [iid for iid in others if requests.get(f"{url}/v2/envs/{iid}", timeout=30).status_code != 200]
     time.sleep(max(0.0, after - 10 - (time.monotonic() - began)))
-    before = workers_cpu_seconds(srv)
+    before = tree_cpu_seconds(srv.proc.pid)
     time.sleep(10)
-    burnt = (workers_cpu_seconds(srv) - before) / 10
+    burnt = (tree_cpu_seconds(srv.proc.pid) - before) / 10
     kinds = sorted({(status, code) for _, status, code in answers.values()})
     print(f"stuck calls: 24 (12 busy loops, 12 sleeps), deadline {deadline:g} s")
     print(

@@ -120,7 +120,7 @@ class Deadlines:
             except Interrupted:
                 continue  # it came back just as the watchdog interrupted it: settled again (each step is idempotent)
         if was_slow:
-            self.spares(min(self._slow, MAX_SPARE_FACTOR * self.threads))
+            self._give_spares(self._slow)
         if running.timed_out:
             running.answered.wait(1.0)  # the watchdog's answer goes out first; this thread's then meets a closed socket
             raise StepTimeout(running.instance_id, running.seconds)
@@ -141,6 +141,9 @@ class Deadlines:
                 running.written_off = False
                 log.warning("a written-off call of env %s came back", running.instance_id)
         return was_slow
+
+    def _give_spares(self, slow: int) -> None:
+        self.spares(min(slow, MAX_SPARE_FACTOR * self.threads))
 
     # --- the watchdog ---
 
@@ -184,7 +187,7 @@ class Deadlines:
         for running in ended:
             self._timed_out(running)
         if grew:
-            self.spares(min(slow, MAX_SPARE_FACTOR * self.threads))
+            self._give_spares(slow)
         if stuck > self.settings.max_stuck_threads and not self._replacing:
             self._replacing = True
             metrics.WORKERS_REPLACED.labels("stuck_calls").inc()

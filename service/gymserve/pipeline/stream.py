@@ -194,21 +194,9 @@ class Session:
         environ.pop("HTTP_ACCEPT_ENCODING", None)  # a frame is never gzipped
         environ.pop("gunicorn.socket", None)  # the watchdog answers a stuck call on the stream, not in HTTP
         environ[LATE_ANSWER] = self._answer_late
-        status: list[int] = []
-        answer_type: list[str] = []
-
-        def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
-            status.append(int(line.split(" ", 1)[0]))
-            answer_type.extend(v for k, v in headers if k.lower() == "content-type")
-            return lambda _: None
-
-        chunks = self.app(environ, start_response)
-        try:
-            answer = b"".join(chunks)
-        finally:
-            if hasattr(chunks, "close"):
-                chunks.close()
-        return status[0], (answer_type or [values.JSON])[0], answer
+        line, headers, answer = call_app(self.app, environ)
+        answer_type = next((v for k, v in headers if k.lower() == "content-type"), values.JSON)
+        return int(line.split(" ", 1)[0]), answer_type, answer
 
     def _answer_late(self, err: GymServeError, native: bool) -> None:
         """The watchdog's: the stuck call's error as its answer, then the stream ends (1011): its thread is stuck."""
@@ -217,6 +205,24 @@ class Session:
         body = values.dumps(error_body(err, True), values.MSGPACK if self.binary else values.JSON)
         frame = BytesMessage(body) if self.binary else TextMessage(body.decode("utf-8"))
         self.send_late(self.ws.send(frame) + self.close(1011, err.code))
+
+
+def call_app(app: App, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """A WSGI app's whole answer to `environ`: its status line, headers and body (for a stream's message, or the
+    worker's check of an upgrade, which answer it on their own terms)."""
+    answer: list[Any] = []
+
+    def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
+        answer[:] = [line, headers]
+        return lambda _: None
+
+    chunks = app(environ, start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    return answer[0], answer[1], body
 
 
 def _encoded(message: dict[str, Any], binary: bool) -> bytes:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from servers import Server, start_server
+from servers import Server, start_server, tree_cpu_seconds
 
 pytestmark = pytest.mark.integration
 
@@ -99,19 +99,6 @@ def in_background(target: Any, *args: Any) -> list[Any]:
     return out
 
 
-def workers_cpu_seconds(srv: Server) -> float:
-    """User and system CPU of the server's worker processes so far (/proc: children of the master)."""
-    total = 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == srv.proc.pid:  # ppid
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def expect_step_timeout(seconds: float, resp: requests.Response, iid: str) -> None:
     assert resp.status_code == 504, resp.text
     error = resp.json()["error"]
@@ -127,9 +114,9 @@ def test_a_busy_loop_is_stopped_answered_504_its_env_quarantined_and_no_cpu_stay
     again = call(srv, "POST", f"/v2/envs/{iid}/step", {"action": 0})
     assert again.status_code == 409 and again.json()["error"]["code"] == "env_quarantined"
     assert call(srv, "POST", f"/v1/envs/{iid}/step/", {"action": 0}).status_code == 400  # /v1's shape of a 409
-    before = workers_cpu_seconds(srv)
+    before = tree_cpu_seconds(srv.proc.pid)
     time.sleep(2.0)
-    assert workers_cpu_seconds(srv) - before < 0.5  # the loop was stopped: no core burnt
+    assert tree_cpu_seconds(srv.proc.pid) - before < 0.5  # the loop was stopped: no core burnt
     assert call(srv, "DELETE", f"/v2/envs/{iid}").status_code == 204  # a quarantined env can be deleted
     assert call(srv, "GET", f"/v2/envs/{iid}").status_code == 404
     metrics = call(srv, "GET", "/metrics").text
