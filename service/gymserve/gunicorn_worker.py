@@ -250,19 +250,10 @@ class GymserveWorker(gthread.ThreadWorker):
         environ["wsgi.multithread"] = True
         for hop in stream.HOP_HEADERS:  # the check is a plain GET (werkzeug refuses a non-WebSocket route's upgrade)
             environ.pop(hop, None)
-        answer: list[Any] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            answer[:] = [status, headers]
-            return lambda _: None
-
-        chunks = self.wsgi(environ, start_response)
-        body = b"".join(chunks)
-        if hasattr(chunks, "close"):
-            chunks.close()
-        if not answer[0].startswith("200"):
+        line, headers, body = stream.call_app(self.wsgi, environ)
+        if not line.startswith("200"):
             resp.force_close()
-            resp.start_response(answer[0], answer[1])
+            resp.start_response(line, headers)
             resp.write(body)
             resp.close()
             return False
@@ -303,6 +294,8 @@ class GymserveWorker(gthread.ThreadWorker):
                     session.closed = True
                 if not data:
                     session.closed = True
+            if not session.closed and self._draining():  # it drained while this thread lingered: end_streams skipped it
+                self._send_quietly(sock, session.close(stream.MOVED, "moved"), end=True)
             if session.closed:
                 self._streams.discard(conn)
                 return False
