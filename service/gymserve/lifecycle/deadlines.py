@@ -8,6 +8,8 @@ The rules (docs/operations.md, "What one env may cost"):
 - A call running over SLOW_SECONDS gets a spare thread, so slow calls never take the threads other envs need (nor
   the health and metrics endpoints). With a tenants file, one tenant may hold at most
   GYMSERVE_TENANT_THREAD_SHARE of a worker's threads in slow calls: past it, its new calls get `429 tenant_busy`.
+  A thread waiting on a call another worker runs (a forward, a sub-batch) counts the same, without a deadline of
+  its own: the owner answers 504 on that hop.
 - A call still stuck WRITE_OFF_SECONDS after its deadline (a sleep, native code, blocking I/O: nothing Python can
   stop) is written off. More than GYMSERVE_MAX_STUCK_THREADS written off, and the worker is replaced: it parks
   its other envs, which its successor adopts (`too_many_stuck`, given to the worker by gunicorn_conf).
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import metrics
 from ..errors import GymServeError, StepTimeout, TenantBusy
@@ -90,13 +94,29 @@ class Deadlines:
             seconds = self._limits[env_id] = self.settings.step_timeout(env_id)
         return seconds
 
-    @contextmanager
-    def call(self, instance_id: str, env_id: str, tenant: str, answer: LateAnswer | None) -> Iterator[None]:
+    def call(self, instance_id: str, env_id: str, tenant: str, answer: LateAnswer | None) -> Any:
         """One env call under its deadline: StepTimeout when the watchdog ended it, TenantBusy before it runs."""
-        if self.share is not None:
-            self._admit(tenant)
+        return self._held(instance_id, env_id, tenant, self.limit(env_id), answer)
+
+    def waiting(self, instance_id: str, tenant: str, admitted: bool = False) -> Any:
+        """A thread waiting on an env call that another worker or replica runs (a forward, a batch's sub-batch):
+        no deadline here (the owner keeps it and answers 504 on this hop), but a spare thread once it is slow and
+        a place in its tenant's share, as a call of its own would have (`admitted`: `admit` said so already)."""
+        return self._held(instance_id, "", tenant, math.inf, None, admitted)
+
+    @contextmanager
+    def _held(
+        self,
+        instance_id: str,
+        env_id: str,
+        tenant: str,
+        seconds: float,
+        answer: LateAnswer | None,
+        admitted: bool = False,
+    ) -> Iterator[None]:
+        if not admitted:
+            self.admit(tenant)
         now = time.monotonic()
-        seconds = self.limit(env_id)
         running = Running(instance_id, env_id, tenant, threading.get_ident(), now, now + seconds, seconds, answer)
         self._running[id(running)] = running
         try:
@@ -106,9 +126,11 @@ class Deadlines:
         finally:
             self._leave(running)
 
-    def _admit(self, tenant: str) -> None:
+    def admit(self, tenant: str) -> None:
+        """TenantBusy when the tenant's slow calls hold its whole share of this worker's threads."""
+        if self.share is None:
+            return
         slow = sum(1 for r in list(self._running.values()) if r.tenant == tenant and r.slow and not r.done)
-        assert self.share is not None
         if slow >= self.share:
             raise TenantBusy(tenant, self.share)
 

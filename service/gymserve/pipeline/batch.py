@@ -80,6 +80,9 @@ class Batches:
         as they are (values.Wire).
         """
         plan = self._plan(items, caller)
+        waits = bool(plan.remote or plan.groups)
+        if waits:  # before anything is sent or stepped: a tenant over its share gets its 429 for the whole batch
+            self.envs.deadlines.admit(caller.tenant.name)
         # Every sub-batch is sent from this thread before it steps its own items, and read after: sent from a
         # thread of a pool, it waited for the GIL this thread holds while it steps, and the workers took turns
         # (measured: a batch over two replicas took as long as both halves one after the other).
@@ -98,9 +101,11 @@ class Batches:
         ]
         for i in plan.local:
             plan.results[i] = self._step_local(items[i], caller)
-        for finish, idx in pending:
-            for i, result in zip(idx, finish(), strict=True):
-                plan.results[i] = result
+        if waits:
+            with self.envs.deadlines.waiting(items[0].id, caller.tenant.name, admitted=True):
+                for finish, idx in pending:
+                    for i, result in zip(idx, finish(), strict=True):
+                        plan.results[i] = result
         return [r for r in plan.results if r is not None]
 
     def _plan(self, items: list[BatchItem], caller: Caller) -> _Plan:

@@ -242,7 +242,8 @@ class Front:
         """Once, to the sibling that holds the env; its answer goes back as it is."""
         assert self.forwarder is not None and caller.resolution is not None and caller.resolution.owner is not None
         try:
-            return relay(self.forwarder, caller.resolution.owner.slot, self._incoming(environ), instance_id, caller)
+            with self.envs.deadlines.waiting(instance_id, caller.tenant.name):
+                return relay(self.forwarder, caller.resolution.owner.slot, self._incoming(environ), instance_id, caller)
         except InstanceLost:  # it exited meanwhile: a drain parked the env first, a crash lost it
             return error_reply(self.envs.hop_lost(caller, instance_id), native)
         except GymServeError as err:  # the owner is slow, or the body too large: answered in the API's shape
@@ -261,7 +262,8 @@ class Front:
             send = peers.begin(
                 self.envs.settings, holder.node, holder.slot, incoming.method, target, headers, incoming.body
             )
-            status, answer_headers, body = send()
+            with self.envs.deadlines.waiting(instance_id, caller.tenant.name):
+                status, answer_headers, body = send()
         except GymServeError as err:
             return error_reply(err, native)
         except (OSError, http.client.HTTPException):

@@ -146,6 +146,34 @@ def test_while_sleeps_are_stuck_other_envs_and_the_probes_stay_fast(make_server:
         expect_step_timeout(*answer[0], iid)
 
 
+def test_threads_waiting_on_a_siblings_stuck_calls_get_spare_threads_too(make_server: Any) -> None:
+    from servers import free_port_base
+
+    base = free_port_base()
+    srv = make_server(max_stuck_threads=8, worker_port_base=base)
+    made: dict[int, list[str]] = {0: [], 1: []}
+    while len(made[1]) < 8 or len(made[0]) < 2:  # placement alternates workers
+        iid = create(srv, STUCK)
+        made[slot_of(iid)].append(iid)
+    first = Server(f"http://127.0.0.1:{base}", srv.proc, srv.log_path)  # worker 0's own port
+    # Worker 1's envs, stepped on worker 0's port: each stuck call holds one of worker 0's 4 threads, waiting on
+    # its forward (twice as many calls as threads), while worker 0's own envs must still step at once.
+    stuck_answers = [in_background(timed_step, first, iid, SLEEP) for iid in made[1][:8]]
+    time.sleep(0.5)
+    slowest_step = 0.0
+    until = time.monotonic() + DEADLINE - 0.7
+    while time.monotonic() < until:
+        for iid in made[0][:2]:
+            seconds, resp = timed_step(first, iid, 0)
+            assert resp.status_code == 200, resp.text
+            slowest_step = max(slowest_step, seconds)
+    assert slowest_step < 0.5, slowest_step
+    time.sleep(1.5)
+    for iid, answer in zip(made[1][:8], stuck_answers, strict=True):
+        assert answer, "a stuck client got no answer within its deadline"
+        expect_step_timeout(*answer[0], iid)
+
+
 def test_a_resend_of_a_running_call_is_answered_at_once_and_holds_no_thread(make_server: Any) -> None:
     srv = make_server()
     iid = create(srv, STUCK)

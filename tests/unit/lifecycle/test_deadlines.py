@@ -137,3 +137,29 @@ def test_deadlines_by_env_id_and_a_bad_entry_names_the_setting() -> None:
             Settings(step_timeout_overrides=bad)
     with pytest.raises(SettingsError, match="GYMSERVE_TENANT_THREAD_SHARE"):
         Settings(tenant_thread_share=2)
+
+
+def test_a_thread_waiting_on_another_workers_call_gets_a_spare_but_no_deadline_and_counts_in_the_share() -> None:
+    dl = make(shared=True, step_timeout_seconds=0.2)  # 4 threads, a share of 2
+    spares: list[int] = []
+    dl.spares = spares.append
+    release, outcome = threading.Event(), []
+
+    def wait() -> None:
+        with dl.waiting("theirs", "a"):
+            release.wait(30)
+        outcome.append("returned")
+
+    waiters = [threading.Thread(target=wait, daemon=True) for _ in range(2)]
+    for thread in waiters:
+        thread.start()
+    time.sleep(0.05)
+    dl.check(time.monotonic() + 3600)  # long past any deadline: the owner keeps it, not this worker
+    assert spares[-1] == 2 and not outcome
+    with pytest.raises(TenantBusy):
+        dl.admit("a")
+    release.set()
+    for thread in waiters:
+        thread.join(5)
+    assert outcome == ["returned", "returned"] and spares[-1] == 0
+    dl.admit("a")
