@@ -166,6 +166,18 @@ class Settings:
         "A step stream (GET /v2/envs/<id>/stream, a WebSocket) with no message for this long is closed (1001).",
         minimum=1,
     )
+    stream_max_in_flight: int = _setting(
+        64,
+        "Requests a step stream may send before reading: the server answers at most this many of those it has read "
+        "before it sends their answers, and reads no more while they are being sent.",
+        minimum=1,
+    )
+    stream_max_unsent_bytes: int = _setting(
+        4 * 1024 * 1024,
+        "Answers a step stream holds before sending them; the server reads no more while they are being sent (a "
+        "client that takes none of them for GYMSERVE_HEAD_TIMEOUT_SECONDS is closed).",
+        minimum=1024,
+    )
     stream_pings_per_second: int = _setting(
         10, "Pings a step stream may send per second; past it, it is closed (1008).", minimum=1
     )
@@ -188,7 +200,7 @@ class Settings:
     )
     tenant_thread_share: float = _setting(
         0.5,
-        "The share of a worker's threads one tenant's slow env calls (running over 0.25 s) may hold; past it its "
+        "The share of a worker's threads one tenant's slow env calls (running over 0.1 s) may hold; past it its "
         "new env calls get 429 tenant_busy at once.",
         minimum=0.01,
     )

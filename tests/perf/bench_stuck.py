@@ -67,6 +67,7 @@ def run(url: str, srv: Any, deadline: float, after: float) -> None:
     for n, iid in enumerate(stuck):
         threading.Thread(target=stick, args=(iid, BUSY_LOOP if n % 2 else SLEEP), daemon=True).start()
     slowest_stuck = slowest_step = slowest_probe = 0.0  # slowest_stuck: before the first deadline passed
+    while_stuck: list[tuple[float, float]] = []  # (when, seconds) of each other env's step then
     seq = {iid: 1 for iid in others}
     statuses: dict[int, int] = {}
     while time.monotonic() - began < deadline + 5:
@@ -81,6 +82,7 @@ def run(url: str, srv: Any, deadline: float, after: float) -> None:
             slowest_step = max(slowest_step, time.monotonic() - started)
             if time.monotonic() - began < deadline:
                 slowest_stuck = max(slowest_stuck, time.monotonic() - started)
+                while_stuck.append((started - began, time.monotonic() - started))
         started = time.monotonic()
         requests.get(url + "/healthz", timeout=30)
         slowest_probe = max(slowest_probe, time.monotonic() - started)
@@ -98,6 +100,9 @@ def run(url: str, srv: Any, deadline: float, after: float) -> None:
     )
     print(f"other envs' steps: {sum(statuses.values())}, statuses {statuses}")
     print(f"  slowest while the calls were stuck (before their deadline): {slowest_stuck:.3f} s")
+    times = sorted(seconds for _, seconds in while_stuck)
+    late = [(round(when, 1), round(seconds, 3)) for when, seconds in while_stuck if seconds >= 0.5]
+    print(f"  then: p50 {times[len(times) // 2]:.3f} s, p99 {times[int(len(times) * 0.99)]:.3f} s; over 0.5 s: {late}")
     print(f"  slowest overall, with the 503 retries while a replaced worker's envs moved: {slowest_step:.3f} s")
     print(f"/healthz slowest {slowest_probe:.3f} s; other envs lost: {len(lost)} of {len(others)}")
     print(f"workers' CPU {after - 10:.0f}-{after:.0f} s after the calls began: {burnt:.1%} of a core")
