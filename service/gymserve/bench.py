@@ -2,7 +2,8 @@
 
 Each client owns its envs (one env, a batch of envs, or one vector env) and steps them as fast as
 the server answers (a closed loop), through /v1 or /v2 (JSON or msgpack), on one keep-alive
-connection or on a fresh connection per request. Clients are threads spread over several
+connection, on a fresh connection per request, or (`--stream`) as msgpack messages on the env's
+WebSocket step stream (GET /v2/envs/<id>/stream; /v2/stream for batches). Clients are threads spread over several
 processes so that the generator is not held by one GIL. Steps count env-steps: a batch or vector
 request of N envs is N steps and one request.
 """
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 from .client.connection import KeptConnection
 from .client.http import auth_headers
+from .client.stream import StreamBroken, StreamChannel
 from .codec import spaces, values
 
 JSON = "application/json"
@@ -47,6 +49,7 @@ class BenchConfig:
     mode: str = "single"  # /v2 only: single (one env per request), batch (/v2/batch/step), vector (num_envs)
     batch_size: int = 16  # batch mode: envs each client steps in one request
     num_envs: int = 16  # vector mode: sub-envs of each client's vector env
+    stream: bool = False  # /v2 msgpack only: each step a message on the step stream, in lockstep
     api_key: str = field(default="", repr=False)  # a farm with tenants: sent as a Bearer token, never reported
 
 
@@ -191,14 +194,22 @@ class _V2(_Driver):
         self.actions = actions
 
     def request(self) -> tuple[str, bytes]:
+        path, payload = self._step()
+        return path, values.dumps(payload, self.media_type)
+
+    def message(self) -> bytes:
+        """The next step as a message of the step stream (msgpack)."""
+        _, payload = self._step()
+        return values.dumps({"op": "batch_step" if self.cfg.mode == "batch" else "step", **payload}, MSGPACK)
+
+    def _step(self) -> tuple[str, dict[str, Any]]:
         if self.cfg.mode == "batch":
             items = [
                 {"id": iid, "action": action, "seq": seq + 1}
                 for iid, action, seq in zip(self.created, self.actions, self.seqs, strict=True)
             ]
-            return "/v2/batch/step", values.dumps({"items": items}, self.media_type)
-        body = values.dumps({"action": self.actions[0], "seq": self.seqs[0] + 1}, self.media_type)
-        return f"/v2/envs/{self.created[0]}/step", body
+            return "/v2/batch/step", {"items": items}
+        return f"/v2/envs/{self.created[0]}/step", {"action": self.actions[0], "seq": self.seqs[0] + 1}
 
     def answered(self, status: int, data: bytes, errors: Counter[str]) -> int:
         if status != 200:
@@ -226,19 +237,10 @@ def _run_client(cfg: BenchConfig, seed: int, deadline: float, result: ClientResu
     driver: _Driver = _V1Single(cfg, conn) if cfg.api == "v1" else _V2(cfg, conn)
     try:
         driver.setup(seed)
-        while time.monotonic() < deadline:
-            path, body = driver.request()
-            started = time.perf_counter_ns()
-            try:
-                status, data, wire, hop = conn.call("POST", path, body, driver.media_type)
-            except (OSError, http.client.HTTPException) as exc:
-                result.errors[type(exc).__name__] += 1
-                continue
-            result.latencies_us.append((time.perf_counter_ns() - started) // 1000)
-            result.requests += 1
-            result.wire_bytes += wire
-            result.forwarded += hop
-            result.steps += driver.answered(status, data, result.errors)
+        if isinstance(driver, _V2) and cfg.stream:
+            _stream_steps(cfg, driver, deadline, result)
+        else:
+            _http_steps(driver, deadline, result)
     except SetupFailed as exc:
         result.errors[str(exc)] += 1
     except (OSError, http.client.HTTPException) as exc:
@@ -249,6 +251,58 @@ def _run_client(cfg: BenchConfig, seed: int, deadline: float, result: ClientResu
         except (OSError, http.client.HTTPException):
             result.errors["delete failed"] += 1
         conn.close()
+
+
+def _http_steps(driver: _Driver, deadline: float, result: ClientResult) -> None:
+    """The client's steps until `deadline`, each a request, the next sent once the last is answered."""
+    while time.monotonic() < deadline:
+        path, body = driver.request()
+        started = time.perf_counter_ns()
+        try:
+            status, data, wire, hop = driver.conn.call("POST", path, body, driver.media_type)
+        except (OSError, http.client.HTTPException) as exc:
+            result.errors[type(exc).__name__] += 1
+            continue
+        result.latencies_us.append((time.perf_counter_ns() - started) // 1000)
+        result.requests += 1
+        result.wire_bytes += wire
+        result.forwarded += hop
+        result.steps += driver.answered(status, data, result.errors)
+
+
+# An error message's answer on the stream: a msgpack map whose one key is "error" (answers never start so).
+_STREAM_ERROR = b"\x81\xa5error"
+
+
+def _stream_steps(cfg: BenchConfig, driver: _V2, deadline: float, result: ClientResult) -> None:
+    """The client's steps until `deadline`, each a message on its stream, the next sent once the last is answered."""
+    target = None if cfg.mode == "batch" else driver.created[0]
+    try:
+        channel = StreamChannel(cfg.url, target, dict(driver.conn.auth), timeout=60)
+    except StreamBroken as exc:
+        raise SetupFailed(f"stream refused ({exc})") from None
+    try:
+        while time.monotonic() < deadline:
+            message = driver.message()
+            started = time.perf_counter_ns()
+            data = channel.call(message)
+            result.latencies_us.append((time.perf_counter_ns() - started) // 1000)
+            result.requests += 1
+            result.wire_bytes += _frame_bytes(len(message), masked=True) + _frame_bytes(len(data), masked=False)
+            if data.startswith(_STREAM_ERROR):
+                result.errors[f"stream {values.loads(data, MSGPACK)['error']['code']}"] += 1
+            else:
+                result.steps += driver.answered(200, data, result.errors)
+    except StreamBroken as exc:
+        result.errors[f"stream broken ({exc})"] += 1
+    finally:
+        channel.close()
+
+
+def _frame_bytes(size: int, masked: bool) -> int:
+    """A WebSocket frame's bytes for a payload of `size` (RFC 6455 5.2: a client's frames carry a 4-byte mask)."""
+    length = 0 if size < 126 else 2 if size < 65536 else 8
+    return 2 + length + (4 if masked else 0) + size
 
 
 def _process_main(cfg: BenchConfig, seeds: list[int], deadline: float, queue: Any) -> None:
@@ -372,12 +426,16 @@ def format_report(report: dict[str, Any]) -> str:
 def _describe_api(cfg: dict[str, Any]) -> str:
     if cfg["api"] == "v1":
         return "/v1 JSON, one env per request"
-    what = {
-        "single": "one env per request",
-        "batch": f"{cfg['batch_size']} envs per /v2/batch/step request",
-        "vector": f"a vector env of {cfg['num_envs']} per request",
-    }[cfg["mode"]]
-    return f"/v2 {cfg['encoding']}, {what}"
+    if cfg["stream"]:
+        return f"/v2 step stream (msgpack messages), {_MODE_WORDS[cfg['mode']](cfg)} per message"
+    return f"/v2 {cfg['encoding']}, {_MODE_WORDS[cfg['mode']](cfg)} per request"
+
+
+_MODE_WORDS = {
+    "single": lambda cfg: "one env",
+    "batch": lambda cfg: f"{cfg['batch_size']} envs (a batch step)",
+    "vector": lambda cfg: f"a vector env of {cfg['num_envs']}",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -394,9 +452,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="PID of the server (gunicorn master) on this machine, to report its CPU",
     )
-    parser.add_argument("--api", choices=("v1", "v2"), default=BenchConfig.api, help="which API to step through")
+    parser.add_argument("--api", choices=("v1", "v2"), default=None, help="which API to step through (default v1)")
+    parser.add_argument("--encoding", choices=tuple(MEDIA_TYPES), default=None, help="/v2 body encoding (default json)")
     parser.add_argument(
-        "--encoding", choices=tuple(MEDIA_TYPES), default=BenchConfig.encoding, help="/v2 body encoding"
+        "--stream",
+        action="store_true",
+        help="step over the WebSocket step stream (/v2 msgpack messages, one env per connection in lockstep; "
+        "batch mode: /v2/stream)",
     )
     parser.add_argument(
         "--mode",
@@ -438,6 +500,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_envs=args.num_envs,
         api_key=args.api_key or "",
+        stream=args.stream,
     )
     report = run(cfg)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -445,6 +508,15 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _bad_arguments(args: argparse.Namespace) -> str:
+    """What is wrong with the arguments ("" if nothing); --api and --encoding are given their defaults here (the
+    stream's are v2 and msgpack)."""
+    if args.stream and (args.api == "v1" or args.encoding == "json" or args.fresh_connections):
+        return (
+            "--stream sends /v2 msgpack messages on one connection: "
+            "not with --api v1, --encoding json or --fresh-connections"
+        )
+    args.api = args.api or ("v2" if args.stream else BenchConfig.api)
+    args.encoding = args.encoding or ("msgpack" if args.stream else BenchConfig.encoding)
     if args.clients < 1 or args.seconds <= 0:
         return "--clients must be at least 1 and --seconds positive"
     if args.batch_size < 1 or args.num_envs < 1:

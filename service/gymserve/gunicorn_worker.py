@@ -180,7 +180,12 @@ class GymserveWorker(gthread.ThreadWorker):
         self._closing: dict[socket.socket, float] = {}  # draining after a close -> until when
         self._threads_now = self.cfg.threads
         self.stream_idle = settings.stream_idle_seconds
-        self.stream_pings = settings.stream_pings_per_second
+        self.stream_limits = stream.Limits(
+            self.max_body,
+            settings.stream_pings_per_second,
+            settings.stream_max_in_flight,
+            settings.stream_max_unsent_bytes,
+        )
         self._streams: set[Any] = set()  # upgraded connections (pipeline/stream.py), for a drain's 1012
 
     def spare_threads(self, n: int) -> None:
@@ -258,7 +263,7 @@ class GymserveWorker(gthread.ThreadWorker):
             resp.close()
             return False
         match = stream.ENV_STREAM.fullmatch(environ["PATH_INFO"])
-        limits = stream.Limits(self.max_body, self.stream_pings)
+        limits = self.stream_limits
         session = stream.Session(self.wsgi, environ, match[1] if match else None, limits)
         session.send_late = partial(self._send_quietly, conn.sock, end=True)
         conn.sock.sendall(session.accept(head))

@@ -77,6 +77,31 @@ def test_bench_steps_through_v2_counting_env_steps_and_requests(server, args, st
     assert report["config"]["api"] == "v2" and report["forwarded_share"] == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "steps_per_message"),
+    [([], 1), (["--mode", "vector", "--num-envs", "4"], 4), (["--mode", "batch", "--batch-size", "3"], 3)],
+    ids=["single", "vector", "batch"],
+)
+def test_bench_steps_over_the_step_stream(server, args, steps_per_message):
+    out = bench("--url", server.url, "--clients", "2", "--seconds", "1", "--stream", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["errors"] == {} and report["requests"] > 5
+    assert report["steps"] == report["requests"] * steps_per_message
+    assert report["config"]["stream"] is True and report["config"]["api"] == "v2"
+    assert report["config"]["encoding"] == "msgpack"
+    if not args:  # a CartPole step: its message and answer, no HTTP head (a /v2 msgpack request is over 250 bytes)
+        assert 60 < report["bytes_per_step"] < 250
+
+
+def test_bench_stream_text_report_and_a_failed_create(server):
+    out = bench("--url", server.url, "--clients", "1", "--seconds", "0.5", "--stream")
+    assert out.returncode == 0, out.stderr
+    assert "/v2 step stream (msgpack messages), one env per message" in out.stdout
+    unknown = bench("--url", server.url, "--clients", "1", "--seconds", "0.5", "--stream", "--env-id", "NoSuch-v0")
+    assert unknown.returncode == 1 and "create 422" in unknown.stdout
+
+
 def test_bench_batches_over_fresh_connections_reach_both_workers(server):
     out = bench(
         "--url", server.url, "--clients", "2", "--seconds", "1", "--json", "--fresh-connections",
@@ -111,6 +136,8 @@ def test_bench_counts_v2_create_errors_by_status(server):
         (["--api", "v2", "--batch-size", "0"], "--batch-size"),
         (["--mode", "batch"], "--api v2"),
         (["--encoding", "msgpack"], "--api v2"),
+        (["--stream", "--api", "v1"], "--stream"),
+        (["--stream", "--fresh-connections"], "--stream"),
     ],
 )
 def test_bench_refuses_nonsense_arguments(args, named):

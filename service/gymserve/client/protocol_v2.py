@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgpack
@@ -91,6 +92,7 @@ class V2Protocol:
         self.action_space = spaces.rebuild_space(info["action_space"])
         self.observation_space = spaces.rebuild_space(info["observation_space"])
         self.stream: StreamChannel | None = None
+        self._overlap: ThreadPoolExecutor | None = None  # the thread of step_begin(overlap=True) over HTTP
         if stream not in (True, False, "auto"):
             raise ValueError(f"stream must be 'auto', True or False, got {stream!r}")
         if stream and self.direct is None:  # direct: steps go to the env's pod over HTTP, as asked
@@ -144,9 +146,30 @@ class V2Protocol:
 
     def _sequenced(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send the reset or step numbered once: every resend, on either path, is the same request with the same seq."""
+        return self._begin(kind, body, overlap=False)()
+
+    def _begin(self, kind: str, body: dict[str, Any], overlap: bool) -> Callable[[], dict[str, Any]]:
+        """The numbered call sent now (on the stream), or (`overlap`) sent over HTTP by a thread of its own; the
+        call returned waits for its answer. Nothing else may be sent on this env before it was called."""
         numbered = {**body, "seq": self.seq + 1}
-        answer = self._streamed(kind, numbered) if self.stream is not None else None
-        if answer is None and self.direct is not None:
+        sent = self.stream is not None and self._stream_send(kind, numbered)
+
+        def answer() -> dict[str, Any]:
+            got = self._stream_answer() if sent else None
+            if got is None:
+                got = self._over_http(kind, numbered)
+            self.seq = got["seq"]
+            return got
+
+        if sent or not overlap:
+            return answer
+        if self._overlap is None:
+            self._overlap = ThreadPoolExecutor(1, thread_name_prefix="gymserve-step")
+        return self._overlap.submit(answer).result
+
+    def _over_http(self, kind: str, numbered: dict[str, Any]) -> dict[str, Any]:
+        answer = None
+        if self.direct is not None:
             try:
                 answer = self._call("POST", f"{self._path}/{kind}", numbered, http=self.direct)
             except ConnectionFailed:
@@ -157,19 +180,33 @@ class V2Protocol:
                     raise  # unavailable (the env moves): this call rides the router's retry window
         if answer is None:
             answer = self._call("POST", f"{self._path}/{kind}", numbered)
-        self.seq = answer["seq"]
         return answer
 
-    def _streamed(self, kind: str, numbered: dict[str, Any]) -> dict[str, Any] | None:
-        """The numbered call over the env's stream; None to send it over HTTP instead: after an error answer (HTTP
-        gives it with its status; nothing ran, errors use no number), or for good once the stream broke (a move
-        closes it with 1012: HTTP rides the move, and the same seq never runs twice)."""
+    def _stream_send(self, kind: str, numbered: dict[str, Any]) -> bool:
+        """The numbered call sent on the env's stream; False once the stream broke (then HTTP, for good)."""
         assert self.stream is not None
         try:
-            data = self.stream.call(msgpack.packb({"op": kind, **values.to_wire(numbered, binary=True)}))
+            self.stream.send(msgpack.packb({"op": kind, **values.to_wire(numbered, binary=True)}))
         except StreamBroken:
+            self._stream_broke()
+            return False
+        return True
+
+    def _stream_broke(self) -> None:
+        if self.stream is not None:
             self.stream.close()
             self.stream = None
+
+    def _stream_answer(self) -> dict[str, Any] | None:
+        """The stream's answer to the call sent; None to send it over HTTP instead: after an error answer (HTTP
+        gives it with its status; nothing ran, errors use no number), or for good once the stream broke (a move
+        closes it with 1012: HTTP rides the move, and the same seq never runs twice)."""
+        if self.stream is None:
+            return None
+        try:
+            data = self.stream.receive()
+        except StreamBroken:
+            self._stream_broke()
             return None
         answer = values.loads(data, values.MSGPACK, "answer")
         error = answer.get("error")
@@ -185,8 +222,17 @@ class V2Protocol:
 
     def step(self, action: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """A transition: a single env's (float reward, bool flags), or a vector env's (arrays, one per sub-env)."""
-        answer = self._sequenced("step", {"action": action})
-        return answer["observation"], answer["reward"], answer["terminated"], answer["truncated"], answer["info"]
+        return self.step_begin(action, overlap=False)()
+
+    def step_begin(self, action: Any, overlap: bool = True) -> Callable[[], tuple[Any, Any, Any, Any, dict[str, Any]]]:
+        """The step sent now; the call returned waits for its transition."""
+        answer = self._begin("step", {"action": action}, overlap)
+
+        def transition() -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+            got = answer()
+            return got["observation"], got["reward"], got["terminated"], got["truncated"], got["info"]
+
+        return transition
 
     def render(self) -> Any:
         return self._call("GET", f"{self._path}/render")["frame"]
@@ -207,9 +253,10 @@ class V2Protocol:
         return self._call("GET", self._path)
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
+        self._stream_broke()
+        if self._overlap is not None:
+            self._overlap.shutdown(wait=False)
+            self._overlap = None
         if self.direct is not None:
             self.direct.close()
             self.direct = None

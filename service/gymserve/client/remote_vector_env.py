@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 from gymnasium.vector import AutoresetMode
 
 from ..codec import spaces
@@ -79,6 +81,7 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
     def _attach(self, http: HttpSession, remote: V2Protocol) -> None:
         self._http: HttpSession = http
         self._remote = remote
+        self._pending: Callable[[], tuple[Any, Any, Any, Any, dict[str, Any]]] | None = None  # a step_async's answer
         created = remote.created
         self.num_envs = int(created["num_envs"])
         self.action_space = remote.action_space
@@ -121,6 +124,19 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         obs, rewards, terminations, truncations, info = self._open().step(actions)
         return obs, rewards, terminations, truncations, self._vector_info(info)
 
+    def step_async(self, actions: Any) -> None:
+        """Send the step now and return: the farm steps while the learner computes; `step_wait()` gives its answer.
+        On the stream the step is one message sent; over HTTP a thread of this env's sends it."""
+        self._pending = self._open().step_begin(actions)
+
+    def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The answer to the step `step_async` sent (as `step` returns it)."""
+        if self._pending is None:
+            raise NoAsyncCallError("step_wait() without a step_async() before it", "step")
+        pending, self._pending = self._pending, None
+        obs, rewards, terminations, truncations, info = pending()
+        return obs, rewards, terminations, truncations, self._vector_info(info)
+
     def render(self) -> tuple[Any, ...] | None:
         remote = self._open()
         return None if self.render_mode is None else remote.render()
@@ -130,13 +146,20 @@ class RemoteVectorEnv(Held, gym.vector.VectorEnv[Any, Any, Any]):
         return self._open().info()
 
     def _open(self) -> V2Protocol:
-        """The vector env on the server; EnvClosed once this RemoteVectorEnv was closed."""
+        """The vector env on the server; EnvClosed once this RemoteVectorEnv was closed, AlreadyPendingCallError
+        while a step_async() waits for its step_wait()."""
         if self._remote.instance_id is None:
             raise EnvClosed("this RemoteVectorEnv was closed; make a new one")
+        if self._pending is not None:
+            raise AlreadyPendingCallError("a step_async() waits for its step_wait()", "step")
         return self._remote
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Delete the vector env on the server."""
+        """Delete the vector env on the server (after the answer of a step_async still pending)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with contextlib.suppress(Exception):  # closing: the step's outcome no longer matters
+                pending()
         self._release(self._remote)
 
     def __enter__(self) -> RemoteVectorEnv:

@@ -27,9 +27,11 @@ class StreamBroken(Exception):
 
 
 class StreamChannel:
-    """One WebSocket to one env's stream: `call(message)` sends one msgpack message and returns its answer."""
+    """One WebSocket to one env's stream (or the batch stream): `call(message)` sends one msgpack message and
+    returns its answer."""
 
-    def __init__(self, base_url: str, instance_id: str, headers: dict[str, str], timeout: float) -> None:
+    def __init__(self, base_url: str, instance_id: str | None, headers: dict[str, str], timeout: float) -> None:
+        """The stream of env `instance_id`; None: the batch stream (GET /v2/stream)."""
         parts = urlsplit(base_url)
         host, tls = parts.hostname or "127.0.0.1", parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
@@ -39,7 +41,8 @@ class StreamChannel:
             sock = socket.create_connection((host, port), timeout=min(timeout, UPGRADE_SECONDS))
             self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host) if tls else sock
             self.ws = WSConnection(ConnectionType.CLIENT)
-            target = f"{parts.path.rstrip('/')}/v2/envs/{instance_id}/stream"
+            route = "/v2/stream" if instance_id is None else f"/v2/envs/{instance_id}/stream"
+            target = parts.path.rstrip("/") + route
             extra = [(k.lower().encode(), v.encode()) for k, v in headers.items() if k.lower() == "authorization"]
             self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=target, extra_headers=extra)))
             self._next(AcceptConnection)
@@ -53,8 +56,19 @@ class StreamChannel:
 
     def call(self, message: bytes) -> bytes:
         """The answer (msgpack) to one message (msgpack)."""
+        self.send(message)
+        return self.receive()
+
+    def send(self, message: bytes) -> None:
+        """One message (msgpack) sent; its answer is the next `receive()`'s."""
         try:
             self.sock.sendall(self.ws.send(BytesMessage(message)))
+        except OSError as err:
+            raise StreamBroken(str(err)) from err
+
+    def receive(self) -> bytes:
+        """The answer (msgpack) to the oldest message sent and not answered yet."""
+        try:
             data: bytes = self._next(BytesMessage)
         except OSError as err:
             raise StreamBroken(str(err)) from err

@@ -6,8 +6,9 @@ The rules (docs/operations.md, "What one env may cost"):
   `504 step_timeout` itself (the caller's thread is stuck in the env), quarantines the env (`409 env_quarantined`
   from then on) and raises an asynchronous exception in the stuck thread: a pure-Python loop stops there.
 - A call running over SLOW_SECONDS gets a spare thread, so slow calls never take the threads other envs need (nor
-  the health and metrics endpoints); a short GIL switch interval keeps a stuck Python loop from starving them. With a tenants file, one tenant may hold at most
-  GYMSERVE_TENANT_THREAD_SHARE of a worker's threads in slow calls: past it, its new calls get `429 tenant_busy`.
+  the health and metrics endpoints); a short GIL switch interval keeps a stuck Python loop from starving them.
+  With a tenants file, one tenant may hold at most GYMSERVE_TENANT_THREAD_SHARE of a worker's threads in slow
+  calls: past it, its new calls get `429 tenant_busy`.
   A thread waiting on a call another worker runs (a forward, a sub-batch) counts the same, without a deadline of
   its own: the owner answers 504 on that hop.
 - A call still stuck WRITE_OFF_SECONDS after its deadline (a sleep, native code, blocking I/O: nothing Python can

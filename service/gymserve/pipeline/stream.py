@@ -62,6 +62,8 @@ def is_upgrade(head: bytes) -> bool:
 class Limits:
     max_bytes: int  # a message's largest size (GYMSERVE_MAX_BODY_BYTES): past it, close 1009
     pings_per_second: int  # past it, close 1008
+    max_in_flight: int = 64  # answers made before they are sent (GYMSERVE_STREAM_MAX_IN_FLIGHT)
+    max_unsent_bytes: int = 4 * 1024 * 1024  # bytes of answers made before they are sent (..._MAX_UNSENT_BYTES)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Session:
     # How the deadline watchdog's answer to a stuck call reaches the client: the worker sends these bytes itself.
     send_late: Callable[[bytes], None] | None = None
     binary: bool = True  # the kind of frame of the message running now
+    unsent: bytearray = field(default_factory=bytearray)  # answers made in this pass, not yet given to the worker
 
     def accept(self, head: bytes) -> bytes:
         """The 101 for the upgrade request `head` (already allowed by the app)."""
@@ -90,14 +93,31 @@ class Session:
         raise BadRequest("not a WebSocket upgrade request")
 
     def receive(self, data: bytes) -> Iterator[bytes]:
-        """What to send for `data` (b"" when the peer closed the TCP side): answers in order, pongs, a close."""
+        """What to send for `data` (b"" when the peer closed the TCP side): answers in order, pongs, a close.
+
+        Messages are parsed one at a time, each answered before the next is read. A pipelining client's answers go
+        out together, at the latest after `max_in_flight` of them or `max_unsent_bytes`: the worker sends each
+        chunk before this reads on, so the answers a stream holds and the requests it has taken stay bounded.
+        """
         self.ws.receive_data(data or None)
-        for event in self.ws.events():  # parsed one at a time: each message is answered before the next is read
+        answered = 0
+        for event in self.ws.events():
             out = self._on(event)
             if out:
-                yield out
+                self.unsent += out
+                answered += 1
             if self.closed:
-                return
+                break
+            if answered >= self.limits.max_in_flight or len(self.unsent) >= self.limits.max_unsent_bytes:
+                yield self._take_unsent()
+                answered = 0
+        if self.unsent:
+            yield self._take_unsent()
+
+    def _take_unsent(self) -> bytes:
+        out = bytes(self.unsent)
+        self.unsent.clear()
+        return out
 
     def _on(self, event: Event) -> bytes:
         if isinstance(event, (TextMessage, BytesMessage)):
@@ -125,6 +145,8 @@ class Session:
         whole, self.partial = bytes(self.partial), None
         binary = isinstance(event, BytesMessage)
         answer, end = self.run(whole, binary)
+        if self.closed:  # the watchdog answered this message late and ended the stream meanwhile
+            return b""
         sent = self.ws.send(BytesMessage(answer) if binary else TextMessage(answer.decode("utf-8")))
         return sent + (self.close(1000, "closed") if end else b"")
 
@@ -204,7 +226,8 @@ class Session:
             return
         body = values.dumps(error_body(err, True), values.MSGPACK if self.binary else values.JSON)
         frame = BytesMessage(body) if self.binary else TextMessage(body.decode("utf-8"))
-        self.send_late(self.ws.send(frame) + self.close(1011, err.code))
+        # After the answers made before it in this pass (the stuck thread holds them, and never touches them again).
+        self.send_late(self._take_unsent() + self.ws.send(frame) + self.close(1011, err.code))
 
 
 def call_app(app: App, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:

@@ -63,3 +63,27 @@ def test_a_restart_closes_the_stream_and_the_client_goes_on_over_http_with_the_s
             assert remote._remote.stream is None  # type: ignore[attr-defined]
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_step_async_sends_the_step_and_step_wait_gives_the_same_trajectory_as_a_local_env(
+    server: Any, stream: bool
+) -> None:
+    from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
+
+    local = gym.make_vec("CartPole-v1", 4, vectorization_mode="sync")
+    with RemoteVectorEnv(server.url, "CartPole-v1", 4, stream=stream) as remote:
+        assert (remote._remote.stream is not None) is stream  # type: ignore[attr-defined]
+        assert np.array_equal(remote.reset(seed=5)[0], local.reset(seed=5)[0])
+        with pytest.raises(NoAsyncCallError):
+            remote.step_wait()
+        for n in range(20):
+            actions = np.array([(n + i) % 2 for i in range(4)])
+            remote.step_async(actions)
+            with pytest.raises(AlreadyPendingCallError):  # nothing else goes out before its answer is taken
+                remote.step(actions)
+            got, want = remote.step_wait(), local.step(actions)
+            assert all(np.array_equal(g, w) for g, w in zip(got[:4], want[:4], strict=True)), n
+        assert remote.info()["seq"] == 21  # each step ran once: the reset and 20 steps
+        remote.step_async(np.zeros(4, np.int64))  # closing with a step pending takes its answer first
+    assert remote._remote.instance_id is None  # type: ignore[attr-defined]
