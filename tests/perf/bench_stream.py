@@ -3,11 +3,16 @@
 Not a pass/fail test. The server is pinned to core 0 with one worker, the load to core 1 (one process per client).
 Each client holds one connection and one CartPole env: it sends a step, waits for its answer, sends the next.
 Rows: the null WSGI app under gunicorn (the Python HTTP floor, one gthread worker, keep-alive HTTP), gymserve's
-/v2 msgpack step over keep-alive HTTP, and gymserve's stream (binary msgpack frames). Server CPU per step is the
-utime + stime of all the server's processes over the window (/proc), divided by the steps answered.
+/v2 msgpack step over keep-alive HTTP, gymserve's stream (binary msgpack frames), and with `--openenv-python`
+the baseline of issue 23: openenv-core's create_app() serving CartPole-v1 under uvicorn (one worker), one env per
+WebSocket on /ws, JSON text frames (openenv_cartpole.py). Server CPU per step is the utime + stime of all the
+server's processes over the window (/proc), divided by the steps answered.
 
-Run (from the repository, after `bash scripts/test.sh` made .venv):
-    .venv/bin/python tests/perf/bench_stream.py [--seconds 5] [--clients 1,16]
+Run (from the repository, after `bash scripts/test.sh` made .venv; OpenEnv in a venv of its own, as its
+dependencies are not gymserve's):
+    python3 -m venv /tmp/openenv && /tmp/openenv/bin/pip install 'openenv-core>=0.3,<0.4' gymnasium uvicorn
+    .venv/bin/python tests/perf/bench_stream.py [--seconds 5] [--clients 1,16] \
+        [--openenv-python /tmp/openenv/bin/python]
 """
 
 from __future__ import annotations
@@ -32,19 +37,26 @@ from servers import free_port, tree_cpu_seconds  # noqa: E402
 
 STEP = msgpack.packb({"action": 0})
 STREAM_STEP = msgpack.packb({"op": "step", "action": 0})
+OPENENV_RESET = '{"type": "reset", "data": {"seed": 0}}'
+OPENENV_STEP = '{"type": "step", "data": {"action": 0}}'
 
 
 def client(kind: str, port: int, iid: str, seconds: float, out: Any) -> None:
     """One lockstep client: steps until `seconds` pass; puts (steps, latencies in µs) on `out`."""
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     latencies: list[float] = []
-    if kind == "stream":
+    if kind in ("stream", "openenv"):
         from websockets.sync.client import connect
 
-        with connect(f"ws://127.0.0.1:{port}/v2/envs/{iid}/stream", compression=None) as ws:
+        url = f"ws://127.0.0.1:{port}" + (f"/v2/envs/{iid}/stream" if kind == "stream" else "/ws")
+        step = STREAM_STEP if kind == "stream" else OPENENV_STEP
+        with connect(url, compression=None) as ws:
+            if kind == "openenv":  # its env is the session's: made at the upgrade, reset here
+                ws.send(OPENENV_RESET)
+                ws.recv()
             end = time.perf_counter() + seconds
             while (now := time.perf_counter()) < end:
-                ws.send(STREAM_STEP)
+                ws.send(step)
                 ws.recv()
                 latencies.append((time.perf_counter() - now) * 1e6)
     else:
@@ -62,7 +74,7 @@ def client(kind: str, port: int, iid: str, seconds: float, out: Any) -> None:
 def drive(kind: str, port: int, server_pid: int, clients: int, seconds: float) -> tuple[float, float, float]:
     """Steps/s, median latency (µs) and server CPU µs per step of `clients` lockstep clients."""
     ids = ["x"] * clients
-    if kind != "null":
+    if kind not in ("null", "openenv"):
         ids = []
         for _ in range(clients):
             made: Any = request(port, "POST", "/v2/envs", {"env_id": "CartPole-v1", "auto_reset": True})[1]
@@ -86,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--openenv-python", help="the python of a venv with openenv-core, gymnasium and uvicorn")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     rows: dict[tuple[str, int], tuple[float, float, float]] = {}
@@ -94,16 +107,25 @@ def main() -> None:
     with serving(floor, port, "/healthz") as pid:
         for n in counts:
             rows["null WSGI app, HTTP", n] = drive("null", port, pid, n, args.seconds)
+    if args.openenv_python:
+        port = free_port()
+        baseline = [args.openenv_python, "-m", "uvicorn", "openenv_cartpole:app", "--port", str(port), "--workers", "1"]
+        with serving([*baseline, "--log-level", "warning"], port, "/health") as pid:
+            for n in counts:
+                rows["OpenEnv /ws, JSON", n] = drive("openenv", port, pid, n, args.seconds)
     port = free_port()
     argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
     with serving(argv, port, "/readyz", gymserve_env()) as pid:
         for kind, name in (("http", "gymserve /v2 msgpack, HTTP"), ("stream", "gymserve stream, msgpack")):
             for n in counts:
                 rows[name, n] = drive(kind, port, pid, n, args.seconds)
-    print(f"{'row':<30}{'clients':>8}{'steps/s':>10}{'p50 µs':>9}{'CPU µs/step':>13}{'x floor s/s':>13}{'x CPU':>8}")
+    head = f"{'row':<30}{'clients':>8}{'steps/s':>10}{'p50 µs':>9}{'CPU µs/step':>13}{'x floor s/s':>13}{'x CPU':>8}"
+    print(head + ("  x OpenEnv s/s" if args.openenv_python else ""))
     for (name, n), (rate, p50, cpu) in rows.items():
         base = rows["null WSGI app, HTTP", n]
-        print(f"{name:<30}{n:>8}{rate:>10,.0f}{p50:>9,.0f}{cpu:>13,.0f}{rate / base[0]:>13.2f}{cpu / base[2]:>8.2f}")
+        line = f"{name:<30}{n:>8}{rate:>10,.0f}{p50:>9,.0f}{cpu:>13,.0f}{rate / base[0]:>13.2f}{cpu / base[2]:>8.2f}"
+        peer = rows.get(("OpenEnv /ws, JSON", n))
+        print(line + (f"{rate / peer[0]:>16.2f}" if peer else ""))
 
 
 if __name__ == "__main__":
