@@ -17,7 +17,7 @@ from .errors import GymServeError, error_reply
 from .headless import headless_sdl
 from .health import bp as health_bp
 from .lifecycle.envs import Envs
-from .pipeline.front import Front
+from .pipeline.front import FRONT, Front
 from .pipeline.services import Services
 from .routing import replica
 from .routing.forward import Forwarder
@@ -109,7 +109,8 @@ def create_app(settings: Settings | None = None, owner_id: Owner | None = None) 
     _weigh_answers(app, settings.max_answer_bytes)
     # Every request is authenticated and every env id resolved once, in front of Flask; resets and steps never
     # reach it.
-    app.wsgi_app = Front(app.wsgi_app, envs, tenants, forwarder)  # type: ignore[method-assign]
+    front = app.extensions[FRONT] = Front(app.wsgi_app, envs, tenants, forwarder)
+    app.wsgi_app = front  # type: ignore[method-assign]
     if settings.metrics_port:
         app.wsgi_app = MetricsPortOnly(app.wsgi_app, settings.metrics_port)  # type: ignore[method-assign]
     app.register_blueprint(v1.bp)

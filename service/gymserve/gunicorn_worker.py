@@ -61,6 +61,7 @@ from gunicorn.workers import gthread
 
 from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, UriTooLong, closing_answer
 from .pipeline import stream
+from .pipeline.front import FRONT
 from .settings import Settings
 
 _HEAD_END = b"\r\n\r\n"
@@ -263,8 +264,9 @@ class GymserveWorker(gthread.ThreadWorker):
             resp.close()
             return False
         match = stream.ENV_STREAM.fullmatch(environ["PATH_INFO"])
-        limits = self.stream_limits
-        session = stream.Session(self.wsgi, environ, match[1] if match else None, limits)
+        front = getattr(self.wsgi, "extensions", {}).get(FRONT)
+        direct = front.stream_message if front is not None else None
+        session = stream.Session(self.wsgi, environ, match[1] if match else None, self.stream_limits, direct=direct)
         session.send_late = partial(self._send_quietly, conn.sock, end=True)
         conn.sock.sendall(session.accept(head))
         conn.gymserve_stream = session

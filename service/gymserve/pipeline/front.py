@@ -50,6 +50,7 @@ from .hosts import AllowedHosts
 log = logging.getLogger(__name__)
 
 CALLER = "gymserve.caller"  # environ key: this request's Caller (never from a header)
+FRONT = "gymserve.front"  # the Flask app's extensions key of its Front (the step stream's way to the handler)
 # What anyone may read without a key: probes, the scrape, the contract, and the /ui page's own files (the page
 # holds the key box; its data calls carry the key).
 UI_PATHS = frozenset({"/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css"})
@@ -228,15 +229,41 @@ class Front:
                 environ.get("HTTP_ACCEPT"),
                 environ.get("HTTP_ACCEPT_ENCODING"),
             )
+        except GymServeError as err:
+            return error_reply(err, api == "v2")
+        return self._execute(call, caller, started)
+
+    def _execute(self, call: handler.Call, caller: Caller, started: float) -> Reply:
+        """The one handler's answer to a reset or step of an env this worker holds, weighed, timed and counted."""
+        native = call.api == "v2"
+        try:
             reply = handler.run(self.envs, call, caller)
             cost.check_answer(len(reply[2]), self.envs.settings.max_answer_bytes)
         except GymServeError as err:
-            reply = error_reply(err, api == "v2")
+            reply = error_reply(err, native)
         except Exception:  # a bug: logged with its traceback, the client told only that it happened
-            log.exception("unexpected error on %s %s", environ["REQUEST_METHOD"], environ.get("PATH_INFO"))
-            reply = error_reply(Internal(), api == "v2")
-        metrics.request_timer(handler.ROUTES[(api, kind)], "POST", reply[0]).observe(time.perf_counter() - started)
+            log.exception("unexpected error on %s of env %s", call.kind, call.instance_id)
+            reply = error_reply(Internal(), native)
+        route = handler.ROUTES[(call.api, call.kind)]
+        metrics.request_timer(route, "POST", reply[0]).observe(time.perf_counter() - started)
         return reply
+
+    def stream_message(
+        self, environ: dict[str, Any], instance_id: str, kind: str, body: bytes, media: str
+    ) -> Reply | None:
+        """A step stream's reset or step (pipeline/stream.py) of an env this worker holds, answered by the handler
+        with no HTTP request made around it: `environ` is the upgrade's, whose Host was checked at the upgrade;
+        the key is checked again, as each request's is. None for anything else (another worker's env, a lost one,
+        a refused key): the stream then sends the message through the whole app, as the HTTP request it stands for.
+        """
+        started = time.perf_counter()
+        tenant = self._authenticate(environ)
+        if tenant is None:
+            return None
+        caller = self._caller(environ, tenant, instance_id)
+        if caller.resolution is None or caller.resolution.where is not Where.LOCAL or not self.envs.holds(instance_id):
+            return None
+        return self._execute(handler.Call("v2", kind, instance_id, body, media, None, media), caller, started)
 
     def _forward(self, environ: dict[str, Any], caller: Caller, instance_id: str, native: bool) -> Reply:
         """Once, to the sibling that holds the env; its answer goes back as it is."""

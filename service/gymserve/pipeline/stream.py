@@ -32,7 +32,7 @@ from wsproto.events import (
 )
 
 from ..codec import values
-from ..errors import BadRequest, GymServeError, InvalidValue, error_body
+from ..errors import BadRequest, GymServeError, InvalidValue, Reply, error_body
 from ..routing.forward import LATE_ANSWER
 
 # The stream routes, and what an upgrade request for one looks like in its head (the worker looks before a parse).
@@ -51,6 +51,9 @@ _ENV_OPS = {
 HOP_HEADERS = ("HTTP_UPGRADE", "HTTP_CONNECTION", "HTTP_SEC_WEBSOCKET_KEY", "HTTP_SEC_WEBSOCKET_VERSION")
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
+# The front controller's way to a reset or step of an env its worker holds (Front.stream_message): the answer, or
+# None when the message must go through the whole app instead.
+Direct = Callable[[dict[str, Any], str, str, bytes, str], Reply | None]
 
 
 def is_upgrade(head: bytes) -> bool:
@@ -83,6 +86,16 @@ class Session:
     send_late: Callable[[bytes], None] | None = None
     binary: bool = True  # the kind of frame of the message running now
     unsent: bytearray = field(default_factory=bytearray)  # answers made in this pass, not yet given to the worker
+    direct: Direct | None = None  # resets and steps of the worker's own envs, without a request made around them
+
+    def __post_init__(self) -> None:
+        # What every message's request is made from: the upgrade's, without its hop headers and compression (a
+        # frame is never gzipped), and with the stream's own way for the watchdog to answer a stuck call.
+        base = {k: v for k, v in self.environ.items() if k not in HOP_HEADERS}
+        base.pop("HTTP_ACCEPT_ENCODING", None)
+        base.pop("gunicorn.socket", None)
+        base[LATE_ANSWER] = self._answer_late
+        self.environ = base
 
     def accept(self, head: bytes) -> bytes:
         """The 101 for the upgrade request `head` (already allowed by the app)."""
@@ -171,17 +184,22 @@ class Session:
         media_type = values.MSGPACK if binary else values.JSON
         self.binary = binary
         try:
-            method, path, body, ends = self._request(data, binary)
+            op, method, path, body = self._request(data, binary)
         except GymServeError as err:
             return values.dumps(error_body(err, True), media_type), False
-        status, answer_type, answer = self._call(method, path, body, media_type)
-        if ends and status < 300:
+        reply = None
+        if self.direct is not None and self.instance_id is not None and op in ("reset", "step"):
+            reply = self.direct(self.environ, self.instance_id, op, body, media_type)
+        status, headers, answer = reply or self._call(method, path, body, media_type)
+        answer_type = next((v for k, v in headers if k.lower() == "content-type"), values.JSON)
+        if op == "close" and status < 300:
             return values.dumps({"closed": True}, media_type), True
         if binary and not values.is_msgpack(answer_type):  # errors are JSON on HTTP; a binary frame's are msgpack
             answer = msgpack.packb(orjson.loads(answer), use_bin_type=True)
         return answer, False
 
-    def _request(self, data: bytes, binary: bool) -> tuple[str, str, bytes, bool]:
+    def _request(self, data: bytes, binary: bool) -> tuple[str, str, str, bytes]:
+        """The message's op, and the HTTP request it stands for: method, path, body."""
         try:
             message = msgpack.unpackb(data, raw=False, strict_map_key=True) if binary else orjson.loads(data)
         except Exception:
@@ -195,15 +213,15 @@ class Session:
         if self.instance_id is None:
             if op != "batch_step":
                 raise InvalidValue("op", f"expected 'batch_step' on /v2/stream, got {str(op)[:50]!r}")
-            return "POST", "/v2/batch/step", _encoded(message, binary), False
+            return op, "POST", "/v2/batch/step", _encoded(message, binary)
         if op not in _ENV_OPS:
             raise InvalidValue("op", f"expected one of {', '.join(_ENV_OPS)}, got {str(op)[:50]!r}")
         method, rest = _ENV_OPS[op]
         body = _encoded(message, binary) if method == "POST" else b""
-        return method, f"/v2/envs/{self.instance_id}{rest}", body, op == "close"
+        return op, method, f"/v2/envs/{self.instance_id}{rest}", body
 
-    def _call(self, method: str, path: str, body: bytes, media_type: str) -> tuple[int, str, bytes]:
-        environ = {k: v for k, v in self.environ.items() if k not in HOP_HEADERS}
+    def _call(self, method: str, path: str, body: bytes, media_type: str) -> Reply:
+        environ = dict(self.environ)
         environ.update(
             REQUEST_METHOD=method,
             PATH_INFO=path,
@@ -213,12 +231,8 @@ class Session:
             HTTP_ACCEPT=media_type,
         )
         environ["wsgi.input"] = io.BytesIO(body)
-        environ.pop("HTTP_ACCEPT_ENCODING", None)  # a frame is never gzipped
-        environ.pop("gunicorn.socket", None)  # the watchdog answers a stuck call on the stream, not in HTTP
-        environ[LATE_ANSWER] = self._answer_late
         line, headers, answer = call_app(self.app, environ)
-        answer_type = next((v for k, v in headers if k.lower() == "content-type"), values.JSON)
-        return int(line.split(" ", 1)[0]), answer_type, answer
+        return int(line.split(" ", 1)[0]), headers, answer
 
     def _answer_late(self, err: GymServeError, native: bool) -> None:
         """The watchdog's: the stuck call's error as its answer, then the stream ends (1011): its thread is stuck."""
