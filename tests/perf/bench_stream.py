@@ -6,7 +6,8 @@ Rows: the null WSGI app under gunicorn (the Python HTTP floor, one gthread worke
 /v2 msgpack step over keep-alive HTTP, gymserve's stream (binary msgpack frames), and with `--openenv-python`
 the baseline of issue 23: openenv-core's create_app() serving CartPole-v1 under uvicorn (one worker), one env per
 WebSocket on /ws, JSON text frames (openenv_cartpole.py). Server CPU per step is the utime + stime of all the
-server's processes over the window (/proc), divided by the steps answered.
+server's processes over the window (/proc), divided by the steps answered. Then a RemoteVectorEnv of --num-envs
+(64) steps over HTTP and over the stream, against make_vec(..., "sync") in process on the server core.
 
 Run (from the repository, after `bash scripts/test.sh` made .venv; OpenEnv in a venv of its own, as its
 dependencies are not gymserve's):
@@ -31,7 +32,7 @@ import msgpack
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run_perf import GUNICORN_FLAGS, LOAD_CORE, gymserve_env, request, serving  # noqa: E402
+from run_perf import GUNICORN_FLAGS, LOAD_CORE, gymserve_env, limit_rows, request, serving  # noqa: E402
 
 from servers import free_port, tree_cpu_seconds  # noqa: E402
 
@@ -71,6 +72,22 @@ def client(kind: str, port: int, iid: str, seconds: float, out: Any) -> None:
     out.put((len(latencies), latencies))
 
 
+def vector_steps(port: int, num_envs: int, stream: bool, seconds: float, out: Any) -> None:
+    """A RemoteVectorEnv of `num_envs` stepping in a loop on the load core: puts its env-steps per second."""
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    import numpy as np
+
+    from gymserve.client import RemoteVectorEnv
+
+    with RemoteVectorEnv(f"http://127.0.0.1:{port}", "CartPole-v1", num_envs, stream=stream, keepalive=False) as envs:
+        envs.reset(seed=0)
+        actions, steps, end = np.zeros(num_envs, np.int64), 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            envs.step(actions)
+            steps += num_envs
+    out.put(steps / seconds)
+
+
 def drive(kind: str, port: int, server_pid: int, clients: int, seconds: float) -> tuple[float, float, float]:
     """Steps/s, median latency (µs) and server CPU µs per step of `clients` lockstep clients."""
     ids = ["x"] * clients
@@ -99,6 +116,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", default="1,16")
     parser.add_argument("--openenv-python", help="the python of a venv with openenv-core, gymnasium and uvicorn")
+    parser.add_argument("--num-envs", type=int, default=64, help="the RemoteVectorEnv rows' sub-envs")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     rows: dict[tuple[str, int], tuple[float, float, float]] = {}
@@ -119,6 +137,13 @@ def main() -> None:
         for kind, name in (("http", "gymserve /v2 msgpack, HTTP"), ("stream", "gymserve stream, msgpack")):
             for n in counts:
                 rows[name, n] = drive(kind, port, pid, n, args.seconds)
+        vectors = {}
+        for stream in (False, True):
+            out: Any = multiprocessing.Queue()
+            proc = multiprocessing.Process(target=vector_steps, args=(port, args.num_envs, stream, args.seconds, out))
+            proc.start()
+            vectors["stream" if stream else "HTTP"] = out.get(timeout=args.seconds + 60)
+            proc.join()
     head = f"{'row':<30}{'clients':>8}{'steps/s':>10}{'p50 µs':>9}{'CPU µs/step':>13}{'x floor s/s':>13}{'x CPU':>8}"
     print(head + ("  x OpenEnv s/s" if args.openenv_python else ""))
     for (name, n), (rate, p50, cpu) in rows.items():
@@ -126,6 +151,11 @@ def main() -> None:
         line = f"{name:<30}{n:>8}{rate:>10,.0f}{p50:>9,.0f}{cpu:>13,.0f}{rate / base[0]:>13.2f}{cpu / base[2]:>8.2f}"
         peer = rows.get(("OpenEnv /ws, JSON", n))
         print(line + (f"{rate / peer[0]:>16.2f}" if peer else ""))
+    in_process = next(r.steps_per_s for r in limit_rows(args.seconds, args.num_envs) if "make_vec" in r.name)
+    print(f"\nmake_vec sync x{args.num_envs} in process (server core): {in_process:,.0f} env-steps/s")
+    for how, rate in vectors.items():
+        ratio = rate / in_process
+        print(f"RemoteVectorEnv x{args.num_envs} over {how}: {rate:,.0f} env-steps/s, {ratio:.2f}x in process")
 
 
 if __name__ == "__main__":
