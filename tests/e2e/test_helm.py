@@ -357,6 +357,19 @@ def test_each_pod_serves_on_its_own_port(release: Release) -> None:
             assert pod.call("DELETE", f"/v1/envs/{iid}/").status == 200
 
 
+def test_the_step_stream_upgrades_through_the_charts_router(release: Release) -> None:
+    """The chart's router passes the WebSocket upgrade to the worker that holds the env, and frames both ways."""
+    from gymserve.client import RemoteEnv
+
+    local = gymnasium.make(ENV_ID)
+    with release.router() as router, RemoteEnv(f"http://127.0.0.1:{router.port}", ENV_ID, stream=True) as env:
+        assert env._remote.stream is not None  # type: ignore[attr-defined]  # True: the upgrade answered 101
+        assert np.array_equal(env.reset(seed=5)[0], local.reset(seed=5)[0])
+        for action in [0, 1, 1, 0, 1] * 3:
+            assert np.array_equal(env.step(action)[0], local.step(action)[0])
+        assert env._remote.stream is not None  # type: ignore[attr-defined]  # every step came over the stream
+
+
 def test_router_answers_by_itself_and_leaves_foreign_ids_to_a_replica(release: Release) -> None:
     """The router only places requests: an id it cannot place on its pod goes to the replica its hash picks,
     which answers in the app's words (never a router's own refusal)."""

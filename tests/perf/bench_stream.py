@@ -117,33 +117,15 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16")
     parser.add_argument("--openenv-python", help="the python of a venv with openenv-core, gymnasium and uvicorn")
     parser.add_argument("--num-envs", type=int, default=64, help="the RemoteVectorEnv rows' sub-envs")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every row; the medians are printed")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
-    rows: dict[tuple[str, int], tuple[float, float, float]] = {}
-    port = free_port()
-    floor = [sys.executable, "-m", "gunicorn", *GUNICORN_FLAGS, "-b", f"127.0.0.1:{port}", "null_app:wsgi"]
-    with serving(floor, port, "/healthz") as pid:
-        for n in counts:
-            rows["null WSGI app, HTTP", n] = drive("null", port, pid, n, args.seconds)
-    if args.openenv_python:
-        port = free_port()
-        baseline = [args.openenv_python, "-m", "uvicorn", "openenv_cartpole:app", "--port", str(port), "--workers", "1"]
-        with serving([*baseline, "--log-level", "warning"], port, "/health") as pid:
-            for n in counts:
-                rows["OpenEnv /ws, JSON", n] = drive("openenv", port, pid, n, args.seconds)
-    port = free_port()
-    argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
-    with serving(argv, port, "/readyz", gymserve_env()) as pid:
-        for kind, name in (("http", "gymserve /v2 msgpack, HTTP"), ("stream", "gymserve stream, msgpack")):
-            for n in counts:
-                rows[name, n] = drive(kind, port, pid, n, args.seconds)
-        vectors = {}
-        for stream in (False, True):
-            out: Any = multiprocessing.Queue()
-            proc = multiprocessing.Process(target=vector_steps, args=(port, args.num_envs, stream, args.seconds, out))
-            proc.start()
-            vectors["stream" if stream else "HTTP"] = out.get(timeout=args.seconds + 60)
-            proc.join()
+    samples: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    vector_samples: dict[str, list[float]] = {}
+    for _ in range(args.rounds):  # every server once a round: drift on the machine hits each row alike
+        one_round(args, counts, samples, vector_samples)
+    rows = {key: tuple(statistics.median(x[i] for x in got) for i in range(3)) for key, got in samples.items()}
+    print(f"medians of {args.rounds} round(s) of {args.seconds:g} s")
     head = f"{'row':<30}{'clients':>8}{'steps/s':>10}{'p50 µs':>9}{'CPU µs/step':>13}{'x floor s/s':>13}{'x CPU':>8}"
     print(head + ("  x OpenEnv s/s" if args.openenv_python else ""))
     for (name, n), (rate, p50, cpu) in rows.items():
@@ -153,9 +135,42 @@ def main() -> None:
         print(line + (f"{rate / peer[0]:>16.2f}" if peer else ""))
     in_process = next(r.steps_per_s for r in limit_rows(args.seconds, args.num_envs) if "make_vec" in r.name)
     print(f"\nmake_vec sync x{args.num_envs} in process (server core): {in_process:,.0f} env-steps/s")
-    for how, rate in vectors.items():
-        ratio = rate / in_process
-        print(f"RemoteVectorEnv x{args.num_envs} over {how}: {rate:,.0f} env-steps/s, {ratio:.2f}x in process")
+    for how, rates in vector_samples.items():
+        rate = statistics.median(rates)
+        print(
+            f"RemoteVectorEnv x{args.num_envs} over {how}: {rate:,.0f} env-steps/s, {rate / in_process:.2f}x in process"
+        )
+
+
+def one_round(
+    args: argparse.Namespace,
+    counts: list[int],
+    samples: dict[tuple[str, int], list[tuple[float, float, float]]],
+    vector_samples: dict[str, list[float]],
+) -> None:
+    port = free_port()
+    floor = [sys.executable, "-m", "gunicorn", *GUNICORN_FLAGS, "-b", f"127.0.0.1:{port}", "null_app:wsgi"]
+    with serving(floor, port, "/healthz") as pid:
+        for n in counts:
+            samples.setdefault(("null WSGI app, HTTP", n), []).append(drive("null", port, pid, n, args.seconds))
+    if args.openenv_python:
+        port = free_port()
+        baseline = [args.openenv_python, "-m", "uvicorn", "openenv_cartpole:app", "--port", str(port), "--workers", "1"]
+        with serving([*baseline, "--log-level", "warning"], port, "/health") as pid:
+            for n in counts:
+                samples.setdefault(("OpenEnv /ws, JSON", n), []).append(drive("openenv", port, pid, n, args.seconds))
+    port = free_port()
+    argv = [sys.executable, "-m", "gymserve.cli", "serve", "--port", str(port)]
+    with serving(argv, port, "/readyz", gymserve_env()) as pid:
+        for kind, name in (("http", "gymserve /v2 msgpack, HTTP"), ("stream", "gymserve stream, msgpack")):
+            for n in counts:
+                samples.setdefault((name, n), []).append(drive(kind, port, pid, n, args.seconds))
+        for stream in (False, True):
+            out: Any = multiprocessing.Queue()
+            proc = multiprocessing.Process(target=vector_steps, args=(port, args.num_envs, stream, args.seconds, out))
+            proc.start()
+            vector_samples.setdefault("stream" if stream else "HTTP", []).append(out.get(timeout=args.seconds + 60))
+            proc.join()
 
 
 if __name__ == "__main__":
