@@ -151,6 +151,16 @@ class OneWriteResponse(wsgi.Response):
         self.sent += len(arg)
 
 
+def _asks_upgrade(conn: Any) -> bool:
+    """Whether the buffered request asks for a stream's WebSocket upgrade. A step is a POST: its buffer (a body of up
+    to GYMSERVE_MAX_BODY_BYTES) is looked at in place, never copied."""
+    with conn.parser.unreader.buf.getbuffer() as buffered:
+        if buffered[:4] != b"GET ":
+            return False
+        head = bytes(buffered[:_HEAD_LIMIT])
+    return stream.is_upgrade(head)
+
+
 class GymserveWorker(gthread.ThreadWorker):
     """gthread that never blocks a thread on a slow client, and keeps a fast one on its thread."""
 
@@ -233,7 +243,7 @@ class GymserveWorker(gthread.ThreadWorker):
                 ready = self._buffer_request(conn)
                 if ready is not True:
                     return ready
-                if stream.is_upgrade(conn.parser.unreader.buf.getvalue()[:_HEAD_LIMIT]):
+                if _asks_upgrade(conn):
                     return self._upgrade(conn)
                 conn.gymserve_deadline = None
                 keep = super().handle(conn)
