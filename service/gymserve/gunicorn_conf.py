@@ -22,6 +22,7 @@ from gymserve.lifecycle.reaper import Reaper
 from gymserve.routing import replica as routing
 from gymserve.routing.peer_server import start_peer_server
 from gymserve.settings import Settings
+from gymserve.tallies import TALLIES, Flusher, Marks
 
 _settings = Settings.from_env()
 if not os.environ.get(metrics.MULTIPROC_ENV):
@@ -133,6 +134,8 @@ def post_worker_init(worker: Any) -> None:
     on_pass = moves.tick if moves else None
     worker.gymserve_reaper = Reaper(core.registry, _settings.reaper_interval_seconds, hibernate, on_pass)
     worker.gymserve_reaper.start()
+    worker.gymserve_tallies = Flusher(Marks(os.environ[metrics.MULTIPROC_ENV]))
+    worker.gymserve_tallies.start()
 
     def drain(sig: int, frame: Any) -> None:
         if core.draining.is_set():
@@ -158,6 +161,7 @@ def _replace_stuck(worker: Any, core: Any) -> None:
     worker.alive = False  # gthread's loop stops accepting
     parked, lost = core.park_all()
     worker.log.info("gymserve: parked %d envs (%d lost) before the replacement", parked, lost)
+    TALLIES.flush()
     logging.shutdown()
     os._exit(0)
 
@@ -184,6 +188,9 @@ def worker_exit(server: Any, worker: Any) -> None:
     reaper = getattr(worker, "gymserve_reaper", None)
     if reaper is not None:
         reaper.stop()
+    tallies = getattr(worker, "gymserve_tallies", None)
+    if tallies is not None:
+        tallies.stop()  # its last counts written before it goes
     closed = app.extensions["gymserve"].envs.close_all()
     server.log.info("gymserve: worker exiting, closed %d envs", closed)
 

@@ -9,11 +9,13 @@ instance id, a seed or a kwarg.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import glob
 import os
 import platform
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,11 @@ from prometheus_client.metrics_core import Metric
 
 from . import __version__
 from .settings import MULTIPROC_ENV, Settings
+from .tallies import TALLIES, Flushing, Marks, counted, observed
+
+# The step path's counts are deferred (tallies.py): reading the registry flushes them first, and so does an exit.
+REGISTRY.register(Flushing())
+atexit.register(TALLIES.flush)
 
 # A CartPole step takes ~10 us in Gymnasium and ~1 ms over HTTP; MuJoCo and rendering take far longer. Steps reach
 # down to 10 us, requests up to 10 s; both share the 1-2.5-5 series between.
@@ -149,7 +156,7 @@ def request_timer(route: str, method: str, status: int) -> Any:
 
 @functools.cache
 def _request_timer(route: str, method: str, status: int) -> Any:
-    return REQUEST_SECONDS.labels(route, method, str(status))
+    return observed(REQUEST_SECONDS.labels(route, method, str(status)))
 
 
 def publish_static(max_envs_per_worker: int, max_envs: int, node: str) -> None:
@@ -161,7 +168,12 @@ def publish_static(max_envs_per_worker: int, max_envs: int, node: str) -> None:
 
 
 def exposition() -> bytes:
-    if os.environ.get(MULTIPROC_ENV):
+    """Every count made before this call began: this worker's flushed now, and each sibling's flush that began since."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        began = time.monotonic()
+        TALLIES.flush()
+        Marks(directory).wait_for_others(began)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
@@ -174,21 +186,22 @@ class EnvMeters:
     __slots__ = ("episode_length", "episode_return", "episodes", "live", "resets", "step_seconds", "steps")
 
     def __init__(self, env_id: str, settings: Settings | None = None, tenant: str = "anonymous") -> None:
-        self.step_seconds = STEP_SECONDS.labels(env_id)
-        self.steps = _Both(STEPS.labels(env_id), STEPS_BY_TENANT.labels(tenant))
-        self.resets = RESETS.labels(env_id)
-        self.episodes = EPISODES.labels(env_id)
+        # What every step or reset moves is deferred (tallies.py); the live gauges move at create and close.
+        self.step_seconds = observed(STEP_SECONDS.labels(env_id))
+        self.steps = counted(STEPS.labels(env_id), STEPS_BY_TENANT.labels(tenant))
+        self.resets = counted(RESETS.labels(env_id))
+        self.episodes = counted(EPISODES.labels(env_id))
         self.live = _Both(LIVE_ENVS.labels(env_id), LIVE_BY_TENANT.labels(tenant))
         settings = settings or Settings()
-        self.episode_return = EPISODE_RETURN.labels(env_id, settings.episode_buckets("return", env_id))
-        self.episode_length = EPISODE_LENGTH.labels(env_id, settings.episode_buckets("length", env_id))
+        self.episode_return = observed(EPISODE_RETURN.labels(env_id, settings.episode_buckets("return", env_id)))
+        self.episode_length = observed(EPISODE_LENGTH.labels(env_id, settings.episode_buckets("length", env_id)))
         # Export these at 0 from the first create, so that rate()/increase() see their first event.
         REAPED.labels(env_id)
         LOST.labels(env_id)
 
 
 class _Both:
-    """A count kept by env id and by tenant at once: the step path moves both with one call."""
+    """A gauge kept by env id and by tenant at once: create and close move both with one call."""
 
     __slots__ = ("by_env", "by_tenant")
 
@@ -213,6 +226,7 @@ def worker_died(pid: int) -> None:
         if count > 0:
             LOST.labels(env_id).inc(count)
     multiprocess.mark_process_dead(pid, directory)
+    Marks(directory).remove(pid)  # no scrape waits for its flushes
 
 
 def _live_envs_of(directory: str, pid: int) -> dict[str, float]:
