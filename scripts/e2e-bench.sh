@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Speed rows of the compose farm (a benchmark that prints numbers, not a test): 16 keep-alive clients stepping
-# CartPole over /v1, through the router and to the same replica directly. One replica with one worker, and the
+# CartPole over /v1, then 16 step streams, through the router (with the router's CPU per step) and to the same
+# replica directly. One replica with one worker, and the
 # router, share CPU 0; the load generator runs in a container of its own on CPU 1 (docs/performance.md).
 # Usage: bash scripts/e2e-bench.sh   (needs a Docker engine with compose v2; stand-in images as for the e2e stage)
 # Environment: BENCH_SECONDS (10), BENCH_CLIENTS (16), GYMSERVE_SHARED_DIR (../shared).
@@ -40,11 +41,38 @@ bench() { # url -> one JSON report
     docker run --rm --network "${project}_farm" --cpuset-cpus 1 --entrypoint gymserve "$GYMSERVE_IMAGE" \
         bench --url "$1" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --api v1 --json
 }
+stream() { # url -> one JSON report: the step stream, /v2 msgpack, one WebSocket per client in lockstep
+    docker run --rm --network "${project}_farm" --cpuset-cpus 1 --entrypoint gymserve "$GYMSERVE_IMAGE" \
+        bench --url "$1" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --stream --json
+}
+container_cpu() { # container -> CPU seconds of all its processes so far (utime + stime, from the host's /proc)
+    docker top "$1" -eo pid | tail -n +2 | python3 -c 'import os, sys
+total = 0
+for pid in sys.stdin.read().split():
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue  # exited meanwhile
+    total += int(fields[11]) + int(fields[12])
+print(total / os.sysconf("SC_CLK_TCK"))'
+}
+routed() { # runner, url -> its JSON report, with the router's CPU over the run ("router_cpu_s")
+    local before report
+    before=$(container_cpu "$router")
+    report=$("$1" "$2")
+    python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+r["router_cpu_s"] = float(sys.argv[3]) - float(sys.argv[2])
+print(json.dumps(r))' "$report" "$before" "$(container_cpu "$router")"
+}
 report() { # name, JSON report
     python3 -c 'import json, sys
 r = json.loads(sys.argv[2])
 rate, errors, hops = r["steps_per_s"], sum(r["errors"].values()), r["forwarded_share"]
-print("%-26s %9.0f steps/s  errors %d  forwarded %.2f" % (sys.argv[1], rate, errors, hops))' "$1" "$2"
+line = "%-30s %9.0f steps/s  errors %d  forwarded %.2f" % (sys.argv[1], rate, errors, hops)
+if "router_cpu_s" in r:
+    line += "  router CPU %.0f us/step" % (r["router_cpu_s"] / max(r["steps"], 1) * 1e6)
+print(line)' "$1" "$2"
 }
 ROUNDS=${BENCH_ROUNDS:-3}
 ratio() { # baseline JSON report, other JSON report -> other / baseline steps/s
@@ -57,7 +85,7 @@ rounds() { # runner, baseline URL, its name, other URL, its name, what the ratio
     local ratios=() round base other
     for round in $(seq "$ROUNDS"); do
         base=$("$1" "$2")
-        other=$("$1" "$4")
+        other=$(routed "$1" "$4")
         report "round $round: $3" "$base"
         report "round $round: $5" "$other"
         ratios+=("$(ratio "$base" "$other")")
@@ -67,6 +95,9 @@ rounds() { # runner, baseline URL, its name, other URL, its name, what the ratio
 echo "compose farm: 1 replica x 1 worker + router on CPU 0, $CLIENTS keep-alive clients on CPU 1," \
     "${SECONDS_EACH} s each, $ROUNDS rounds alternating (the machine may be shared: compare within a round)"
 rounds bench "http://$node:8000" "replica directly" "http://router:8080" "through router" "router / direct"
+# The step stream (issue 23): the router proxies each upgrade to the env's worker, then only relays frames.
+rounds stream "http://$node:8000" "stream, replica directly" "http://router:8080" "stream, through router" \
+    "stream: router / direct"
 
 # Batches across replicas: 2 replicas (all CPUs), one client stepping a batch of 64 CartPole envs over /v2: through
 # the router (its envs spread over both replicas, each batch split by the replica it reaches) against the same
@@ -82,6 +113,7 @@ for workers in 1 2; do
     export GYMSERVE_WORKERS=$workers
     up --force-recreate gymserve router
     docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
+    router=$(compose ps --quiet router)
     sleep 3
     one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
     rounds batch "http://$one:8000" "$workers worker(s), one replica, all 64" "http://router:8080" \

@@ -1,5 +1,6 @@
 """Wall time of Stable-Baselines3 PPO on 8 CartPole envs: local envs (DummyVecEnv) against a gymserve farm
-(gymserve.client.sb3.RemoteVecEnv, one request per vector step). Not a pass/fail test.
+(gymserve.client.sb3.RemoteVecEnv, one message per vector step: over the step stream, and over HTTP). Not a pass/fail
+test.
 
 Run: .venv/bin/python tests/perf/bench_sb3_ppo.py --url http://127.0.0.1:8000 [--steps 60000]
 (needs the sb3 extra; scripts/e2e-bench.sh runs it against the compose farm with BENCH_PPO=1).
@@ -46,13 +47,15 @@ def main() -> None:
     torch.set_num_threads(1)  # the same for both runs; PPO's small MLP gains nothing from more
     runs: dict[str, Any] = {
         "local envs (DummyVecEnv)": lambda: DummyVecEnv([lambda: gym.make(ENV_ID) for _ in range(NUM_ENVS)]),
-        f"farm ({args.url}, RemoteVecEnv)": lambda: RemoteVecEnv(args.url, ENV_ID, NUM_ENVS, seed=0),
+        "farm, the step stream": lambda: RemoteVecEnv(args.url, ENV_ID, NUM_ENVS, seed=0, stream=True),
+        "farm, HTTP": lambda: RemoteVecEnv(args.url, ENV_ID, NUM_ENVS, seed=0, stream=False),
     }
     results = {name: train(make, args.steps) for name, make in runs.items()}
     for name, (took, mean) in results.items():
         print(f"PPO {NUM_ENVS} x {ENV_ID}, {args.steps} steps, {name}: {took:.1f} s, evaluation return {mean:.0f}")
-    local, remote = (took for took, _ in results.values())
-    print(f"farm / local wall time: {remote / local:.2f}x")
+    local, *remote = (took for took, _ in results.values())
+    for name, took in zip(list(results)[1:], remote, strict=True):
+        print(f"{name} / local wall time: {took / local:.2f}x")
 
 
 if __name__ == "__main__":
