@@ -33,7 +33,10 @@ trap cleanup EXIT
 up gymserve router
 replica=$(compose ps --quiet gymserve)
 router=$(compose ps --quiet router)
-node=$(docker inspect --format '{{.Config.Hostname}}' "$replica")
+address() { # container -> its address on the farm's network (a Host the replica answers to: GYMSERVE_ALLOWED_HOSTS)
+    docker inspect --format "{{(index .NetworkSettings.Networks \"${project}_farm\").IPAddress}}" "$1"
+}
+node=$(address "$replica")
 docker update --cpuset-cpus 0 "$replica" "$router" >/dev/null
 sleep 3 # the router's DNS and health checks (every second) find the replica; let it settle
 
@@ -115,7 +118,7 @@ for workers in 1 2; do
     docker update --cpuset-cpus "0-$(($(nproc) - 1))" $(compose ps --quiet gymserve router) >/dev/null
     router=$(compose ps --quiet router)
     sleep 3
-    one=$(docker inspect --format '{{.Config.Hostname}}' "$(compose ps --quiet gymserve | head -1)")
+    one=$(address "$(compose ps --quiet gymserve | head -1)")
     rounds batch "http://$one:8000" "$workers worker(s), one replica, all 64" "http://router:8080" \
         "$workers worker(s), router, both replicas" "$workers worker(s) per replica, both replicas / one"
 done
