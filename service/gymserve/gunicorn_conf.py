@@ -149,6 +149,7 @@ def post_worker_init(worker: Any) -> None:
 
     deadlines = core.deadlines
     deadlines.spares = worker.spare_threads
+    deadlines.slow_threads = worker.stream_loop_stuck
     deadlines.too_many_stuck = lambda: _replace_stuck(worker, core)
     deadlines.start()
 

@@ -24,6 +24,9 @@ other connection ever waits for a lingering one.
 One write per answer. gunicorn writes an answer's head and its body with two sendall calls; an answer whose
 whole body comes in one piece (every gymserve answer but a streamed one) goes out in one (OneWriteResponse),
 a syscall less per request (py-spy: the two writes were 17% of a /v2 step's worker time).
+Step streams. An upgraded connection waits between messages in the worker's stream loop (stream_loop.py), not in
+gthread's poller: the loop's thread answers the resets and steps of this worker's quick envs itself, and hands a
+stream to a pool thread only for what needs one (the whole app, a slow env, a client slow to read).
 A port of its own. With GYMSERVE_WORKER_PORT_BASE set, each worker also listens on base + its slot, beside the
 replica's shared port: a router that reads the slot in an instance id reaches the worker that holds the env, where
 the shared port hands a connection to whichever worker accepts it and (workers - 1) / workers of the steps then
@@ -63,6 +66,7 @@ from .errors import GymServeError, HeadTooLarge, PayloadTooLarge, UriTooLong, cl
 from .pipeline import stream
 from .pipeline.front import FRONT
 from .settings import Settings
+from .stream_loop import After, StreamLoop
 
 _HEAD_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*\r\n", re.IGNORECASE)
@@ -72,6 +76,7 @@ _CHUNK_LINE_LIMIT = 1024  # a chunk's size line (hex size and extensions) longer
 _RECV = 256 * 1024
 _CLOSE_LINGER = 2.0  # how long a closed connection is drained (RFC 9112 9.6), by the poller
 _MAX_CLOSING = 1024  # past this many draining at once, the oldest is closed outright
+_IN_LOOP = object()  # handle()'s answer for a stream the stream loop holds now: gthread's loop forgets it
 
 WHOLE, WAIT, TOO_LARGE, HEAD_TOO_LARGE = "whole", "wait", "too large", "head too large"
 LINE_TOO_LONG = "line too long"
@@ -198,6 +203,8 @@ class GymserveWorker(gthread.ThreadWorker):
             settings.stream_max_unsent_bytes,
         )
         self._streams: set[Any] = set()  # upgraded connections (pipeline/stream.py), for a drain's 1012
+        self._loop: StreamLoop | None = None  # started at the first stream (stream_loop.py)
+        self._loop_lock = threading.Lock()
 
     def spare_threads(self, n: int) -> None:
         """`n` calls are slow now (lifecycle.deadlines): the pool gets a thread for each, so that they never take
@@ -258,7 +265,7 @@ class GymserveWorker(gthread.ThreadWorker):
 
     def _upgrade(self, conn: Any) -> Any:
         """An upgrade to a stream route: the app checks it as the GET it is (the env's owner, tenancy: its own
-        error answer, before any 101); then the connection is a WebSocket, back in the poller between frames."""
+        error answer, before any 101); then the connection is a WebSocket, in the stream loop between messages."""
         raw = conn.parser.unreader.buf.getvalue()
         head = raw[: raw.find(_HEAD_END) + len(_HEAD_END)]
         req = next(conn.parser)
@@ -281,15 +288,25 @@ class GymserveWorker(gthread.ThreadWorker):
         conn.sock.sendall(session.accept(head))
         conn.gymserve_stream = session
         conn.gymserve_lock = threading.Lock()
+        conn.gymserve_unsent = b""
         self._streams.add(conn)
         conn.gymserve_deadline = time.monotonic() + self.stream_idle
-        return gthread._DEFER
+        return self._to_loop(conn)
 
     def _serve_stream(self, conn: Any, session: stream.Session) -> Any:
-        """What the socket holds now, answered message by message in order; then back to the poller (_DEFER), or
+        """On a pool thread: what the stream loop left (an answer the socket did not take, a message that needs the
+        whole app), then what the socket holds, answered message by message in order; then back to the loop, or
         False once the stream ended. A drain closes it with 1012: a message not answered before is not run."""
         sock = conn.sock
         with conn.gymserve_lock:
+            sock.settimeout(self.head_timeout)  # a client that does not read its answers is closed, not waited for
+            try:
+                unsent, conn.gymserve_unsent = conn.gymserve_unsent, b""
+                sock.sendall(unsent)
+                for out in session.receive(None):
+                    sock.sendall(out)
+            except OSError:
+                session.closed = True
             while not session.closed:
                 try:
                     sock.setblocking(False)
@@ -316,9 +333,112 @@ class GymserveWorker(gthread.ThreadWorker):
             if session.closed:
                 self._streams.discard(conn)
                 return False
+            self._set_stream_deadline(conn, session)
+        return self._to_loop(conn)
+
+    def _set_stream_deadline(self, conn: Any, session: stream.Session) -> None:
         late = session.partial_since + self.head_timeout if session.partial is not None else None
         conn.gymserve_deadline = late or time.monotonic() + self.stream_idle
-        return gthread._DEFER
+
+    # --- on the stream loop's thread (stream_loop.py) ---
+
+    def _to_loop(self, conn: Any) -> Any:
+        """The stream waits in the loop for its next message; gthread's loop forgets it meanwhile."""
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = self._new_loop()
+            loop = self._loop
+        conn.sock.setblocking(False)
+        loop.add(conn)
+        return _IN_LOOP
+
+    def _new_loop(self) -> StreamLoop:
+        return StreamLoop(self._stream_turn, self._stream_expired, self._to_loop).start()
+
+    def stream_loop_stuck(self, threads: set[int]) -> None:
+        """The deadline watchdog found slow calls on `threads`: when the stream loop's is one, a new loop takes every
+        other stream (the old one ends after its call)."""
+        with self._loop_lock:
+            old = self._loop
+            if old is None or old.thread.ident not in threads:
+                return
+            self._loop = self._new_loop()
+            loop = self._loop
+        for conn in old.retire():
+            loop.add(conn)
+
+    def _stream_turn(self, conn: Any) -> After | None:
+        """A stream's message arrived: the resets and steps of this worker's envs answered here and now; None while
+        the stream stays in the loop, else what to do with it once it is out (a pool thread, or closing)."""
+        if not conn.gymserve_lock.acquire(blocking=False):  # a drain's close going out on it: the next turn sees it
+            return None
+        try:
+            return self._stream_answers(conn, conn.gymserve_stream)
+        except Exception:  # a bug: this stream ends, the loop and every other stream go on
+            self.log.exception("gymserve: a stream's turn failed")
+            conn.gymserve_stream.closed = True
+            return partial(self._end_stream, conn)
+        finally:
+            conn.gymserve_lock.release()
+
+    def _stream_answers(self, conn: Any, session: stream.Session) -> After | None:
+        sock = conn.sock
+        try:
+            data = sock.recv(_RECV, socket.MSG_DONTWAIT)  # whatever timeout a late answer left on the socket
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if self._draining():
+            self._send_quietly(sock, session.close(stream.MOVED, "moved"))
+            return partial(self._end_stream, conn)
+        session.only_direct = True
+        out = b""
+        try:
+            for out in session.receive(data):
+                sent = sock.send(out, socket.MSG_DONTWAIT)
+                if sent < len(out):  # the client is not reading: a pool thread sends the rest, or times out
+                    conn.gymserve_unsent = out[sent:]
+                    break
+        except BlockingIOError:
+            conn.gymserve_unsent = out
+        except OSError:
+            session.closed = True
+        finally:
+            session.only_direct = False
+        if not data:
+            session.closed = True
+        if not session.closed and not conn.gymserve_unsent and self._draining():  # end_streams skipped it, busy
+            self._send_quietly(sock, session.close(stream.MOVED, "moved"))
+        if session.closed:
+            return partial(self._end_stream, conn)
+        if session.needs_thread or conn.gymserve_unsent:
+            return partial(self.enqueue_req, conn)
+        self._set_stream_deadline(conn, session)
+        return None
+
+    def _stream_expired(self, conn: Any, now: float) -> After | None:
+        """Idle past GYMSERVE_STREAM_IDLE_SECONDS (1001), or a message still in pieces (1008): closed."""
+        if conn.gymserve_deadline > now and not conn.gymserve_stream.closed:
+            return None
+        self._expire_stream(conn)
+        return partial(self._end_stream, conn)
+
+    def _expire_stream(self, conn: Any) -> None:
+        session = conn.gymserve_stream
+        late_piece = session.fragment_late(self.head_timeout)
+        code, why = (1008, "a message still in pieces") if late_piece else (1001, "idle")
+        with contextlib.suppress(OSError):
+            conn.sock.send(session.close(code, why), socket.MSG_DONTWAIT)
+
+    def _end_stream(self, conn: Any) -> None:
+        """A stream the loop held is over: closed as gthread closes a connection, from its own loop."""
+        self._streams.discard(conn)
+        self.method_queue.defer(self._closed_stream, conn)
+
+    def _closed_stream(self, conn: Any) -> None:
+        self.nr_conns -= 1
+        self._close_later(conn.sock)
 
     def _next_frame_soon(self, sock: socket.socket) -> bool:
         """Whether the stream's next message came within the linger, while another thread is free (the same rule
@@ -445,12 +565,8 @@ class GymserveWorker(gthread.ThreadWorker):
         for conn in late:
             self.pending_conns.remove(conn)
             self.log.debug("closing a connection whose request did not arrive in time")
-            session = getattr(conn, "gymserve_stream", None)
-            if session is not None:  # idle too long (1001), or a message still in pieces (1008)
-                late_piece = session.fragment_late(self.head_timeout)
-                code, why = (1008, "a message still in pieces") if late_piece else (1001, "idle")
-                with contextlib.suppress(OSError):
-                    conn.sock.send(session.close(code, why), socket.MSG_DONTWAIT)
+            if getattr(conn, "gymserve_stream", None) is not None:  # idle too long (1001), or a message in pieces
+                self._expire_stream(conn)
                 self._streams.discard(conn)
             self._drop(conn)
         for sock in [s for s, until in self._closing.items() if until <= now]:
@@ -460,6 +576,8 @@ class GymserveWorker(gthread.ThreadWorker):
         """gthread's, with its graceful close moved off this loop: gunicorn lingers up to 2 s here to drain a
         connection it closes, and every other connection of the worker waited (measured: 1,955 ms per close)."""
         failed = fs.cancelled() or fs.exception() is not None
+        if not failed and fs.result() is _IN_LOOP:
+            return  # the stream loop holds it, and closes it at its end (_end_stream)
         if not failed and fs.result() is not False:  # kept alive, or waiting in the poller: gthread's own way
             super().finish_request(conn, fs)
             return

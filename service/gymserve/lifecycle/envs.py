@@ -36,6 +36,10 @@ from .registry import EnvRecord, Records, Registry
 
 log = logging.getLogger(__name__)
 
+# A step this quick is answered on the stream loop's own thread, between other streams' messages; a slower env's go to
+# a pool thread of their own, so that they run beside the others (CartPole: ~10 us; MuJoCo, Atari: up to a few ms).
+QUICK_STEP_SECONDS = 0.001
+
 
 class Envs:
     """Everything one worker holds of envs, behind verbs: create, get, list, close, close_matching, fork, snapshot,
@@ -108,6 +112,12 @@ class Envs:
     def holds(self, instance_id: str) -> bool:
         """Whether this worker holds the env now, whoever's it is (a keyed create checks its env lived to be kept)."""
         return self.registry.find(instance_id) is not None
+
+    def quick(self, instance_id: str) -> bool:
+        """Whether this worker holds the env, no call runs on it now (a call would not wait for its lock) and its last
+        step took at most QUICK_STEP_SECONDS: what the stream loop (stream_loop.py) answers on its own thread."""
+        record = self.registry.find(instance_id)
+        return record is not None and not record.lock.locked() and record.step_seconds <= QUICK_STEP_SECONDS
 
     def has_room(self, weight: int) -> bool:
         """Whether this worker has room for `weight` more (sub-)envs."""

@@ -59,6 +59,7 @@ class EnvRecord:
     adopted: bool = False  # it came from the park store, which forgets it when it closes
     movable: bool | None = None  # whether its state can be copied (copies.movable), once asked
     quarantined: bool = False  # a call ran past its deadline: no more calls (409 env_quarantined); it can be deleted
+    step_seconds: float = 0.0  # how long its last step took (the stream loop answers only quick envs itself)
     running_seq: int | None = None  # the seq of the call running now: its resend is told so at once, holding no thread
 
     @property

@@ -254,14 +254,15 @@ class Front:
         """A step stream's reset or step (pipeline/stream.py) of an env this worker holds, answered by the handler
         with no HTTP request made around it: `environ` is the upgrade's, whose Host was checked at the upgrade;
         the key is checked again, as each request's is. None for anything else (another worker's env, a lost one,
-        a refused key): the stream then sends the message through the whole app, as the HTTP request it stands for.
+        a refused key, an env whose lock a call holds now): the stream then sends the message through the whole app,
+        as the HTTP request it stands for, on a pool thread (the stream loop never waits for an env's lock).
         """
         started = time.perf_counter()
         tenant = self._authenticate(environ)
         if tenant is None:
             return None
         caller = self._caller(environ, tenant, instance_id)
-        if caller.resolution is None or caller.resolution.where is not Where.LOCAL or not self.envs.holds(instance_id):
+        if caller.resolution is None or caller.resolution.where is not Where.LOCAL or not self.envs.quick(instance_id):
             return None
         return self._execute(handler.Call("v2", kind, instance_id, body, media, None, media), caller, started)
 

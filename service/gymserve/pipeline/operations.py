@@ -105,7 +105,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
         )
     started = time.perf_counter()
     obs, rewards, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, batched))
-    elapsed = time.perf_counter() - started
+    elapsed = record.step_seconds = time.perf_counter() - started
     finished = int(np.count_nonzero(terminated | truncated))
     record.steps += record.weight
     if record.autoreset_mode != _DISABLED:
@@ -131,7 +131,7 @@ def step_native(record: EnvRecord, action: Any) -> StepResult:
     _single(record)
     started = time.perf_counter()
     obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
-    elapsed = time.perf_counter() - started
+    elapsed = record.step_seconds = time.perf_counter() - started
     record.steps += 1
     past_the_end = record.episode_over  # /v1, like the seed, lets a client step on after the end: no new episode
     record.episode_over = (terminated or truncated) and not record.auto_reset

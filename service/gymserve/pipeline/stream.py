@@ -87,6 +87,11 @@ class Session:
     binary: bool = True  # the kind of frame of the message running now
     unsent: bytearray = field(default_factory=bytearray)  # answers made in this pass, not yet given to the worker
     direct: Direct | None = None  # resets and steps of the worker's own envs, without a request made around them
+    # On the worker's stream loop (stream_loop.py) only direct messages run: the first that needs the whole app (a
+    # sibling's env, a render, a close, a batch) is held, `needs_thread` is set, and a pool thread runs it next.
+    only_direct: bool = False
+    held: tuple[bytes, bool] | None = None
+    needs_thread: bool = False
 
     def __post_init__(self) -> None:
         # What every message's request is made from: the upgrade's, without its hop headers and compression (a
@@ -105,21 +110,28 @@ class Session:
                 return self.ws.send(AcceptConnection())
         raise BadRequest("not a WebSocket upgrade request")
 
-    def receive(self, data: bytes) -> Iterator[bytes]:
-        """What to send for `data` (b"" when the peer closed the TCP side): answers in order, pongs, a close.
+    def receive(self, data: bytes | None) -> Iterator[bytes]:
+        """What to send for `data` (b"" when the peer closed the TCP side; None: nothing new, only what is held or
+        already buffered): answers in order, pongs, a close.
 
         Messages are parsed one at a time, each answered before the next is read. A pipelining client's answers go
         out together, at the latest after `max_in_flight` of them or `max_unsent_bytes`: the worker sends each
         chunk before this reads on, so the answers a stream holds and the requests it has taken stay bounded.
         """
-        self.ws.receive_data(data or None)
+        if data is not None:
+            self.ws.receive_data(data or None)
+        self.needs_thread = False
         answered = 0
-        for event in self.ws.events():
+        if self.held is not None:
+            (whole, binary), self.held = self.held, None
+            self.unsent += self._answer(whole, binary)
+            answered += 1
+        for event in () if self.closed else self.ws.events():
             out = self._on(event)
             if out:
                 self.unsent += out
                 answered += 1
-            if self.closed:
+            if self.closed or self.needs_thread:
                 break
             if answered >= self.limits.max_in_flight or len(self.unsent) >= self.limits.max_unsent_bytes:
                 yield self._take_unsent()
@@ -156,8 +168,14 @@ class Session:
         if not event.message_finished:
             return b""
         whole, self.partial = bytes(self.partial), None
-        binary = isinstance(event, BytesMessage)
-        answer, end = self.run(whole, binary)
+        return self._answer(whole, isinstance(event, BytesMessage))
+
+    def _answer(self, whole: bytes, binary: bool) -> bytes:
+        try:
+            answer, end = self.run(whole, binary)
+        except _NeedsThread:
+            self.held, self.needs_thread = (whole, binary), True
+            return b""
         if self.closed:  # the watchdog answered this message late and ended the stream meanwhile
             return b""
         sent = self.ws.send(BytesMessage(answer) if binary else TextMessage(answer.decode("utf-8")))
@@ -190,6 +208,8 @@ class Session:
         reply = None
         if self.direct is not None and self.instance_id is not None and op in ("reset", "step"):
             reply = self.direct(self.environ, self.instance_id, op, body, media_type)
+        if reply is None and self.only_direct:
+            raise _NeedsThread
         status, headers, answer = reply or self._call(method, path, body, media_type)
         answer_type = next((v for k, v in headers if k.lower() == "content-type"), values.JSON)
         if op == "close" and status < 300:
@@ -242,6 +262,10 @@ class Session:
         frame = BytesMessage(body) if self.binary else TextMessage(body.decode("utf-8"))
         # After the answers made before it in this pass (the stuck thread holds them, and never touches them again).
         self.send_late(self._take_unsent() + self.ws.send(frame) + self.close(1011, err.code))
+
+
+class _NeedsThread(Exception):
+    """A message the stream loop does not run: it needs the whole app (held for a pool thread)."""
 
 
 def call_app(app: App, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:

@@ -24,19 +24,22 @@ BUSY_LOOP, SLEEP = 1, 2
 DEADLINE = 2.0
 MODULE = '''
 """A test's env whose step gets stuck on demand (written by tests/integration/lifecycle/test_stuck_envs.py)."""
+import threading
 import time
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+MEETING = threading.Barrier(2, timeout=10)  # two envs' steps that only end together
+
 
 class Stuck(gym.Env):
-    """Action 0 steps; 1 busy-loops in Python for good; 2 sleeps for an hour."""
+    """Action 0 steps; 1 busy-loops in Python for good; 2 sleeps for an hour; 3 waits for another env's 3."""
 
     def __init__(self):
         self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
-        self.action_space = spaces.Discrete(3)
+        self.action_space = spaces.Discrete(4)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -48,6 +51,8 @@ class Stuck(gym.Env):
                 pass
         if action == 2:
             time.sleep(3600)
+        if action == 3:
+            MEETING.wait()
         return np.zeros(1, np.float32), 0.0, False, False, {}
 
 
@@ -242,3 +247,49 @@ def test_a_stuck_call_on_the_step_stream_is_answered_at_its_deadline_and_the_str
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # its thread is stuck: no more
+
+
+def test_a_stuck_call_on_one_stream_never_holds_up_another_streams_steps(make_server: Any) -> None:
+    """One worker answers every stream's steps on its stream loop's thread: a call stuck there is found slow, and a
+    new loop takes the other streams (stream_loop.py)."""
+    import msgpack
+    from websockets.sync.client import connect
+
+    srv = make_server(workers=1)
+    stuck, quick = create(srv, STUCK), create(srv, STUCK)
+    base = srv.url.replace("http://", "ws://")
+    with connect(f"{base}/v2/envs/{stuck}/stream") as held, connect(f"{base}/v2/envs/{quick}/stream") as other:
+        for ws in (held, other):
+            ws.send(msgpack.packb({"op": "reset", "seed": 1}))
+            assert "observation" in msgpack.unpackb(ws.recv(timeout=10))
+        held.send(msgpack.packb({"op": "step", "action": SLEEP}))
+        started, slowest = time.monotonic(), 0.0
+        while time.monotonic() - started < DEADLINE - 0.5:  # all through the stuck call
+            sent = time.monotonic()
+            other.send(msgpack.packb({"op": "step", "action": 0}))
+            assert "reward" in msgpack.unpackb(other.recv(timeout=DEADLINE + 5))
+            slowest = max(slowest, time.monotonic() - sent)
+        assert slowest < 1.0, slowest  # at most the watchdog's look, not the deadline
+        error = msgpack.unpackb(held.recv(timeout=DEADLINE + 5))["error"]
+        assert error["code"] == "step_timeout"
+        other.send(msgpack.packb({"op": "step", "action": 0}))
+        assert "reward" in msgpack.unpackb(other.recv(timeout=10))
+
+
+def test_two_streams_calls_run_at_the_same_time(make_server: Any) -> None:
+    """Each env's step waits for the other's: they end only if neither waits behind the other on one thread."""
+    import msgpack
+    from websockets.sync.client import connect
+
+    srv = make_server(workers=1)
+    base = srv.url.replace("http://", "ws://")
+    iids = [create(srv, STUCK), create(srv, STUCK)]
+    with connect(f"{base}/v2/envs/{iids[0]}/stream") as one, connect(f"{base}/v2/envs/{iids[1]}/stream") as two:
+        for ws in (one, two):
+            ws.send(msgpack.packb({"op": "reset", "seed": 1}))
+            msgpack.unpackb(ws.recv(timeout=10))
+        for _ in range(3):
+            for ws in (one, two):
+                ws.send(msgpack.packb({"op": "step", "action": 3}))
+            answers = [msgpack.unpackb(ws.recv(timeout=15)) for ws in (one, two)]
+            assert all("reward" in a for a in answers), answers
