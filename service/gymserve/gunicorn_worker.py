@@ -344,12 +344,11 @@ class GymserveWorker(gthread.ThreadWorker):
 
     def _to_loop(self, conn: Any) -> Any:
         """The stream waits in the loop for its next message; gthread's loop forgets it meanwhile."""
-        with self._loop_lock:
+        conn.sock.setblocking(False)
+        with self._loop_lock:  # never into a loop being retired (stream_loop_stuck holds this lock meanwhile)
             if self._loop is None:
                 self._loop = self._new_loop()
-            loop = self._loop
-        conn.sock.setblocking(False)
-        loop.add(conn)
+            self._loop.add(conn)
         return _IN_LOOP
 
     def _new_loop(self) -> StreamLoop:
@@ -363,9 +362,8 @@ class GymserveWorker(gthread.ThreadWorker):
             if old is None or old.thread.ident not in threads:
                 return
             self._loop = self._new_loop()
-            loop = self._loop
-        for conn in old.retire():
-            loop.add(conn)
+            for conn in old.retire():
+                self._loop.add(conn)
 
     def _stream_turn(self, conn: Any) -> After | None:
         """A stream's message arrived: the resets and steps of this worker's envs answered here and now; None while

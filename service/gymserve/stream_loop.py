@@ -15,6 +15,7 @@ after its call, and gives its last stream to the new loop.
 from __future__ import annotations
 
 import contextlib
+import logging
 import selectors
 import socket
 import threading
@@ -22,6 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 0.5  # how often idle streams and streams with a message still in pieces are looked at
 
@@ -83,23 +86,32 @@ class StreamLoop:
         swept = time.monotonic()
         try:
             while not self.retired:
-                for key, _ in self.selector.select(SWEEP_SECONDS):
-                    if key.data is None:
-                        self._take_incoming()
-                    elif not self._serve(key.data):
-                        break
-                now = time.monotonic()
-                if now - swept >= SWEEP_SECONDS and not self.retired:
-                    swept = now
-                    for conn in list(self.conns):
-                        after = self.expire(conn, now)
-                        if after is not None:
-                            self._out(conn)
-                            after()
+                try:
+                    swept = self._pass(swept)
+                except Exception:  # a bug: logged, and every stream goes on being served
+                    log.exception("gymserve: a pass of the stream loop failed")
+                    time.sleep(0.01)  # never a tight loop of the same failure
         finally:
             self.selector.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _pass(self, swept: float) -> float:
+        """One wait and what it found; the streams past their deadline every SWEEP_SECONDS. When it last swept."""
+        for key, _ in self.selector.select(SWEEP_SECONDS):
+            if key.data is None:
+                self._take_incoming()
+            elif not self._serve(key.data):
+                return swept
+        now = time.monotonic()
+        if now - swept < SWEEP_SECONDS or self.retired:
+            return swept
+        for conn in list(self.conns):
+            after = self.expire(conn, now)
+            if after is not None:
+                self._out(conn)
+                after()
+        return now
 
     def _serve(self, conn: Any) -> bool:
         """One stream's turn; False once the loop is retired (nothing more is served here)."""

@@ -51,6 +51,8 @@ class Harness:
         except BlockingIOError:
             return None
         self.turns.put((conn.name, threading.current_thread().name))
+        if conn.name.startswith("bug"):
+            raise RuntimeError("a bug in a turn")
         gate = self.block.pop(conn.name, None)
         if gate is not None:
             gate.wait(WAIT)
@@ -113,3 +115,15 @@ def test_a_retired_loop_gives_away_every_stream_but_the_one_it_serves_and_hands_
     harness.loop.thread.join(WAIT)
     assert not harness.loop.thread.is_alive()
     assert stuck not in harness.loop.conns
+
+
+def test_a_turn_that_fails_is_logged_and_the_loop_serves_on(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    buggy = harness.stream("bug")
+    buggy.peer.send(b"x")
+    assert harness.turns.get(timeout=WAIT) == ("bug", "gymserve-streams")
+    fine = harness.stream("fine")
+    fine.peer.send(b"step")
+    while (turn := harness.turns.get(timeout=WAIT))[0] != "fine":
+        pass
+    assert turn == ("fine", "gymserve-streams") and harness.loop.thread.is_alive()
+    assert "a pass of the stream loop failed" in caplog.text
