@@ -318,7 +318,7 @@ class GymserveWorker(gthread.ThreadWorker):
                 except OSError:
                     data = b""
                 if self._draining():
-                    self._send_quietly(sock, session.close(stream.MOVED, "moved"))
+                    self._moved(sock, session)
                     break
                 sock.settimeout(self.head_timeout)  # a client that does not read its answers is closed, not waited for
                 try:
@@ -329,7 +329,7 @@ class GymserveWorker(gthread.ThreadWorker):
                 if not data:
                     session.closed = True
             if not session.closed and self._draining():  # it drained while this thread lingered: end_streams skipped it
-                self._send_quietly(sock, session.close(stream.MOVED, "moved"), end=True)
+                self._moved(sock, session, end=True)
             if session.closed:
                 self._streams.discard(conn)
                 return False
@@ -388,7 +388,7 @@ class GymserveWorker(gthread.ThreadWorker):
         except OSError:
             data = b""
         if self._draining():
-            self._send_quietly(sock, session.close(stream.MOVED, "moved"))
+            self._moved(sock, session)
             return partial(self._end_stream, conn)
         session.only_direct = True
         out = b""
@@ -407,7 +407,7 @@ class GymserveWorker(gthread.ThreadWorker):
         if not data:
             session.closed = True
         if not session.closed and not conn.gymserve_unsent and self._draining():  # end_streams skipped it, busy
-            self._send_quietly(sock, session.close(stream.MOVED, "moved"))
+            self._moved(sock, session)
         if session.closed:
             return partial(self._end_stream, conn)
         if session.needs_thread or conn.gymserve_unsent:
@@ -417,17 +417,14 @@ class GymserveWorker(gthread.ThreadWorker):
 
     def _stream_expired(self, conn: Any, now: float) -> After | None:
         """Idle past GYMSERVE_STREAM_IDLE_SECONDS (1001), or a message still in pieces (1008): closed."""
-        if conn.gymserve_deadline > now and not conn.gymserve_stream.closed:
-            return None
-        self._expire_stream(conn)
-        return partial(self._end_stream, conn)
-
-    def _expire_stream(self, conn: Any) -> None:
         session = conn.gymserve_stream
+        if conn.gymserve_deadline > now and not session.closed:
+            return None
         late_piece = session.fragment_late(self.head_timeout)
         code, why = (1008, "a message still in pieces") if late_piece else (1001, "idle")
         with contextlib.suppress(OSError):
             conn.sock.send(session.close(code, why), socket.MSG_DONTWAIT)
+        return partial(self._end_stream, conn)
 
     def _end_stream(self, conn: Any) -> None:
         """A stream the loop held is over: closed as gthread closes a connection, from its own loop."""
@@ -448,6 +445,10 @@ class GymserveWorker(gthread.ThreadWorker):
         except (OSError, ValueError):
             return False
         return bool(readable)
+
+    def _moved(self, sock: socket.socket, session: stream.Session, end: bool = False) -> None:
+        """A drain's close (1012, moved): the env is parked, the client reconnects and resends what was not answered."""
+        self._send_quietly(sock, session.close(stream.MOVED, "moved"), end=end)
 
     def _draining(self) -> bool:
         envs = getattr(self.wsgi, "extensions", {}).get("gymserve")
@@ -563,9 +564,6 @@ class GymserveWorker(gthread.ThreadWorker):
         for conn in late:
             self.pending_conns.remove(conn)
             self.log.debug("closing a connection whose request did not arrive in time")
-            if getattr(conn, "gymserve_stream", None) is not None:  # idle too long (1001), or a message in pieces
-                self._expire_stream(conn)
-                self._streams.discard(conn)
             self._drop(conn)
         for sock in [s for s, until in self._closing.items() if until <= now]:
             self._closed(sock)
