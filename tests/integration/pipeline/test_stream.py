@@ -4,6 +4,7 @@ refusal before the 101, every bound, the batch stream, and a stream across a res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -182,8 +183,9 @@ def test_every_bound_closes_with_its_code(make_server: Any) -> None:
     assert close_code_of(sock, ws_, within=5) == 1008
     sock.close()
     with connect(ws_url(srv, f"/v2/envs/{iid}/stream")) as ws:
-        for _ in range(20):
-            ws.ping()
+        with contextlib.suppress(ConnectionClosed):  # the stream loop answers each ping as it comes: the close may
+            for _ in range(20):  # come before the last ping is sent
+                ws.ping()
         assert closed_with(ws)[0] == 1008  # more pings a second than GYMSERVE_STREAM_PINGS_PER_SECOND
     assert requests.get(srv.url + "/healthz", timeout=5).status_code == 200
 
