@@ -25,6 +25,7 @@ from gymserve.settings import Settings
 from gymserve.tallies import TALLIES, Flusher, Marks
 
 _settings = Settings.from_env()
+_REPLACEMENT_SECONDS = 60.0  # how long a worker's own exit waits for the stuck-call replacement to park its envs
 if not os.environ.get(metrics.MULTIPROC_ENV):
     # Without it each worker would export only its own numbers. `gymserve serve` sets it up.
     raise SystemExit(f"gymserve: {metrics.MULTIPROC_ENV} is not set; start the server with `gymserve serve`")
@@ -159,6 +160,7 @@ def _replace_stuck(worker: Any, core: Any) -> None:
     successor adopts them), and exit at once. A graceful exit would wait for the stuck threads forever."""
     worker.log.error("gymserve: too many stuck env calls; this worker parks its envs and is replaced")
     core.draining.set()
+    worker.gymserve_replacing = True  # the exit gthread's loop now takes leaves the envs to this thread
     worker.alive = False  # gthread's loop stops accepting
     parked, lost = core.park_all()
     worker.log.info("gymserve: parked %d envs (%d lost) before the replacement", parked, lost)
@@ -192,6 +194,10 @@ def worker_exit(server: Any, worker: Any) -> None:
     tallies = getattr(worker, "gymserve_tallies", None)
     if tallies is not None:
         tallies.stop()  # its last counts written before it goes
+    if getattr(worker, "gymserve_replacing", False):
+        # _replace_stuck parks every env and ends the process itself: closing them here (gthread's loop ends at
+        # once when no connection is its own) would race the parking and lose the envs it had not parked yet.
+        time.sleep(_REPLACEMENT_SECONDS)
     closed = app.extensions["gymserve"].envs.close_all()
     server.log.info("gymserve: worker exiting, closed %d envs", closed)
 
