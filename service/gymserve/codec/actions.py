@@ -17,6 +17,10 @@ def to_member(space: spaces.Space[Any], value: Any, field: str) -> Any:
     Anything else is an InvalidValue naming `field`.
     """
     converted = _convert(space, value, field)
+    if type(space) is spaces.Discrete:  # Discrete.contains of the int64 made above, at a tenth of its cost
+        if not space.start <= converted < space.start + space.n:
+            raise InvalidValue(field, f"{_short(value)} is not in {space}")
+        return converted
     if not space.contains(converted):
         raise InvalidValue(field, f"{_short(value)} is not in {space}")
     return converted

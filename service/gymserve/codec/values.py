@@ -20,6 +20,7 @@ floats exactly as they were encoded: float32 stays float32, uint8 pixels stay ui
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import msgpack
@@ -42,6 +43,8 @@ MAX_DIMS = 32  # numpy's own limit
 MAX_DIM_SIZE = 2**31 - 1
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
+_AS_IS = frozenset((bool, str, type(None)))  # exact types that are their own wire tree
+_LITTLE_ENDIAN = sys.byteorder == "little"
 # The wire name of each native-order dtype: a dict lookup, where dtype.name is a Python property (~1.5 us, and
 # the step path asked it three times per observation).
 _NATIVE_NAMES = {np.dtype(name): name for name in DTYPES}
@@ -67,6 +70,14 @@ class Wire:
 
 def to_wire(value: Any, binary: bool) -> Any:
     """The wire tree of a native value: what orjson (binary=False) or msgpack (binary=True) writes."""
+    kind = type(value)  # the exact types of every step's answer first: one lookup, not a chain of isinstance
+    if kind in _AS_IS:
+        return value
+    if kind is dict:
+        tree = {str(k): to_wire(v, binary) for k, v in value.items()}
+        return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
+    if kind is np.ndarray:
+        return _nd_to_wire(value, binary)
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.ndarray):
@@ -124,7 +135,9 @@ def _nd_to_wire(arr: np.ndarray, binary: bool) -> Any:
         return [to_wire(v, binary) for v in arr.tolist()] if arr.ndim else to_wire(arr.item(), binary)
     header: dict[str, Any] = {"dtype": name, "shape": list(arr.shape)}
     if binary:
-        header["data"] = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<")).tobytes()
+        little = dtype.byteorder == "|" or (dtype.byteorder == "=" and _LITTLE_ENDIAN)
+        contiguous = arr if little and arr.flags.c_contiguous else np.ascontiguousarray(arr, dtype.newbyteorder("<"))
+        header["data"] = contiguous.tobytes()
     elif dtype.kind == "f" and not np.isfinite(arr).all():
         header["data"] = [v if np.isfinite(v) else _nonfinite_name(float(v)) for v in arr.reshape(-1)]
     else:

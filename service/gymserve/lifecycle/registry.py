@@ -164,29 +164,11 @@ class Registry:
         record.last_used = time.monotonic()
         return record
 
-    @contextmanager
-    def use(self, instance_id: str, caller: Caller, seq: int | None = None) -> Iterator[EnvRecord]:
-        """The record, locked for this request alone under its deadline, its idle clock restarted. A resend of the
-        call running now (its `seq`) is answered at once (409 call_in_flight), never waits for the lock."""
-        record = self.get(instance_id, caller)
-        if not record.lock.acquire(blocking=False):
-            if seq is not None and record.running_seq == seq:
-                raise CallInFlight(record.instance_id, seq)
-            if not _wait_for(record):
-                raise EnvQuarantined(record.instance_id)
-        try:
-            if record.closed:
-                raise _gone(record)
-            if record.quarantined:
-                raise EnvQuarantined(record.instance_id)
-            record.last_used = time.monotonic()
-            record.running_seq = seq
-            with self._deadline(record, caller):
-                yield record
-            record.last_used = time.monotonic()
-        finally:
-            record.running_seq = None
-            record.lock.release()
+    def use(self, instance_id: str, caller: Caller, seq: int | None = None) -> _Use:
+        """The record, locked for this request alone under its deadline, its idle clock restarted (a context manager).
+        A resend of the call running now (its `seq`) is answered at once (409 call_in_flight), never waits for the
+        lock."""
+        return _Use(self, instance_id, caller, seq)
 
     def _deadline(self, record: EnvRecord, caller: Caller) -> Any:
         if self.deadlines is None:
@@ -297,6 +279,49 @@ class Registry:
             with suppress(UnknownInstance):
                 self._pop(record, reason)
         return len(records)
+
+
+class _Use:
+    """Registry.use's context manager (a class, not a generator: every step enters one)."""
+
+    __slots__ = ("caller", "held", "instance_id", "record", "registry", "seq")
+
+    def __init__(self, registry: Registry, instance_id: str, caller: Caller, seq: int | None) -> None:
+        self.registry, self.instance_id, self.caller, self.seq = registry, instance_id, caller, seq
+
+    def __enter__(self) -> EnvRecord:
+        record = self.registry.get(self.instance_id, self.caller)
+        if not record.lock.acquire(blocking=False):
+            if self.seq is not None and record.running_seq == self.seq:
+                raise CallInFlight(record.instance_id, self.seq)
+            if not _wait_for(record):
+                raise EnvQuarantined(record.instance_id)
+        try:
+            if record.closed:
+                raise _gone(record)
+            if record.quarantined:
+                raise EnvQuarantined(record.instance_id)
+            record.last_used = time.monotonic()
+            record.running_seq = self.seq
+            held = self.registry._deadline(record, self.caller)
+            held.__enter__()
+        except BaseException:
+            record.running_seq = None
+            record.lock.release()
+            raise
+        self.record, self.held = record, held
+        return record
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        record = self.record
+        try:
+            suppressed = bool(self.held.__exit__(kind, exc, tb))
+            if kind is None or suppressed:
+                record.last_used = time.monotonic()
+        finally:
+            record.running_seq = None
+            record.lock.release()
+        return suppressed
 
 
 def _wait_for(record: EnvRecord) -> bool:
