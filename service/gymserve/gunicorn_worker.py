@@ -284,8 +284,13 @@ class GymserveWorker(gthread.ThreadWorker):
         front = getattr(self.wsgi, "extensions", {}).get(FRONT)
         direct = front.stream_message if front is not None else None
         session = stream.Session(self.wsgi, environ, match[1] if match else None, self.stream_limits, direct=direct)
+        try:
+            accepted = session.accept(head)
+        except GymServeError as err:  # not a valid WebSocket upgrade (its key, its version): the 400 says which
+            self._send_quietly(conn.sock, closing_answer(err, native=True))
+            return False
         session.send_late = partial(self._send_quietly, conn.sock, end=True)
-        conn.sock.sendall(session.accept(head))
+        conn.sock.sendall(accepted)
         conn.gymserve_stream = session
         conn.gymserve_lock = threading.Lock()
         conn.gymserve_unsent = b""

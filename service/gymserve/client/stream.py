@@ -1,7 +1,8 @@
 """The client's end of an env's step stream (GET /v2/envs/<id>/stream, a WebSocket): msgpack messages in lockstep.
 
-Framing is wsproto's (the server's library too). The channel knows nothing of retries: a failure or a close is
-`StreamBroken`, and the protocol (protocol_v2.V2Protocol) then sends the same numbered call over HTTP, for good.
+Framing is the `websockets` library's sans-I/O client protocol (the server's library too; masking in C). The channel
+knows nothing of retries: a failure or a close is `StreamBroken`, and the protocol (protocol_v2.V2Protocol) then sends
+the same numbered call over HTTP, for good.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import socket
 import ssl
 import time
 import weakref
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 _RECV = 256 * 1024
 UPGRADE_SECONDS = 5.0
@@ -40,16 +44,22 @@ class StreamChannel:
             # The upgrade is answered at once or not at all (a proxy that does not pass it on): a short wait.
             sock = socket.create_connection((host, port), timeout=min(timeout, UPGRADE_SECONDS))
             self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host) if tls else sock
-            self.ws = WSConnection(ConnectionType.CLIENT)
             route = "/v2/stream" if instance_id is None else f"/v2/envs/{instance_id}/stream"
             target = parts.path.rstrip("/") + route
-            extra = [(k.lower().encode(), v.encode()) for k, v in headers.items() if k.lower() == "authorization"]
-            self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=target, extra_headers=extra)))
-            self._next(AcceptConnection)
+            # No limit on an answer's size here (the server bounds what it sends), and no compression offered.
+            self.ws = ClientProtocol(parse_uri(f"{'wss' if tls else 'ws'}://{parts.netloc}{target}"), max_size=None)
+            self._pending: deque[Any] = deque()  # events received, not yet taken (answers that came together)
+            request = self.ws.connect()
+            for name, value in headers.items():
+                if name.lower() == "authorization":
+                    request.headers["Authorization"] = value
+            self.ws.send_request(request)
+            self._flush()
+            self._upgraded()
             self.sock.settimeout(timeout)
             # An env dropped without close() closes its socket when collected, as the HTTP session's does.
             self._finalizer = weakref.finalize(self, self.sock.close)
-        except (OSError, StreamBroken) as err:
+        except (OSError, InvalidURI, StreamBroken) as err:
             if sock is not None:
                 sock.close()
             raise StreamBroken(f"no stream: {err}") from err
@@ -62,49 +72,63 @@ class StreamChannel:
     def send(self, message: bytes) -> None:
         """One message (msgpack) sent; its answer is the next `receive()`'s."""
         try:
-            self.sock.sendall(self.ws.send(BytesMessage(message)))
+            self.ws.send_binary(message)
+            self._flush()
         except OSError as err:
             raise StreamBroken(str(err)) from err
 
     def receive(self) -> bytes:
         """The answer (msgpack) to the oldest message sent and not answered yet."""
         try:
-            data: bytes = self._next(BytesMessage)
+            return self._message()
         except OSError as err:
             raise StreamBroken(str(err)) from err
-        return data
 
-    def _next(self, kind: type) -> Any:
-        """The data of the next event of `kind` (a whole message), answering pings; StreamBroken at a close, at
-        anything that is not a WebSocket, or when the whole answer took longer than the socket's timeout."""
-        try:
-            return self._read(kind)
-        except (LocalProtocolError, RemoteProtocolError) as err:  # a peer that speaks no WebSocket, or badly
-            raise StreamBroken(str(err)) from err
+    def _flush(self) -> None:
+        for data in self.ws.data_to_send():
+            if data:
+                self.sock.sendall(data)
 
-    def _read(self, kind: type) -> Any:
-        deadline = time.monotonic() + (self.sock.gettimeout() or UPGRADE_SECONDS)
+    def _upgraded(self) -> None:
+        """The server's answer to the upgrade: its 101, or StreamBroken (another status, no HTTP, no answer)."""
+        while not isinstance(event := self._next_event(), Response):
+            pass
+        if event.status_code != 101 or self.ws.handshake_exc is not None:
+            raise StreamBroken(f"upgrade answered {event.status_code}")
+
+    def _message(self) -> bytes:
+        """The next whole data message (answering pings on the way); StreamBroken at a close."""
         pieces = bytearray()
         while True:
+            event = self._next_event()
+            if not isinstance(event, Frame):
+                continue
+            if event.opcode is Opcode.CLOSE:
+                raise StreamBroken(f"closed: {int.from_bytes(event.data[:2], 'big') if event.data else ''}")
+            if event.opcode in (Opcode.BINARY, Opcode.TEXT, Opcode.CONT):
+                pieces += event.data
+                if event.fin:
+                    return bytes(pieces)
+
+    def _next_event(self) -> Any:
+        """The protocol's next event, read as data arrives (pongs sent on the way); StreamBroken when the peer ends
+        the connection, speaks no WebSocket or speaks it badly, or when it took longer than the socket's timeout."""
+        deadline = time.monotonic() + (self.sock.gettimeout() or UPGRADE_SECONDS)
+        while not self._pending:
+            if self.ws.parser_exc is not None or self.ws.handshake_exc is not None:
+                raise StreamBroken(str(self.ws.parser_exc or self.ws.handshake_exc))
             if time.monotonic() > deadline:
                 raise StreamBroken("no answer in time")
-            for event in self.ws.events():
-                if isinstance(event, kind) and isinstance(event, BytesMessage):
-                    pieces += event.data
-                    if event.message_finished:
-                        return bytes(pieces)
-                elif isinstance(event, kind):
-                    return event
-                elif isinstance(event, Ping):
-                    self.sock.sendall(self.ws.send(event.response()))
-                elif isinstance(event, (CloseConnection, RejectConnection)):
-                    raise StreamBroken(f"closed: {getattr(event, 'code', None) or getattr(event, 'status_code', '')}")
             data = self.sock.recv(_RECV)
             if not data:
                 raise StreamBroken("the server closed the connection")
             self.ws.receive_data(data)
+            self._flush()
+            self._pending.extend(self.ws.events_received())
+        return self._pending.popleft()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing: nothing to tell anyone
-            self.sock.sendall(self.ws.send(CloseConnection(code=1000)))
+            self.ws.send_close(1000)
+            self._flush()
         self._finalizer()

@@ -4,32 +4,29 @@ One more front for the same routes. Each message is a map `{"op": ..., <the HTTP
 HTTP request it stands for (POST .../reset, POST .../step, GET .../render, DELETE ..., POST /v2/batch/step) through
 the whole WSGI app, so decoding, `seq` and its resend digest, errors, tenancy, forwarding, moves, deadlines and
 metrics are the HTTP routes' own code. The answer is that request's body (an error's `{"error": {...}}` too), in a
-frame of the request's kind: binary for msgpack, text for JSON. Framing is wsproto's (RFC 6455); this module knows
-no socket: the gunicorn worker feeds it bytes and sends what it returns (gunicorn_worker.py).
+frame of the request's kind: binary for msgpack, text for JSON. Framing is the `websockets` library's (RFC 6455: its
+handshake, its frame parser and serializer, masking in C); this module knows no socket: the gunicorn worker feeds it
+bytes and sends what it returns (gunicorn_worker.py).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 import orjson
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    Request,
-    TextMessage,
-)
+from websockets.exceptions import PayloadTooBig, ProtocolError
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from ..codec import values
 from ..errors import BadRequest, GymServeError, InvalidValue, Reply, error_body
@@ -48,6 +45,10 @@ _ENV_OPS = {
     "render": ("GET", "/render"),
     "close": ("DELETE", ""),
 }
+MAX_REASON = 120  # a close frame's reason, in bytes (a control frame carries at most 125, the code's 2 among them)
+_HANDSHAKE_LOG = logging.getLogger(__name__ + ".handshake")  # the library's "connection open" for every stream: not
+_HANDSHAKE_LOG.setLevel(logging.WARNING)  # worth a line of the worker's log each
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 HOP_HEADERS = ("HTTP_UPGRADE", "HTTP_CONNECTION", "HTTP_SEC_WEBSOCKET_KEY", "HTTP_SEC_WEBSOCKET_VERSION")
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
@@ -77,10 +78,10 @@ class Session:
     environ: dict[str, Any]  # the upgrade request's, each message's is made from it
     instance_id: str | None  # the env of /v2/envs/{id}/stream; None on /v2/stream (batches)
     limits: Limits
-    ws: WSConnection = field(default_factory=lambda: WSConnection(ConnectionType.SERVER))
-    closed: bool = False
-    partial: bytearray | None = None  # a message still arriving, and since when
+    closed: bool = False  # a close frame went out or came in, or the TCP side ended: nothing more is read
+    partial: bytearray | None = None  # a message still arriving, since when, and whether it is binary
     partial_since: float = 0.0
+    partial_binary: bool = True
     pings: list[float] = field(default_factory=list)
     # How the deadline watchdog's answer to a stuck call reaches the client: the worker sends these bytes itself.
     send_late: Callable[[bytes], None] | None = None
@@ -92,6 +93,10 @@ class Session:
     only_direct: bool = False
     held: tuple[bytes, bool] | None = None
     needs_thread: bool = False
+    reader: StreamReader = field(default_factory=StreamReader)  # bytes received, not yet parsed into frames
+    frames: deque[Frame] = field(default_factory=deque)  # frames parsed, not yet answered (at most a recv's worth)
+    failed: tuple[int, str] | None = None  # what the parser found wrong: the close that ends the stream after the
+    # frames before it are answered
 
     def __post_init__(self) -> None:
         # What every message's request is made from: the upgrade's, without its hop headers and compression (a
@@ -101,14 +106,23 @@ class Session:
         base.pop("gunicorn.socket", None)
         base[LATE_ANSWER] = self._answer_late
         self.environ = base
+        self.parser = self._parse()
+        next(self.parser)
 
     def accept(self, head: bytes) -> bytes:
-        """The 101 for the upgrade request `head` (already allowed by the app)."""
-        self.ws.receive_data(head)
-        for event in self.ws.events():
-            if isinstance(event, Request):
-                return self.ws.send(AcceptConnection())
-        raise BadRequest("not a WebSocket upgrade request")
+        """The 101 for the upgrade request `head` (already allowed by the app); BadRequest for a request that is not
+        a valid WebSocket upgrade (its key or version), naming what is wrong."""
+        handshake = ServerProtocol(logger=_HANDSHAKE_LOG)
+        handshake.receive_data(head)
+        request = next(iter(handshake.events_received()), None)
+        if not isinstance(request, Request):
+            raise BadRequest("not a WebSocket upgrade request", details={"field": "headers"})
+        response = handshake.accept(request)
+        if response.status_code != 101:
+            why = (response.body or b"").decode("utf-8", "replace").strip().splitlines()[0]
+            raise BadRequest(why.removeprefix("Failed to open a WebSocket connection: "), details={"field": "headers"})
+        handshake.send_response(response)
+        return b"".join(handshake.data_to_send())
 
     def receive(self, data: bytes | None) -> Iterator[bytes]:
         """What to send for `data` (b"" when the peer closed the TCP side; None: nothing new, only what is held or
@@ -118,57 +132,103 @@ class Session:
         out together, at the latest after `max_in_flight` of them or `max_unsent_bytes`: the worker sends each
         chunk before this reads on, so the answers a stream holds and the requests it has taken stay bounded.
         """
-        if data is not None:
-            self.ws.receive_data(data or None)
+        if data is not None and not self.closed:
+            self._feed(data)
         self.needs_thread = False
         answered = 0
         if self.held is not None:
             (whole, binary), self.held = self.held, None
             self.unsent += self._answer(whole, binary)
             answered += 1
-        for event in () if self.closed else self.ws.events():
-            out = self._on(event)
+        while self.frames and not (self.closed or self.needs_thread):
+            out = self._on(self.frames.popleft())
             if out:
                 self.unsent += out
                 answered += 1
-            if self.closed or self.needs_thread:
-                break
             if answered >= self.limits.max_in_flight or len(self.unsent) >= self.limits.max_unsent_bytes:
                 yield self._take_unsent()
                 answered = 0
+        if self.failed is not None and not (self.frames or self.closed or self.needs_thread):
+            self.unsent += self.close(*self.failed)  # after the answers to every frame before the bad one
         if self.unsent:
             yield self._take_unsent()
+
+    def _feed(self, data: bytes) -> None:
+        if self.failed is not None or self.reader.eof:
+            return  # the parser stopped: nothing after a bad frame is read
+        if data:
+            self.reader.feed_data(data)
+        else:
+            self.reader.feed_eof()
+        next(self.parser)
+
+    def _parse(self) -> Generator[None, None, None]:
+        """The frames of the bytes fed so far into `frames`, as they complete; a bad frame sets `failed` and ends
+        the parse. A message's fragments are bounded together: past max_bytes, no payload is read (1009)."""
+        arriving = 0  # bytes of the data frames of the message arriving now
+        try:
+            while True:
+                room = self.limits.max_bytes - arriving
+                frame = yield from Frame.parse(self.reader.read_exact, mask=True, max_size=room)
+                if frame.opcode in _DATA:
+                    arriving = 0 if frame.fin else arriving + len(frame.data)
+                self.frames.append(frame)
+        except PayloadTooBig:
+            self.failed = (1009, f"a message over {self.limits.max_bytes} bytes (GYMSERVE_MAX_BODY_BYTES)")
+        except ProtocolError as exc:
+            self.failed = (1002, str(exc))
+        except EOFError:  # the TCP side ended (within a frame, or between two): no close frame can reach it
+            self.failed = (1006, "")
+        yield
 
     def _take_unsent(self) -> bytes:
         out = bytes(self.unsent)
         self.unsent.clear()
         return out
 
-    def _on(self, event: Event) -> bytes:
-        if isinstance(event, (TextMessage, BytesMessage)):
-            return self._message(event)
-        if isinstance(event, Ping):
+    def _on(self, frame: Frame) -> bytes:
+        opcode = frame.opcode
+        if opcode in _DATA:
+            return self._data(frame)
+        if opcode is Opcode.PING:
             now = time.monotonic()
             self.pings = [t for t in self.pings if now - t < 1.0] + [now]
             if len(self.pings) > self.limits.pings_per_second:
                 return self.close(1008, "too many pings")
-            return self.ws.send(event.response())
-        if isinstance(event, CloseConnection):
-            self.closed = True
-            return self.ws.send(event.response()) if self.ws.state is ConnectionState.REMOTE_CLOSING else b""
-        return b""
+            return Frame(Opcode.PONG, frame.data).serialize(mask=False)
+        if opcode is Opcode.CLOSE:
+            try:
+                Close.parse(frame.data)
+            except ProtocolError as exc:
+                return self.close(1002, str(exc))
+            except UnicodeDecodeError:
+                return self.close(1007, "a close reason that is not UTF-8")
+            self.closed = True  # the client's close, echoed: the server closes the connection after it
+            return Frame(Opcode.CLOSE, frame.data).serialize(mask=False)
+        return b""  # a pong
 
-    def _message(self, event: TextMessage | BytesMessage) -> bytes:
-        data = event.data.encode("utf-8") if isinstance(event, TextMessage) else bytes(event.data)
+    def _data(self, frame: Frame) -> bytes:
+        """A data frame: a whole message is answered; a fragment is kept (bounded by the parser) until its last."""
+        if (frame.opcode is Opcode.CONT) != (self.partial is not None):
+            return self.close(1002, "a continuation frame out of place")
         if self.partial is None:
+            if frame.fin:  # the whole message in one frame: nothing to join
+                return self._whole(bytes(frame.data), frame.opcode is Opcode.BINARY)
             self.partial, self.partial_since = bytearray(), time.monotonic()
-        self.partial += data
-        if len(self.partial) > self.limits.max_bytes:
-            return self.close(1009, f"a message over {self.limits.max_bytes} bytes (GYMSERVE_MAX_BODY_BYTES)")
-        if not event.message_finished:
+            self.partial_binary = frame.opcode is Opcode.BINARY
+        self.partial += frame.data
+        if not frame.fin:
             return b""
         whole, self.partial = bytes(self.partial), None
-        return self._answer(whole, isinstance(event, BytesMessage))
+        return self._whole(whole, self.partial_binary)
+
+    def _whole(self, whole: bytes, binary: bool) -> bytes:
+        if not binary:
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError:
+                return self.close(1007, "a text message that is not UTF-8")
+        return self._answer(whole, binary)
 
     def _answer(self, whole: bytes, binary: bool) -> bytes:
         try:
@@ -178,7 +238,7 @@ class Session:
             return b""
         if self.closed:  # the watchdog answered this message late and ended the stream meanwhile
             return b""
-        sent = self.ws.send(BytesMessage(answer) if binary else TextMessage(answer.decode("utf-8")))
+        sent = Frame(Opcode.BINARY if binary else Opcode.TEXT, answer).serialize(mask=False)
         return sent + (self.close(1000, "closed") if end else b"")
 
     def fragment_late(self, head_timeout: float) -> bool:
@@ -186,14 +246,15 @@ class Session:
         return self.partial is not None and time.monotonic() - self.partial_since > head_timeout
 
     def close(self, code: int, reason: str) -> bytes:
-        """A close frame (once); the worker closes the connection after sending it."""
+        """A close frame (once; none for 1006, the TCP side already gone); the worker closes the connection after
+        sending it."""
         if self.closed:
             return b""
         self.closed = True
-        try:
-            return self.ws.send(CloseConnection(code=code, reason=reason))
-        except Exception:  # wsproto refuses a close in a state that has none (already closing)
+        if code == 1006:
             return b""
+        reason = reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore")
+        return Frame(Opcode.CLOSE, Close(code, reason).serialize()).serialize(mask=False)
 
     # --- one message, as the HTTP request it stands for ---
 
@@ -259,9 +320,9 @@ class Session:
         if self.send_late is None or self.closed:
             return
         body = values.dumps(error_body(err, True), values.MSGPACK if self.binary else values.JSON)
-        frame = BytesMessage(body) if self.binary else TextMessage(body.decode("utf-8"))
+        frame = Frame(Opcode.BINARY if self.binary else Opcode.TEXT, body).serialize(mask=False)
         # After the answers made before it in this pass (the stuck thread holds them, and never touches them again).
-        self.send_late(self._take_unsent() + self.ws.send(frame) + self.close(1011, err.code))
+        self.send_late(self._take_unsent() + frame + self.close(1011, err.code))
 
 
 class _NeedsThread(Exception):

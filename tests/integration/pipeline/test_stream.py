@@ -133,6 +133,13 @@ def test_an_unknown_or_lost_id_is_refused_before_the_101_with_the_routes_error(m
     iid = create(srv)
     plain = requests.get(f"{srv.url}/v2/envs/{iid}/stream", timeout=10)  # no upgrade: what the route is
     assert plain.status_code == 200 and plain.json() == {"instance_id": iid, "upgrade": "websocket"}
+    bad_key = requests.get(
+        f"{srv.url}/v2/envs/{iid}/stream",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "short"},
+        timeout=10,
+    )  # fmt: skip
+    assert bad_key.status_code == 400 and bad_key.json()["error"]["details"]["field"] == "headers", bad_key.text
 
 
 def test_the_batch_stream_steps_envs_of_both_workers(make_server_once: Any) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
 
-from gymserve.errors import StepTimeout
+from gymserve.errors import BadRequest, StepTimeout
 from gymserve.pipeline import stream
 from gymserve.routing.forward import LATE_ANSWER
 
@@ -70,3 +71,48 @@ def test_a_late_answer_goes_out_after_the_answers_made_before_it_then_the_stream
     got = answers(client, late[0])
     assert [a["action"] for a in got[:2]] == [0, 1]
     assert got[2]["error"]["code"] == "step_timeout" and got[3] == ("close", 1011)
+
+
+def test_a_fragmented_message_is_joined_and_answered_once_and_its_pieces_are_bounded_together() -> None:
+    session, client = connected()
+    body = msgpack.packb({"op": "step", "action": 7})
+    pieces = client.send(BytesMessage(body[:3], message_finished=False)) + client.send(BytesMessage(body[3:]))
+    assert answers(client, b"".join(session.receive(pieces))) == [{"action": 7}]
+    small = stream.Session(echo, {}, "e1", stream.Limits(1000, 10))
+    client = WSConnection(ConnectionType.CLIENT)
+    client.receive_data(small.accept(client.send(Request(host="gymserve", target="/v2/envs/e1/stream"))))
+    list(client.events())
+    # Two pieces of 600 bytes: each under the bound, together over it (no payload past it is read).
+    pieces = client.send(BytesMessage(b"x" * 600, message_finished=False)) + client.send(BytesMessage(b"x" * 600))
+    assert answers(client, b"".join(small.receive(pieces))) == [("close", 1009)] and small.closed
+
+
+def test_frames_the_protocol_forbids_close_the_stream_with_the_rfcs_code_after_the_answers_before_them() -> None:
+    session, client = connected()
+    good = messages(client, {"action": 1})
+    unmasked = b"\x82\x01\x00"  # a client's frame must be masked: a protocol error (1002)
+    assert answers(client, b"".join(session.receive(good + unmasked))) == [{"action": 1}, ("close", 1002)]
+    session, client = connected()
+    stray = b"\x80\x80" + b"\0" * 4  # a continuation frame with no message begun
+    assert answers(client, b"".join(session.receive(stray))) == [("close", 1002)]
+    session, client = connected()
+    text = b"\x81\x82" + b"\0" * 4 + b"\xff\xfe"  # a text message that is not UTF-8 (1007)
+    assert answers(client, b"".join(session.receive(text))) == [("close", 1007)]
+
+
+def test_a_clients_close_is_echoed_after_the_answers_to_the_messages_before_it() -> None:
+    session, client = connected()
+    sent = messages(client, {"action": 1}, {"action": 2}) + client.send(CloseConnection(code=1000))
+    assert answers(client, b"".join(session.receive(sent))) == [{"action": 1}, {"action": 2}, ("close", 1000)]
+    assert session.closed
+
+
+def test_an_upgrade_without_a_valid_key_is_a_bad_request_naming_the_headers() -> None:
+    session = stream.Session(echo, {}, "e1", stream.Limits(1 << 20, 10))
+    head = (
+        b"GET /v2/envs/e1/stream HTTP/1.1\r\nHost: gymserve\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
+    )
+    with pytest.raises(BadRequest) as refused:
+        session.accept(head)
+    assert refused.value.details == {"field": "headers"} and "Sec-WebSocket-Key" in str(refused.value)
