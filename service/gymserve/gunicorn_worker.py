@@ -317,9 +317,7 @@ class GymserveWorker(gthread.ThreadWorker):
                     sock.setblocking(False)
                     data = sock.recv(_RECV)
                 except (BlockingIOError, InterruptedError):
-                    if self._next_frame_soon(sock):
-                        continue  # a lockstep client's next message: this thread takes it, as for keep-alive
-                    break
+                    break  # the next message is the stream loop's: it answers a quick env's without a hand-off
                 except OSError:
                     data = b""
                 if self._draining():
@@ -333,7 +331,7 @@ class GymserveWorker(gthread.ThreadWorker):
                     session.closed = True
                 if not data:
                     session.closed = True
-            if not session.closed and self._draining():  # it drained while this thread lingered: end_streams skipped it
+            if not session.closed and self._draining():  # it drained while this thread ran: end_streams skipped it
                 self._moved(sock, session, end=True)
             if session.closed:
                 self._streams.discard(conn)
@@ -439,17 +437,6 @@ class GymserveWorker(gthread.ThreadWorker):
     def _closed_stream(self, conn: Any) -> None:
         self.nr_conns -= 1
         self._close_later(conn.sock)
-
-    def _next_frame_soon(self, sock: socket.socket) -> bool:
-        """Whether the stream's next message came within the linger, while another thread is free (the same rule
-        as a keep-alive connection's next request)."""
-        if not self.alive or self.linger <= 0 or self._busy >= self._threads_now:
-            return False
-        try:
-            readable, _, _ = select.select([sock], [], [], self.linger)
-        except (OSError, ValueError):
-            return False
-        return bool(readable)
 
     def _moved(self, sock: socket.socket, session: stream.Session, end: bool = False) -> None:
         """A drain's close (1012, moved): the env is parked, the client reconnects and resends what was not answered."""
