@@ -22,7 +22,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-_RECV = 256 * 1024
+_RECV = 64 * 1024  # what one recv() asks for: no more, for the reason gunicorn_worker._RECV gives
 UPGRADE_SECONDS = 5.0
 
 
