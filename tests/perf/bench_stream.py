@@ -7,7 +7,8 @@ Rows: the null WSGI app under gunicorn (the Python HTTP floor, one gthread worke
 the baseline of issue 23: openenv-core's create_app() serving CartPole-v1 under uvicorn (one worker), one env per
 WebSocket on /ws, JSON text frames (openenv_cartpole.py). Server CPU per step is the utime + stime of all the
 server's processes over the window (/proc), divided by the steps answered. Then a RemoteVectorEnv of --num-envs
-(64) steps over HTTP and over the stream, against make_vec(..., "sync") in process on the server core.
+(64) steps over HTTP and over the stream, against make_vec(..., "sync") in process on the server core, with the
+load core idle (the issue's baseline) and with it busy (as in the remote rows).
 
 Run (from the repository, after `bash scripts/test.sh` made .venv; OpenEnv in a venv of its own, as its
 dependencies are not gymserve's):
@@ -23,6 +24,7 @@ import http.client
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,13 +135,30 @@ def main() -> None:
         line = f"{name:<30}{n:>8}{rate:>10,.0f}{p50:>9,.0f}{cpu:>13,.0f}{rate / base[0]:>13.2f}{cpu / base[2]:>8.2f}"
         peer = rows.get(("OpenEnv /ws, JSON", n))
         print(line + (f"{rate / peer[0]:>16.2f}" if peer else ""))
-    in_process = next(r.steps_per_s for r in limit_rows(args.seconds, args.num_envs) if "make_vec" in r.name)
+    in_process = vector_in_process(args, load_core_busy=False)
+    busy = vector_in_process(args, load_core_busy=True)
     print(f"\nmake_vec sync x{args.num_envs} in process (server core): {in_process:,.0f} env-steps/s")
+    print(f"the same, while a spinning process holds the load core: {busy:,.0f} env-steps/s")
     for how, rates in vector_samples.items():
         rate = statistics.median(rates)
         print(
             f"RemoteVectorEnv x{args.num_envs} over {how}: {rate:,.0f} env-steps/s, {rate / in_process:.2f}x in process"
+            f" ({rate / busy:.2f}x in process with the load core busy)"
         )
+
+
+def vector_in_process(args: argparse.Namespace, load_core_busy: bool) -> float:
+    """make_vec in process on the server core: with the load core idle (the issue's baseline), or busy as the load
+    generator keeps it in the remote rows (on some VMs the two cores share one physical core: this shows it)."""
+    spinner = None
+    if load_core_busy:
+        spinner = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, "-c", "while True: pass"])
+    try:
+        return next(r.steps_per_s for r in limit_rows(args.seconds, args.num_envs) if "make_vec" in r.name)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
 
 
 def one_round(
