@@ -128,9 +128,10 @@ class Session:
         """What to send for `data` (b"" when the peer closed the TCP side; None: nothing new, only what is held or
         already buffered): answers in order, pongs, a close.
 
-        Messages are parsed one at a time, each answered before the next is read. A pipelining client's answers go
-        out together, at the latest after `max_in_flight` of them or `max_unsent_bytes`: the worker sends each
-        chunk before this reads on, so the answers a stream holds and the requests it has taken stay bounded.
+        The frames of what one recv brought are parsed, then answered one at a time, in order. A pipelining
+        client's answers go out together, at the latest after `max_in_flight` of them or `max_unsent_bytes`: the
+        worker sends each chunk before this answers on, and reads no more until every frame parsed is answered, so
+        the answers a stream holds and the requests it has taken stay bounded.
         """
         if data is not None and not self.closed:
             self._feed(data)
