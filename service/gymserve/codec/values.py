@@ -74,8 +74,7 @@ def to_wire(value: Any, binary: bool) -> Any:
     if kind in _AS_IS:
         return value
     if kind is dict:
-        tree = {str(k): to_wire(v, binary) for k, v in value.items()}
-        return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
+        return _map_to_wire(value, binary)
     if kind is np.ndarray:
         return _nd_to_wire(value, binary)
     if value is None or isinstance(value, (bool, str)):
@@ -96,13 +95,18 @@ def to_wire(value: Any, binary: bool) -> Any:
     if isinstance(value, list):
         return [to_wire(v, binary) for v in value]
     if isinstance(value, dict):
-        tree = {str(k): to_wire(v, binary) for k, v in value.items()}
-        return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
+        return _map_to_wire(value, binary)
     if isinstance(value, Wire):  # only relayed batch answers are, and no other value pays for the check
         return value.tree if value.binary == binary else to_wire(from_wire(value.tree), binary)
     if isinstance(value, msgspec.Struct):  # an answer (pipeline.answers): a map of its fields, UNSET ones left out
         return _struct_to_wire(value, binary)
     return repr(value)
+
+
+def _map_to_wire(value: dict[Any, Any], binary: bool) -> dict[str, Any]:
+    """A map with string keys; one whose only key starts with "$" wrapped in $dict, so it is never read as a tag."""
+    tree = {str(k): to_wire(v, binary) for k, v in value.items()}
+    return {DICT: tree} if len(tree) == 1 and next(iter(tree)).startswith("$") else tree
 
 
 def _struct_to_wire(value: msgspec.Struct, binary: bool) -> dict[str, Any]:

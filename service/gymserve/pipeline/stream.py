@@ -196,7 +196,7 @@ class Session:
             self.pings = [t for t in self.pings if now - t < 1.0] + [now]
             if len(self.pings) > self.limits.pings_per_second:
                 return self.close(1008, "too many pings")
-            return Frame(Opcode.PONG, frame.data).serialize(mask=False)
+            return _frame(Opcode.PONG, frame.data)
         if opcode is Opcode.CLOSE:
             try:
                 Close.parse(frame.data)
@@ -205,7 +205,7 @@ class Session:
             except UnicodeDecodeError:
                 return self.close(1007, "a close reason that is not UTF-8")
             self.closed = True  # the client's close, echoed: the server closes the connection after it
-            return Frame(Opcode.CLOSE, frame.data).serialize(mask=False)
+            return _frame(Opcode.CLOSE, frame.data)
         return b""  # a pong
 
     def _data(self, frame: Frame) -> bytes:
@@ -239,7 +239,7 @@ class Session:
             return b""
         if self.closed:  # the watchdog answered this message late and ended the stream meanwhile
             return b""
-        sent = Frame(Opcode.BINARY if binary else Opcode.TEXT, answer).serialize(mask=False)
+        sent = _frame(Opcode.BINARY if binary else Opcode.TEXT, answer)
         return sent + (self.close(1000, "closed") if end else b"")
 
     def fragment_late(self, head_timeout: float) -> bool:
@@ -255,7 +255,7 @@ class Session:
         if code == 1006:
             return b""
         reason = reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore")
-        return Frame(Opcode.CLOSE, Close(code, reason).serialize()).serialize(mask=False)
+        return _frame(Opcode.CLOSE, Close(code, reason).serialize())
 
     # --- one message, as the HTTP request it stands for ---
 
@@ -321,9 +321,14 @@ class Session:
         if self.send_late is None or self.closed:
             return
         body = values.dumps(error_body(err, True), values.MSGPACK if self.binary else values.JSON)
-        frame = Frame(Opcode.BINARY if self.binary else Opcode.TEXT, body).serialize(mask=False)
+        frame = _frame(Opcode.BINARY if self.binary else Opcode.TEXT, body)
         # After the answers made before it in this pass (the stuck thread holds them, and never touches them again).
         self.send_late(self._take_unsent() + frame + self.close(1011, err.code))
+
+
+def _frame(opcode: Opcode, payload: bytes | bytearray | memoryview) -> bytes:
+    """One frame the server sends (RFC 6455: a server's frames are never masked)."""
+    return Frame(opcode, payload).serialize(mask=False)
 
 
 class _NeedsThread(Exception):
