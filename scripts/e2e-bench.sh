@@ -24,7 +24,10 @@ up() { # compose up, quiet unless it fails
     local out
     out=$(compose up --detach --wait --wait-timeout 180 "$@" 2>&1) || { echo "$out" >&2; return 1; }
 }
+relay_cfg=$(mktemp)
 cleanup() {
+    docker rm --force "$project-relay" >/dev/null 2>&1 || true
+    rm -f "$relay_cfg"
     compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
     docker image rm "$GYMSERVE_IMAGE" >/dev/null 2>&1 || true
 }
@@ -59,23 +62,23 @@ for pid in sys.stdin.read().split():
     total += int(fields[11]) + int(fields[12])
 print(total / os.sysconf("SC_CLK_TCK"))'
 }
-routed() { # runner, url -> its JSON report, with the router's CPU over the run ("router_cpu_s")
-    local before report
-    before=$(container_cpu "$router")
+routed() { # runner, url[, proxy container] -> its JSON report, with the proxy's CPU over the run ("proxy_cpu_s")
+    local before report proxy=${3:-$router}
+    before=$(container_cpu "$proxy")
     report=$("$1" "$2")
     python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
-r["router_cpu_s"] = float(sys.argv[3]) - float(sys.argv[2])
-print(json.dumps(r))' "$report" "$before" "$(container_cpu "$router")"
+r["proxy_cpu_s"] = float(sys.argv[3]) - float(sys.argv[2])
+print(json.dumps(r))' "$report" "$before" "$(container_cpu "$proxy")"
 }
 report() { # name, JSON report
     python3 -c 'import json, sys
 r = json.loads(sys.argv[2])
 rate, errors, hops = r["steps_per_s"], sum(r["errors"].values()), r["forwarded_share"]
 line = "%-30s %9.0f steps/s  errors %d  forwarded %.2f" % (sys.argv[1], rate, errors, hops)
-if "router_cpu_s" in r:
-    line += "  router CPU %.0f us/step" % (r["router_cpu_s"] / max(r["steps"], 1) * 1e6)
-print(line)' "$1" "$2"
+if "proxy_cpu_s" in r:
+    line += "  %s CPU %.0f us/step" % (sys.argv[3], r["proxy_cpu_s"] / max(r["steps"], 1) * 1e6)
+print(line)' "$1" "$2" "${3:-router}"
 }
 ROUNDS=${BENCH_ROUNDS:-3}
 ratio() { # baseline JSON report, other JSON report -> other / baseline steps/s
@@ -101,6 +104,34 @@ rounds bench "http://$node:8000" "replica directly" "http://router:8080" "throug
 # The step stream (issue 23): the router proxies each upgrade to the env's worker, then only relays frames.
 rounds stream "http://$node:8000" "stream, replica directly" "http://router:8080" "stream, through router" \
     "stream: router / direct"
+# The floor under the router's CPU per streamed step: HAProxy itself as a bare TCP relay (no HTTP, no rules) to the
+# same worker's own port, from the router's image on the same CPU. What the relay spends is the kernel's and
+# HAProxy's cost of passing a step's two messages through a container; the router's excess over it is its own.
+cat > "$relay_cfg" <<EOF
+global
+    log stdout format raw local0
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 130s
+    timeout server 130s
+frontend relay
+    bind :8080
+    default_backend worker
+backend worker
+    server worker $node:${GYMSERVE_WORKER_PORT_BASE:-8100}
+EOF
+chmod 644 "$relay_cfg"
+relay=$(docker run --detach --name "$project-relay" --network "${project}_farm" --cpuset-cpus 0 --user 99:99 \
+    --volume "$relay_cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" "$(docker inspect --format '{{.Config.Image}}' "$router")" \
+    haproxy -db -f /usr/local/etc/haproxy/haproxy.cfg)
+relay_address=$(address "$relay")
+sleep 1
+for round in $(seq "$ROUNDS"); do
+    report "round $round: stream, through router" "$(routed stream "http://router:8080")"
+    report "round $round: stream, bare TCP relay" "$(routed stream "http://$relay_address:8080" "$relay")" relay
+done
+docker rm --force "$relay" >/dev/null
 
 # Batches across replicas: 2 replicas (all CPUs), one client stepping a batch of 64 CartPole envs over /v2: through
 # the router (its envs spread over both replicas, each batch split by the replica it reaches) against the same
