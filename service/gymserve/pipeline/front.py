@@ -58,6 +58,7 @@ OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/v2/openapi.jso
 _ENV_PATH = re.compile(r"/(v[12])/envs/([^/]{1,200})(/.*)?", re.DOTALL)
 _HOT = {("v1", "/step/"): "step", ("v1", "/reset/"): "reset", ("v2", "/step"): "step", ("v2", "/reset"): "reset"}
 _WSGI_HEADERS = {"CONTENT_TYPE": "Content-Type", **{f"HTTP_{h.upper().replace('-', '_')}": h for h in REQUEST_HEADERS}}
+_STREAM_CALLER = "gymserve.stream_caller"  # a stream's Caller, kept in its environ while its key finds the same tenant
 _FANOUT = f"HTTP_{FANOUT_HEADER.upper().replace('-', '_')}"
 
 
@@ -261,7 +262,9 @@ class Front:
         tenant = self._authenticate(environ)
         if tenant is None:
             return None
-        caller = self._caller(environ, tenant, instance_id)
+        caller = environ.get(_STREAM_CALLER)  # a stream's messages share their upgrade's environ: made once per key
+        if caller is None or caller.tenant is not tenant:
+            caller = environ[_STREAM_CALLER] = self._caller(environ, tenant, instance_id)
         if caller.resolution is None or caller.resolution.where is not Where.LOCAL or not self.envs.quick(instance_id):
             return None
         return self._execute(handler.Call("v2", kind, instance_id, body, media, None, media), caller, started)
