@@ -273,7 +273,7 @@ class Session:
         if reply is None and self.only_direct:
             raise _NeedsThread
         status, headers, answer = reply or self._call(method, path, body, media_type)
-        answer_type = next((v for k, v in headers if k.lower() == "content-type"), values.JSON)
+        answer_type = _content_type(headers)
         if op == "close" and status < 300:
             return values.dumps({"closed": True}, media_type), True
         if binary and not values.is_msgpack(answer_type):  # errors are JSON on HTTP; a binary frame's are msgpack
@@ -353,5 +353,12 @@ def call_app(app: App, environ: dict[str, Any]) -> tuple[str, list[tuple[str, st
     return answer[0], answer[1], body
 
 
+def _content_type(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value
+    return values.JSON
+
+
 def _encoded(message: dict[str, Any], binary: bool) -> bytes:
-    return msgpack.packb(message, use_bin_type=True) if binary else orjson.dumps(message)
+    return values.packb(message) if binary else orjson.dumps(message)
