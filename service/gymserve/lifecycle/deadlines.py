@@ -53,7 +53,7 @@ class Interrupted(BaseException):
     env's code does not swallow it)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Running:
     """One env call in flight."""
 

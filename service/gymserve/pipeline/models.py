@@ -249,11 +249,14 @@ def _empty(model: type[B], required: bool) -> B:
 def _make_native(body: Body) -> None:
     for name in body.__values__:
         value = getattr(body, name)
-        if value is not None:
+        if type(value) not in _NATIVE_ALREADY:  # a Discrete action, a seed: nothing to make
             setattr(body, name, values.from_wire(value, name))
     if isinstance(body, BatchStepRequest):
         for i, item in enumerate(body.items):
             item.action = values.from_wire(item.action, f"items[{i}].action")
+
+
+_NATIVE_ALREADY = frozenset((type(None), bool, int, float, str))  # values that are their own native value
 
 
 def _refusal(message: str, model: type[Body]) -> BadRequest:

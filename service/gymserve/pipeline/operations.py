@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import gymnasium as gym
@@ -27,10 +26,10 @@ VectorStepResult = tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]
 Seeds = int | list[int | None] | None  # a seed, or (vector envs) one seed or None per sub-env
 
 
-def _guarded(record: EnvRecord, what: str, call: Callable[[], T]) -> T:
+def _guarded(record: EnvRecord, what: str, call: Callable[..., T], *args: Any) -> T:
     """Run an env call; the env's own exceptions become a clear 4xx instead of a 500."""
     try:
-        return call()
+        return call(*args)
     except gym.error.ResetNeeded:
         raise ResetNeeded(
             f"Instance_id {record.instance_id}: call reset before {what}", details={"instance_id": record.instance_id}
@@ -104,7 +103,7 @@ def vector_step(record: EnvRecord, action: Any) -> VectorStepResult:
             details={"instance_id": record.instance_id, "sub_envs": ended},
         )
     started = time.perf_counter()
-    obs, rewards, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, batched))
+    obs, rewards, terminated, truncated, info = _guarded(record, "step", record.env.step, batched)
     elapsed = record.step_seconds = time.perf_counter() - started
     finished = int(np.count_nonzero(terminated | truncated))
     record.steps += record.weight
@@ -130,7 +129,7 @@ def step_native(record: EnvRecord, action: Any) -> StepResult:
     """The step path: env.step timed and counted; an env failure becomes a clear error."""
     _single(record)
     started = time.perf_counter()
-    obs, reward, terminated, truncated, info = _guarded(record, "step", partial(record.env.step, action))
+    obs, reward, terminated, truncated, info = _guarded(record, "step", record.env.step, action)
     elapsed = record.step_seconds = time.perf_counter() - started
     record.steps += 1
     past_the_end = record.episode_over  # /v1, like the seed, lets a client step on after the end: no new episode

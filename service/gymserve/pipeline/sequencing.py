@@ -74,9 +74,10 @@ def answer_payload(record: EnvRecord, seq: int | None, digest: bytes, run: Calla
 
 
 def _advance(record: EnvRecord, run: Callable[[], Payload]) -> Payload:
-    payload = run()  # an error raises here and uses no number
+    payload = run()  # an error raises here and uses no number; a new map of its own, numbered here
     record.seq += 1
-    return {**payload, "seq": record.seq}
+    payload["seq"] = record.seq
+    return payload
 
 
 def _resent(record: EnvRecord, seq: int, digest: bytes, media_type: str) -> bytes:
