@@ -4,12 +4,18 @@ the stream then sends the message through the whole app, as the HTTP request it 
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 from werkzeug.test import EnvironBuilder
 
+from gymserve.app import create_app
 from gymserve.pipeline.front import FRONT
+from gymserve.settings import Settings
+from tenant_files import auth, write
 
 MSGPACK = "application/msgpack"
 
@@ -36,3 +42,32 @@ def test_anything_but_the_workers_own_env_goes_through_the_whole_app(app: Any) -
     front = app.extensions[FRONT]
     for iid in ("nope", "test.1-0." + "0" * 32, "test.0-0." + "0" * 32):  # no id; another worker's; closed here
         assert front.stream_message(upgrade_environ(iid), iid, "step", msgpack.packb({"action": 0}), MSGPACK) is None
+
+
+def test_a_streams_key_is_checked_at_every_message_against_the_tenants_file_read_last(tmp_path: Path) -> None:
+    path = write(tmp_path / "tenants.toml", **{"team-a": {"max_envs": 4}})
+    settings = Settings.from_env({}, node_id="test", tenants_file=str(path), tenants_reload_seconds=0.1)
+    app = create_app(settings)
+    iid = app.test_client().post("/v2/envs", json={"env_id": "CartPole-v1"}, headers=auth("team-a")).get_json()
+    iid = iid["instance_id"]
+    front = app.extensions[FRONT]
+    environ = upgrade_environ(iid, **auth("team-a"))  # one stream: every message is made from its upgrade's environ
+    step = msgpack.packb({"action": 0})
+
+    def reloaded(text: str, later: float) -> None:
+        path.write_text(text)
+        os.utime(path, (time.time() + later, time.time() + later))
+        time.sleep(0.15)
+
+    assert front.stream_message(environ, iid, "reset", b"", MSGPACK)[0] == 200  # type: ignore[index]
+    assert front.stream_message(environ, iid, "step", step, MSGPACK)[0] == 200  # type: ignore[index]
+    reloaded(path.read_text(), 5)  # the same keys, read again: new tenant objects, the same answers
+    assert front.stream_message(environ, iid, "step", step, MSGPACK)[0] == 200  # type: ignore[index]
+    swapped = path.read_text().replace("team-a", "team-x").replace("team-b", "team-a").replace("team-x", "team-b")
+    reloaded(swapped, 10)  # the stream's key is team-b's now: team-a's env is not its to step
+    moved = front.stream_message(environ, iid, "step", step, MSGPACK)
+    assert moved is not None and moved[0] == 404
+    reloaded(
+        "[tenants.team-a]" + swapped.split("[tenants.team-a]")[1], 15
+    )  # no tenant has it now: the whole app answers (401)
+    assert front.stream_message(environ, iid, "step", step, MSGPACK) is None
