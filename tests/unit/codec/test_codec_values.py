@@ -286,3 +286,13 @@ def test_a_relayed_wire_tree_is_written_as_if_its_value_were(relayed_as: str, wr
     tree = parsed if parsed is not None else orjson.loads(native.dumps(value, relayed_as))
     relayed = native.Wire(tree, binary=relayed_as == native.MSGPACK)
     assert native.dumps({"results": [relayed]}, written_as) == native.dumps({"results": [value]}, written_as)
+
+
+def test_packb_keeps_no_bytes_of_a_failed_or_large_pack_for_the_next() -> None:
+    small = {"observation": b"\x00" * 16, "reward": 1.0, "seq": 3}
+    with pytest.raises(TypeError):
+        native.packb({"a": 1, "b": object()})  # half written when it fails
+    assert native.packb(small) == msgpack.packb(small, use_bin_type=True)
+    large = {"frame": b"\x01" * 200_000}
+    assert native.packb(large) == msgpack.packb(large, use_bin_type=True)
+    assert native.packb(small) == msgpack.packb(small, use_bin_type=True)
