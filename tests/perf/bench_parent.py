@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run_perf import REPO, gymserve_env, request, serving, wrk  # noqa: E402
+from run_perf import gymserve_env, request, revision, serving, wrk  # noqa: E402
 
 from servers import free_port  # noqa: E402
 
@@ -49,21 +47,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "rev"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.rev], check=True)
-        try:
-            print(f"{'row':<22}{'clients':>8}{args.rev + ' steps/s':>22}{'this steps/s':>16}{'ratio':>8}")
-            for name, media, body in ROWS:
-                for clients in (1, 16):
-                    theirs, ours = [], []
-                    for _ in range(args.rounds):
-                        theirs.append(steps_per_s(tree / "service", media, body, clients, args.seconds))
-                        ours.append(steps_per_s(None, media, body, clients, args.seconds))
-                    a, b = statistics.median(theirs), statistics.median(ours)
-                    print(f"{'/v2 ' + name:<22}{clients:>8}{a:>22,.0f}{b:>16,.0f}{b / a:>8.3f}")
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+    with revision(args.rev) as service:
+        print(f"{'row':<22}{'clients':>8}{args.rev + ' steps/s':>22}{'this steps/s':>16}{'ratio':>8}")
+        for name, media, body in ROWS:
+            for clients in (1, 16):
+                theirs, ours = [], []
+                for _ in range(args.rounds):
+                    theirs.append(steps_per_s(service, media, body, clients, args.seconds))
+                    ours.append(steps_per_s(None, media, body, clients, args.seconds))
+                a, b = statistics.median(theirs), statistics.median(ours)
+                print(f"{'/v2 ' + name:<22}{clients:>8}{a:>22,.0f}{b:>16,.0f}{b / a:>8.3f}")
 
 
 if __name__ == "__main__":

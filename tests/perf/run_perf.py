@@ -52,6 +52,19 @@ class Row:
     bytes_per_step: float | None = None
 
 
+@contextmanager
+def revision(rev: str) -> Iterator[Path]:
+    """Another revision of this repository, checked out into a temporary git worktree: its `service/` directory
+    (put it first on PYTHONPATH to run that revision's gymserve)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "rev"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True)
+        try:
+            yield tree / "service"
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def pinned(core: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", core, *argv]
 
