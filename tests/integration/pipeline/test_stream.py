@@ -154,6 +154,40 @@ def test_the_batch_stream_steps_envs_of_both_workers(make_server_once: Any) -> N
         assert wrong["error"]["code"] == "invalid_value" and wrong["error"]["details"]["field"] == "op"
 
 
+def test_a_streams_tenancy_is_its_routes_the_key_at_the_upgrade_and_at_every_message(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from servers import start_server
+    from tenant_files import auth, write
+
+    tmp = tmp_path_factory.mktemp("stream-tenants")
+    srv = start_server(tmp, tenants_file=write(tmp / "tenants.toml"))
+    try:
+        made = requests.post(srv.url + "/v2/envs", json={"env_id": "CartPole-v1"}, headers=auth("team-a"), timeout=30)
+        iid = made.json()["instance_id"]
+        never = iid[:-32] + "0" * 32  # this worker's shape, never minted
+        url = ws_url(srv, f"/v2/envs/{iid}/stream")
+        for headers, status in (({}, 401), ({"Authorization": "Bearer wrong"}, 401), (auth("team-b"), 404)):
+            with pytest.raises(InvalidStatus) as refused:  # refused before the 101, as the HTTP route refuses
+                connect(url, additional_headers=headers)
+            route = requests.post(f"{srv.url}/v2/envs/{iid}/step", json={"action": 0}, headers=headers, timeout=10)
+            assert refused.value.response.status_code == route.status_code == status
+            assert json.loads(refused.value.response.body)["error"]["code"] == route.json()["error"]["code"]
+        with pytest.raises(InvalidStatus) as unknown:  # another tenant's env reads as one never made
+            connect(ws_url(srv, f"/v2/envs/{never}/stream"), additional_headers=auth("team-b"))
+        assert unknown.value.response.status_code == 404
+        with connect(url, additional_headers=auth("team-a")) as ws:
+            assert "observation" in ask(ws, {"op": "reset", "seed": 1})
+            assert "observation" in ask(ws, {"op": "step", "action": 0})
+        with connect(ws_url(srv, "/v2/stream"), additional_headers=auth("team-b")) as ws:
+            [item] = ask(ws, {"op": "batch_step", "items": [{"id": iid, "action": 0}]})["results"]
+            assert item["error"]["code"] == "unknown_instance"  # team-b's batch cannot step team-a's env
+        steps = requests.get(f"{srv.url}/v2/envs/{iid}", headers=auth("team-a"), timeout=10).json()["steps"]
+        assert steps == 1  # only its own tenant's step ran
+    finally:
+        srv.stop()
+
+
 def raw_stream(srv: Server, iid: str) -> tuple[socket.socket, WSConnection]:
     """A stream by hand (wsproto, client side): for frames that no well-behaved client library sends."""
     sock = socket.create_connection(("127.0.0.1", int(srv.url.rsplit(":", 1)[1])), timeout=10)
