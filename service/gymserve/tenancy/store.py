@@ -16,11 +16,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .. import secret
+
+T = TypeVar("T")
 
 
 class Admission(NamedTuple):
@@ -265,16 +267,37 @@ class SqliteStore:
         self.timeout = timeout
         self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         self._local = threading.local()  # one connection per thread, opened in the worker (after the fork)
-        self._db().executescript(_SCHEMA)
+        self._while_locked(lambda: self._db().executescript(_SCHEMA))
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None or getattr(self._local, "pid", None) != os.getpid():
-            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
-            db.execute("PRAGMA synchronous=OFF")  # counts, not records: heartbeats rebuild them
+            db = self._while_locked(self._connect)
             self._local.db, self._local.pid = db, os.getpid()
         return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            db.execute("PRAGMA synchronous=OFF")  # counts, not records: heartbeats rebuild them
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _while_locked(self, setup: Callable[[], T]) -> T:
+        """`setup` tried again while the file is locked, for up to `timeout`: the workers of a replica open a new
+        file at once at boot, and SQLite answers a switch to WAL (or a schema read it must upgrade to a write)
+        "database is locked" at once, not after its timeout, when another connection holds the write lock."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return setup()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -85,3 +87,20 @@ def test_the_store_is_the_replicas_file_and_memory_only_without_a_replica(tmp_pa
     shared = Quotas.build("", "w", 10.0, 5, runtime_dir=str(tmp_path))
     assert isinstance(shared.store, SqliteStore) and (tmp_path / QUOTAS_FILE).exists()
     assert isinstance(Quotas.build("", "w", 10.0, 5).store, MemoryStore)
+
+
+def test_a_worker_opening_the_file_while_another_makes_it_waits_for_it_instead_of_failing_to_boot(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "quotas.sqlite3")
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("BEGIN IMMEDIATE")  # a sibling worker's first connection, making the file: the write lock
+    first.execute("CREATE TABLE made_first (x)")
+    releases = threading.Timer(0.3, lambda: first.execute("COMMIT"))
+    releases.start()
+    try:
+        store = SqliteStore(path)  # SQLite answers "database is locked" at once here, whatever its timeout
+        assert store.admit("team-a", "w1", 1, 5, None, 10_000).verdict == "ok"
+    finally:
+        releases.join()
+        first.close()
